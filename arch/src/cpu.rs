@@ -1,0 +1,124 @@
+//! CPU-level services: waiting, interrupt masking, and leaving the machine (semihosting exit, PSCI
+//! SYSTEM_OFF, or parking).
+//!
+//! Semihosting is probed by trapping: `HLT #0xF000` is the semihosting call when a debugger or
+//! QEMU's `-semihosting` is attached, and an undefined instruction otherwise. The exception
+//! dispatcher recognises that undefined `HLT`, records that semihosting is absent and skips it, so
+//! the same image runs on QEMU (exit status reaches the host) and on a real Pi (falls back to PSCI
+//! or parks).
+
+use aarch64_cpu::asm;
+use aarch64_cpu::registers::*;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Encoding of `HLT #0xF000`, the AArch64 semihosting trap.
+pub const SEMIHOSTING_HLT: u32 = 0xD45E_0000;
+
+const SH_UNKNOWN: u8 = 0;
+const SH_ABSENT: u8 = 2;
+static SEMIHOSTING: AtomicU8 = AtomicU8::new(SH_UNKNOWN);
+
+/// The PSCI conduit, when the device tree names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciConduit {
+    Hvc,
+    Smc,
+}
+
+static PSCI: AtomicU8 = AtomicU8::new(0);
+
+/// Records the PSCI conduit read from the device tree (`/psci` `method`).
+pub fn set_psci_conduit(conduit: Option<PsciConduit>) {
+    PSCI.store(
+        match conduit {
+            None => 0,
+            Some(PsciConduit::Hvc) => 1,
+            Some(PsciConduit::Smc) => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Called by the exception dispatcher for an undefined-instruction exception: if it was the
+/// semihosting trap, mark semihosting absent and tell the caller to skip the instruction.
+pub(crate) fn is_semihosting_trap(elr: u64) -> bool {
+    // SAFETY: ELR points at the instruction that raised the exception, in mapped kernel text.
+    let insn = unsafe { core::ptr::read_volatile(elr as *const u32) };
+    if insn == SEMIHOSTING_HLT {
+        SEMIHOSTING.store(SH_ABSENT, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
+/// Issues a semihosting call; returns `None` when semihosting is absent.
+fn semihosting_call(op: u64, param: u64) -> Option<u64> {
+    if SEMIHOSTING.load(Ordering::Relaxed) == SH_ABSENT {
+        return None;
+    }
+    let mut ret: u64 = op;
+    // SAFETY: the semihosting ABI reads x0/x1 and writes x0; the parameter block stays live for
+    // the duration of the call. If semihosting is absent the trap is skipped by the dispatcher
+    // (which then records SH_ABSENT) and x0 keeps `op`.
+    unsafe { core::arch::asm!("hlt #0xf000", inout("x0") ret, in("x1") param, options(nostack)) };
+    if SEMIHOSTING.load(Ordering::Relaxed) == SH_ABSENT { None } else { Some(ret) }
+}
+
+/// Leaves the machine with `status` (0 = success): semihosting SYS_EXIT where a host listens
+/// (QEMU with `-semihosting`), else PSCI SYSTEM_OFF (status lost), else parks the core.
+pub fn exit(status: u32) -> ! {
+    const SYS_EXIT: u64 = 0x18;
+    const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
+    let block = [ADP_STOPPED_APPLICATION_EXIT, status as u64];
+    semihosting_call(SYS_EXIT, block.as_ptr() as u64);
+    match PSCI.load(Ordering::Relaxed) {
+        1 => {
+            let _ = smccc::psci::system_off::<smccc::Hvc>();
+        }
+        2 => {
+            let _ = smccc::psci::system_off::<smccc::Smc>();
+        }
+        _ => {}
+    }
+    park()
+}
+
+/// Stops this core for good (interrupts masked, low-power wait).
+pub fn park() -> ! {
+    mask_interrupts();
+    loop {
+        asm::wfe();
+    }
+}
+
+/// Exit path for an exception taken before libos installed its handlers: nothing can be printed
+/// yet, so leave with a status that encodes the exception class (0x80 | EC).
+pub(crate) fn exit_failure_early(_kind: u64, esr: u64, _elr: u64, _far: u64) -> ! {
+    exit(0x80 | ((esr >> 26) & 0x3f) as u32)
+}
+
+/// Masks IRQs and FIQs on this core.
+pub fn mask_interrupts() {
+    DAIF.write(DAIF::I::Masked + DAIF::F::Masked);
+}
+
+/// Unmasks IRQs on this core.
+pub fn unmask_interrupts() {
+    DAIF.modify(DAIF::I::Unmasked);
+}
+
+/// True when IRQs are unmasked.
+pub fn interrupts_enabled() -> bool {
+    DAIF.matches_all(DAIF::I::Unmasked)
+}
+
+/// Waits for an interrupt.
+pub fn wait_for_interrupt() {
+    asm::wfi();
+}
+
+/// The exception level the code runs at now.
+pub fn current_el() -> u8 {
+    CurrentEL.read(CurrentEL::EL) as u8
+}

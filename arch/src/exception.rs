@@ -1,0 +1,362 @@
+//! Exception vectors, the trap frame, and abandonable calls.
+//!
+//! Every vector saves the full general-purpose state into a [`TrapFrame`] on the current stack and
+//! calls [`dispatch`], which hands synchronous exceptions and SErrors to the installed
+//! [`Handlers::sync`] hook and IRQs to [`Handlers::irq`]. A hook returns a [`Disposition`]:
+//! resume the interrupted code (possibly with a modified frame, e.g. the fault was fixed up), abandon
+//! the innermost [`try_call`] (used by the boot-time test runner to survive a faulting or hung test),
+//! or treat it as fatal. A fatal exception prints the ESR class, FAR, ELR and all registers and stops
+//! the machine with a failing exit status.
+
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// Which of the sixteen vectors was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Kind {
+    CurrentSp0Sync = 0,
+    CurrentSp0Irq = 1,
+    CurrentSp0Fiq = 2,
+    CurrentSp0SError = 3,
+    CurrentSpxSync = 4,
+    CurrentSpxIrq = 5,
+    CurrentSpxFiq = 6,
+    CurrentSpxSError = 7,
+    Lower64Sync = 8,
+    Lower64Irq = 9,
+    Lower64Fiq = 10,
+    Lower64SError = 11,
+    Lower32Sync = 12,
+    Lower32Irq = 13,
+    Lower32Fiq = 14,
+    Lower32SError = 15,
+}
+
+impl Kind {
+    fn from_raw(v: u64) -> Kind {
+        assert!(v < 16);
+        // SAFETY: `Kind` is `repr(u64)` with exactly the discriminants 0..16, and v < 16.
+        unsafe { core::mem::transmute::<u64, Kind>(v) }
+    }
+
+    /// True for an interrupt (IRQ or FIQ) vector.
+    pub fn is_interrupt(self) -> bool {
+        matches!(self as u64 % 4, 1 | 2)
+    }
+}
+
+/// The state saved by the vectors. The layout is shared with the assembly below.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// Exception link register: where `eret` returns to.
+    pub elr: u64,
+    /// Saved program status.
+    pub spsr: u64,
+    /// Exception syndrome.
+    pub esr: u64,
+    /// Fault address (valid for aborts).
+    pub far: u64,
+    /// Stack pointer of the interrupted code.
+    pub sp: u64,
+}
+
+const FRAME_SIZE: usize = 288;
+const _: () = assert!(core::mem::size_of::<TrapFrame>() <= FRAME_SIZE && FRAME_SIZE % 16 == 0);
+
+/// ESR_EL1 exception classes used by Tessera.
+pub mod ec {
+    pub const UNKNOWN: u64 = 0x00;
+    pub const SVC64: u64 = 0x15;
+    pub const INSTR_ABORT_LOWER: u64 = 0x20;
+    pub const INSTR_ABORT_SAME: u64 = 0x21;
+    pub const PC_ALIGNMENT: u64 = 0x22;
+    pub const DATA_ABORT_LOWER: u64 = 0x24;
+    pub const DATA_ABORT_SAME: u64 = 0x25;
+    pub const SP_ALIGNMENT: u64 = 0x26;
+    pub const SERROR: u64 = 0x2F;
+    pub const BRK64: u64 = 0x3C;
+}
+
+impl TrapFrame {
+    /// ESR exception class.
+    pub fn ec(&self) -> u64 {
+        (self.esr >> 26) & 0x3f
+    }
+
+    /// A short name for the exception class.
+    pub fn ec_name(&self) -> &'static str {
+        match self.ec() {
+            ec::UNKNOWN => "unknown/undefined instruction",
+            ec::SVC64 => "SVC",
+            ec::INSTR_ABORT_LOWER | ec::INSTR_ABORT_SAME => "instruction abort",
+            ec::PC_ALIGNMENT => "PC alignment fault",
+            ec::DATA_ABORT_LOWER | ec::DATA_ABORT_SAME => "data abort",
+            ec::SP_ALIGNMENT => "SP alignment fault",
+            ec::SERROR => "SError",
+            ec::BRK64 => "BRK",
+            _ => "other",
+        }
+    }
+
+    /// For aborts: fault status code (DFSC/IFSC) name.
+    pub fn fault_status_name(&self) -> &'static str {
+        let fsc = self.esr & 0x3f;
+        match fsc {
+            0b000100..=0b000111 => "translation fault",
+            0b001000..=0b001011 => "access flag fault",
+            0b001100..=0b001111 => "permission fault",
+            0b100001 => "alignment fault",
+            0b010000 => "synchronous external abort",
+            0b110000 => "TLB conflict abort",
+            _ => "other fault",
+        }
+    }
+
+    /// For data aborts: true when the access was a write (ESR.ISS.WnR).
+    pub fn is_write(&self) -> bool {
+        self.esr & (1 << 6) != 0
+    }
+}
+
+/// What to do after a hook ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Return to the interrupted code with the (possibly modified) frame.
+    Resume,
+    /// Abandon the innermost [`try_call`], which returns `Err(code)`.
+    Abandon(u64),
+    /// Print the exception and stop the machine with a failing status.
+    Fatal,
+}
+
+/// The installed hooks.
+pub struct Handlers {
+    /// Synchronous exceptions and SErrors.
+    pub sync: fn(Kind, &mut TrapFrame) -> Disposition,
+    /// IRQs and FIQs.
+    pub irq: fn(Kind, &mut TrapFrame) -> Disposition,
+    /// Called with a fatal exception's frame after it was printed: must not return.
+    pub fatal: fn(Kind, &TrapFrame) -> !,
+}
+
+static HANDLERS: AtomicPtr<Handlers> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Installs the exception hooks (done once by libos during early boot).
+pub fn install(handlers: &'static Handlers) {
+    HANDLERS.store(handlers as *const Handlers as *mut Handlers, Ordering::Release);
+}
+
+#[no_mangle]
+extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
+    let kind = Kind::from_raw(kind);
+    if kind == Kind::CurrentSpxSync && frame.ec() == ec::UNKNOWN && crate::cpu::is_semihosting_trap(frame.elr) {
+        // Semihosting probe on a machine without a semihosting host: skip the HLT.
+        frame.elr += 4;
+        return;
+    }
+    let handlers = HANDLERS.load(Ordering::Acquire);
+    if handlers.is_null() {
+        // Too early for anything clever: stop with a failing status.
+        crate::cpu::exit_failure_early(kind as u64, frame.esr, frame.elr, frame.far);
+    }
+    // SAFETY: `install` only stores pointers to `'static` handler tables.
+    let handlers = unsafe { &*handlers };
+    let disposition = if kind.is_interrupt() { (handlers.irq)(kind, frame) } else { (handlers.sync)(kind, frame) };
+    match disposition {
+        Disposition::Resume => {}
+        Disposition::Abandon(code) => {
+            if !redirect_to_resume(frame, code) {
+                (handlers.fatal)(kind, frame)
+            }
+        }
+        Disposition::Fatal => (handlers.fatal)(kind, frame),
+    }
+}
+
+/// Saved callee-state of an active [`try_call`]: x19..x30, sp, d8..d15.
+#[repr(C)]
+struct ResumeContext {
+    regs: [u64; 13],
+    fp: [u64; 8],
+    outer: usize,
+}
+
+/// The innermost active [`try_call`] context (0 when none). Single core for now.
+static CURRENT_TRY: AtomicUsize = AtomicUsize::new(0);
+
+/// True while some [`try_call`] is active, i.e. an [`Disposition::Abandon`] has a target.
+pub fn in_try_call() -> bool {
+    CURRENT_TRY.load(Ordering::Acquire) != 0
+}
+
+fn redirect_to_resume(frame: &mut TrapFrame, code: u64) -> bool {
+    let ctx = CURRENT_TRY.load(Ordering::Acquire);
+    if ctx == 0 {
+        return false;
+    }
+    extern "C" {
+        fn __tessera_resume(ctx: usize, code: u64) -> !;
+    }
+    frame.elr = __tessera_resume as *const () as u64;
+    frame.x[0] = ctx as u64;
+    frame.x[1] = code;
+    true
+}
+
+/// Abandons the innermost [`try_call`] from ordinary code (e.g. the panic handler), making it return
+/// `Err(code)`. Returns only if no `try_call` is active.
+pub fn abandon(code: u64) {
+    let ctx = CURRENT_TRY.load(Ordering::Acquire);
+    if ctx != 0 {
+        extern "C" {
+            fn __tessera_resume(ctx: usize, code: u64) -> !;
+        }
+        // SAFETY: `ctx` points at the live ResumeContext of an active try_call further up this stack;
+        // resuming there discards the frames in between (their destructors do not run).
+        unsafe { __tessera_resume(ctx, code) }
+    }
+}
+
+/// Runs `f(arg)` so that a fault, panic or watchdog inside it can abandon it: returns `Ok(())` when
+/// `f` returns, `Err(code)` when abandoned. Abandoning skips destructors of the frames in between
+/// (memory they owned is leaked and locks they held stay held): it is a last-resort recovery used
+/// by the test runner, not an error-handling mechanism.
+pub fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u64> {
+    extern "C" {
+        fn __tessera_try_call(f: extern "C" fn(*mut u8), arg: *mut u8, ctx: *mut ResumeContext) -> u64;
+    }
+    let mut ctx = ResumeContext { regs: [0; 13], fp: [0; 8], outer: CURRENT_TRY.load(Ordering::Acquire) };
+    let ctx_ptr: *mut ResumeContext = &mut ctx;
+    CURRENT_TRY.store(ctx_ptr as usize, Ordering::Release);
+    // SAFETY: the assembly saves callee-saved state into `ctx`, which outlives the call; `f` is a
+    // plain function pointer.
+    let code = unsafe { __tessera_try_call(f, arg, ctx_ptr) };
+    CURRENT_TRY.store(ctx.outer, Ordering::Release);
+    if code == 0 { Ok(()) } else { Err(code) }
+}
+
+core::arch::global_asm!(
+    r#"
+.macro VECTOR kind
+    .balign 0x80
+    sub     sp, sp, #{frame}
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\kind
+    b       __exception_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global __exception_vectors
+__exception_vectors:
+    VECTOR 0
+    VECTOR 1
+    VECTOR 2
+    VECTOR 3
+    VECTOR 4
+    VECTOR 5
+    VECTOR 6
+    VECTOR 7
+    VECTOR 8
+    VECTOR 9
+    VECTOR 10
+    VECTOR 11
+    VECTOR 12
+    VECTOR 13
+    VECTOR 14
+    VECTOR 15
+
+__exception_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x1, elr_el1
+    stp     x30, x1, [sp, #240]
+    mrs     x1, spsr_el1
+    mrs     x2, esr_el1
+    stp     x1, x2, [sp, #256]
+    mrs     x1, far_el1
+    add     x2, sp, #{frame}
+    stp     x1, x2, [sp, #272]
+    mov     x1, sp
+    bl      __tessera_exception
+    ldp     x30, x1, [sp, #240]
+    msr     elr_el1, x1
+    ldr     x1, [sp, #256]
+    msr     spsr_el1, x1
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #{frame}
+    eret
+
+.section .text
+// u64 __tessera_try_call(f, arg, ctx): save callee-saved state in ctx, call f(arg), return 0.
+.global __tessera_try_call
+__tessera_try_call:
+    stp     x19, x20, [x2, #0]
+    stp     x21, x22, [x2, #16]
+    stp     x23, x24, [x2, #32]
+    stp     x25, x26, [x2, #48]
+    stp     x27, x28, [x2, #64]
+    stp     x29, x30, [x2, #80]
+    mov     x9, sp
+    str     x9, [x2, #96]
+    stp     d8, d9, [x2, #104]
+    stp     d10, d11, [x2, #120]
+    stp     d12, d13, [x2, #136]
+    stp     d14, d15, [x2, #152]
+    mov     x9, x0
+    mov     x0, x1
+    stp     x29, x30, [sp, #-16]!
+    blr     x9
+    ldp     x29, x30, [sp], #16
+    mov     x0, #0
+    ret
+
+// ! __tessera_resume(ctx, code): restore the state saved by __tessera_try_call and make it return code.
+.global __tessera_resume
+__tessera_resume:
+    ldp     x19, x20, [x0, #0]
+    ldp     x21, x22, [x0, #16]
+    ldp     x23, x24, [x0, #32]
+    ldp     x25, x26, [x0, #48]
+    ldp     x27, x28, [x0, #64]
+    ldp     x29, x30, [x0, #80]
+    ldr     x9, [x0, #96]
+    mov     sp, x9
+    ldp     d8, d9, [x0, #104]
+    ldp     d10, d11, [x0, #120]
+    ldp     d12, d13, [x0, #136]
+    ldp     d14, d15, [x0, #152]
+    mov     x0, x1
+    ret
+"#,
+    frame = const FRAME_SIZE,
+);

@@ -1,0 +1,166 @@
+//! What Tessera reads from the flattened device tree: RAM, reserved memory, the command line, the
+//! PSCI conduit and the model name. Parsing uses the `fdt` crate; this module turns the tree into a
+//! plain [`DtInfo`] so that nothing else depends on the DT format.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A physical range [base, base + size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PhysRange {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl PhysRange {
+    /// One past the last byte (saturating).
+    pub fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+}
+
+/// The PSCI conduit named by `/psci` `method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciMethod {
+    Hvc,
+    Smc,
+}
+
+/// Facts read from a device tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DtInfo {
+    /// `memory` nodes' `reg` ranges, in tree order.
+    pub memory: Vec<PhysRange>,
+    /// `/memreserve/` entries and static `/reserved-memory` children with a `reg`.
+    pub reserved: Vec<PhysRange>,
+    /// `/chosen/bootargs` (empty when absent).
+    pub bootargs: String,
+    /// `/psci` or `arm,psci*` node's method.
+    pub psci: Option<PsciMethod>,
+    /// Root `model` property.
+    pub model: String,
+    /// Size of the blob itself (to reserve it).
+    pub total_size: usize,
+}
+
+/// Why a blob was rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// Not a flattened device tree (bad magic or header).
+    Invalid(String),
+}
+
+/// Reads the `totalsize` field of an FDT header if `header` starts with the FDT magic.
+pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
+    const FDT_MAGIC: u32 = 0xd00d_feed;
+    if header.len() < 8 || u32::from_be_bytes(header[0..4].try_into().ok()?) != FDT_MAGIC {
+        return None;
+    }
+    Some(u32::from_be_bytes(header[4..8].try_into().ok()?) as usize)
+}
+
+/// Parses a blob.
+pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
+    let fdt = fdt::Fdt::new(blob).map_err(|e| DtError::Invalid(alloc::format!("{e:?}")))?;
+    let mut info = DtInfo { total_size: fdt.total_size(), ..Default::default() };
+    for node in fdt.all_nodes() {
+        let is_memory = node.property("device_type").and_then(|p| p.as_str()) == Some("memory");
+        if is_memory {
+            for r in node.reg().into_iter().flatten() {
+                if let Some(size) = r.size {
+                    if size > 0 {
+                        info.memory.push(PhysRange { base: r.starting_address as u64, size: size as u64 });
+                    }
+                }
+            }
+        }
+    }
+    for r in fdt.memory_reservations() {
+        info.reserved.push(PhysRange { base: r.address() as u64, size: r.size() as u64 });
+    }
+    if let Some(rm) = fdt.find_node("/reserved-memory") {
+        for child in rm.children() {
+            for r in child.reg().into_iter().flatten() {
+                if let Some(size) = r.size {
+                    info.reserved.push(PhysRange { base: r.starting_address as u64, size: size as u64 });
+                }
+            }
+        }
+    }
+    if let Some(chosen) = fdt.find_node("/chosen") {
+        if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
+            info.bootargs = String::from(args);
+        }
+    }
+    let psci = fdt.find_node("/psci").or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
+    info.psci = psci.and_then(|n| n.property("method")).and_then(|p| p.as_str()).and_then(|m| match m {
+        "hvc" => Some(PsciMethod::Hvc),
+        "smc" => Some(PsciMethod::Smc),
+        _ => None,
+    });
+    if let Some(model) = fdt.root().property("model").and_then(|p| p.as_str()) {
+        info.model = String::from(model);
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_fdt::FdtWriter;
+
+    fn blob(with_psci: bool, bootargs: Option<&str>) -> Vec<u8> {
+        let mut w = FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0x4000_0000, 0x1000).unwrap()]).unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_string("model", "test-board").unwrap();
+        let mem = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000, 0x1_0000_0000, 0x2000_0000]).unwrap();
+        w.end_node(mem).unwrap();
+        if let Some(args) = bootargs {
+            let chosen = w.begin_node("chosen").unwrap();
+            w.property_string("bootargs", args).unwrap();
+            w.end_node(chosen).unwrap();
+        }
+        if with_psci {
+            let psci = w.begin_node("psci").unwrap();
+            w.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()]).unwrap();
+            w.property_string("method", "hvc").unwrap();
+            w.end_node(psci).unwrap();
+        }
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_memory_bootargs_psci() {
+        let b = blob(true, Some("log=debug tests=heap"));
+        assert_eq!(fdt_total_size(&b), Some(b.len()));
+        let info = parse(&b).unwrap();
+        assert_eq!(
+            info.memory,
+            [PhysRange { base: 0x4000_0000, size: 0x4000_0000 }, PhysRange { base: 0x1_0000_0000, size: 0x2000_0000 }]
+        );
+        assert_eq!(info.reserved, [PhysRange { base: 0x4000_0000, size: 0x1000 }]);
+        assert_eq!(info.bootargs, "log=debug tests=heap");
+        assert_eq!(info.psci, Some(PsciMethod::Hvc));
+        assert_eq!(info.model, "test-board");
+        assert_eq!(info.total_size, b.len());
+    }
+
+    #[test]
+    fn tolerates_missing_chosen_and_psci() {
+        let info = parse(&blob(false, None)).unwrap();
+        assert_eq!(info.bootargs, "");
+        assert_eq!(info.psci, None);
+        assert_eq!(info.memory.len(), 2);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(fdt_total_size(&[0u8; 16]), None);
+        assert!(matches!(parse(&[0u8; 64]), Err(DtError::Invalid(_))));
+    }
+}

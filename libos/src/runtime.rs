@@ -1,0 +1,421 @@
+//! Bringing the machine up and down: the kernel entry called by `arch::boot`, the boot
+//! configuration, the kernel heap and the frame allocator, exception and interrupt hooks, timers,
+//! panics, and exit.
+//!
+//! Exit statuses (semihosting SYS_EXIT, visible as QEMU's exit status):
+//! 0 success · 1 the app reported failure (e.g. a boot test failed) · 2 panic outside a test ·
+//! 3 fatal exception · 4 boot configuration error.
+
+use crate::bootargs::BootArgs;
+use crate::devicetree::{self, DtInfo, PhysRange};
+use crate::memory::{self, AllocError, FrameAllocator, FrameError};
+use alloc::vec::Vec;
+use arch::board::{phys_to_virt, BOARD};
+use arch::exception::{self, Disposition, Handlers, Kind, TrapFrame};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::{Mutex, Once};
+
+/// Exit status: the app reported failure.
+pub const EXIT_APP_FAILURE: u32 = 1;
+/// Exit status: panic outside a boot test.
+pub const EXIT_PANIC: u32 = 2;
+/// Exit status: unhandled exception.
+pub const EXIT_FATAL_EXCEPTION: u32 = 3;
+/// Exit status: the machine could not be brought up.
+pub const EXIT_BOOT_ERROR: u32 = 4;
+
+/// How the app's `main` result becomes an exit status.
+pub trait Termination {
+    /// The exit status (0 = success).
+    fn report(self) -> u32;
+}
+
+impl Termination for () {
+    fn report(self) -> u32 {
+        0
+    }
+}
+
+impl Termination for u32 {
+    fn report(self) -> u32 {
+        self
+    }
+}
+
+impl<E: core::fmt::Debug> Termination for Result<(), E> {
+    fn report(self) -> u32 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                crate::println!("error: {e:?}");
+                EXIT_APP_FAILURE
+            }
+        }
+    }
+}
+
+/// Where the RAM layout came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RamSource {
+    DeviceTree,
+    BoardDefault,
+}
+
+/// What the runtime learned while booting.
+#[derive(Debug)]
+pub struct BootConfig {
+    /// Board name (`qemu-virt`, `raspi3`, `raspi4`).
+    pub board: &'static str,
+    /// Exception level the image was entered at.
+    pub entry_el: u8,
+    /// Physical address of the device tree, if one was found.
+    pub dtb: Option<usize>,
+    /// The parsed device tree.
+    pub dt: Option<DtInfo>,
+    /// RAM ranges (from the device tree, else the board default).
+    pub ram: Vec<PhysRange>,
+    /// Where [`BootConfig::ram`] came from.
+    pub ram_source: RamSource,
+    /// Ranges handed to the frame allocator.
+    pub usable: Vec<PhysRange>,
+    /// The kernel command line.
+    pub bootargs: BootArgs,
+    /// Counter value when the first Rust code ran.
+    pub entry_ticks: u64,
+}
+
+static BOOT: Once<BootConfig> = Once::new();
+static MAIN_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// The boot configuration (available once the app runs).
+pub fn boot_config() -> &'static BootConfig {
+    BOOT.get().expect("boot configuration read before boot finished")
+}
+
+/// Virtual time from reset to the app's `main`, in nanoseconds.
+pub fn boot_to_main_ns() -> u64 {
+    arch::timer::ticks_to_ns(MAIN_TICKS.load(Ordering::Relaxed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heap and frames
+
+const HEAP_STATIC_SIZE: usize = 8 << 20;
+
+#[repr(C, align(4096))]
+struct HeapSpace([u8; HEAP_STATIC_SIZE]);
+
+static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_STATIC_SIZE]);
+
+/// The kernel heap: starts on a static 8 MiB region and grows by taking blocks from the frame
+/// allocator when exhausted.
+#[global_allocator]
+static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> = buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
+
+static HEAP_GROWN_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
+    // Never wait for the frame allocator here: it may be the one allocating.
+    let Some(mut frames) = FRAMES.try_lock() else { return };
+    let want = layout.size().max(layout.align()).max(1 << 20).next_power_of_two();
+    let order = (want / memory::FRAME_SIZE).trailing_zeros() as usize;
+    if let Ok(pa) = frames.alloc(order.min(memory::MAX_ORDER)) {
+        let bytes = memory::FRAME_SIZE << order.min(memory::MAX_ORDER);
+        let va = phys_to_virt(pa as usize);
+        // SAFETY: the block was just taken from the frame allocator, is mapped by the kernel map
+        // and is given to the heap for good.
+        unsafe { heap.add_to_heap(va, va + bytes) };
+        HEAP_GROWN_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Heap statistics: (bytes requested by live allocations, bytes the heap manages).
+pub fn heap_usage() -> (usize, usize) {
+    let h = HEAP.lock();
+    (h.stats_alloc_user(), h.stats_total_bytes())
+}
+
+static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
+
+/// Allocates 2^order physical frames; returns the physical address.
+pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
+    FRAMES.lock().alloc(order)
+}
+
+/// Frees frames obtained from [`alloc_frames`].
+pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
+    FRAMES.lock().free(pa, order)
+}
+
+/// (free frames, total frames).
+pub fn frame_counts() -> (usize, usize) {
+    let f = FRAMES.lock();
+    (f.free_frames(), f.total_frames())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry
+
+fn find_device_tree(x0: usize) -> Option<usize> {
+    let candidates = [Some(x0), BOARD.dtb_fallback];
+    candidates.into_iter().flatten().find(|&pa| {
+        if pa == 0 || pa % 8 != 0 || pa >= BOARD.ram_limit {
+            return false;
+        }
+        // SAFETY: `pa` is below the board's RAM limit, hence inside the boot map; the header read is
+        // 8 bytes.
+        let header = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, 8) };
+        devicetree::fdt_total_size(header).is_some()
+    })
+}
+
+fn boot_error(msg: core::fmt::Arguments) -> ! {
+    crate::println!("boot error: {msg}");
+    arch::cpu::exit(EXIT_BOOT_ERROR)
+}
+
+#[no_mangle]
+fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
+    let entry_ticks = arch::timer::ticks();
+    crate::console::init();
+    exception::install(&HANDLERS);
+    crate::console::init_logging(crate::console::default_level());
+
+    // SAFETY: the static heap region is used only by the heap, handed over exactly once here.
+    unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_SPACE) as usize, HEAP_STATIC_SIZE) };
+
+    let dtb = find_device_tree(info.x0);
+    let dt = dtb.map(|pa| {
+        // SAFETY: the header was validated by `find_device_tree`; the blob lies in RAM below the
+        // board's RAM limit, inside the boot map, and nothing writes to it.
+        let header = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, 8) };
+        let size = devicetree::fdt_total_size(header).unwrap_or(0);
+        // SAFETY: as above, for the whole blob.
+        let blob = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, size) };
+        devicetree::parse(blob).unwrap_or_else(|e| boot_error(format_args!("device tree at {pa:#x}: {e:?}")))
+    });
+
+    let bootargs = BootArgs::new(dt.as_ref().map(|d| d.bootargs.as_str()).unwrap_or(""));
+    match bootargs.log_level() {
+        Some(Ok(level)) => log::set_max_level(level),
+        Some(Err(bad)) => log::warn!("ignoring unknown log level '{bad}' (use off|error|warn|info|debug|trace)"),
+        None => {}
+    }
+    arch::cpu::set_psci_conduit(dt.as_ref().and_then(|d| d.psci).map(|m| match m {
+        devicetree::PsciMethod::Hvc => arch::cpu::PsciConduit::Hvc,
+        devicetree::PsciMethod::Smc => arch::cpu::PsciConduit::Smc,
+    }));
+
+    let (ram, ram_source) = match dt.as_ref().filter(|d| !d.memory.is_empty()) {
+        Some(d) => (d.memory.clone(), RamSource::DeviceTree),
+        None => {
+            let (base, size) = BOARD.default_ram;
+            (alloc::vec![PhysRange { base: base as u64, size: size as u64 }], RamSource::BoardDefault)
+        }
+    };
+    let (img_start, img_end) = arch::boot::image_phys_range();
+    let mut reserved = alloc::vec![
+        PhysRange { base: 0, size: BOARD.reserved_low as u64 },
+        PhysRange { base: img_start as u64, size: (img_end - img_start) as u64 },
+    ];
+    if let (Some(pa), Some(d)) = (dtb, dt.as_ref()) {
+        reserved.push(PhysRange { base: pa as u64, size: d.total_size as u64 });
+        reserved.extend(d.reserved.iter().copied());
+    }
+    // The boot map covers the low 4 GiB; RAM above it joins once the kernel map replaces it.
+    let usable = memory::usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
+    {
+        let mut frames = FRAMES.lock();
+        for r in &usable {
+            frames.add_range(*r);
+        }
+        if frames.total_frames() == 0 {
+            drop(frames);
+            boot_error(format_args!("no usable RAM (ram {ram:?}, reserved {reserved:?})"));
+        }
+    }
+
+    BOOT.call_once(|| BootConfig {
+        board: BOARD.name,
+        entry_el: info.entry_el,
+        dtb,
+        dt,
+        ram,
+        ram_source,
+        usable,
+        bootargs,
+        entry_ticks,
+    });
+
+    arch::irq::init();
+    arch::cpu::unmask_interrupts();
+    let cfg = boot_config();
+    log::debug!(
+        "{} (entered at EL{}), RAM {:?} from {:?}, {} free frames, bootargs '{}'",
+        cfg.board,
+        cfg.entry_el,
+        cfg.ram,
+        cfg.ram_source,
+        frame_counts().0,
+        cfg.bootargs.as_str()
+    );
+
+    extern "Rust" {
+        fn __tessera_app_main() -> u32;
+    }
+    MAIN_TICKS.store(arch::timer::ticks(), Ordering::Relaxed);
+    // SAFETY: defined exactly once by the app through `libos::main!`.
+    let status = unsafe { __tessera_app_main() };
+    exit(status)
+}
+
+/// Leaves the machine with `status` (0 = success). On QEMU the status becomes QEMU's exit status.
+pub fn exit(status: u32) -> ! {
+    arch::cpu::exit(status)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exceptions, interrupts, timers
+
+static HANDLERS: Handlers = Handlers { sync: on_sync, irq: on_irq, fatal: on_fatal };
+
+/// A handler for data/instruction aborts (the memory manager installs one): returns `true` when
+/// it resolved the fault and the access should be retried.
+pub type FaultHook = fn(&mut TrapFrame) -> bool;
+
+static FAULT_HOOK: Mutex<Option<FaultHook>> = Mutex::new(None);
+
+/// Installs (or removes) the abort handler hook.
+pub fn set_fault_hook(hook: Option<FaultHook>) {
+    *FAULT_HOOK.lock() = hook;
+}
+
+fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
+    use arch::exception::ec;
+    if matches!(frame.ec(), ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER) {
+        let hook = *FAULT_HOOK.lock();
+        if let Some(hook) = hook {
+            if hook(frame) {
+                return Disposition::Resume;
+            }
+        }
+    }
+    crate::testing::on_unexpected_exception(frame)
+}
+
+fn on_irq(_kind: Kind, _frame: &mut TrapFrame) -> Disposition {
+    let mut disposition = Disposition::Resume;
+    while let Some(id) = arch::irq::acknowledge() {
+        if id == arch::irq::timer_id() {
+            if let Some(d) = timers_fired() {
+                disposition = d;
+            }
+        } else {
+            log::warn!("unexpected interrupt {id}");
+        }
+        arch::irq::end_of_interrupt(id);
+    }
+    disposition
+}
+
+fn on_fatal(kind: Kind, frame: &TrapFrame) -> ! {
+    print_exception("FATAL", kind, frame);
+    arch::cpu::exit(EXIT_FATAL_EXCEPTION)
+}
+
+/// Prints an exception report: class, syndrome, addresses and registers.
+pub fn print_exception(what: &str, kind: Kind, frame: &TrapFrame) {
+    use crate::console::emergency_write_fmt as w;
+    w(format_args!(
+        "{what}: {} ({:?}) ESR={:#010x} EC={:#04x}",
+        frame.ec_name(),
+        kind,
+        frame.esr,
+        frame.ec()
+    ));
+    if matches!(frame.ec(), 0x20 | 0x21 | 0x24 | 0x25) {
+        w(format_args!(" {} {}", frame.fault_status_name(), if frame.is_write() { "(write)" } else { "(read)" }));
+    }
+    w(format_args!("\n  ELR={:#018x} FAR={:#018x} SPSR={:#010x} SP={:#018x}\n", frame.elr, frame.far, frame.spsr, frame.sp));
+    for (i, pair) in frame.x.chunks(4).enumerate() {
+        w(format_args!(" "));
+        for (j, v) in pair.iter().enumerate() {
+            w(format_args!(" x{:<2}={:#018x}", i * 4 + j, v));
+        }
+        w(format_args!("\n"));
+    }
+}
+
+/// One-shot timer slots multiplexed on the EL1 virtual timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerSlot {
+    /// The boot-test watchdog.
+    Watchdog = 0,
+    /// General use (apps, tests).
+    User = 1,
+}
+
+const NO_DEADLINE: u64 = u64::MAX;
+static DEADLINES: [AtomicU64; 2] = [AtomicU64::new(NO_DEADLINE), AtomicU64::new(NO_DEADLINE)];
+static TIMER_FIRED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn rearm() {
+    let next = DEADLINES.iter().map(|d| d.load(Ordering::Acquire)).min().unwrap_or(NO_DEADLINE);
+    if next == NO_DEADLINE {
+        arch::timer::disarm();
+    } else {
+        arch::timer::arm_at(next);
+    }
+}
+
+/// Arms `slot` to fire `ns` nanoseconds from now (replacing its previous deadline).
+pub fn timer_arm(slot: TimerSlot, ns: u64) {
+    let masked = !arch::cpu::interrupts_enabled();
+    arch::cpu::mask_interrupts();
+    DEADLINES[slot as usize].store(arch::timer::ticks() + arch::timer::ns_to_ticks(ns), Ordering::Release);
+    rearm();
+    if !masked {
+        arch::cpu::unmask_interrupts();
+    }
+}
+
+/// Cancels `slot`.
+pub fn timer_cancel(slot: TimerSlot) {
+    let masked = !arch::cpu::interrupts_enabled();
+    arch::cpu::mask_interrupts();
+    DEADLINES[slot as usize].store(NO_DEADLINE, Ordering::Release);
+    rearm();
+    if !masked {
+        arch::cpu::unmask_interrupts();
+    }
+}
+
+/// How many times `slot` has fired since boot.
+pub fn timer_fired_count(slot: TimerSlot) -> u64 {
+    TIMER_FIRED[slot as usize].load(Ordering::Acquire)
+}
+
+fn timers_fired() -> Option<Disposition> {
+    let now = arch::timer::ticks();
+    let mut result = None;
+    for (i, d) in DEADLINES.iter().enumerate() {
+        if d.load(Ordering::Acquire) <= now {
+            d.store(NO_DEADLINE, Ordering::Release);
+            TIMER_FIRED[i].fetch_add(1, Ordering::AcqRel);
+            if i == TimerSlot::Watchdog as usize {
+                result = crate::testing::on_watchdog();
+            }
+        }
+    }
+    rearm();
+    result
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    if exception::in_try_call() {
+        crate::testing::on_panic(info);
+    }
+    crate::console::emergency_write_fmt(format_args!("\npanicked: {info}\n"));
+    arch::cpu::exit(EXIT_PANIC)
+}
