@@ -2,7 +2,7 @@
 //! and the `log` facade.
 //!
 //! The UART is used as the firmware (or QEMU) left it configured; Tessera does not reprogram the
-//! baud rate, so a real Pi keeps `config.txt`'s settings. Output can additionally be captured into a
+//! baud rate, so a real Pi keeps `config.txt`'s settings. Output can instead be captured into a
 //! buffer, which the boot-time tests use to check formatting end to end.
 
 use alloc::string::String;
@@ -37,6 +37,7 @@ impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if let Some(buf) = self.capture.as_mut() {
             buf.push_str(s);
+            return Ok(());
         }
         if let Some(uart) = self.uart.as_mut() {
             for b in s.bytes() {
@@ -67,7 +68,7 @@ pub fn emergency_write_fmt(args: fmt::Arguments) {
     let _ = c.write_fmt(args);
 }
 
-/// Runs `f` with console output also captured; returns what was printed.
+/// Runs `f` with console output diverted into a buffer; returns what was printed.
 pub fn capture<F: FnOnce()>(f: F) -> String {
     CONSOLE.lock().capture = Some(String::new());
     f();
@@ -127,4 +128,31 @@ pub fn default_level() -> log::LevelFilter {
 pub fn init_logging(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+#[cfg(feature = "boot-tests")]
+mod boot_tests {
+    crate::boot_test! {
+        /// The console's UART is a PL011: its PrimeCell identification registers read back valid.
+        fn uart_is_a_pl011() {
+            assert!(super::uart_identified());
+        }
+    }
+
+    crate::boot_test! {
+        /// `println!` and the `log` facade format through the console (captured).
+        fn println_and_log_reach_the_console() {
+            let out = super::capture(|| {
+                crate::println!("value={} hex={:#x}", 42, 255);
+                let level = log::max_level();
+                log::set_max_level(log::LevelFilter::Info);
+                log::info!(target: "probe", "logged {}", "line");
+                log::debug!(target: "probe", "filtered out");
+                log::set_max_level(level);
+            });
+            assert!(out.contains("value=42 hex=0xff\n"), "{out:?}");
+            assert!(out.contains("INFO  probe: logged line\n"), "{out:?}");
+            assert!(!out.contains("filtered out"), "{out:?}");
+        }
+    }
 }

@@ -107,8 +107,9 @@ struct HeapSpace([u8; HEAP_STATIC_SIZE]);
 
 static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_STATIC_SIZE]);
 
-/// The kernel heap: starts on a static 8 MiB region and grows by taking blocks from the frame
-/// allocator when exhausted.
+/// The kernel heap: starts on a static 8 MiB region and grows by taking blocks of up to 4 MiB (the
+/// largest buddy order) from the frame allocator when exhausted, so one heap allocation can be at
+/// most about 4 MiB once the static region is used up; larger buffers belong in frames or mappings.
 #[global_allocator]
 static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> = buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
 
@@ -145,6 +146,12 @@ pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
 /// Frees frames obtained from [`alloc_frames`].
 pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
     FRAMES.lock().free(pa, order)
+}
+
+/// Frames that are free or owned by the kernel heap (which never gives frames back): the boot-test
+/// runner's leak check compares this before and after each test.
+pub fn frames_free_or_heap() -> usize {
+    frame_counts().0 + HEAP_GROWN_BYTES.load(Ordering::Relaxed) / memory::FRAME_SIZE
 }
 
 /// (free frames, total frames).
@@ -418,4 +425,189 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     crate::console::emergency_write_fmt(format_args!("\npanicked: {info}\n"));
     arch::cpu::exit(EXIT_PANIC)
+}
+
+#[cfg(feature = "boot-tests")]
+mod boot_tests {
+    use super::*;
+    use crate::memory::{OutOfMemory, FRAME_SIZE, MAX_ORDER};
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+
+    crate::boot_test! {
+        /// Every order 0..=10 allocates a naturally aligned block and gives it back.
+        fn frame_orders_are_aligned_and_returned() {
+            let before = frame_counts().0;
+            let mut blocks = Vec::new();
+            for order in 0..=MAX_ORDER {
+                let pa = alloc_frames(order).expect("RAM for every order");
+                assert_eq!(pa % ((FRAME_SIZE as u64) << order), 0, "order {order} block at {pa:#x} misaligned");
+                assert_eq!(frame_counts().0, before - blocks.iter().map(|&(_, o)| 1usize << o).sum::<usize>() - (1 << order));
+                blocks.push((pa, order));
+            }
+            // Distinct, non-overlapping blocks, and really memory: write and read back through the
+            // kernel map.
+            for (i, &(pa, order)) in blocks.iter().enumerate() {
+                let len = FRAME_SIZE << order;
+                for &(other, o2) in &blocks[i + 1..] {
+                    let l2 = (FRAME_SIZE << o2) as u64;
+                    assert!(pa + len as u64 <= other || other + l2 <= pa, "blocks overlap");
+                }
+                let p = phys_to_virt(pa as usize) as *mut u64;
+                // SAFETY: the block is ours; first and last word are inside it.
+                unsafe {
+                    p.write_volatile(pa ^ 0x5a5a);
+                    p.add(len / 8 - 1).write_volatile(!pa);
+                    assert_eq!(p.read_volatile(), pa ^ 0x5a5a);
+                    assert_eq!(p.add(len / 8 - 1).read_volatile(), !pa);
+                }
+            }
+            for (pa, order) in blocks {
+                free_frames(pa, order).unwrap();
+            }
+            assert_eq!(frame_counts().0, before);
+        }
+    }
+
+    crate::boot_test! {
+        /// Exhausting RAM returns OutOfMemory; two freed buddies merge into one order-1 block; all
+        /// memory comes back.
+        fn frame_exhaustion_and_coalescing() {
+            let before = frame_counts().0;
+            // Set one order-1 block aside, then take everything else.
+            let pair = alloc_frames(1).unwrap();
+            let mut held: Vec<(u64, usize)> = Vec::with_capacity(4096);
+            for order in (0..=MAX_ORDER).rev() {
+                while let Ok(pa) = alloc_frames(order) {
+                    held.push((pa, order));
+                }
+            }
+            assert_eq!(frame_counts().0, 0, "every frame handed out");
+            assert_eq!(alloc_frames(0), Err(AllocError::OutOfMemory(OutOfMemory)));
+            // Only the pair is free now: it splits into its two buddies...
+            free_frames(pair, 1).unwrap();
+            let a = alloc_frames(0).unwrap();
+            let b = alloc_frames(0).unwrap();
+            assert_eq!((a.min(b), a.max(b)), (pair, pair + FRAME_SIZE as u64));
+            // ...one lone free frame is not an order-1 block...
+            free_frames(pair + FRAME_SIZE as u64, 0).unwrap();
+            assert_eq!(alloc_frames(1), Err(AllocError::OutOfMemory(OutOfMemory)));
+            // ...and once both are free they coalesce.
+            free_frames(pair, 0).unwrap();
+            assert_eq!(alloc_frames(1), Ok(pair), "buddies coalesced");
+            held.push((pair, 1));
+            for (pa, order) in held {
+                free_frames(pa, order).unwrap();
+            }
+            assert_eq!(frame_counts().0, before);
+            let big = alloc_frames(MAX_ORDER).expect("order-10 block after everything was freed");
+            free_frames(big, MAX_ORDER).unwrap();
+        }
+    }
+
+    crate::boot_test! {
+        /// Bad frame-allocator arguments are rejected without changing anything.
+        fn frame_bad_arguments() {
+            let before = frame_counts().0;
+            assert_eq!(alloc_frames(MAX_ORDER + 1), Err(AllocError::Invalid(FrameError::OrderTooLarge(MAX_ORDER + 1))));
+            assert_eq!(free_frames(0x1000, 3), Err(FrameError::Misaligned(0x1000)));
+            assert_eq!(frame_counts().0, before);
+        }
+    }
+
+    crate::boot_test! {
+        /// The global allocator serves small, large and over-aligned allocations and takes them back.
+        fn heap_allocations() {
+            let (used_before, _) = heap_usage();
+            {
+                let v: Vec<u64> = (0..100_000).collect();
+                assert_eq!(v.iter().sum::<u64>(), 100_000 * 99_999 / 2);
+                #[repr(align(4096))]
+                struct Page([u8; 4096]);
+                let p = Box::new(Page([7; 4096]));
+                assert_eq!(&*p as *const Page as usize % 4096, 0);
+                assert!(p.0.iter().all(|&b| b == 7));
+                let s = alloc::format!("{}-{}", "tessera", 42);
+                assert_eq!(s, "tessera-42");
+                assert!(heap_usage().0 >= used_before + 800_000);
+            }
+            assert_eq!(heap_usage().0, used_before, "heap returns to its previous use");
+        }
+    }
+
+    crate::boot_test! {
+        /// When the static heap is exhausted the heap grows by taking 4 MiB blocks from the frame
+        /// allocator (frames it keeps do not count as leaked).
+        fn heap_grows_from_frames() {
+            let (_, total_before) = heap_usage();
+            let chunks: Vec<Vec<u8>> = (0..12u8).map(|i| alloc::vec![i; 1 << 20]).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                assert!(c.iter().step_by(4096).all(|&b| b == i as u8));
+            }
+            assert!(heap_usage().1 > total_before, "heap grew");
+            assert!(HEAP_GROWN_BYTES.load(Ordering::Relaxed) >= 4 << 20);
+        }
+    }
+
+    crate::boot_test! {
+        /// The virtual counter advances, conversions agree, and a timer interrupt is delivered.
+        fn timer_interrupt_fires() {
+            let f = arch::timer::frequency();
+            assert!(f >= 1_000_000, "counter frequency {f} Hz");
+            assert_eq!(arch::timer::ns_to_ticks(1_000_000_000), f);
+            let t0 = arch::timer::now_ns();
+            arch::timer::spin_ns(200_000);
+            let t1 = arch::timer::now_ns();
+            assert!(t1 >= t0 + 200_000, "spun {} ns", t1 - t0);
+            let fired = timer_fired_count(TimerSlot::User);
+            timer_arm(TimerSlot::User, 1_000_000);
+            let deadline = arch::timer::now_ns() + 5_000_000_000;
+            while timer_fired_count(TimerSlot::User) == fired {
+                assert!(arch::timer::now_ns() < deadline, "timer interrupt not delivered within 5 s");
+                arch::cpu::wait_for_interrupt();
+            }
+            let elapsed = arch::timer::now_ns() - t1;
+            assert!(elapsed >= 1_000_000, "fired early: after {elapsed} ns");
+        }
+    }
+
+    crate::boot_test! {
+        /// RAM size comes from the device tree QEMU passes, and the frame allocator covers it.
+        fn device_tree_memory_size() {
+            let cfg = boot_config();
+            assert_eq!(cfg.ram_source, RamSource::DeviceTree, "no device tree found (x0 or board fallback)");
+            let ram: u64 = cfg.ram.iter().map(|r| r.size).sum();
+            // What the QEMU machines `cargo xtask` starts report: virt gets `-m 1G`; QEMU's raspi3b
+            // and raspi4b report the ARM memory below the 64 MiB VideoCore carve-out, 960 MiB.
+            let expected: u64 = match cfg.board {
+                "qemu-virt" => 1 << 30,
+                "raspi3" | "raspi4" => 960 << 20,
+                other => panic!("unknown board {other}"),
+            };
+            assert_eq!(ram, expected, "RAM from the device tree: {:?}", cfg.ram);
+            let usable: u64 = cfg.usable.iter().map(|r| r.size).sum();
+            let (_, total) = frame_counts();
+            assert_eq!(total as u64 * FRAME_SIZE as u64, usable);
+            let (img_s, img_e) = arch::boot::image_phys_range();
+            for r in &cfg.usable {
+                assert!(r.end() <= img_s as u64 || r.base >= img_e as u64, "usable {r:?} overlaps the image");
+                if let (Some(dtb), Some(dt)) = (cfg.dtb, cfg.dt.as_ref()) {
+                    let (ds, de) = (dtb as u64, (dtb + dt.total_size) as u64);
+                    assert!(r.end() <= ds || r.base >= de, "usable {r:?} overlaps the device tree");
+                }
+            }
+        }
+    }
+
+    crate::boot_test! {
+        /// The boot path recorded the entry EL the board is documented to use.
+        fn entry_exception_level() {
+            let el = boot_config().entry_el;
+            match boot_config().board {
+                "qemu-virt" => assert_eq!(el, 1),
+                _ => assert_eq!(el, 2, "Raspberry Pi boards enter at EL2"),
+            }
+            assert_eq!(arch::cpu::current_el(), 1);
+        }
+    }
 }

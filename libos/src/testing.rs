@@ -230,7 +230,7 @@ pub fn run_all() -> Summary {
     let mut summary = Summary { passed: 0, failed: 0 };
     for t in selected {
         crate::print!("test {} ... ", t.name);
-        let frames_before = runtime::frame_counts().0;
+        let frames_before = runtime::frames_free_or_heap();
         STATE.lock().in_test = true;
         runtime::timer_arm(TimerSlot::Watchdog, t.timeout_ms * 1_000_000);
         let r = guarded(t.func);
@@ -238,7 +238,7 @@ pub fn run_all() -> Summary {
         let mut s = STATE.lock();
         s.in_test = false;
         s.catching = 0;
-        let frames_after = runtime::frame_counts().0;
+        let frames_after = runtime::frames_free_or_heap();
         let failure = match r {
             Ok(()) if frames_after == frames_before => None,
             Ok(()) => {
@@ -264,4 +264,96 @@ pub fn run_all() -> Summary {
     }
     crate::println!("{} passed, {} failed", summary.passed, summary.failed);
     summary
+}
+
+#[cfg(feature = "boot-tests")]
+mod boot_tests {
+    use super::*;
+    use arch::exception::ec;
+
+    /// An address in the user half that nothing maps.
+    const UNMAPPED: u64 = 0x0000_7000_0000_0000;
+
+    crate::boot_test! {
+        /// A read from an unmapped address raises a data abort with the right syndrome and address.
+        fn data_abort_read_is_captured() {
+            let fault = catch_fault(|| {
+                // SAFETY: deliberately invalid read; the fault is captured by `catch_fault`.
+                let v = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+                core::hint::black_box(v);
+            })
+            .expect_err("the read must fault");
+            assert_eq!(fault.ec, ec::DATA_ABORT_SAME);
+            assert_eq!(fault.far, UNMAPPED);
+            assert_eq!(fault.esr & 0x3c, 0x04, "translation fault, got DFSC {:#x}", fault.esr & 0x3f);
+            assert_eq!(fault.esr & (1 << 6), 0, "WnR clear for a read");
+        }
+    }
+
+    crate::boot_test! {
+        /// A write to an unmapped address reports WnR and the exact faulting address.
+        fn data_abort_write_is_captured() {
+            let addr = UNMAPPED + 0x1238;
+            let fault = catch_fault(|| {
+                // SAFETY: deliberately invalid write; the fault is captured by `catch_fault`.
+                unsafe { core::ptr::write_volatile(addr as *mut u32, 1) };
+            })
+            .expect_err("the write must fault");
+            assert_eq!(fault.ec, ec::DATA_ABORT_SAME);
+            assert_eq!(fault.far, addr);
+            assert_ne!(fault.esr & (1 << 6), 0, "WnR set for a write");
+        }
+    }
+
+    crate::boot_test! {
+        /// Undefined instructions and breakpoints are captured with their class and address.
+        fn undefined_instruction_and_brk_are_captured() {
+            let udf = catch_fault(|| {
+                // SAFETY: `udf` raises an undefined-instruction exception, captured by `catch_fault`.
+                unsafe { core::arch::asm!("udf #0x7") };
+            })
+            .expect_err("udf must trap");
+            assert_eq!(udf.ec, ec::UNKNOWN);
+            // SAFETY: ELR points at the trapping instruction in kernel text.
+            let insn = unsafe { core::ptr::read_volatile(udf.elr as *const u32) };
+            assert_eq!(insn, 0x0000_0007, "ELR points at the udf");
+            let brk = catch_fault(|| {
+                // SAFETY: `brk` raises a breakpoint exception, captured by `catch_fault`.
+                unsafe { core::arch::asm!("brk #0x42") };
+            })
+            .expect_err("brk must trap");
+            assert_eq!(brk.ec, ec::BRK64);
+            assert_eq!(brk.esr & 0xffff, 0x42, "BRK immediate in ISS");
+        }
+    }
+
+    crate::boot_test! {
+        /// Code that does not fault runs to completion under `catch_fault`, and the machine keeps
+        /// working after a captured fault (the stack and registers were restored).
+        fn catch_fault_without_fault_and_recovery() {
+            let mut x = 0u64;
+            assert_eq!(catch_fault(|| x = 41), Ok(()));
+            assert_eq!(x, 41);
+            for i in 0..100u64 {
+                let r = catch_fault(|| {
+                    // SAFETY: deliberately invalid read, captured.
+                    let v = unsafe { core::ptr::read_volatile((UNMAPPED + i * 8) as *const u64) };
+                    core::hint::black_box(v);
+                });
+                assert_eq!(r.map_err(|f| f.far), Err(UNMAPPED + i * 8));
+            }
+            x += 1;
+            assert_eq!(x, 42);
+        }
+    }
+
+    crate::boot_test! {
+        /// The registry holds this test under its full path, and filtering by substring works.
+        fn registry_and_filters() {
+            let names: alloc::vec::Vec<&str> = registered().iter().map(|t| t.name).collect();
+            assert!(names.contains(&"libos::testing::boot_tests::registry_and_filters"), "{names:?}");
+            assert!(names.len() >= 12, "only {} boot tests registered", names.len());
+            assert!(crate::bootargs::filter_matches(&["registry"], "libos::testing::boot_tests::registry_and_filters"));
+        }
+    }
 }

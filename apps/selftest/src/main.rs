@@ -3,6 +3,7 @@
 //!
 //! With the `deliberate-failure` feature it also registers a failing, a faulting and a hanging
 //! test, so the host tests can check that failures are reported and the runner survives them.
+//! `crash=fault` or `crash=panic` on the command line triggers the fatal paths outside any test.
 
 #![no_std]
 #![no_main]
@@ -10,6 +11,17 @@
 libos::main!(main);
 
 fn main() -> u32 {
+    // `crash=fault` / `crash=panic` on the command line exercise the fatal paths outside any test
+    // (used by the host tests to check the report and the exit status).
+    match libos::boot_config().bootargs.get("crash") {
+        Some("fault") => {
+            // SAFETY: deliberately invalid read of an unmapped address, to test the fatal report.
+            let v = unsafe { core::ptr::read_volatile(0x0000_7000_0000_0008 as *const u64) };
+            core::hint::black_box(v);
+        }
+        Some("panic") => panic!("deliberate panic outside a test"),
+        _ => {}
+    }
     let summary = libos::testing::run_all();
     if summary.failed == 0 { 0 } else { libos::runtime::EXIT_APP_FAILURE }
 }
