@@ -11,8 +11,10 @@
 //!    Normal write-back memory except the board's device window, which is Device-nGnRE, XN.
 //!    Because translation ignores VA bits [63:48], the same tables serve as TTBR0 (identity, so the
 //!    instruction after the MMU is switched on still fetches) and TTBR1 (`KERNEL_OFFSET + pa`).
-//! 4. MMU and caches on, stack switched to the high-half boot stack, `VBAR_EL1` pointed at the
-//!    vectors, and a jump to [`rust_entry`] at its high-half address.
+//! 4. MMU and caches on; SP_EL1 set to the exception stack and SP_EL0 (selected) to the boot
+//!    stack, both in the high half; `VBAR_EL1` pointed at the vectors, and a jump to [`rust_entry`]
+//!    at its high-half address. Kernel code runs on SP_EL0 and every exception switches to SP_EL1,
+//!    so an overflow of the boot stack into its guard page is reported like any other fault.
 //!
 //! The boot map is deliberately coarse: the memory manager replaces it with a W^X kernel map.
 //! All register values are composed from `aarch64-cpu` field definitions below.
@@ -219,7 +221,11 @@ _start:
     msr     sctlr_el1, x1
     isb
 
-    // Now in the high half: stack, vectors, Rust.
+    // Now in the high half. Exceptions run on SP_EL1 (the exception stack); all other code on
+    // SP_EL0 (the boot stack), so a stack overflow into the guard page still has a stack to report it.
+    ldr     x1, =__exception_stack_top
+    mov     sp, x1
+    msr     spsel, #0
     ldr     x1, =__boot_stack_top
     mov     sp, x1
     ldr     x1, =__exception_vectors
@@ -263,6 +269,23 @@ core::arch::global_asm!(
     ".set __boot_l2, __boot_tables + 8192",
 );
 
+/// Size of the exception stack (SP_EL1).
+pub const EXCEPTION_STACK_SIZE: usize = 32 * 1024;
+
+#[repr(C, align(4096))]
+struct ExceptionStack([u8; 4096 + EXCEPTION_STACK_SIZE]);
+
+#[no_mangle]
+#[link_section = ".bss.boot_stack"]
+static mut __exception_stack: ExceptionStack = ExceptionStack([0; 4096 + EXCEPTION_STACK_SIZE]);
+
+core::arch::global_asm!(
+    ".global __exception_stack_top, __exception_stack_guard",
+    ".set __exception_stack_guard, __exception_stack",
+    ".set __exception_stack_top, __exception_stack + {size}",
+    size = const 4096 + EXCEPTION_STACK_SIZE,
+);
+
 /// The boot stack, with a guard page below it (the guard is unmapped once the kernel map exists).
 #[repr(C, align(4096))]
 pub struct BootStack(pub [u8; 4096 + BOOT_STACK_SIZE]);
@@ -297,6 +320,17 @@ extern "C" fn rust_entry(x0: usize, entry_el: u64) -> ! {
     let info = BootInfo { x0, entry_el: entry_el as u8 };
     // SAFETY: `__tessera_kernel_main` is defined exactly once by libos with this signature.
     unsafe { __tessera_kernel_main(info) }
+}
+
+/// Virtual address ranges [start, end) of the boot stack's and the exception stack's guard pages.
+pub fn guard_pages() -> [(usize, usize); 2] {
+    extern "C" {
+        static __boot_stack_guard: u8;
+        static __exception_stack_guard: u8;
+    }
+    let boot = core::ptr::addr_of!(__boot_stack_guard) as usize;
+    let exc = core::ptr::addr_of!(__exception_stack_guard) as usize;
+    [(boot, boot + 4096), (exc, exc + 4096)]
 }
 
 /// Physical extent of the loaded image: [start, end) including .bss and the boot stack.

@@ -59,7 +59,8 @@ pub struct TrapFrame {
     pub esr: u64,
     /// Fault address (valid for aborts).
     pub far: u64,
-    /// Stack pointer of the interrupted code.
+    /// SP_EL0: the stack pointer of interrupted kernel code (which runs on SP_EL0; for an exception
+    /// taken while already handling one, the interrupted SP_EL1 is the frame's address + its size).
     pub sp: u64,
 }
 
@@ -176,12 +177,13 @@ extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     }
 }
 
-/// Saved callee-state of an active [`try_call`]: x19..x30, sp, d8..d15.
+/// Saved callee-state of an active [`try_call`]: x19..x30, sp, d8..d15, DAIF.
 #[repr(C)]
 struct ResumeContext {
     regs: [u64; 13],
     fp: [u64; 8],
     outer: usize,
+    daif: u64,
 }
 
 /// The innermost active [`try_call`] context (0 when none). Single core for now.
@@ -228,7 +230,7 @@ pub fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u64> {
     extern "C" {
         fn __tessera_try_call(f: extern "C" fn(*mut u8), arg: *mut u8, ctx: *mut ResumeContext) -> u64;
     }
-    let mut ctx = ResumeContext { regs: [0; 13], fp: [0; 8], outer: CURRENT_TRY.load(Ordering::Acquire) };
+    let mut ctx = ResumeContext { regs: [0; 13], fp: [0; 8], outer: CURRENT_TRY.load(Ordering::Acquire), daif: 0 };
     let ctx_ptr: *mut ResumeContext = &mut ctx;
     CURRENT_TRY.store(ctx_ptr as usize, Ordering::Release);
     // SAFETY: the assembly saves callee-saved state into `ctx`, which outlives the call; `f` is a
@@ -290,7 +292,7 @@ __exception_common:
     mrs     x2, esr_el1
     stp     x1, x2, [sp, #256]
     mrs     x1, far_el1
-    add     x2, sp, #{frame}
+    mrs     x2, sp_el0
     stp     x1, x2, [sp, #272]
     mov     x1, sp
     bl      __tessera_exception
@@ -332,6 +334,8 @@ __tessera_try_call:
     stp     d10, d11, [x2, #120]
     stp     d12, d13, [x2, #136]
     stp     d14, d15, [x2, #152]
+    mrs     x9, daif
+    str     x9, [x2, #176]
     mov     x9, x0
     mov     x0, x1
     stp     x29, x30, [sp, #-16]!
@@ -341,8 +345,16 @@ __tessera_try_call:
     ret
 
 // ! __tessera_resume(ctx, code): restore the state saved by __tessera_try_call and make it return code.
+// Reached either by `eret` from an abandoned exception (already on SP_EL0) or by a direct call,
+// possibly from inside an exception handler (on SP_EL1): in both cases the exception stack is
+// reset, SP_EL0 selected again, and the interrupt mask of the try_call restored.
 .global __tessera_resume
 __tessera_resume:
+    msr     daifset, #0xf
+    msr     spsel, #1
+    ldr     x9, =__exception_stack_top
+    mov     sp, x9
+    msr     spsel, #0
     ldp     x19, x20, [x0, #0]
     ldp     x21, x22, [x0, #16]
     ldp     x23, x24, [x0, #32]
@@ -355,8 +367,13 @@ __tessera_resume:
     ldp     d10, d11, [x0, #120]
     ldp     d12, d13, [x0, #136]
     ldp     d14, d15, [x0, #152]
+    ldr     x9, [x0, #176]
+    msr     daif, x9
     mov     x0, x1
     ret
+.ltorg
 "#,
     frame = const FRAME_SIZE,
 );
+
+const _: () = assert!(core::mem::offset_of!(ResumeContext, daif) == 176 && core::mem::offset_of!(ResumeContext, fp) == 104);
