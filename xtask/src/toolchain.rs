@@ -1,0 +1,92 @@
+//! Queries about the Rust toolchain: sysroot, host triple, installed target,
+//! the `llvm-objcopy` shipped with the `llvm-tools` component.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{workspace_root, SETUP_HINT, TARGET};
+
+/// The `cargo` to run nested builds with: the one running us, if any.
+pub fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// A `rustc` command run from the workspace root, so `rust-toolchain.toml`
+/// selects the toolchain.
+fn rustc(args: &[&str]) -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("cannot run {}", rustc.to_string_lossy()))?;
+    if !out.status.success() {
+        bail!(
+            "rustc {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `rustc --print sysroot` (cached).
+pub fn sysroot() -> Result<PathBuf> {
+    static CELL: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        rustc(&["--print", "sysroot"])
+            .map(PathBuf::from)
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// The host triple from `rustc -vV` (cached).
+pub fn host_triple() -> Result<String> {
+    static CELL: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let v = rustc(&["-vV"]).map_err(|e| format!("{e:#}"))?;
+        v.lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .map(|h| h.trim().to_string())
+            .ok_or_else(|| "rustc -vV printed no host line".to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Whether the standard library for [`TARGET`] is installed.
+pub fn target_installed() -> bool {
+    sysroot().is_ok_and(|s| s.join("lib/rustlib").join(TARGET).join("lib").is_dir())
+}
+
+/// Errors with the setup hint unless [`TARGET`] is installed.
+pub fn require_target() -> Result<()> {
+    if !target_installed() {
+        bail!("the Rust target {TARGET} is not installed; {SETUP_HINT}");
+    }
+    Ok(())
+}
+
+/// Path of `llvm-objcopy` from the `llvm-tools` component, if installed.
+pub fn llvm_objcopy() -> Option<PathBuf> {
+    let path = sysroot()
+        .ok()?
+        .join("lib/rustlib")
+        .join(host_triple().ok()?)
+        .join("bin")
+        .join(format!("llvm-objcopy{}", std::env::consts::EXE_SUFFIX));
+    path.is_file().then_some(path)
+}
+
+/// Like [`llvm_objcopy`], but errors with the setup hint.
+pub fn require_llvm_objcopy() -> Result<PathBuf> {
+    llvm_objcopy().with_context(|| {
+        format!("llvm-objcopy not found (rustup component llvm-tools); {SETUP_HINT}")
+    })
+}
