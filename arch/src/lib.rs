@@ -10,6 +10,7 @@
 //! * [`cpu`]: exit/shutdown (semihosting, PSCI), interrupt masking.
 //! * [`timer`]: generic timer clock and deadline.
 //! * [`irq`]: GICv2 / BCM2836 local interrupt routing for the timer.
+//! * [`mmu`]: TTBR1/TTBR0 switching, ASID width, hardware address translation.
 //! * [`tlb`]: TLB maintenance instructions.
 
 #![no_std]
@@ -21,6 +22,7 @@ pub mod boot;
 pub mod cpu;
 pub mod exception;
 pub mod irq;
+pub mod mmu;
 pub mod timer;
 pub mod tlb;
 
