@@ -135,7 +135,7 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     let section = format!("{start}\n{body}{end}");
     let new = match (old.find(&start), old.find(&end)) {
         (Some(s), Some(e)) if e > s => format!("{}{}{}", &old[..s], section, &old[e + end.len()..]),
-        _ => format!("{}\n{}\n", old.trim_end(), section),
+        _ => format!("{}\n\n{}\n", old.trim_end(), section),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
