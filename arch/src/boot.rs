@@ -333,6 +333,32 @@ pub fn guard_pages() -> [(usize, usize); 2] {
     [(boot, boot + 4096), (exc, exc + 4096)]
 }
 
+/// Virtual address ranges of the image's sections, as laid out by the linker script: text
+/// (read-execute), read-only data, and read-write data + `.bss` (which holds the stacks, their
+/// guard pages and the boot tables). Page aligned.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageSections {
+    pub text: (usize, usize),
+    pub rodata: (usize, usize),
+    pub data: (usize, usize),
+}
+
+/// The image's sections (virtual addresses).
+pub fn image_sections() -> ImageSections {
+    extern "C" {
+        static __image_start: u8;
+        static __text_end: u8;
+        static __rodata_end: u8;
+        static __image_end: u8;
+    }
+    let a = |p: *const u8| p as usize;
+    let start = a(core::ptr::addr_of!(__image_start));
+    let text_end = a(core::ptr::addr_of!(__text_end));
+    let rodata_end = a(core::ptr::addr_of!(__rodata_end));
+    let end = a(core::ptr::addr_of!(__image_end)).next_multiple_of(4096);
+    ImageSections { text: (start, text_end), rodata: (text_end, rodata_end), data: (rodata_end, end) }
+}
+
 /// Physical extent of the loaded image: [start, end) including .bss and the boot stack.
 pub fn image_phys_range() -> (usize, usize) {
     extern "C" {

@@ -70,16 +70,27 @@ pub unsafe fn replace_ttbr1(root_pa: u64) {
 /// Installs a user root and its ASID in TTBR0 and enables TTBR0 walks. No TLB maintenance is
 /// needed: entries are tagged by ASID (the ASID allocator invalidates an ASID before reusing it).
 pub fn set_ttbr0(root_pa: u64, asid: u16) {
+    // The root's (zeroed, then filled) contents must be visible to the walker first.
+    crate::tlb::dsb_ishst();
     TTBR0_EL1.write(TTBR0_EL1::BADDR.val(root_pa >> 1) + TTBR0_EL1::ASID.val(asid as u64));
     barrier::isb(barrier::SY);
     TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
     barrier::isb(barrier::SY);
 }
 
-/// Disables TTBR0 walks: every user-half access faults (translation fault, level 0).
+/// Disables TTBR0 walks: every user-half access faults (translation fault, level 0). Entries
+/// already in the TLB are not affected (see [`drop_identity_map`]).
 pub fn disable_ttbr0() {
     TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);
     barrier::isb(barrier::SY);
+}
+
+/// Retires the boot identity map once the kernel runs from its own TTBR1 map: disables TTBR0
+/// walks and invalidates this core's TLB, which may hold the identity map's (global) entries.
+pub fn drop_identity_map() {
+    disable_ttbr0();
+    // SAFETY: TLB invalidation has no memory-safety effect; the barriers order it.
+    unsafe { core::arch::asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
 }
 
 /// Current TTBR0 root (physical) and ASID.

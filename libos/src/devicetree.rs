@@ -59,6 +59,15 @@ pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(header[4..8].try_into().ok()?) as usize)
 }
 
+/// Finds a node directly under the root by name (`chosen`, `psci`, ...). `fdt::Fdt::find_node`
+/// stops scanning siblings at an `FDT_NOP` token, which QEMU leaves behind when it replaces the
+/// `/memory` node of a DTB given with `-dtb`; fall back to a scan of all nodes.
+fn top_level_node<'b, 'a>(fdt: &'b fdt::Fdt<'a>, name: &str) -> Option<fdt::node::FdtNode<'b, 'a>> {
+    let mut path = String::from("/");
+    path.push_str(name);
+    fdt.find_node(&path).or_else(|| fdt.all_nodes().find(|n| n.name == name || n.name.split('@').next() == Some(name)))
+}
+
 /// Parses a blob.
 pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
     let fdt = fdt::Fdt::new(blob).map_err(|e| DtError::Invalid(alloc::format!("{e:?}")))?;
@@ -78,7 +87,7 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
     for r in fdt.memory_reservations() {
         info.reserved.push(PhysRange { base: r.address() as u64, size: r.size() as u64 });
     }
-    if let Some(rm) = fdt.find_node("/reserved-memory") {
+    if let Some(rm) = top_level_node(&fdt, "reserved-memory") {
         for child in rm.children() {
             for r in child.reg().into_iter().flatten() {
                 if let Some(size) = r.size {
@@ -87,12 +96,12 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
             }
         }
     }
-    if let Some(chosen) = fdt.find_node("/chosen") {
+    if let Some(chosen) = top_level_node(&fdt, "chosen") {
         if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
             info.bootargs = String::from(args);
         }
     }
-    let psci = fdt.find_node("/psci").or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
+    let psci = top_level_node(&fdt, "psci").or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
     info.psci = psci.and_then(|n| n.property("method")).and_then(|p| p.as_str()).and_then(|m| match m {
         "hvc" => Some(PsciMethod::Hvc),
         "smc" => Some(PsciMethod::Smc),
@@ -156,6 +165,38 @@ mod tests {
         assert_eq!(info.bootargs, "");
         assert_eq!(info.psci, None);
         assert_eq!(info.memory.len(), 2);
+    }
+
+    /// Overwrites the node whose FDT_BEGIN_NODE carries `name` with FDT_NOP tokens, as QEMU does
+    /// to a `-dtb` blob's `/memory` node.
+    fn nop_out_node(blob: &mut [u8], name: &str) {
+        let be = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+        let off_struct = be(blob, 8) as usize;
+        let mut needle = alloc::vec![0, 0, 0, 1];
+        needle.extend_from_slice(name.as_bytes());
+        let start = (off_struct..blob.len() - needle.len()).step_by(4).find(|&i| blob[i..].starts_with(&needle)).unwrap();
+        // Walk tokens to the matching FDT_END_NODE (no nested nodes in the test blob).
+        let mut i = start + 4 + (name.len() + 1).div_ceil(4) * 4;
+        loop {
+            match be(blob, i) {
+                3 => i += 12 + (be(blob, i + 4) as usize).div_ceil(4) * 4, // FDT_PROP
+                2 => break,                                                // FDT_END_NODE
+                t => panic!("unexpected token {t}"),
+            }
+        }
+        for w in (start..=i).step_by(4) {
+            blob[w..w + 4].copy_from_slice(&4u32.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn finds_chosen_and_psci_after_a_nopped_node() {
+        let mut b = blob(true, Some("log=info"));
+        nop_out_node(&mut b, "memory@40000000");
+        let info = parse(&b).unwrap();
+        assert!(info.memory.is_empty());
+        assert_eq!(info.bootargs, "log=info");
+        assert_eq!(info.psci, Some(PsciMethod::Hvc));
     }
 
     #[test]

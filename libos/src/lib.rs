@@ -27,6 +27,8 @@ pub mod console;
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod testing;
+#[cfg(target_os = "none")]
+pub mod vm;
 
 #[cfg(target_os = "none")]
 pub use arch;

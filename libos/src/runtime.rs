@@ -242,6 +242,11 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
         }
     }
 
+    // Replace the boot map with the kernel's own W^X map; TTBR0 becomes free for address spaces.
+    if let Err(e) = crate::vm::init_kernel_map(&ram) {
+        boot_error(format_args!("kernel map: {e:?}"));
+    }
+
     BOOT.call_once(|| BootConfig {
         board: BOARD.name,
         entry_el: info.entry_el,
