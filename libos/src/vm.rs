@@ -192,9 +192,15 @@ impl AddressSpace {
         self.root.as_mut().expect("address space destroyed")
     }
 
-    /// Maps `[va, va + len)` to physical `[pa, pa + len)`.
+    /// Maps `[va, va + len)` to physical `[pa, pa + len)`, with 2 MiB / 1 GiB blocks where VA and
+    /// PA are aligned.
     pub fn map(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
         self.root_mut().map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, true)
+    }
+
+    /// Like [`map`](Self::map), with 4 KiB pages only.
+    pub fn map_pages(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
+        self.root_mut().map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, false)
     }
 
     /// Removes the mappings in `[va, va + len)`.

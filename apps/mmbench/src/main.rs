@@ -1,0 +1,108 @@
+//! Memory-manager benchmarks, run by `cargo xtask bench <name>` under `-icount shift=0,sleep=off`
+//! (one instruction per virtual nanosecond), selected with `bench=<name>` on the command line.
+//! Each result is one line `bench k=v ...` that xtask turns into a table in BENCHMARKS.md.
+//!
+//! * `bench=tables`: map then unmap N MiB in a user address space (active in TTBR0), with 4 KiB
+//!   pages and with 2 MiB blocks: descriptor writes, TLB invalidations, table frames and virtual
+//!   time of each step. The physical range mapped is RAM the benchmark allocated (2 MiB blocks,
+//!   mapped one block per call so that any 2 MiB-aligned block will do); nothing is touched
+//!   through the mapping, so only the translation-table engine is measured.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use libos::mm::{Attrs, Stats};
+use libos::println;
+use libos::runtime::{alloc_frames, free_frames};
+use libos::vm::AddressSpace;
+
+libos::main!(main);
+
+const USER_BASE: u64 = 0x0000_0100_0000_0000;
+const BLOCK: u64 = 2 << 20;
+
+fn now() -> u64 {
+    libos::arch::timer::now_ns()
+}
+
+fn delta(a: &Stats, b: &Stats) -> Stats {
+    Stats {
+        desc_writes: b.desc_writes - a.desc_writes,
+        tables_allocated: b.tables_allocated - a.tables_allocated,
+        tables_freed: b.tables_freed - a.tables_freed,
+        tlbi_va: b.tlbi_va - a.tlbi_va,
+        tlbi_range: b.tlbi_range - a.tlbi_range,
+        tlbi_asid: b.tlbi_asid - a.tlbi_asid,
+        tlbi_all: b.tlbi_all - a.tlbi_all,
+        tlbi_batches: b.tlbi_batches - a.tlbi_batches,
+        ..Stats::default()
+    }
+}
+
+fn report(step: &str, mib: u64, mapping: &str, d: &Stats, ns: u64) {
+    println!(
+        "bench step={step} mib={mib} mapping={mapping} desc_writes={} tlbi={} tlbi_va={} tlbi_range={} tlbi_asid={} tables_alloc={} tables_freed={} ns={ns}",
+        d.desc_writes,
+        d.tlbi_total(),
+        d.tlbi_va,
+        d.tlbi_range,
+        d.tlbi_asid,
+        d.tables_allocated,
+        d.tables_freed,
+    );
+}
+
+fn tables() -> Result<(), &'static str> {
+    for mib in [1u64, 16, 64, 256] {
+        let blocks = (mib * (1 << 20)).div_ceil(BLOCK);
+        let mut frames = Vec::new();
+        for _ in 0..blocks {
+            frames.push(alloc_frames(9).map_err(|_| "out of memory for the benchmark's RAM")?);
+        }
+        for (mapping, size) in [("4K-pages", libos::mm::PAGE_SIZE), ("2M-blocks", BLOCK)] {
+            let mut space = AddressSpace::new().map_err(|_| "out of memory")?;
+            space.activate();
+            let len = (mib << 20).min(BLOCK);
+            let s0 = *space.stats();
+            let t0 = now();
+            for (i, &pa) in frames.iter().enumerate() {
+                let va = USER_BASE + i as u64 * BLOCK;
+                if size == BLOCK {
+                    space.map(va, pa, len, Attrs::USER_RW).map_err(|_| "map failed")?;
+                } else {
+                    space.map_pages(va, pa, len, Attrs::USER_RW).map_err(|_| "map failed")?;
+                }
+            }
+            let t1 = now();
+            let s1 = *space.stats();
+            report("map", mib, mapping, &delta(&s0, &s1), t1 - t0);
+            let t2 = now();
+            space.unmap(USER_BASE, blocks * BLOCK).map_err(|_| "unmap failed")?;
+            let t3 = now();
+            let s2 = *space.stats();
+            report("unmap", mib, mapping, &delta(&s1, &s2), t3 - t2);
+            space.destroy();
+        }
+        for pa in frames {
+            free_frames(pa, 9).map_err(|_| "free failed")?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), &'static str> {
+    match libos::boot_config().bootargs.get("bench") {
+        Some("tables") => tables(),
+        Some(other) => {
+            println!("unknown benchmark '{other}' (known: tables)");
+            Err("unknown benchmark")
+        }
+        None => {
+            println!("usage: boot with bench=<tables>");
+            Err("no benchmark selected")
+        }
+    }
+}
