@@ -272,34 +272,30 @@ core::arch::global_asm!(
 /// Size of the exception stack (SP_EL1).
 pub const EXCEPTION_STACK_SIZE: usize = 32 * 1024;
 
+/// A stack in `.bss` with a guard page at its bottom: `$sym` is the guard page, `$sym_top` the
+/// initial stack pointer, `$sym_guard` the guard page's address (unmapped by the kernel map).
+macro_rules! guarded_stack {
+    ($sym:ident, $size:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[no_mangle]
+        #[link_section = ".bss.boot_stack"]
+        static mut $sym: GuardedStack<{ $size }> = GuardedStack([0; $size]);
+
+        core::arch::global_asm!(
+            concat!(".global ", stringify!($sym), "_top, ", stringify!($sym), "_guard"),
+            concat!(".set ", stringify!($sym), "_guard, ", stringify!($sym)),
+            concat!(".set ", stringify!($sym), "_top, ", stringify!($sym), " + {size}"),
+            size = const $size,
+        );
+    };
+}
+
+/// Page-aligned stack storage: one guard page followed by the stack proper.
 #[repr(C, align(4096))]
-struct ExceptionStack([u8; 4096 + EXCEPTION_STACK_SIZE]);
+struct GuardedStack<const N: usize>([u8; N]);
 
-#[no_mangle]
-#[link_section = ".bss.boot_stack"]
-static mut __exception_stack: ExceptionStack = ExceptionStack([0; 4096 + EXCEPTION_STACK_SIZE]);
-
-core::arch::global_asm!(
-    ".global __exception_stack_top, __exception_stack_guard",
-    ".set __exception_stack_guard, __exception_stack",
-    ".set __exception_stack_top, __exception_stack + {size}",
-    size = const 4096 + EXCEPTION_STACK_SIZE,
-);
-
-/// The boot stack, with a guard page below it (the guard is unmapped once the kernel map exists).
-#[repr(C, align(4096))]
-pub struct BootStack(pub [u8; 4096 + BOOT_STACK_SIZE]);
-
-#[no_mangle]
-#[link_section = ".bss.boot_stack"]
-static mut __boot_stack: BootStack = BootStack([0; 4096 + BOOT_STACK_SIZE]);
-
-core::arch::global_asm!(
-    ".global __boot_stack_top, __boot_stack_guard",
-    ".set __boot_stack_guard, __boot_stack",
-    ".set __boot_stack_top, __boot_stack + {size}",
-    size = const 4096 + BOOT_STACK_SIZE,
-);
+guarded_stack!(__exception_stack, 4096 + EXCEPTION_STACK_SIZE, "The exception stack (SP_EL1).");
+guarded_stack!(__boot_stack, 4096 + BOOT_STACK_SIZE, "The boot stack (SP_EL0 of the boot thread).");
 
 extern "Rust" {
     /// Provided by `libos`: the machine-independent kernel entry.
