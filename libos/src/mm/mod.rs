@@ -95,6 +95,8 @@
 //! hardware AF/dirty management, and does not use FEAT_BBM level 1/2 to avoid the BBM window.
 
 mod addr;
+pub mod folio;
+pub mod vma;
 pub mod asid;
 mod attrs;
 mod desc;
