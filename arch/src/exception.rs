@@ -226,7 +226,11 @@ pub fn abandon(code: u64) {
 /// `f` returns, `Err(code)` when abandoned. Abandoning skips destructors of the frames in between
 /// (memory they owned is leaked and locks they held stay held): it is a last-resort recovery used
 /// by the test runner, not an error-handling mechanism.
-pub fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u64> {
+///
+/// # Safety
+/// `f(arg)` must be safe to call: `arg` is whatever `f` expects (typically a pointer to a live
+/// closure on the caller's stack).
+pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u64> {
     extern "C" {
         fn __tessera_try_call(f: extern "C" fn(*mut u8), arg: *mut u8, ctx: *mut ResumeContext) -> u64;
     }

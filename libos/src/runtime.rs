@@ -78,6 +78,8 @@ pub struct BootConfig {
     pub ram_source: RamSource,
     /// Ranges handed to the frame allocator.
     pub usable: Vec<PhysRange>,
+    /// Where the page metadata array ([`memmap`]) lives.
+    pub memmap: PhysRange,
     /// The kernel command line.
     pub bootargs: BootArgs,
     /// Counter value when the first Rust code ran.
@@ -161,6 +163,45 @@ pub fn frame_counts() -> (usize, usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Page metadata
+
+static MEMMAP: Once<crate::mm::folio::MemMap<'static>> = Once::new();
+
+/// The page metadata of every frame the frame allocator can hand out (Tessera's `struct page`
+/// array), set up at boot.
+pub fn memmap() -> &'static crate::mm::folio::MemMap<'static> {
+    MEMMAP.get().expect("page metadata used before boot set it up")
+}
+
+/// Carves the page-metadata array for the span of `usable` out of the top of the largest usable
+/// range (before the frame allocator gets the ranges, as Linux's memblock does), zeroes it —
+/// zero is the metadata of a free frame — and installs [`memmap`]. Returns the carved range.
+fn carve_memmap(usable: &mut Vec<PhysRange>) -> Option<PhysRange> {
+    use crate::mm::folio::MemMap;
+    use crate::mm::PhysAddr;
+    let page = memory::FRAME_SIZE as u64;
+    let base = usable.iter().map(|r| r.base).min()?;
+    let end = usable.iter().map(|r| r.end()).max()?;
+    let frames = ((end - base) / page) as usize;
+    let bytes = (MemMap::bytes_needed(frames) as u64).next_multiple_of(page);
+    let largest = usable.iter_mut().max_by_key(|r| r.size)?;
+    if largest.size < bytes + page {
+        return None;
+    }
+    largest.size -= bytes;
+    let carved = PhysRange { base: largest.end(), size: bytes };
+    // SAFETY: the carved range is RAM removed from the usable ranges before the frame allocator
+    // or anything else saw it, mapped by the boot map (and later the kernel map) at
+    // `phys_to_virt`, and handed to the metadata for the rest of the image's life.
+    let storage = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(carved.base as usize) as *mut core::mem::MaybeUninit<u8>, bytes as usize)
+    };
+    let map = MemMap::from_bytes(PhysAddr(base), frames, storage).ok()?;
+    MEMMAP.call_once(|| map);
+    Some(carved)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Entry
 
 fn find_device_tree(x0: usize) -> Option<usize> {
@@ -230,7 +271,8 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
         reserved.extend(d.reserved.iter().copied());
     }
     // The boot map covers the low 4 GiB; RAM above it joins once the kernel map replaces it.
-    let usable = memory::usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
+    let mut usable = memory::usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
+    let memmap_range = carve_memmap(&mut usable).unwrap_or_else(|| boot_error(format_args!("no room for page metadata in {usable:?}")));
     {
         let mut frames = FRAMES.lock();
         for r in &usable {
@@ -249,6 +291,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
 
     BOOT.call_once(|| BootConfig {
         board: BOARD.name,
+        memmap: memmap_range,
         entry_el: info.entry_el,
         dtb,
         dt,

@@ -141,7 +141,8 @@ extern "C" fn call_once<F: FnOnce()>(p: *mut u8) {
 
 fn guarded<F: FnOnce()>(f: F) -> Result<(), u64> {
     let mut slot = Some(f);
-    exception::try_call(call_once::<F>, &mut slot as *mut Option<F> as *mut u8)
+    // SAFETY: `call_once::<F>` takes exactly the `&mut Option<F>` passed, which outlives the call.
+    unsafe { exception::try_call(call_once::<F>, &mut slot as *mut Option<F> as *mut u8) }
 }
 
 /// Runs `f`, which is expected to take a synchronous exception (e.g. a data abort): returns the
