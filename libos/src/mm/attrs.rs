@@ -259,13 +259,15 @@ impl Attrs {
         Descriptor(Descriptor::leaf(level, oa).0 | self.descriptor_bits())
     }
 
-    /// Decodes the attributes of a leaf descriptor. Bits outside the model (SH, NS, DBM,
-    /// Contiguous, software bits) are not represented.
+    /// Decodes the attributes of a leaf descriptor. `WRITE` is the logical write permission
+    /// ([`Descriptor::writable`]: AP, or DBM for a writable entry that is still clean). Bits
+    /// outside the model (SH, NS, AF, the dirty state, Contiguous, software bits) are not
+    /// represented.
     pub const fn from_descriptor(d: Descriptor) -> Attrs {
         let mem = MemType::from_attr_index(d.attr_index());
         let ap = d.ap();
         let mut prot = Prot::READ;
-        if ap.writable() {
+        if d.writable() {
             prot = prot.union(Prot::WRITE);
         }
         if ap.el0_access() {
@@ -285,18 +287,22 @@ impl Attrs {
     }
 }
 
-/// The leaf bits [`Attrs`] owns: a `protect` replaces exactly these and keeps the rest (address,
-/// type, software bits).
-pub(crate) const ATTR_MASK: u64 = bits::ATTR_INDX
-    | bits::AP
-    | bits::SH
-    | bits::AF
-    | bits::NG
-    | bits::PXN
-    | bits::UXN
-    | bits::NS
-    | bits::DBM
-    | bits::CONTIGUOUS;
+/// The leaf `d` with its attributes replaced by `attrs`: what [`super::Root::protect`] writes.
+///
+/// Keeps the output address, the type bits, AF, the Contiguous bit and the software bits. A
+/// writable result is written hardware-writable (AP\[2\] clear, DBM clear: the legacy form,
+/// writable and dirty, as [`super::Root::map`] writes it); a read-only result records in
+/// SW_DIRTY that the old entry was dirty, so that write-protection never loses a dirty state.
+/// Idempotent: `reprotect(reprotect(d, a), a) == reprotect(d, a)`.
+pub(crate) const fn reprotect(d: Descriptor, attrs: Attrs) -> Descriptor {
+    let keep = d.0
+        & (bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::AF | bits::CONTIGUOUS | bits::SW);
+    let mut new = keep | (attrs.descriptor_bits() & !bits::AF);
+    if !attrs.prot.contains(Prot::WRITE) && d.dirty() {
+        new |= bits::SW_DIRTY;
+    }
+    Descriptor(new)
+}
 
 /// Leaf bits that may change on a live entry without break-before-make: permissions (AP, PXN,
 /// UXN), AF, DBM and the software bits. A change to any other bit (address, AttrIndx, SH, NS,

@@ -168,6 +168,12 @@ pub mod bits {
     pub const AP_SHIFT: u32 = 6;
     /// Mask of AP\[2:1\].
     pub const AP: u64 = 0b11 << AP_SHIFT;
+    /// AP\[1\]: EL0 access.
+    pub const AP_EL0: u64 = 1 << AP_SHIFT;
+    /// AP\[2\]: read-only at every EL. With DBM set it is the *dirty state* of a writable
+    /// entry: set while clean, cleared by the first write (by FEAT_HAFDBS hardware, or by the
+    /// write-fault handler through `set_access_flags`).
+    pub const AP_RO: u64 = 1 << (AP_SHIFT + 1);
     /// SH\[1:0\] shift.
     pub const SH_SHIFT: u32 = 8;
     /// Mask of SH\[1:0\].
@@ -190,6 +196,9 @@ pub mod bits {
     pub const SW_SHIFT: u32 = 55;
     /// Mask of the software bits.
     pub const SW: u64 = 0xF << SW_SHIFT;
+    /// Software bit 55: *dirty*, the page was (or may have been) written even though the
+    /// entry no longer lets the hardware write it (see [`super::Descriptor::dirty`]).
+    pub const SW_DIRTY: u64 = 1 << SW_SHIFT;
     /// Table descriptor: PXN for everything below.
     pub const PXN_TABLE: u64 = 1 << 59;
     /// Table descriptor: UXN for everything below.
@@ -388,6 +397,112 @@ impl Descriptor {
     #[must_use]
     pub const fn with_sw(self, v: u8) -> Descriptor {
         Descriptor((self.0 & !bits::SW) | (((v & 0xF) as u64) << bits::SW_SHIFT))
+    }
+
+    /// Whether the page has been accessed since its access flag was last cleared (AF).
+    pub const fn young(self) -> bool {
+        self.af()
+    }
+
+    /// Returns a copy with AF set to `on`.
+    #[must_use]
+    pub const fn with_young(self, on: bool) -> Descriptor {
+        self.with_af(on)
+    }
+
+    /// Logical write permission: AP grants writes, or DBM marks a writable entry that is still
+    /// clean (AP\[2\] set until the first write).
+    ///
+    /// # The write / dirty convention
+    /// Linux's arm64 scheme, which works with and without FEAT_HAFDBS:
+    ///
+    /// | state                 | DBM | AP\[2\] | SW_DIRTY |
+    /// |-----------------------|-----|---------|----------|
+    /// | read-only, clean      | 0   | 1       | 0        |
+    /// | read-only, dirty      | 0   | 1       | 1        |
+    /// | writable, clean       | 1   | 1       | 0        |
+    /// | writable, dirty       | 1   | 0       | any      |
+    /// | writable (legacy)     | 0   | 0       | any      |
+    ///
+    /// A writable clean entry is read-only to the hardware: the first write either faults
+    /// (no hardware dirty management: the handler marks it dirty with `set_access_flags`) or
+    /// is recorded by the hardware clearing AP\[2\] (DBM with `TCR_EL1.HD`). An entry the
+    /// hardware can write through (AP\[2\] clear) is always considered dirty, whatever
+    /// SW_DIRTY says. Write-protecting a dirty entry moves the dirty state into SW_DIRTY.
+    /// [`super::Root::map`] and [`super::Root::protect`] write writable entries in the legacy
+    /// form (AP\[2\] clear, DBM clear): writable and dirty from the start.
+    pub const fn writable(self) -> bool {
+        self.ap().writable() || self.dbm()
+    }
+
+    /// Whether the page is dirty: SW_DIRTY, or writable by the hardware (AP\[2\] clear). See
+    /// [`Self::writable`] for the convention.
+    pub const fn dirty(self) -> bool {
+        self.0 & bits::SW_DIRTY != 0 || self.ap().writable()
+    }
+
+    /// Returns a copy marked dirty (`on`) or clean, keeping the write permission: dirty clears
+    /// AP\[2\] of a writable entry and sets SW_DIRTY on a read-only one (and changes nothing if
+    /// already dirty); clean clears SW_DIRTY and, if writable, sets AP\[2\] and DBM (so the
+    /// first write is noticed).
+    #[must_use]
+    pub const fn with_dirty(self, on: bool) -> Descriptor {
+        let w = self.writable();
+        let mut d = self.0;
+        if on {
+            if w {
+                d &= !bits::AP_RO;
+            } else {
+                d |= bits::SW_DIRTY;
+            }
+        } else {
+            d &= !bits::SW_DIRTY;
+            if w {
+                d |= bits::AP_RO | bits::DBM;
+            }
+        }
+        Descriptor(d)
+    }
+
+    /// Returns a copy with the logical write permission set to `on`, keeping the dirty state:
+    /// granting sets DBM and clears AP\[2\] only if already dirty; revoking sets AP\[2\],
+    /// clears DBM and records a hardware-dirty state in SW_DIRTY. AP\[1\] (EL0 access) is
+    /// unchanged.
+    #[must_use]
+    pub const fn with_writable(self, on: bool) -> Descriptor {
+        let dirty = self.dirty();
+        let mut d = self.0;
+        if on {
+            d |= bits::DBM;
+            if dirty {
+                d &= !bits::AP_RO;
+            } else {
+                d |= bits::AP_RO;
+            }
+        } else {
+            if dirty {
+                d |= bits::SW_DIRTY;
+            }
+            d = (d | bits::AP_RO) & !bits::DBM;
+        }
+        Descriptor(d)
+    }
+
+    /// The descriptor with the access and dirty state of `other` added (logical OR of AF and
+    /// of [`Self::dirty`]): how the state of a contiguous block is gathered.
+    #[must_use]
+    pub const fn gather_young_dirty(self, other: Descriptor) -> Descriptor {
+        let young = self.young() || other.young();
+        let dirty = self.dirty() || other.dirty();
+        self.with_young(young).with_dirty(dirty)
+    }
+
+    /// The bits two entries must share to be foldable into one contiguous block: everything
+    /// but the output address, the Contiguous bit, AF and the dirty state (a writable entry is
+    /// compared in its clean form, so the legacy encoding and DBM-clean compare equal).
+    pub const fn fold_key(self) -> u64 {
+        let d = self.with_dirty(false).with_young(false);
+        d.0 & !(bits::ADDR | bits::CONTIGUOUS)
     }
 
     /// APTable (table descriptors).

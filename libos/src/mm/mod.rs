@@ -24,7 +24,13 @@
 //!   field; [`Descriptor::kind`] decodes it at a level into [`DescriptorKind`].
 //! * [`Attrs`] (permissions [`Prot`], memory type [`MemType`], global) is what callers pass;
 //!   it maps to descriptor bits under the MAIR contract of [`MAIR_EL1_VALUE`].
-//! * [`Root`]: map / unmap / protect / translate / leaves / copy_range / destroy.
+//! * [`Root`]: map / unmap / protect / translate / leaves / copy_range / destroy; unmap with a
+//!   per-leaf callback delivered after the TLB invalidation ([`Root::unmap_leaves`]); the
+//!   level-3 slot of an address ([`Root::pte_entry`], [`Root::alloc_pte_entry`]).
+//! * [`contpte`]: the PTE-level operations for the fault and fork paths (`set_ptes`,
+//!   `clear_ptes`, `get_and_clear_ptes`, `wrprotect_ptes`, `pte_get`, `test_and_clear_young`,
+//!   `set_access_flags`, methods of [`Root`]) and the Contiguous bit (CONTPTE: 16 level-3
+//!   entries cached as one 64 KiB TLB entry), with its own design notes.
 //! * [`AsidAllocator`]: ASIDs with generation rollover.
 //!
 //! # The walker
@@ -62,6 +68,11 @@
 //!   must never break a block that maps what the break itself needs (its stack, its code, the
 //!   tables being edited): keep those in regions that are never split.
 //!
+//! A folded (contiguous) 64 KiB block is changed as a unit: setting or clearing its Contiguous
+//! bit is one break-before-make of all 16 entries with one invalidation of every page of the
+//! block; a change that covers only part of a block unfolds it first; whole-block permission
+//! and A/D changes are made in place. See [`contpte`].
+//!
 //! Splitting a block (unmap or protect of part of it) builds the replacement table first,
 //! unlinked, with the 512 equivalent next-level leaves and the requested change already
 //! applied (writes to an unlinked table need neither TLBI nor BBM), then replaces the block by
@@ -87,25 +98,31 @@
 //! # Counters
 //!
 //! Each root keeps a [`Stats`]: descriptor writes, TLBIs by kind, barrier batches, tables
-//! allocated/freed, break-before-make sequences and splits.
+//! allocated/freed, break-before-make sequences and splits, folds and unfolds of 64 KiB
+//! blocks, blocks mapped folded and removed whole.
 //!
 //! # Not yet
 //!
-//! The engine never sets the Contiguous bit (the model checks it anyway), does not use
-//! hardware AF/dirty management, and does not use FEAT_BBM level 1/2 to avoid the BBM window.
+//! The engine does not enable hardware AF/dirty management (the access and dirty state is kept
+//! in the format that allows it, see [`Descriptor::writable`]; with it enabled, reading and
+//! clearing an entry would need an atomic swap in [`Platform`], which it does not have yet),
+//! does not use FEAT_BBM level 1/2 to avoid the BBM window (and so never folds kernel
+//! mappings), does not fold level-2 blocks (32 MiB contiguous groups), and
+//! [`Root::copy_range`] maps the copies unfolded.
 
 mod addr;
-pub mod folio;
-pub mod vma;
 pub mod asid;
 mod attrs;
+pub mod contpte;
 mod desc;
+pub mod folio;
 mod hal;
 mod ops;
 mod root;
 mod stats;
 mod table;
 pub mod tlb;
+pub mod vma;
 mod walk;
 
 #[cfg(test)]
@@ -119,6 +136,7 @@ pub use addr::{
 };
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};
+pub use contpte::{AccessUpdate, CONT_PTES, CONT_SIZE};
 pub use desc::{bits, AccessPerm, ApTable, Descriptor, DescriptorKind, Shareability};
 pub use hal::{OutOfMemory, Platform, TlbOp, TlbRange};
 pub use root::{Leaf, Leaves, MapError, Root, RootKind, Translation};

@@ -7,9 +7,12 @@ use super::asid::Asid;
 use super::attrs::{Attrs, AttrsError};
 use super::desc::{Descriptor, DescriptorKind};
 use super::hal::{OutOfMemory, Platform};
-use super::ops::{Ctx, FirstLeaf, MapGeom, MapOp, MapPlan, ProtectOp, Reserve, SplitPlan, UnmapOp};
+use super::ops::{
+    ChangeOp, Ctx, FirstLeaf, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, Reports,
+    Reserve, SplitPlan, UnmapOp,
+};
 use super::stats::Stats;
-use super::table::Table;
+use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
 use super::walk::{walk, Reader};
 
@@ -41,6 +44,12 @@ pub enum MapError {
     BadAttrs(AttrsError),
     /// A table frame could not be allocated.
     OutOfMemory,
+    /// The address is mapped by a level-1 or level-2 block: there is no level-3 entry.
+    BlockMapped(VirtAddr),
+    /// Nothing is mapped at this address.
+    NotMapped(VirtAddr),
+    /// Not a level-3 page descriptor (a PTE-level operation was given something else).
+    BadDescriptor(Descriptor),
 }
 
 impl fmt::Display for MapError {
@@ -61,6 +70,9 @@ impl fmt::Display for MapError {
             MapError::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
             MapError::BadAttrs(e) => write!(f, "bad attributes: {e}"),
             MapError::OutOfMemory => f.write_str("out of memory for translation tables"),
+            MapError::BlockMapped(va) => write!(f, "{va} is mapped by a block, not a page"),
+            MapError::NotMapped(va) => write!(f, "{va} is not mapped"),
+            MapError::BadDescriptor(d) => write!(f, "{d:?} is not a page descriptor"),
         }
     }
 }
@@ -126,9 +138,11 @@ pub struct Leaf {
 /// All operations take the [`Platform`] explicitly; callers serialise operations on a root.
 /// A root must be [`destroy`](Root::destroy)ed to free its tables: dropping it leaks them.
 pub struct Root {
-    table: Table,
-    kind: RootKind,
-    stats: Stats,
+    pub(crate) table: Table,
+    pub(crate) kind: RootKind,
+    pub(crate) stats: Stats,
+    /// Whether [`Root::set_ptes`] may set the Contiguous bit (user roots only).
+    pub(crate) contpte: bool,
 }
 
 impl fmt::Debug for Root {
@@ -136,6 +150,7 @@ impl fmt::Debug for Root {
         f.debug_struct("Root")
             .field("pa", &self.table.pa())
             .field("kind", &self.kind)
+            .field("contpte", &self.contpte)
             .finish()
     }
 }
@@ -155,6 +170,7 @@ impl Root {
             table: Table::new(pa, Level::L0, va_base),
             kind,
             stats,
+            contpte: matches!(kind, RootKind::User { .. }),
         })
     }
 
@@ -209,6 +225,27 @@ impl Root {
         self.table.pa().0 | self.asid().map_or(0, |a| (a.0 as u64) << 48)
     }
 
+    /// Whether [`Root::set_ptes`] folds qualifying 64 KiB blocks (the Contiguous bit). On by
+    /// default for user roots; always off for the kernel root.
+    pub fn contpte_enabled(&self) -> bool {
+        self.contpte
+    }
+
+    /// Turns folding by [`Root::set_ptes`] on or off (e.g. to compare costs). Blocks already
+    /// folded stay folded and are still unfolded when an operation changes part of them.
+    ///
+    /// # Panics
+    /// When turning it on for the kernel root: kernel mappings are never folded at page level
+    /// (changing the bit of a live entry needs a break-before-make window, in which an access
+    /// by the kernel itself would fault).
+    pub fn set_contpte(&mut self, on: bool) {
+        assert!(
+            !on || matches!(self.kind, RootKind::User { .. }),
+            "kernel mappings are never folded"
+        );
+        self.contpte = on;
+    }
+
     /// The counters of this root's operations.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -227,7 +264,7 @@ impl Root {
         }
     }
 
-    fn scope(&self) -> TlbScope {
+    pub(crate) fn scope(&self) -> TlbScope {
         match self.kind {
             RootKind::Kernel => TlbScope::AllAsids,
             RootKind::User { asid } => TlbScope::Asid(asid),
@@ -235,7 +272,7 @@ impl Root {
     }
 
     /// Validates `[va, va + len)` and returns it as `(start, end)` with wrapping `end`.
-    fn check_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), MapError> {
+    pub(crate) fn check_range(&self, va: VirtAddr, len: u64) -> Result<(u64, u64), MapError> {
         if len == 0 {
             return Err(MapError::ZeroLength);
         }
@@ -253,7 +290,7 @@ impl Root {
         Ok((va.0, last.wrapping_add(1)))
     }
 
-    fn check_attrs(&self, attrs: Attrs) -> Result<(), MapError> {
+    pub(crate) fn check_attrs(&self, attrs: Attrs) -> Result<(), MapError> {
         attrs.validate()?;
         if attrs.global && matches!(self.kind, RootKind::User { .. }) {
             return Err(AttrsError::GlobalInUserSpace.into());
@@ -287,6 +324,7 @@ impl Root {
         self.check_attrs(attrs)?;
         let geom = MapGeom {
             va: start,
+            end,
             pa: pa.0,
             allow_blocks,
         };
@@ -295,7 +333,12 @@ impl Root {
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
-        let r = walk(&mut cx, &mut MapOp { geom, attrs }, self.table, start, end);
+        let mut op = MapOp {
+            geom,
+            bits: attrs.descriptor_bits(),
+            fold: false,
+        };
+        let r = walk(&mut cx, &mut op, self.table, start, end);
         debug_assert!(r.is_ok(), "map failed after planning: {r:?}");
         cx.publish();
         cx.finish();
@@ -304,7 +347,8 @@ impl Root {
 
     /// Removes every mapping in `[va, va + len)`; holes are fine.
     ///
-    /// Blocks straddling either end are first split (break-before-make); tables left empty
+    /// Blocks straddling either end are first split (break-before-make); folded 64 KiB blocks
+    /// straddling either end are first unfolded (break-before-make); tables left empty
     /// are unlinked and freed after the walk-cache invalidation; subtrees entirely inside the
     /// range are unlinked with one write. Fails (changing nothing) only if the split tables
     /// cannot be allocated.
@@ -315,15 +359,59 @@ impl Root {
         len: u64,
     ) -> Result<(), MapError> {
         let (start, end) = self.check_range(va, len)?;
-        self.run_split_op(p, start, end, &mut UnmapOp)
+        let mut op = UnmapOp { free_tables: true };
+        self.run_split_op(p, start, end, &mut op, None)
     }
 
+    /// [`Root::unmap`], reporting every removed translation to `f` — for the caller to drop
+    /// its references to the frames.
+    ///
+    /// # What is reported
+    /// One [`Leaf`] per removed translation unit, with its descriptor as it was (AF, dirty
+    /// state and Contiguous bit included): a page (4 KiB); a folded 64 KiB block, once, as one
+    /// leaf of `size` 64 KiB whose descriptor has AF and the dirty state gathered over its 16
+    /// entries (the hardware may have recorded them in any one); a whole 2 MiB / 1 GiB block;
+    /// or, for a block the range covers only in part, the removed piece of it (`size` is the
+    /// piece, `pa` its first byte, `desc` the block's descriptor).
+    ///
+    /// # Ordering guarantee
+    /// `f` is called for a leaf only **after** the leaf is invalid in the tables and a TLB
+    /// invalidation covering it has **completed** on every PE (`DSB ISH` done): no CPU can
+    /// reach the frame through this root any more, so `f` may free it. Calls come in
+    /// increasing address order, each removed translation exactly once, all of them before
+    /// this returns. The engine queues up to a batch of reports (runs of physically
+    /// consecutive leaves with equal descriptors count as one), and flushes the TLB early to
+    /// deliver them when the batch is full — so a large unmap of scattered frames may issue
+    /// more than one invalidation batch, never more than one per batch of reports.
+    ///
+    /// `f` must not touch this root (it is borrowed). Fails, changing nothing and calling `f`
+    /// for nothing, only if a split table cannot be allocated.
+    pub fn unmap_leaves<P, F>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        len: u64,
+        mut f: F,
+    ) -> Result<(), MapError>
+    where
+        P: Platform + ?Sized,
+        F: FnMut(&Leaf),
+    {
+        let (start, end) = self.check_range(va, len)?;
+        let mut op = UnmapOp { free_tables: true };
+        self.run_split_op(p, start, end, &mut op, Some(&mut f))
+    }
     /// Changes the attributes of every mapping in `[va, va + len)` to `attrs`; holes are
     /// skipped. Output addresses are kept.
     ///
     /// Permission changes are written in place and invalidated in one batch; a change of
-    /// memory type or of global/nG is done with break-before-make per leaf. Blocks straddling
-    /// either end are split first.
+    /// memory type or of global/nG is done with break-before-make per leaf (per 64 KiB block
+    /// for a folded block). Blocks straddling either end are split first; folded blocks
+    /// straddling either end are unfolded first, folded blocks inside the range stay folded.
+    ///
+    /// AF, the Contiguous bit and the software bits are kept. A writable result is written
+    /// writable by the hardware (and so dirty, see [`Descriptor::writable`]); a read-only one
+    /// keeps a dirty state in the software dirty bit.
     pub fn protect<P: Platform + ?Sized>(
         &mut self,
         p: &mut P,
@@ -333,15 +421,21 @@ impl Root {
     ) -> Result<(), MapError> {
         let (start, end) = self.check_range(va, len)?;
         self.check_attrs(attrs)?;
-        self.run_split_op(p, start, end, &mut ProtectOp { attrs })
+        let mut op = ChangeOp {
+            change: LeafChange::Protect(attrs),
+        };
+        self.run_split_op(p, start, end, &mut op, None)
     }
 
-    fn run_split_op<P, V>(
+    /// Plans the splits, reserves their tables, unfolds the folded blocks the range covers in
+    /// part, then runs `op` over the range; `reports` receives removed leaves (unmap).
+    pub(crate) fn run_split_op<P, V>(
         &mut self,
         p: &mut P,
         start: u64,
         end: u64,
         op: &mut V,
+        reports: Option<&mut dyn FnMut(&Leaf)>,
     ) -> Result<(), MapError>
     where
         P: Platform + ?Sized,
@@ -352,9 +446,59 @@ impl Root {
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
+        if let Some(f) = reports {
+            cx.reports = Some(Reports::new(f));
+        }
+        cx.unfold_partial(self.table, start, end);
         let Ok(()) = walk(&mut cx, op, self.table, start, end);
         cx.finish();
         Ok(())
+    }
+
+    /// The level-3 slot for `va` (page aligned or not) if the tables down to level 3 exist:
+    /// `Ok(None)` if the path stops earlier at an invalid entry, [`MapError::BlockMapped`] if
+    /// a block covers `va`. The slot may hold any descriptor, valid or not; read it with
+    /// [`Entry::read`] (but prefer [`Root::pte_get`], which gathers the A/D state of a folded
+    /// block). Changes nothing. Entries are changed only through the PTE-level operations
+    /// (`set_ptes`, `clear_ptes`, …), which keep folded blocks consistent and do the TLB
+    /// maintenance.
+    pub fn pte_entry<P: Platform + ?Sized>(
+        &self,
+        p: &P,
+        va: VirtAddr,
+    ) -> Result<Option<Entry>, MapError> {
+        self.check_range(va.align_down(PAGE_SIZE), PAGE_SIZE)?;
+        match super::ops::find_slot(&mut Reader(p), self.table, va.0) {
+            None => Ok(None),
+            Some(super::ops::Slot::Pte(e)) => Ok(Some(e)),
+            Some(super::ops::Slot::Block(_)) => Err(MapError::BlockMapped(va)),
+        }
+    }
+
+    /// The level-3 slot for `va`, allocating the missing intermediate tables.
+    ///
+    /// Like every mutating operation it plans first (how many tables are missing) and
+    /// reserves them all before writing, so a failure ([`MapError::OutOfMemory`]) changes
+    /// nothing. New tables are linked with invalid → table writes after a barrier; no TLB
+    /// maintenance is needed. Fails with [`MapError::BlockMapped`] if a block covers `va`.
+    pub fn alloc_pte_entry<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+    ) -> Result<Entry, MapError> {
+        let page = va.align_down(PAGE_SIZE);
+        let (start, end) = self.check_range(page, PAGE_SIZE)?;
+        let mut plan = PtePlan { tables: 0 };
+        walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
+        let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
+        let scope = self.scope();
+        let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
+        let mut op = PteAlloc { slot: None };
+        let r = walk(&mut cx, &mut op, self.table, start, end);
+        debug_assert!(r.is_ok(), "allocation walk failed after planning: {r:?}");
+        cx.finish();
+        r?;
+        Ok(op.slot.expect("the walk reaches level 3"))
     }
 
     /// Translates `va` through the tables (not through any TLB).

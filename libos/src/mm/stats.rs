@@ -33,12 +33,50 @@ pub struct Stats {
     pub bbm: u64,
     /// Blocks split into a next-level table.
     pub splits: u64,
+    /// 64 KiB blocks folded: 16 live entries rewritten with the Contiguous bit by
+    /// break-before-make (`contpte_try_fold`). Also counted in `bbm`.
+    pub folds: u64,
+    /// 64 KiB blocks unfolded: 16 live entries rewritten without the Contiguous bit by
+    /// break-before-make, before a change that covers only part of the block. Also counted in
+    /// `bbm`.
+    pub unfolds: u64,
+    /// 64 KiB blocks written folded directly, from invalid (no break-before-make needed).
+    pub cont_blocks_mapped: u64,
+    /// Folded 64 KiB blocks removed whole (no unfold needed).
+    pub cont_blocks_unmapped: u64,
 }
 
 impl Stats {
     /// Zeroes every counter.
     pub fn reset(&mut self) {
         *self = Stats::default();
+    }
+
+    /// The counters accumulated since `earlier` (a copy taken from the same root before):
+    /// `self - earlier`, field by field (saturating, so a [`Stats::reset`] in between gives
+    /// zeroes rather than a panic).
+    #[must_use]
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Stats {
+            desc_writes: d(self.desc_writes, earlier.desc_writes),
+            scratch_writes: d(self.scratch_writes, earlier.scratch_writes),
+            tables_allocated: d(self.tables_allocated, earlier.tables_allocated),
+            tables_freed: d(self.tables_freed, earlier.tables_freed),
+            tlbi_va: d(self.tlbi_va, earlier.tlbi_va),
+            tlbi_va_all_asids: d(self.tlbi_va_all_asids, earlier.tlbi_va_all_asids),
+            tlbi_range: d(self.tlbi_range, earlier.tlbi_range),
+            tlbi_asid: d(self.tlbi_asid, earlier.tlbi_asid),
+            tlbi_all: d(self.tlbi_all, earlier.tlbi_all),
+            tlbi_batches: d(self.tlbi_batches, earlier.tlbi_batches),
+            publishes: d(self.publishes, earlier.publishes),
+            bbm: d(self.bbm, earlier.bbm),
+            splits: d(self.splits, earlier.splits),
+            folds: d(self.folds, earlier.folds),
+            unfolds: d(self.unfolds, earlier.unfolds),
+            cont_blocks_mapped: d(self.cont_blocks_mapped, earlier.cont_blocks_mapped),
+            cont_blocks_unmapped: d(self.cont_blocks_unmapped, earlier.cont_blocks_unmapped),
+        }
     }
 
     /// Total TLBI instructions issued.

@@ -1,8 +1,8 @@
 //! Whole-machine invariant checks the tests run after every operation.
 
-use super::mmu::Perms;
+use super::mmu::{Perms, CONT_ENTRIES};
 use super::{show, Hier, Model, ModelRoot, Tag};
-use crate::mm::{bits, Descriptor, DescriptorKind, Level, PhysAddr, VirtAddr, ENTRIES};
+use crate::mm::{bits, Descriptor, DescriptorKind, Level, PhysAddr, ENTRIES};
 
 impl Model {
     /// Whether entries cached under `tag` by a root that is no longer registered can still be
@@ -39,12 +39,28 @@ impl Model {
         }
     }
 
+    /// The union of the current permissions of the contiguous group of `level` entries
+    /// holding `va` (the pages that still translate): what a TLB entry built from any one of
+    /// them may allow.
+    fn group_perms(&self, root: u64, va: u64, level: Level) -> Option<Perms> {
+        let size = level.entry_size();
+        let base = va & !(CONT_ENTRIES * size - 1);
+        (0..CONT_ENTRIES)
+            .filter_map(|j| self.table_walk_any_af(PhysAddr(root), base + j * size).ok())
+            .map(|w| Perms::of(w.desc, w.hier))
+            .reduce(Perms::union)
+    }
+
     /// (b) Fails if any cached TLB or walk-cache entry no longer matches the tables: a missing
     /// (or insufficient) TLBI. A cached leaf strictly less permissive than the current one is
-    /// tolerated (spurious permission fault); so is a stricter cached walk-cache limit.
+    /// tolerated (spurious permission fault); so is a stricter cached walk-cache limit. AF is
+    /// not compared (software may clear it without a TLBI). A cached entry with the Contiguous
+    /// bit is checked page by page over its span, against the union of its group's current
+    /// permissions (it may have been built from any entry of the group).
     pub fn check_tlb_coherent(&self) {
         let mut errors = Vec::new();
-        for e in &self.tlb {
+        let mut groups = std::collections::HashMap::new();
+        for e in self.tlb.values() {
             if !self.roots.contains_key(&e.root) {
                 if self.retired_entry_reachable(e.tag) {
                     errors.push(format!(
@@ -55,35 +71,53 @@ impl Model {
                 continue;
             }
             let cached = show(e.level, e.desc);
-            match self.table_walk(PhysAddr(e.root), VirtAddr(e.va)) {
-                Ok(cur) => {
-                    let same_shape = cur.level == e.level
-                        && cur.desc.output_address(cur.level) == e.desc.output_address(e.level);
-                    let mask = bits::ATTR_INDX | bits::SH | bits::NS | bits::NG | bits::CONTIGUOUS;
-                    let same_attrs = (cur.desc.0 ^ e.desc.0) & mask == 0;
-                    let perms_ok = Perms::of(e.desc, e.hier).within(Perms::of(cur.desc, cur.hier));
-                    if !(same_shape && same_attrs && perms_ok) {
-                        errors.push(format!(
-                            "stale TLB entry for VA {:#x} ({:?}): cached {} leaf {cached}, tables now \
-                             give {} leaf {}{}",
-                            e.va,
-                            e.tag,
-                            e.level,
-                            cur.level,
-                            show(cur.level, cur.desc),
-                            if same_shape && same_attrs {
-                                " (cached entry more permissive)"
-                            } else {
-                                ""
-                            }
-                        ));
+            let size = e.level.entry_size();
+            let kind = if e.span == size {
+                ""
+            } else {
+                " (combined contiguous entry)"
+            };
+            let allowed = if e.desc.contiguous() {
+                let base = e.va & !(CONT_ENTRIES * size - 1);
+                *groups
+                    .entry((e.root, base, e.level))
+                    .or_insert_with(|| self.group_perms(e.root, base, e.level))
+            } else {
+                None
+            };
+            for j in 0..e.span / size {
+                let va = e.va + j * size;
+                match self.table_walk_any_af(PhysAddr(e.root), va) {
+                    Ok(cur) => {
+                        let same_shape = cur.level == e.level
+                            && cur.desc.output_address(cur.level).0 == e.base() + j * size;
+                        let mask =
+                            bits::ATTR_INDX | bits::SH | bits::NS | bits::NG | bits::CONTIGUOUS;
+                        let same_attrs = (cur.desc.0 ^ e.desc.0) & mask == 0;
+                        let now = allowed.unwrap_or_else(|| Perms::of(cur.desc, cur.hier));
+                        let perms_ok = Perms::of(e.desc, e.hier).within(now);
+                        if !(same_shape && same_attrs && perms_ok) {
+                            errors.push(format!(
+                                "stale TLB entry{kind} for VA {va:#x} ({:?}): cached {} leaf {cached}, \
+                                 tables now give {} leaf {}{}",
+                                e.tag,
+                                e.level,
+                                cur.level,
+                                show(cur.level, cur.desc),
+                                if same_shape && same_attrs {
+                                    " (cached entry more permissive)"
+                                } else {
+                                    ""
+                                }
+                            ));
+                        }
                     }
+                    Err(f) => errors.push(format!(
+                        "stale TLB entry{kind} for VA {va:#x} ({:?}): cached {} leaf {cached}, \
+                         tables now give a {:?} fault at {}",
+                        e.tag, e.level, f.kind, f.level
+                    )),
                 }
-                Err(f) => errors.push(format!(
-                    "stale TLB entry for VA {:#x} ({:?}): cached {} leaf {cached}, tables now \
-                     give a {:?} fault at {}",
-                    e.va, e.tag, e.level, f.kind, f.level
-                )),
             }
         }
         for w in &self.walk_cache {
@@ -130,7 +164,9 @@ impl Model {
     /// (c) Fails if a leaf with the Contiguous bit is not in a correct group: 16 adjacent
     /// entries (aligned in the table, so the VA range is aligned to 16 entries), all valid
     /// leaves with the bit, consecutive output addresses starting at a multiple of the group
-    /// size, identical attributes (AF and DBM may differ).
+    /// size, identical attributes. May differ: AF and the dirty state (AP\[2\] between two
+    /// entries that both have DBM set), which the hardware updates in one entry of a group;
+    /// DBM; the software bits 58:55, which the hardware ignores.
     pub fn check_contiguous(&self) {
         for (&frame, link) in &self.links {
             let level = link.level;
@@ -162,7 +198,7 @@ impl Model {
                 if !base.is_multiple_of(16 * size) {
                     fail(0, "first output address not aligned to the group size");
                 }
-                let attr_mask = !(bits::ADDR | bits::AF | bits::DBM);
+                let attr_mask = !(bits::ADDR | bits::AF | bits::DBM | bits::SW);
                 for (j, d) in group.iter().enumerate() {
                     if !d.is_leaf(level) {
                         fail(j, "group contains an entry that is not a valid leaf");
@@ -173,7 +209,11 @@ impl Model {
                     if d.output_address(level).0 != base + j as u64 * size {
                         fail(j, "output addresses not consecutive");
                     }
-                    if (d.0 ^ first.0) & attr_mask != 0 {
+                    let mut diff = (d.0 ^ first.0) & attr_mask;
+                    if d.dbm() && first.dbm() {
+                        diff &= !bits::AP_RO;
+                    }
+                    if diff != 0 {
                         fail(j, "attributes differ within the group");
                     }
                 }

@@ -2,8 +2,12 @@
 
 use super::{Hier, Model, ModelRoot, Tag, TlbLeaf, WalkEntry};
 use crate::mm::{
-    AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, TlbOp, VirtAddr, KERNEL_BASE,
+    bits, AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, Platform, TlbOp, VirtAddr,
+    KERNEL_BASE,
 };
+
+/// Entries in a contiguous group (4 KiB granule, every level).
+pub(crate) const CONT_ENTRIES: u64 = 16;
 
 /// Kind of access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +93,18 @@ impl Perms {
             (El::El0, AccessKind::Read) => self.el0_r,
             (El::El0, AccessKind::Write) => self.el0_w,
             (El::El0, AccessKind::Exec) => self.el0_x,
+        }
+    }
+
+    /// Everything either allows.
+    pub fn union(self, o: Perms) -> Perms {
+        Perms {
+            el1_r: self.el1_r || o.el1_r,
+            el1_w: self.el1_w || o.el1_w,
+            el1_x: self.el1_x || o.el1_x,
+            el0_r: self.el0_r || o.el0_r,
+            el0_w: self.el0_w || o.el0_w,
+            el0_x: self.el0_x || o.el0_x,
         }
     }
 
@@ -182,10 +198,17 @@ fn tag_matches(tag: Tag, asid: u16) -> bool {
 impl Model {
     /// Walks the tables from `root` for `va`, ignoring every cache.
     pub fn table_walk(&self, root: PhysAddr, va: VirtAddr) -> Result<WalkResult, super::Fault> {
-        self.walk_from(root.0, Level::L0, Hier::default(), va.0, None)
+        self.walk_from(root.0, Level::L0, Hier::default(), va.0, None, true)
     }
 
-    /// The walk proper; with `cache = Some((root, asid))` it fills the walk cache.
+    /// [`Self::table_walk`] that returns a leaf whatever its AF (for coherence checks: a
+    /// cached entry stays usable when software clears AF).
+    pub(crate) fn table_walk_any_af(&self, root: PhysAddr, va: u64) -> Result<WalkResult, Fault> {
+        self.walk_from(root.0, Level::L0, Hier::default(), va, None, false)
+    }
+
+    /// The walk proper; with `fill` it collects the table descriptors it used (walk cache);
+    /// with `check_af` a leaf with AF clear is an Access flag fault.
     fn walk_from(
         &self,
         mut table: u64,
@@ -193,6 +216,7 @@ impl Model {
         mut hier: Hier,
         va: u64,
         mut fill: Option<&mut Vec<WalkEntry>>,
+        check_af: bool,
     ) -> Result<WalkResult, Fault> {
         loop {
             let Some(frame) = self.frame(table) else {
@@ -225,7 +249,7 @@ impl Model {
                     level = level.next().expect("table descriptor above level 3");
                 }
                 _ => {
-                    if !d.af() {
+                    if check_af && !d.af() {
                         return Err(Fault {
                             kind: FaultKind::AccessFlag,
                             level,
@@ -242,15 +266,28 @@ impl Model {
     }
 
     fn tlb_lookup(&self, asid: u16, va: u64) -> Option<&TlbLeaf> {
-        self.tlb.iter().find(|e| {
-            tag_matches(e.tag, asid)
-                && va >= e.va
-                && va <= e.va.wrapping_add(e.level.entry_size() - 1)
-        })
+        for level in [Level::L3, Level::L2, Level::L1] {
+            for span in [level.entry_size(), CONT_ENTRIES * level.entry_size()] {
+                for tag in [Tag::Asid(asid), Tag::Global] {
+                    if let Some(e) = self.tlb.get(&(tag, va & !(span - 1), span)) {
+                        debug_assert!(tag_matches(e.tag, asid) && e.level == level);
+                        return Some(e);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Caches `e` unless an entry with the same tag, address and span is there already (a
+    /// real TLB would have hit it rather than walk: a stale entry is kept, not refreshed).
+    fn tlb_insert(&mut self, e: TlbLeaf) {
+        self.tlb.entry((e.tag, e.va, e.span)).or_insert(e);
     }
 
     /// Translates through the TLB, then the walk cache, then the tables, filling the caches
-    /// as the hardware may. Does not check permissions.
+    /// as the hardware may (for a leaf with the Contiguous bit: a per-entry and a combined
+    /// entry). Does not check permissions.
     pub fn translate_cached(
         &mut self,
         root: PhysAddr,
@@ -258,12 +295,25 @@ impl Model {
         va: VirtAddr,
     ) -> Result<WalkResult, Fault> {
         if let Some(e) = self.tlb_lookup(asid, va.0) {
+            let size = e.level.entry_size();
+            let at = e.base() + ((va.0 & !(size - 1)) - e.va);
             return Ok(WalkResult {
-                desc: e.desc,
+                desc: e.desc.with_address(PhysAddr(at)),
                 level: e.level,
                 hier: e.hier,
             });
         }
+        self.walk_and_fill(root, asid, va)
+    }
+
+    /// The walk part of [`Self::translate_cached`]: walks (from the walk cache) and caches
+    /// what it found.
+    fn walk_and_fill(
+        &mut self,
+        root: PhysAddr,
+        asid: u16,
+        va: VirtAddr,
+    ) -> Result<WalkResult, Fault> {
         let kernel = va.0 >= KERNEL_BASE;
         let walk_tag = if kernel { Tag::Global } else { Tag::Asid(asid) };
         // Deepest walk-cache entry for this VA and ASID.
@@ -279,7 +329,7 @@ impl Model {
             .map(|w| (w.desc.next_table().0, w.level.next().unwrap(), w.hier));
         let (table, level, hier) = start.unwrap_or((root.0, Level::L0, Hier::default()));
         let mut fill = Vec::new();
-        let r = self.walk_from(table, level, hier, va.0, Some(&mut fill));
+        let r = self.walk_from(table, level, hier, va.0, Some(&mut fill), true);
         for mut w in fill {
             w.root = root.0;
             w.tag = walk_tag;
@@ -297,14 +347,22 @@ impl Model {
         } else {
             Tag::Asid(asid)
         };
-        self.tlb.push(TlbLeaf {
-            root: root.0,
-            tag,
-            va: va.0 & !(r.level.entry_size() - 1),
-            level: r.level,
-            desc: r.desc,
-            hier: r.hier,
-        });
+        let size = r.level.entry_size();
+        let mut spans = vec![size];
+        if r.desc.contiguous() {
+            spans.push(CONT_ENTRIES * size);
+        }
+        for span in spans {
+            self.tlb_insert(TlbLeaf {
+                root: root.0,
+                tag,
+                va: va.0 & !(span - 1),
+                level: r.level,
+                span,
+                desc: r.desc,
+                hier: r.hier,
+            });
+        }
         Ok(r)
     }
 
@@ -362,20 +420,20 @@ impl Model {
                 ModelRoot::User { asid } => (asid.0, 0),
             };
             for (va, _) in self.leaf_vas(root, base) {
-                let _ = self.translate_cached(PhysAddr(root), asid, VirtAddr(va));
+                let _ = self.walk_and_fill(PhysAddr(root), asid, VirtAddr(va));
             }
         }
     }
 
     /// Applies one completed TLBI to the caches and to the pending breaks.
     pub(crate) fn invalidate(&mut self, op: &TlbOp) {
-        self.tlb.retain(|e| {
+        self.tlb.retain(|_, e| {
             !op_hits(
                 op,
                 &Target {
                     tag: e.tag,
                     va: e.va,
-                    size: e.level.entry_size(),
+                    size: e.span,
                     level: e.level,
                     is_leaf: true,
                 },
@@ -405,5 +463,68 @@ impl Model {
                 b.covered = op_hits(op, &t);
             }
         }
+    }
+}
+
+impl Model {
+    /// Simulates a hardware update of the access flag and dirty state (FEAT_HAFDBS) of the
+    /// leaf for `entry_va` in the tree under `root`: sets AF, and for a `write` clears AP\[2\]
+    /// of an entry with DBM set (writable clean → writable dirty). For an address in a
+    /// contiguous group the hardware may update any one entry of the group: the caller picks
+    /// it with `entry_va`. The write goes through [`Platform::write`] like the engine's (AF and
+    /// AP may change in place). Returns the updated descriptor, or `None` if nothing maps
+    /// `entry_va`.
+    pub fn hw_update(
+        &mut self,
+        root: PhysAddr,
+        entry_va: VirtAddr,
+        write: bool,
+    ) -> Option<Descriptor> {
+        let mut table = root.0;
+        let mut level = Level::L0;
+        loop {
+            let index = level.index_of(entry_va.0);
+            let d = self.read(PhysAddr(table), index);
+            match d.kind(level) {
+                DescriptorKind::Invalid => return None,
+                DescriptorKind::Table { next } => {
+                    table = next.0;
+                    level = level.next()?;
+                }
+                _ => {
+                    let mut n = d.with_af(true);
+                    if write && n.dbm() {
+                        n = Descriptor(n.0 & !bits::AP_RO);
+                    }
+                    if n != d {
+                        self.write(PhysAddr(table), index, n);
+                    }
+                    return Some(n);
+                }
+            }
+        }
+    }
+}
+
+impl Model {
+    /// Whether a TLB entry usable by `asid` translates `va`.
+    pub(crate) fn tlb_covers(&self, asid: u16, va: u64) -> bool {
+        self.tlb_lookup(asid, va).is_some()
+    }
+
+    /// Whether an entry mapping `va` was broken (written invalid) and no TLBI covering it has
+    /// completed yet.
+    pub(crate) fn break_pending(&self, va: u64) -> bool {
+        self.breaks
+            .values()
+            .any(|b| !b.covered && va >= b.va && va <= b.va.wrapping_add(b.level.entry_size() - 1))
+    }
+
+    /// The number of cached combined (contiguous-group) TLB entries.
+    pub(crate) fn tlb_combined(&self) -> usize {
+        self.tlb
+            .values()
+            .filter(|e| e.span != e.level.entry_size())
+            .count()
     }
 }

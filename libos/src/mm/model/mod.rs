@@ -13,6 +13,20 @@
 //!   access goes through the TLB first, then through the deepest matching walk-cache entry.
 //!   [`Model::fill_all`] touches every mapping of every registered root, standing for the
 //!   speculative walks a real MMU may do at any time;
+//! * **contiguous groups** pessimistically: a walk that finds a leaf with the Contiguous bit
+//!   caches *both* a per-entry TLB entry and a combined entry for the whole 16-entry group
+//!   (what an implementation may do either way). The combined entry is removed by any TLBI
+//!   that touches the group; the per-entry ones only by TLBIs of their own page — so the
+//!   engine must invalidate every page of a group it changes, and a fold or unfold without a
+//!   complete invalidation leaves a stale entry (or a pending break) that is caught. A cached
+//!   entry with the bit may have been built from any entry of its group, so coherence compares
+//!   its permissions with the union of the group's current entries (the hardware may have
+//!   marked any one of them dirty);
+//! * **hardware access/dirty updates** ([`Model::hw_update`]): tests simulate FEAT_HAFDBS
+//!   by setting AF and clearing AP\[2\] of a DBM entry — of any one entry of a contiguous
+//!   group, as the hardware may. The MMU itself does not update descriptors: an access to an
+//!   entry with AF clear takes an Access flag fault, a write to a clean (read-only) entry a
+//!   Permission fault;
 //! * **a log** of every write, maintenance batch, barrier, allocation and free, plus counters.
 //!
 //! It panics (a test failure) with the VA, PA, level and descriptors involved when:
@@ -23,10 +37,11 @@
 //!   by re-validating a broken entry before a covering TLBI completed;
 //! * (b) [`Model::check_tlb_coherent`]: a cached leaf or walk-cache entry no longer matches the
 //!   tables (except a cached leaf strictly *less* permissive than the current one, which only
-//!   causes a spurious permission fault);
+//!   causes a spurious permission fault; AF is not compared: clearing it needs no TLBI);
 //! * (c) [`Model::check_contiguous`]: a leaf with the Contiguous bit is not part of a correct
 //!   16-entry aligned group (all valid leaves with the bit, consecutive output addresses, the
-//!   first aligned to the group size, identical attributes);
+//!   first aligned to the group size, identical attributes but for AF, the dirty state AP\[2\]
+//!   of DBM entries and the software bits, which the hardware ignores);
 //! * (d) a table frame is freed while a live descriptor or a walk-cache entry references it,
 //!   or freed twice; a table frame is linked twice; a descriptor is written to or the MMU walks
 //!   into a frame that is not an allocated table;
@@ -185,15 +200,32 @@ impl Hier {
 }
 
 /// A cached leaf translation.
+///
+/// `span` is what it translates: the leaf's own size, or — for a leaf with the Contiguous
+/// bit — 16 times that, the *combined* entry an implementation may build for the whole
+/// aligned group (the model caches both kinds, see [`Model::translate_cached`]). `desc` is the
+/// descriptor the entry was built from; a combined entry translates `e.va + off` to the
+/// group's base output address + `off`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TlbLeaf {
     pub root: u64,
     pub tag: Tag,
     pub va: u64,
     pub level: Level,
+    pub span: u64,
     pub desc: Descriptor,
     pub hier: Hier,
 }
+
+impl TlbLeaf {
+    /// Output address of the first byte of the entry.
+    pub(crate) fn base(&self) -> u64 {
+        self.desc.output_address(self.level).0 & !(self.span - 1)
+    }
+}
+
+/// Key of a TLB entry: tag, first address, span.
+pub(crate) type TlbKey = (Tag, u64, u64);
 
 /// A cached table descriptor (walk cache): `desc` was read at `level` for `[va, va + size)`.
 #[derive(Clone, Copy, Debug)]
@@ -226,7 +258,7 @@ pub struct Model {
     has_range: bool,
     pub(crate) roots: HashMap<u64, ModelRoot>,
     pub(crate) links: HashMap<u64, Link>,
-    pub(crate) tlb: Vec<TlbLeaf>,
+    pub(crate) tlb: HashMap<TlbKey, TlbLeaf>,
     pub(crate) walk_cache: Vec<WalkEntry>,
     pub(crate) breaks: HashMap<(u64, usize), PendingBreak>,
     /// Frames allocated or written since the last barrier (`publish` or a maintenance
@@ -260,7 +292,7 @@ impl Model {
             has_range: false,
             roots: HashMap::new(),
             links: HashMap::new(),
-            tlb: Vec::new(),
+            tlb: HashMap::new(),
             walk_cache: Vec::new(),
             breaks: HashMap::new(),
             unpublished: HashSet::new(),

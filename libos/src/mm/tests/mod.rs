@@ -7,9 +7,16 @@
 //!   deliberately break the rules and must be caught;
 //! * `oom`: allocation failure at every possible point leaves the tables untouched;
 //! * `props`: random operation sequences on both roots against a reference map;
-//! * `asids`: the ASID allocator, including rollover with tiny widths.
+//! * `asids`: the ASID allocator, including rollover with tiny widths;
+//! * `contpte`: the Contiguous bit and the PTE-level API operation by operation, the unmap
+//!   callback's ordering, TLBI counts per batch, and negative model tests for contiguous
+//!   misprogramming;
+//! * `contpte_props`: random PTE-level sequences on a user root against a reference with
+//!   access/dirty state and the expected fold state of every block.
 
 mod asids;
+mod contpte;
+mod contpte_props;
 mod model_semantics;
 mod oom;
 mod props;

@@ -1,0 +1,499 @@
+//! CONTPTE: the Contiguous bit on level-3 entries (16 × 4 KiB = one 64 KiB TLB entry), and the
+//! PTE-level operations the fault and fork paths are built on.
+//!
+//! # The architecture rules
+//!
+//! With the 4 KiB granule, 16 adjacent level-3 entries whose first one is at a 16-entry
+//! boundary (so the VA range is 64 KiB aligned) may carry the **Contiguous bit** (bit 52). It
+//! is a hint: it allows the MMU to cache the 16 translations as *one* TLB entry, which
+//! multiplies the TLB's reach by 16 for large folios. The bit may be set only when
+//!
+//! * all 16 entries are valid pages with the bit set;
+//! * their output addresses are consecutive, from a 64 KiB aligned base;
+//! * their attributes are identical — memory type, shareability, nG, permissions, XN — except
+//!   for the access flag and, with DBM set, AP\[2\] (the dirty state), which the hardware may
+//!   update in any single one of them.
+//!
+//! Breaking this ("misprogramming the Contiguous bit") lets the TLB return, for any address of
+//! the block, a translation built from any of the 16 entries, or take a TLB conflict abort.
+//! The model (`mm::model`, host tests) checks the rule after every operation
+//! (`check_contiguous`).
+//!
+//! **Changing the bit of a live entry needs break-before-make** (without FEAT_BBM level 2,
+//! which the engine does not assume): otherwise the TLB may hold the old per-page entries and
+//! the new 64 KiB entry at once — overlapping entries that translate the same address, which
+//! is a TLB conflict. So folding and unfolding (`Ctx::convert_block` in `ops.rs`) write all
+//! 16 entries invalid, invalidate the whole 64 KiB in one batch, and only then write the 16
+//! new entries. The invalidation covers *every page* of the block (16 by-VA TLBIs, one range
+//! TLBI with FEAT_TLBIRANGE, or one by-ASID TLBI, per the engine's policy in `tlb.rs`): an
+//! implementation may have cached the block as one entry or page by page, and the engine does
+//! not rely on a single TLBI reaching a whole contiguous entry. During the window an access to
+//! the block faults; user faults are serialised with the operation by the caller (the
+//! address-space lock), which is why **kernel (TTBR1) mappings are never folded**: the kernel
+//! cannot take a fault on its own stack or code in the middle of a break.
+//!
+//! What does **not** need break-before-make, and is done in place on all 16 entries followed
+//! by one invalidation of the block (Linux's reasoning in `contpte_wrprotect_ptes`):
+//! changing permissions (AP, PXN, UXN), AF or the dirty state of a *whole* block. Between the
+//! first and the last write the group is transiently inconsistent, but the architecture bounds
+//! the effect to translations built from one of the old or new entries — each of which the
+//! operation allows for the duration (the old permissions are still allowed until the TLBI
+//! anyway); after the invalidation completes, only the new ones remain. Writing a whole block
+//! from invalid (mapping a new folio) or to invalid (unmapping it) is the same argument with
+//! "no translation" as one side. A change that covers **part** of a folded block would leave
+//! it inconsistent for good, so the block is unfolded first (break-before-make), then the
+//! change applied to the covered entries only.
+//!
+//! # Access and dirty state
+//!
+//! The representation is Linux's ([`Descriptor::writable`] has the table): AF is the access
+//! flag ("young"); a *writable* entry has DBM set, and its AP\[2\] is its dirty state (set
+//! while clean — the first write faults, or, with hardware dirty management, the hardware
+//! clears it); software bit 55 ([`bits::SW_DIRTY`]) keeps "dirty" across write-protection.
+//! The engine does not enable hardware AF/dirty updates itself, but everything here is correct
+//! with them: the hardware updates whichever entry of a folded block it used, so the state of
+//! a block is the OR over its 16 entries. [`Root::pte_get`] gathers it; folding and unfolding
+//! write the gathered state into all 16; unmapping a folded block reports it gathered;
+//! [`Root::test_and_clear_young`] and [`Root::set_access_flags`] act on all 16. That is
+//! correct because a block is only ever folded over *one* folio, whose A/D state is tracked
+//! per folio anyway.
+//!
+//! # When the bit is set (the guarantee)
+//!
+//! * [`Root::set_ptes`] with `fold_ok` on a user root with CONTPTE enabled
+//!   ([`Root::set_contpte`], on by default) writes every 64 KiB block it covers whole at a
+//!   64 KiB aligned physical address folded directly (invalid → valid, no TLBI). Every other
+//!   block it writes into is folded afterwards ("contpte_try_fold", break-before-make) if its
+//!   16 entries then qualify (all present, consecutive from an aligned base, identical
+//!   attributes but for A/D) — typically when a run of single-page writes completes a block.
+//!   So after `set_ptes(.., fold_ok = true)`, *every block it touched is folded exactly when it
+//!   qualifies*.
+//! * `fold_ok` is the caller's word that, for every 64 KiB aligned physical block the call
+//!   touches, the **whole** block belongs to **one** folio (true for naturally aligned folios
+//!   of at least 64 KiB). The engine cannot know it: folio metadata lives elsewhere.
+//! * No other operation folds. A folded block stays folded through whole-block permission,
+//!   memory-type (break-before-make of the 16) and A/D changes, and is unfolded by any
+//!   operation that changes part of it: a range operation that covers it in part (unmap,
+//!   clear, protect, write-protect), or [`Root::set_access_flags`] changing the write
+//!   permission of one page. [`Root::map`] never folds.
+//!
+//! # Cost
+//!
+//! One invalidation batch per operation (plus one per fold/unfold, which is a
+//! break-before-make of its own), never one per entry: mapping a folio costs 16 writes and no
+//! TLBI; unmapping a range of folded blocks writes each entry invalid and issues one gathered
+//! invalidation of the range. [`Stats`] counts `folds`, `unfolds`, `cont_blocks_mapped` and
+//! `cont_blocks_unmapped`; [`map_folios`] / [`unmap_folios`] measure a benchmark with CONTPTE
+//! on and off.
+//!
+//! # The PTE-level API
+//!
+//! Methods of [`Root`], over `nr` pages from `va` (any range in the root's half; tables are
+//! never freed by the PTE-level clears, so a fault handler can clear and re-set an entry
+//! without allocating):
+//!
+//! * [`Root::set_ptes`]: map `nr` pages from the template page descriptor `pte` (output
+//!   address, attributes, AF, dirty state) — Linux's `set_ptes`; all must be unmapped.
+//! * [`Root::clear_ptes`], [`Root::get_and_clear_ptes`] (old entry, A/D gathered over all).
+//! * [`Root::wrprotect_ptes`]: revoke write permission, keep the dirty state, keep whole
+//!   blocks folded (fork).
+//! * [`Root::pte_get`], [`Root::test_and_clear_young`], [`Root::set_access_flags`].
+//! * [`Root::pte_entry`] / [`Root::alloc_pte_entry`]: the level-3 slot of an address.
+//! * [`Root::unmap_leaves`]: unmap with a per-leaf callback delivered after the invalidation.
+
+use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
+use super::attrs::Attrs;
+use super::desc::{bits, Descriptor, DescriptorKind};
+use super::hal::Platform;
+use super::ops::{
+    block_covered, find_slot, read_block, ChangeOp, Ctx, LeafChange, MapGeom, MapOp, MapPlan,
+    Reserve, Slot, UnmapOp,
+};
+use super::root::{Leaf, MapError, Root};
+use super::stats::Stats;
+use super::walk::{walk, Reader};
+
+/// Entries in a contiguous level-3 block.
+pub const CONT_PTES: usize = 16;
+/// Bytes mapped by a contiguous level-3 block.
+pub const CONT_SIZE: u64 = CONT_PTES as u64 * PAGE_SIZE;
+
+/// What [`Root::set_access_flags`] grants to an entry. Only relaxations: a flag that is
+/// `false` leaves the entry's state as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessUpdate {
+    /// Set AF (after an access-flag fault).
+    pub young: bool,
+    /// Mark dirty (after a write fault on a writable entry).
+    pub dirty: bool,
+    /// Grant write permission (e.g. reusing an exclusive copy-on-write page).
+    pub writable: bool,
+}
+
+impl AccessUpdate {
+    /// An access: AF.
+    pub const ACCESSED: AccessUpdate = AccessUpdate {
+        young: true,
+        dirty: false,
+        writable: false,
+    };
+    /// A write to a writable entry: AF and dirty.
+    pub const WRITTEN: AccessUpdate = AccessUpdate {
+        young: true,
+        dirty: true,
+        writable: false,
+    };
+    /// A write that also grants write permission: AF, dirty, writable.
+    pub const MADE_WRITABLE: AccessUpdate = AccessUpdate {
+        young: true,
+        dirty: true,
+        writable: true,
+    };
+
+    /// `d` with the update applied.
+    pub const fn apply(self, d: Descriptor) -> Descriptor {
+        let mut n = d;
+        if self.young {
+            n = n.with_young(true);
+        }
+        if self.writable && !n.writable() {
+            n = n.with_writable(true);
+        }
+        if self.dirty {
+            n = n.with_dirty(true);
+        }
+        n
+    }
+}
+
+fn pages_len(nr: usize) -> Result<u64, MapError> {
+    if nr == 0 {
+        return Err(MapError::ZeroLength);
+    }
+    (nr as u64)
+        .checked_mul(PAGE_SIZE)
+        .ok_or(MapError::VaOverflow)
+}
+
+/// The (at most two) 64 KiB blocks that `[start, end)` touches without covering them whole,
+/// each with a page of the range inside it.
+fn partial_blocks(start: u64, end: u64) -> impl Iterator<Item = u64> {
+    let last = end.wrapping_sub(PAGE_SIZE);
+    let first_block = start & !(CONT_SIZE - 1);
+    let last_block = last & !(CONT_SIZE - 1);
+    let a = (!block_covered(first_block, start, end)).then_some(start);
+    let b = (last_block != first_block && !block_covered(last_block, start, end)).then_some(last);
+    a.into_iter().chain(b)
+}
+
+impl Root {
+    /// Maps `nr` pages from `va` to consecutive frames from the output address of `pte`, each
+    /// entry a copy of the page descriptor `pte` (attributes, AF, dirty state, software bits)
+    /// with its own address — Linux's `set_ptes`.
+    ///
+    /// `pte` is a level-3 page descriptor, e.g. `Attrs::USER_RW.leaf(Level::L3, pa)` (young
+    /// and dirty) or that `.with_dirty(false)` (clean: the first write faults); its Contiguous
+    /// bit is ignored (the engine decides). Every page must be unmapped. Missing tables are
+    /// allocated, all of them before the first write (a failure changes nothing).
+    ///
+    /// With `fold_ok` (the caller's word that each 64 KiB aligned physical block the call
+    /// touches lies inside one folio) on a user root with CONTPTE enabled, blocks are folded
+    /// as the module docs say: whole aligned blocks written folded directly; blocks completed
+    /// by this call folded with break-before-make if they qualify. No TLBI otherwise.
+    pub fn set_ptes<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        pte: Descriptor,
+        nr: usize,
+        fold_ok: bool,
+    ) -> Result<(), MapError> {
+        let len = pages_len(nr)?;
+        let (start, end) = self.check_range(va, len)?;
+        if !matches!(pte.kind(Level::L3), DescriptorKind::Page { .. }) {
+            return Err(MapError::BadDescriptor(pte));
+        }
+        let pa = pte.address();
+        if pa.0.checked_add(len - 1).is_none_or(|last| last >= PA_END) {
+            return Err(MapError::PaOutOfRange(pa));
+        }
+        self.check_attrs(Attrs::from_descriptor(pte))?;
+        let geom = MapGeom {
+            va: start,
+            end,
+            pa: pa.0,
+            allow_blocks: false,
+        };
+        let mut plan = MapPlan { geom, tables: 0 };
+        walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
+        let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
+        let fold = fold_ok && self.contpte;
+        let (table, scope) = (self.table, self.scope());
+        let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
+        let mut op = MapOp {
+            geom,
+            bits: pte.0 & !(bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::CONTIGUOUS),
+            fold,
+        };
+        let r = walk(&mut cx, &mut op, table, start, end);
+        debug_assert!(r.is_ok(), "set_ptes failed after planning: {r:?}");
+        cx.publish();
+        if fold {
+            for page in partial_blocks(start, end) {
+                if let Some(Slot::Pte(e)) = find_slot(&mut cx, table, page) {
+                    cx.try_fold(e.table(), e.index() & !(CONT_PTES - 1));
+                }
+            }
+        }
+        cx.finish();
+        r
+    }
+
+    /// Removes the `nr` pages from `va` (holes are fine), keeping the tables. Folded blocks
+    /// the range covers whole are cleared as they are (16 writes, no unfold); the at most two
+    /// it covers in part are unfolded first. One gathered invalidation; it has completed when
+    /// this returns, so the frames may be freed then. Fails (changing nothing) only if a
+    /// block in the range must be split and its table cannot be allocated.
+    pub fn clear_ptes<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        nr: usize,
+    ) -> Result<(), MapError> {
+        let (start, end) = self.check_range(va, pages_len(nr)?)?;
+        let mut op = UnmapOp { free_tables: false };
+        self.run_split_op(p, start, end, &mut op, None)
+    }
+
+    /// [`Root::clear_ptes`], returning the old descriptor of the first mapped page with AF
+    /// and the dirty state ORed over every removed entry (so a batch that mapped one folio
+    /// tells whether the folio was accessed or written), or `None` if nothing was mapped.
+    pub fn get_and_clear_ptes<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        nr: usize,
+    ) -> Result<Option<Descriptor>, MapError> {
+        let (start, end) = self.check_range(va, pages_len(nr)?)?;
+        let mut first: Option<Descriptor> = None;
+        let mut gather = |l: &Leaf| {
+            first = Some(match first {
+                None => l.desc,
+                Some(f) => f.gather_young_dirty(l.desc),
+            });
+        };
+        let mut op = UnmapOp { free_tables: false };
+        self.run_split_op(p, start, end, &mut op, Some(&mut gather))?;
+        Ok(first)
+    }
+
+    /// Revokes write permission on the `nr` pages from `va`, keeping their dirty state (in the
+    /// software dirty bit) — the parent's side of fork. Folded blocks the range covers whole
+    /// stay folded (all 16 entries changed in place); the at most two it covers in part are
+    /// unfolded first. One gathered invalidation.
+    pub fn wrprotect_ptes<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        nr: usize,
+    ) -> Result<(), MapError> {
+        let (start, end) = self.check_range(va, pages_len(nr)?)?;
+        let mut op = ChangeOp {
+            change: LeafChange::WrProtect,
+        };
+        self.run_split_op(p, start, end, &mut op, None)
+    }
+
+    /// The leaf descriptor mapping `va` — a page normally, a block if `va` is in one — with AF
+    /// and the dirty state gathered over its folded block if it is in one (the hardware may
+    /// have recorded them in any of the 16 entries); `None` if unmapped. Linux's `ptep_get`.
+    pub fn pte_get<P: Platform + ?Sized>(&self, p: &P, va: VirtAddr) -> Option<Descriptor> {
+        let (lo, hi) = self.va_bounds();
+        if va < lo || va > hi {
+            return None;
+        }
+        match find_slot(&mut Reader(p), self.table, va.0)? {
+            Slot::Pte(e) => {
+                let d = e.read(p);
+                if !d.is_leaf(Level::L3) {
+                    None
+                } else if d.contiguous() {
+                    let first = e.index() & !(CONT_PTES - 1);
+                    let (_, g) = read_block(&Reader(p), e.table().pa(), first);
+                    Some(g.with_address(d.address()))
+                } else {
+                    Some(d)
+                }
+            }
+            Slot::Block(e) => Some(e.read(p)),
+        }
+    }
+
+    /// Clears the access flag of the leaf mapping `va` and returns whether it was set — over
+    /// the whole folded block if `va` is in one (Linux's reasoning: the state is tracked per
+    /// folio and a block is one folio, so no unfold). If it was set, the entries are
+    /// invalidated (the whole 64 KiB for a block), so that the next access is seen again.
+    /// `false` if unmapped.
+    pub fn test_and_clear_young<P: Platform + ?Sized>(&mut self, p: &mut P, va: VirtAddr) -> bool {
+        let (lo, hi) = self.va_bounds();
+        if va < lo || va > hi {
+            return false;
+        }
+        let (table, scope) = (self.table, self.scope());
+        let Some(slot) = find_slot(&mut Reader(&*p), table, va.0) else {
+            return false;
+        };
+        let (Slot::Pte(e) | Slot::Block(e)) = slot;
+        let d = e.read(&*p);
+        if !d.is_leaf(e.level()) {
+            return false;
+        }
+        let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
+        let young = if e.level().is_page_level() && d.contiguous() {
+            let first = e.index() & !(CONT_PTES - 1);
+            let (old, g) = read_block(&cx, e.table().pa(), first);
+            if g.young() {
+                for (i, o) in old.iter().enumerate() {
+                    let slot = e.table().entry(first + i);
+                    if o.young() {
+                        cx.write(slot, o.with_young(false));
+                    }
+                    cx.gather.add_leaf(slot.va().0, Level::L3);
+                }
+            }
+            g.young()
+        } else if d.young() {
+            cx.write(e, d.with_young(false));
+            cx.gather.add_leaf(e.va().0, e.level());
+            true
+        } else {
+            false
+        };
+        cx.finish();
+        young
+    }
+
+    /// Applies `upd` to the leaf mapping `va` (relaxations only: set AF, mark dirty, grant
+    /// write) — Linux's `ptep_set_access_flags`, for the access-flag and write-fault paths.
+    /// Returns whether anything changed.
+    ///
+    /// On a folded block the no-op test looks at **every** one of the 16 entries (the
+    /// gathered state may say "young" while the faulting entry's own AF is clear: answering
+    /// "nothing to do" would fault forever). If the write permission changes, the block is
+    /// unfolded (break-before-make) and only the page at `va` is updated; otherwise the
+    /// update is applied to all 16 entries in place, keeping the block folded. Entries whose
+    /// permissions were relaxed (AP\[2\] cleared) are invalidated, by the engine's policy;
+    /// AF-only and software-bit updates need no TLBI (an entry with AF clear is never cached).
+    ///
+    /// Fails with [`MapError::NotMapped`] if nothing maps `va`, and with
+    /// [`MapError::BadAttrs`] if granting write gives attributes that cannot be used.
+    pub fn set_access_flags<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        upd: AccessUpdate,
+    ) -> Result<bool, MapError> {
+        self.check_range(va.align_down(PAGE_SIZE), PAGE_SIZE)?;
+        let (table, scope) = (self.table, self.scope());
+        let e = match find_slot(&mut Reader(&*p), table, va.0) {
+            Some(Slot::Pte(e) | Slot::Block(e)) => e,
+            None => return Err(MapError::NotMapped(va)),
+        };
+        let d = e.read(&*p);
+        if !d.is_leaf(e.level()) {
+            return Err(MapError::NotMapped(va));
+        }
+        let new = upd.apply(d);
+        let write_change = new.writable() != d.writable();
+        if write_change {
+            self.check_attrs(Attrs::from_descriptor(new))?;
+        }
+        let first = e.index() & !(CONT_PTES - 1);
+        let block = if e.level().is_page_level() && d.contiguous() {
+            let old = read_block(&Reader(&*p), e.table().pa(), first).0;
+            let news = old.map(|o| upd.apply(o));
+            if news == old {
+                return Ok(false);
+            }
+            Some((old, news))
+        } else if new == d {
+            return Ok(false);
+        } else {
+            None
+        };
+        let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
+        match block {
+            Some(_) if write_change => {
+                cx.convert_block(e.table(), first, false);
+                let cur = cx.read(e);
+                let n = upd.apply(cur);
+                if n != cur {
+                    cx.update_leaf(e, cur, n);
+                }
+            }
+            Some((old, news)) => {
+                for i in 0..CONT_PTES {
+                    if news[i] != old[i] {
+                        cx.update_leaf(e.table().entry(first + i), old[i], news[i]);
+                    }
+                }
+            }
+            None => cx.update_leaf(e, d, new),
+        }
+        cx.finish();
+        Ok(true)
+    }
+}
+
+/// Figures helper: maps `count` folios of `folio_size` bytes (a multiple of 4 KiB; 64 KiB for
+/// the CONTPTE figures) at consecutive addresses from `va`, the `i`-th at `pa_of(i)`, with one
+/// [`Root::set_ptes`] per folio (`fold_ok`, young, dirty if writable) — what the fault path
+/// does for freshly allocated folios. Folding follows [`Root::contpte_enabled`], so running it
+/// on a root with [`Root::set_contpte`] on and off compares the two. Returns the counters of
+/// the step; the caller measures the time around it.
+pub fn map_folios<P, F>(
+    root: &mut Root,
+    p: &mut P,
+    va: VirtAddr,
+    folio_size: u64,
+    count: usize,
+    mut pa_of: F,
+    attrs: Attrs,
+) -> Result<Stats, MapError>
+where
+    P: Platform + ?Sized,
+    F: FnMut(usize) -> PhysAddr,
+{
+    if folio_size == 0 || !folio_size.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::UnalignedLen(folio_size));
+    }
+    let before = *root.stats();
+    let nr = (folio_size / PAGE_SIZE) as usize;
+    for i in 0..count {
+        let at = (i as u64)
+            .checked_mul(folio_size)
+            .and_then(|off| va.checked_add(off))
+            .ok_or(MapError::VaOverflow)?;
+        root.set_ptes(p, at, attrs.leaf(Level::L3, pa_of(i)), nr, true)?;
+    }
+    Ok(root.stats().since(&before))
+}
+
+/// Figures helper: unmaps `[va, va + len)` with [`Root::unmap_leaves`] (one operation, as
+/// `munmap` would), handing every removed leaf to `on_leaf` after the invalidation. Returns the
+/// counters of the step.
+pub fn unmap_folios<P, F>(
+    root: &mut Root,
+    p: &mut P,
+    va: VirtAddr,
+    len: u64,
+    on_leaf: F,
+) -> Result<Stats, MapError>
+where
+    P: Platform + ?Sized,
+    F: FnMut(&Leaf),
+{
+    let before = *root.stats();
+    root.unmap_leaves(p, va, len, on_leaf)?;
+    Ok(root.stats().since(&before))
+}
