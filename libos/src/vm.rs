@@ -218,6 +218,12 @@ impl AddressSpace {
         self.root().translate(&MachinePlatform, VirtAddr(va))
     }
 
+    /// Runs `f` on this address space's translation-table root with the machine platform, for
+    /// operations this wrapper does not offer (CONTPTE batches, leaf iteration, benchmarks).
+    pub fn with_root<R>(&mut self, f: impl FnOnce(&mut Root, &mut MachinePlatform) -> R) -> R {
+        f(self.root_mut(), &mut MachinePlatform)
+    }
+
     /// Counters of this address space's root.
     pub fn stats(&self) -> &Stats {
         self.root().stats()
