@@ -641,4 +641,109 @@ mod boot_tests {
             assert_eq!(op.encode(), 0x0000_7F8F_FFFF_FFFF);
         }
     }
+
+    /// Removes the folio mappings of `[va, va + len)` in `space` (one `unmap_leaves`), converting
+    /// each removed leaf into folio `remove_ptes` and releasing the references after the TLBI.
+    fn unmap_folio_range(s: &mut AddressSpace, space: crate::mm::folio::SpaceId, va: u64, len: u64) {
+        use crate::mm::folio::GlobalFrames;
+        let memmap = runtime::memmap();
+        let mut unmapped = Vec::new();
+        s.with_root(|r, p| {
+            r.unmap_leaves(p, VirtAddr(va), len, |leaf| {
+                let (folio, first) = memmap.folio_page(leaf.pa).expect("a folio page");
+                unmapped.push(folio.remove_ptes(space, first, (leaf.size / PAGE) as usize).expect("mapped"));
+            })
+        })
+        .unwrap();
+        for u in unmapped {
+            u.release(&mut GlobalFrames);
+        }
+    }
+
+    fn check_counts(s: &mut AddressSpace, space: crate::mm::folio::SpaceId) {
+        let memmap = runtime::memmap();
+        let leaves: Vec<_> = s.with_root(|r, p| r.leaves(&*p).map(|l| crate::mm::folio::MappedLeaf::new(space, &l)).collect());
+        if let Err(e) = crate::mm::folio::check(memmap, leaves) {
+            panic!("mapcount checker: {e:?}");
+        }
+    }
+
+    crate::boot_test! {
+        /// 64 KiB folios mapped folded (CONTPTE) through the real MMU: data reaches the folios, every
+        /// entry carries the contiguous bit and counts are exact; unmapping two pages unfolds only
+        /// that block and those pages fault; reprotecting one page read-only unfolds its block;
+        /// teardown returns every frame.
+        fn folded_folios_on_the_real_mmu() {
+            use crate::mm::folio::{FolioKind, FolioOrder, GlobalFrames, SpaceId};
+            const FOLIO: u64 = 64 << 10;
+            let memmap = runtime::memmap();
+            let before = runtime::frame_counts().0;
+            let space = SpaceId::new(7).unwrap();
+            let folios: Vec<_> = (0..4)
+                .map(|_| memmap.alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon).unwrap())
+                .collect();
+            let mut s = AddressSpace::new().unwrap();
+            s.with_root(|r, p| {
+                for (i, f) in folios.iter().enumerate() {
+                    f.add_anon_ptes(space, 0, 16, true).unwrap();
+                    r.set_ptes(p, VirtAddr(USER_VA + i as u64 * FOLIO), Attrs::USER_RW.leaf(Level::L3, f.pa()), 16, true).unwrap();
+                }
+            });
+            s.activate();
+            for (i, f) in folios.iter().enumerate() {
+                for pg in 0..16u64 {
+                    let va = USER_VA + i as u64 * FOLIO + pg * PAGE;
+                    let t = s.translate(va).unwrap();
+                    assert!(t.desc.contiguous(), "folio {i} page {pg} folded");
+                    assert_eq!(hw_translate(va, true), Some(f.pa().0 + pg * PAGE));
+                    write_user(va + 16, 1000 * i as u64 + pg).unwrap();
+                    assert_eq!(phys_read(f.pa().0 + pg * PAGE + 16), 1000 * i as u64 + pg);
+                }
+                assert_eq!((f.mapcount(), f.refcount()), (16, 17), "folio {i}: 16 mappings + the allocation");
+            }
+            check_counts(&mut s, space);
+
+            // Unmap pages 5 and 6 of folio 1: its block unfolds, the rest stays mapped.
+            let f1 = folios[1];
+            unmap_folio_range(&mut s, space, USER_VA + FOLIO + 5 * PAGE, 2 * PAGE);
+            for pg in 0..16u64 {
+                let va = USER_VA + FOLIO + pg * PAGE;
+                if pg == 5 || pg == 6 {
+                    let f = read_user(va + 16).expect_err("unmapped page");
+                    assert!(is_translation_fault(f.esr), "{f:?}");
+                    assert_eq!(f1.pte_mapcount(pg as usize), 0);
+                } else {
+                    assert_eq!(read_user(va + 16), Ok(1000 + pg));
+                    assert!(!s.translate(va).unwrap().desc.contiguous(), "block of folio 1 unfolded");
+                    assert_eq!(f1.pte_mapcount(pg as usize), 1);
+                }
+            }
+            assert_eq!((f1.mapcount(), f1.refcount()), (14, 15));
+            assert!(s.translate(USER_VA).unwrap().desc.contiguous(), "folio 0 still folded");
+            check_counts(&mut s, space);
+
+            // Reprotect page 3 of folio 2 read-only: its block unfolds, writes there fault.
+            let va = USER_VA + 2 * FOLIO + 3 * PAGE;
+            s.protect(va, PAGE, Attrs::USER_RO).unwrap();
+            let f = write_user(va, 1).expect_err("read-only page");
+            assert!(is_permission_fault(f.esr), "{f:?}");
+            assert_eq!(read_user(va + 16), Ok(2003));
+            assert_eq!(write_user(va + PAGE, 5), Ok(()), "neighbour still writable");
+            assert!(!s.translate(va + PAGE).unwrap().desc.contiguous());
+            assert!(s.translate(USER_VA + 3 * FOLIO).unwrap().desc.contiguous(), "folio 3 still folded");
+            check_counts(&mut s, space);
+
+            // Teardown: unmap everything, drop the allocation references: all frames return.
+            unmap_folio_range(&mut s, space, USER_VA, 4 * FOLIO);
+            for f in &folios {
+                assert_eq!((f.mapcount(), f.refcount()), (0, 1));
+            }
+            check_counts(&mut s, space);
+            for f in folios {
+                assert!(f.put(&mut GlobalFrames), "freed at the last reference");
+            }
+            s.destroy();
+            assert_eq!(runtime::frame_counts().0, before, "every frame back");
+        }
+    }
 }
