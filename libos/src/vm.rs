@@ -171,6 +171,36 @@ fn asids() -> &'static Mutex<AsidAllocator<1>> {
 /// The address space active in TTBR0 (its root's physical address), if any.
 static ACTIVE: Mutex<Option<u64>> = Mutex::new(None);
 
+/// If the root at `root_pa` is the one TTBR0 translates, switches TTBR0 walks off (a root is
+/// about to be destroyed).
+pub fn retire_ttbr0(root_pa: u64) {
+    let mut active = ACTIVE.lock();
+    if *active == Some(root_pa) {
+        arch::mmu::disable_ttbr0();
+        *active = None;
+    }
+}
+
+/// Makes `root` the user root TTBR0 translates, with an ASID of the current generation from the
+/// global allocator (`ctx` is the address space's claim on it).
+pub fn activate_root(root: &mut Root, ctx: &mut AsidContext) {
+    let act: Activation = asids().lock().activate(0, ctx);
+    install(root, act);
+}
+
+/// Installs `root` in TTBR0 with the activation's ASID, flushing first after a rollover.
+fn install(root: &mut Root, act: Activation) {
+    if act.changed || root.asid() != Some(act.asid) {
+        root.set_asid(act.asid);
+    }
+    if act.flush_tlb {
+        // A rollover: ASIDs of the previous generation may be reused; drop them all.
+        MachinePlatform.tlb_maintenance(&[TlbOp::All]);
+    }
+    arch::mmu::set_ttbr0(root.pa().0, act.asid.0);
+    *ACTIVE.lock() = Some(root.pa().0);
+}
+
 /// A user address space: a TTBR0 translation table tree tagged with an ASID.
 pub struct AddressSpace {
     root: Option<Root>,
@@ -231,37 +261,19 @@ impl AddressSpace {
 
     /// Makes this address space the one TTBR0 translates, with an ASID of the current generation.
     pub fn activate(&mut self) {
-        let act: Activation = asids().lock().activate(0, &mut self.asid);
-        self.activate_with(act);
+        activate_root(self.root.as_mut().expect("address space destroyed"), &mut self.asid);
     }
 
     /// Like [`activate`](Self::activate) with a caller-provided ASID allocator (tests of ASID
     /// rollover on the real MMU use a tiny one).
     pub fn activate_in(&mut self, allocator: &mut AsidAllocator<1>) {
         let act = allocator.activate(0, &mut self.asid);
-        self.activate_with(act);
-    }
-
-    fn activate_with(&mut self, act: Activation) {
-        if act.changed || self.root().asid() != Some(act.asid) {
-            self.root_mut().set_asid(act.asid);
-        }
-        if act.flush_tlb {
-            // A rollover: ASIDs of the previous generation may be reused; drop them all.
-            MachinePlatform.tlb_maintenance(&[TlbOp::All]);
-        }
-        let root_pa = self.root().pa().0;
-        arch::mmu::set_ttbr0(root_pa, act.asid.0);
-        *ACTIVE.lock() = Some(root_pa);
+        install(self.root_mut(), act);
     }
 
     /// Stops translating through this address space if it is active (TTBR0 walks disabled).
     pub fn deactivate(&mut self) {
-        let mut active = ACTIVE.lock();
-        if *active == Some(self.root().pa().0) {
-            arch::mmu::disable_ttbr0();
-            *active = None;
-        }
+        retire_ttbr0(self.root().pa().0);
     }
 
     /// Frees every table; returns how many frames that was.
