@@ -65,7 +65,7 @@ pub struct TrapFrame {
 }
 
 const FRAME_SIZE: usize = 288;
-const _: () = assert!(core::mem::size_of::<TrapFrame>() <= FRAME_SIZE && FRAME_SIZE % 16 == 0);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() <= FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
 
 /// ESR_EL1 exception classes used by Tessera.
 pub mod ec {

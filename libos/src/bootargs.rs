@@ -28,12 +28,12 @@ impl BootArgs {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.raw
             .split_ascii_whitespace()
-            .filter_map(|w| match w.split_once('=') {
+            .rev()
+            .find_map(|w| match w.split_once('=') {
                 Some((k, v)) if k == key => Some(v),
                 None if w == key => Some(""),
                 _ => None,
             })
-            .last()
     }
 
     /// The log level asked for, if any. An unknown value is reported as `Err` with the value.

@@ -82,7 +82,7 @@ impl FrameAllocator {
         if order > MAX_ORDER {
             return Err(FrameError::OrderTooLarge(order));
         }
-        if pa % ((FRAME_SIZE as u64) << order) != 0 {
+        if !pa.is_multiple_of((FRAME_SIZE as u64) << order) {
             return Err(FrameError::Misaligned(pa));
         }
         self.inner.dealloc(pa as usize / FRAME_SIZE, 1 << order);

@@ -176,7 +176,7 @@ pub fn memmap() -> &'static crate::mm::folio::MemMap<'static> {
 /// Carves the page-metadata array for the span of `usable` out of the top of the largest usable
 /// range (before the frame allocator gets the ranges, as Linux's memblock does), zeroes it —
 /// zero is the metadata of a free frame — and installs [`memmap`]. Returns the carved range.
-fn carve_memmap(usable: &mut Vec<PhysRange>) -> Option<PhysRange> {
+fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
     use crate::mm::folio::MemMap;
     use crate::mm::PhysAddr;
     let page = memory::FRAME_SIZE as u64;
