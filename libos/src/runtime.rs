@@ -109,26 +109,49 @@ struct HeapSpace([u8; HEAP_STATIC_SIZE]);
 
 static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_STATIC_SIZE]);
 
-/// The kernel heap: starts on a static 8 MiB region and grows by taking blocks of up to 4 MiB (the
-/// largest buddy order) from the frame allocator when exhausted, so one heap allocation can be at
-/// most about 4 MiB once the static region is used up; larger buffers belong in frames or mappings.
+/// The kernel heap: starts on a static 8 MiB region and grows by 4 MiB blocks (the largest buddy
+/// order) when exhausted, so one heap allocation can be at most about 4 MiB once the static
+/// region is used up; larger buffers belong in frames or mappings.
+///
+/// The growth hook runs with the heap locked, and the frame allocator keeps its free lists on the
+/// heap, so the hook must never call the frame allocator (it would deadlock on the heap lock when
+/// the allocator splits or merges blocks). It takes blocks from [`HEAP_RESERVE`] instead, which
+/// [`refill_heap_reserve`] tops up from the frame allocator *outside* any lock, after every frame
+/// allocator call and at boot.
 #[global_allocator]
 static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> = buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
 
+/// Bytes the heap took from the frame allocator (blocks in the reserve count as taken).
 static HEAP_GROWN_BYTES: AtomicUsize = AtomicUsize::new(0);
 
+/// Blocks set aside for the heap to grow into (physical addresses, each `HEAP_BLOCK_ORDER`).
+const HEAP_RESERVE_BLOCKS: usize = 2;
+const HEAP_BLOCK_ORDER: usize = memory::MAX_ORDER;
+static HEAP_RESERVE: Mutex<[Option<u64>; HEAP_RESERVE_BLOCKS]> = Mutex::new([None; HEAP_RESERVE_BLOCKS]);
+
 fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
-    // Never wait for the frame allocator here: it may be the one allocating.
-    let Some(mut frames) = FRAMES.try_lock() else { return };
-    let want = layout.size().max(layout.align()).max(1 << 20).next_power_of_two();
-    let order = (want / memory::FRAME_SIZE).trailing_zeros() as usize;
-    if let Ok(pa) = frames.alloc(order.min(memory::MAX_ORDER)) {
-        let bytes = memory::FRAME_SIZE << order.min(memory::MAX_ORDER);
+    let bytes = memory::FRAME_SIZE << HEAP_BLOCK_ORDER;
+    if layout.size().max(layout.align()) > bytes {
+        return;
+    }
+    let Some(mut reserve) = HEAP_RESERVE.try_lock() else { return };
+    if let Some(pa) = reserve.iter_mut().find_map(|b| b.take()) {
         let va = phys_to_virt(pa as usize);
-        // SAFETY: the block was just taken from the frame allocator, is mapped by the kernel map
-        // and is given to the heap for good.
+        // SAFETY: the block was taken from the frame allocator for the heap by
+        // `refill_heap_reserve`, is mapped by the kernel map, and is given to the heap for good.
         unsafe { heap.add_to_heap(va, va + bytes) };
-        HEAP_GROWN_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Tops the heap reserve up from the frame allocator. Never called with the heap or the frame
+/// allocator locked.
+fn refill_heap_reserve() {
+    loop {
+        let Some(mut reserve) = HEAP_RESERVE.try_lock() else { return };
+        let Some(slot) = reserve.iter_mut().find(|b| b.is_none()) else { return };
+        let Ok(pa) = FRAMES.lock().alloc(HEAP_BLOCK_ORDER) else { return };
+        *slot = Some(pa);
+        HEAP_GROWN_BYTES.fetch_add(memory::FRAME_SIZE << HEAP_BLOCK_ORDER, Ordering::Relaxed);
     }
 }
 
@@ -142,16 +165,21 @@ static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
 
 /// Allocates 2^order physical frames; returns the physical address.
 pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
-    FRAMES.lock().alloc(order)
+    let r = FRAMES.lock().alloc(order);
+    refill_heap_reserve();
+    r
 }
 
 /// Frees frames obtained from [`alloc_frames`].
 pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
-    FRAMES.lock().free(pa, order)
+    let r = FRAMES.lock().free(pa, order);
+    refill_heap_reserve();
+    r
 }
 
-/// Frames that are free or owned by the kernel heap (which never gives frames back): the boot-test
-/// runner's leak check compares this before and after each test.
+/// Frames that are free or owned by the kernel heap (its reserve and what it grew into; the heap
+/// never gives frames back): the boot-test runner's leak check compares this before and after
+/// each test.
 pub fn frames_free_or_heap() -> usize {
     frame_counts().0 + HEAP_GROWN_BYTES.load(Ordering::Relaxed) / memory::FRAME_SIZE
 }
@@ -283,6 +311,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
             boot_error(format_args!("no usable RAM (ram {ram:?}, reserved {reserved:?})"));
         }
     }
+    refill_heap_reserve();
 
     // Replace the boot map with the kernel's own W^X map; TTBR0 becomes free for address spaces.
     if let Err(e) = crate::vm::init_kernel_map(&ram) {
@@ -334,9 +363,10 @@ pub fn exit(status: u32) -> ! {
 
 static HANDLERS: Handlers = Handlers { sync: on_sync, irq: on_irq, fatal: on_fatal };
 
-/// A handler for data/instruction aborts (the memory manager installs one): returns `true` when
-/// it resolved the fault and the access should be retried.
-pub type FaultHook = fn(&mut TrapFrame) -> bool;
+/// A handler for data/instruction aborts (a running process installs one): `None` when the fault
+/// is not its business, else what to do (`Resume` to retry the access after resolving it,
+/// `Abandon` to end the enclosing abandonable call with an error).
+pub type FaultHook = fn(&mut TrapFrame) -> Option<Disposition>;
 
 static FAULT_HOOK: Mutex<Option<FaultHook>> = Mutex::new(None);
 
@@ -345,14 +375,17 @@ pub fn set_fault_hook(hook: Option<FaultHook>) {
     *FAULT_HOOK.lock() = hook;
 }
 
+/// The installed abort handler hook.
+pub fn fault_hook() -> Option<FaultHook> {
+    *FAULT_HOOK.lock()
+}
+
 fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
     if matches!(frame.ec(), ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER) {
         let hook = *FAULT_HOOK.lock();
-        if let Some(hook) = hook {
-            if hook(frame) {
-                return Disposition::Resume;
-            }
+        if let Some(d) = hook.and_then(|h| h(frame)) {
+            return d;
         }
     }
     crate::testing::on_unexpected_exception(frame)
@@ -485,12 +518,12 @@ mod boot_tests {
     crate::boot_test! {
         /// Every order 0..=10 allocates a naturally aligned block and gives it back.
         fn frame_orders_are_aligned_and_returned() {
-            let before = frame_counts().0;
+            let before = frames_free_or_heap();
             let mut blocks = Vec::new();
             for order in 0..=MAX_ORDER {
                 let pa = alloc_frames(order).expect("RAM for every order");
                 assert_eq!(pa % ((FRAME_SIZE as u64) << order), 0, "order {order} block at {pa:#x} misaligned");
-                assert_eq!(frame_counts().0, before - blocks.iter().map(|&(_, o)| 1usize << o).sum::<usize>() - (1 << order));
+                assert_eq!(frames_free_or_heap(), before - blocks.iter().map(|&(_, o)| 1usize << o).sum::<usize>() - (1 << order));
                 blocks.push((pa, order));
             }
             // Distinct, non-overlapping blocks, and really memory: write and read back through the
@@ -513,7 +546,7 @@ mod boot_tests {
             for (pa, order) in blocks {
                 free_frames(pa, order).unwrap();
             }
-            assert_eq!(frame_counts().0, before);
+            assert_eq!(frames_free_or_heap(), before);
         }
     }
 
@@ -521,7 +554,7 @@ mod boot_tests {
         /// Exhausting RAM returns OutOfMemory; two freed buddies merge into one order-1 block; all
         /// memory comes back.
         fn frame_exhaustion_and_coalescing() {
-            let before = frame_counts().0;
+            let before = frames_free_or_heap();
             // Set one order-1 block aside, then take everything else.
             let pair = alloc_frames(1).unwrap();
             let mut held: Vec<(u64, usize)> = Vec::with_capacity(4096);
@@ -547,7 +580,7 @@ mod boot_tests {
             for (pa, order) in held {
                 free_frames(pa, order).unwrap();
             }
-            assert_eq!(frame_counts().0, before);
+            assert_eq!(frames_free_or_heap(), before);
             let big = alloc_frames(MAX_ORDER).expect("order-10 block after everything was freed");
             free_frames(big, MAX_ORDER).unwrap();
         }
@@ -556,10 +589,10 @@ mod boot_tests {
     crate::boot_test! {
         /// Bad frame-allocator arguments are rejected without changing anything.
         fn frame_bad_arguments() {
-            let before = frame_counts().0;
+            let before = frames_free_or_heap();
             assert_eq!(alloc_frames(MAX_ORDER + 1), Err(AllocError::Invalid(FrameError::OrderTooLarge(MAX_ORDER + 1))));
             assert_eq!(free_frames(0x1000, 3), Err(FrameError::Misaligned(0x1000)));
-            assert_eq!(frame_counts().0, before);
+            assert_eq!(frames_free_or_heap(), before);
         }
     }
 
@@ -587,13 +620,52 @@ mod boot_tests {
         /// When the static heap is exhausted the heap grows by taking 4 MiB blocks from the frame
         /// allocator (frames it keeps do not count as leaked).
         fn heap_grows_from_frames() {
-            let (_, total_before) = heap_usage();
-            let chunks: Vec<Vec<u8>> = (0..12u8).map(|i| alloc::vec![i; 1 << 20]).collect();
+            let (used, total_before) = heap_usage();
+            // More 1 MiB chunks than the heap has room for now, whatever earlier tests did.
+            let n = ((total_before - used) >> 20) + 4;
+            let chunks: Vec<Vec<u8>> = (0..n).map(|i| alloc::vec![i as u8; 1 << 20]).collect();
             for (i, c) in chunks.iter().enumerate() {
                 assert!(c.iter().step_by(4096).all(|&b| b == i as u8));
             }
             assert!(heap_usage().1 > total_before, "heap grew");
             assert!(HEAP_GROWN_BYTES.load(Ordering::Relaxed) >= 4 << 20);
+        }
+    }
+
+    crate::boot_test! {
+        /// The heap can grow while the frame allocator (which keeps its free lists on the heap) is
+        /// in the middle of an operation: regression test for a deadlock in which the heap's
+        /// growth hook called the frame allocator with the heap locked.
+        fn heap_grows_during_frame_allocator_work() {
+            let grown_before = HEAP_GROWN_BYTES.load(Ordering::Relaxed);
+            // Fill the heap past its current size with small objects...
+            let (used, total) = heap_usage();
+            let mut junk: Vec<Vec<u8>> = Vec::new();
+            let mut filled = used;
+            while filled < total + (2 << 20) {
+                junk.push(alloc::vec![0x5a; 256]);
+                filled += 256 + 32;
+            }
+            // ...then make the frame allocator's free sets grow: scattered frees of single frames.
+            let mut frames = Vec::with_capacity(40_000);
+            for _ in 0..40_000 {
+                frames.push(alloc_frames(0).unwrap());
+            }
+            for (i, &pa) in frames.iter().enumerate() {
+                if i % 2 == 1 {
+                    free_frames(pa, 0).unwrap();
+                }
+                if i % 64 == 0 {
+                    junk.push(alloc::vec![0xa5; 4096]);
+                }
+            }
+            for (i, &pa) in frames.iter().enumerate() {
+                if i % 2 == 0 {
+                    free_frames(pa, 0).unwrap();
+                }
+            }
+            assert!(HEAP_GROWN_BYTES.load(Ordering::Relaxed) > grown_before, "the heap grew during the test");
+            assert!(junk.iter().all(|v| v[0] == 0x5a || v[0] == 0xa5));
         }
     }
 
