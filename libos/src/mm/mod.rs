@@ -116,6 +116,7 @@ mod attrs;
 pub mod contpte;
 mod desc;
 pub mod folio;
+pub mod space;
 mod hal;
 mod ops;
 mod root;

@@ -1,0 +1,317 @@
+//! Demand faults, access-flag faults and copy-on-write (see the module docs of `mm::space`,
+//! "Faults" and "Copy-on-write policy").
+
+use super::machine::Machine;
+use super::{pt, Access, FaultError, FaultKind, Space};
+use crate::mm::folio::{Folio, FolioKind, FolioOrder};
+use crate::mm::vma::{VmProt, Vma, VmaKind};
+use crate::mm::{AccessUpdate, Descriptor, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
+
+use super::shm::Shm;
+
+/// What a fault needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Need {
+    /// The page must end up writable.
+    pub write: bool,
+    /// The page must end up anon-exclusive (pin of a shared COW page).
+    pub unshare: bool,
+}
+
+impl Need {
+    pub(super) fn of(access: Access) -> Need {
+        Need {
+            write: access == Access::Write,
+            unshare: false,
+        }
+    }
+}
+
+/// Allocates a folio, mapping every failure to "no memory".
+fn alloc<'m, M: Machine<'m> + ?Sized>(
+    m: &mut M,
+    order: FolioOrder,
+    kind: FolioKind,
+) -> Result<Folio<'m>, FaultError> {
+    let mem = m.mem();
+    mem.alloc_folio(m, order, kind).map_err(|_| FaultError::Oom)
+}
+
+impl Space {
+    /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook. `kind`
+    /// is what the hardware reported; the outcome depends only on the region and the entry
+    /// (module docs, "Faults"). Returns `Ok` when the access can be retried.
+    pub fn handle_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        va: VirtAddr,
+        access: Access,
+        kind: FaultKind,
+    ) -> Result<(), FaultError> {
+        match kind {
+            FaultKind::Translation => self.stats.faults_translation += 1,
+            FaultKind::Permission => self.stats.faults_permission += 1,
+            FaultKind::AccessFlag => self.stats.faults_access_flag += 1,
+        }
+        let vma = match self.region_for(va, access) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.segv += 1;
+                return Err(e);
+            }
+        };
+        self.fault_in(m, &vma, va.align_down(PAGE_SIZE).as_u64(), Need::of(access))
+    }
+
+    /// The fault proper, once the region allows the access: acts on the entry of `page`.
+    pub(super) fn fault_in<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        let Some(d) = pt::get(&self.root, m, page) else {
+            return match &vma.kind {
+                VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
+                VmaKind::AnonShared { obj, .. } => self.shared_fault(m, vma, obj, page),
+            };
+        };
+        let shared = vma.kind.is_shared();
+        if need.write && !d.writable() {
+            if shared {
+                pt::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
+                return Ok(());
+            }
+            return self.wp_fault(m, vma, page, d, false);
+        }
+        if need.unshare && !shared {
+            let mem = m.mem();
+            let (folio, idx) = mem.folio_page(d.address()).expect("mapped folio");
+            if !folio.is_anon_exclusive(idx) {
+                return self.wp_fault(m, vma, page, d, true);
+            }
+        }
+        let upd = AccessUpdate {
+            young: true,
+            dirty: need.write,
+            writable: false,
+        };
+        if pt::update(&mut self.root, m, page, upd) {
+            if !d.young() {
+                self.stats.young_set += 1;
+            }
+        } else {
+            self.stats.spurious += 1;
+        }
+        Ok(())
+    }
+
+    /// A missing page of a private region: a fresh zeroed folio (module docs, "Faults").
+    fn anon_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+    ) -> Result<(), FaultError> {
+        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        if let Some(block) = vma.large_folio_block(VirtAddr(page)) {
+            let block = block.as_u64();
+            if pt::block_empty(&self.root, m, block) {
+                if let Ok(folio) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
+                    if pt::ensure_table(&mut self.root, m, block).is_err() {
+                        folio.put(m);
+                        return Err(FaultError::Oom);
+                    }
+                    m.zero(folio.pa(), CONT_SIZE);
+                    folio
+                        .add_anon_ptes(self.id, 0, CONT_PTES, true)
+                        .expect("fresh folio");
+                    let desc = pt::page_desc(attrs, folio.pa().0, true);
+                    pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                    folio.put(m);
+                    self.stats.anon_64k += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let folio = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        if pt::ensure_table(&mut self.root, m, page).is_err() {
+            folio.put(m);
+            return Err(FaultError::Oom);
+        }
+        m.zero(folio.pa(), PAGE_SIZE);
+        folio
+            .add_anon_ptes(self.id, 0, 1, true)
+            .expect("fresh folio");
+        let desc = pt::page_desc(attrs, folio.pa().0, true);
+        pt::set(&mut self.root, m, page, desc, 1, false);
+        folio.put(m);
+        self.stats.anon_4k += 1;
+        Ok(())
+    }
+
+    /// A missing page of a shared region: the object's folio, allocated if missing.
+    fn shared_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        obj: &Shm,
+        page: u64,
+    ) -> Result<(), FaultError> {
+        let mem = m.mem();
+        let off = vma
+            .object_offset(VirtAddr(page))
+            .expect("page inside its region");
+        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let block = vma.large_folio_block(VirtAddr(page)).map(VirtAddr::as_u64);
+        let (folio, fresh) = match obj.lookup(off) {
+            Some((_, fpa, _)) => (mem.folio(fpa).expect("object folio"), false),
+            None => {
+                let off64 = off & !(CONT_SIZE - 1);
+                let big = block.is_some() && !obj.any_in(off64, CONT_SIZE);
+                let folio = match big
+                    .then(|| alloc(m, FolioOrder::CONT, FolioKind::File).ok())
+                    .flatten()
+                {
+                    Some(f) => f,
+                    None => alloc(m, FolioOrder::SMALL, FolioKind::File)?,
+                };
+                (folio, true)
+            }
+        };
+        if pt::ensure_table(&mut self.root, m, page).is_err() {
+            if fresh {
+                folio.put(m);
+            }
+            return Err(FaultError::Oom);
+        }
+        let order = folio.order();
+        let folio_off = off - (off % order.bytes());
+        if fresh {
+            m.zero(folio.pa(), folio.size());
+            obj.insert(folio_off, folio.pa(), order);
+            if order == FolioOrder::CONT {
+                self.stats.shm_64k += 1;
+            } else {
+                self.stats.shm_4k += 1;
+            }
+        }
+        // Map the whole folio if it is a 64 KiB folio lined up with an empty block of this
+        // region; else just the page.
+        let whole = match block {
+            Some(b) => {
+                order == FolioOrder::CONT
+                    && vma.object_offset(VirtAddr(b)) == Some(folio_off)
+                    && pt::block_empty(&self.root, m, b)
+            }
+            None => false,
+        };
+        let (va, first, nr) = if whole {
+            (block.unwrap_or(page), 0, CONT_PTES)
+        } else {
+            (page, ((off - folio_off) / PAGE_SIZE) as usize, 1)
+        };
+        folio
+            .add_file_ptes(self.id, first, nr)
+            .expect("file folio, pages inside it");
+        let desc = pt::page_desc(attrs, folio.page_pa(first).0, true);
+        pt::set(&mut self.root, m, va, desc, nr, pt::foldable(order));
+        self.stats.shm_pages_mapped += nr as u64;
+        Ok(())
+    }
+
+    /// Copy-on-write (or unshare) of the present, read-only or shared private page `page`,
+    /// whose entry is `d`: the policy of the module docs.
+    fn wp_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        d: Descriptor,
+        unshare: bool,
+    ) -> Result<(), FaultError> {
+        let mem = m.mem();
+        let (folio, idx) = mem
+            .folio_page(d.address())
+            .expect("a user page maps an allocated folio");
+        debug_assert!(folio.is_anon(), "private regions map anon folios");
+        let id = self.id;
+        let write = !unshare;
+        // The new entries: the region's permissions, read-only for an unshare.
+        let prot = vma.prot.pte_prot().expect("the access was allowed");
+        let prot = if write && vma.prot.contains(VmProt::WRITE) {
+            prot
+        } else {
+            prot.without(Prot::WRITE)
+        };
+        let attrs = pt::user_attrs(Some(prot));
+        if unshare {
+            self.stats.unshares += 1;
+        }
+
+        let block = pt::block_of(page);
+        let whole = folio.order() == FolioOrder::CONT
+            && vma.start.as_u64() <= block
+            && block + CONT_SIZE <= vma.end.as_u64()
+            && pt::block_maps(&self.root, m, block, folio.pa().0);
+
+        // 2. Reuse.
+        let reuse = folio.try_reuse_anon(id, idx, 0);
+        if reuse && whole && (0..CONT_PTES).all(|i| i == idx || folio.try_reuse_anon(id, i, 0)) {
+            if write {
+                pt::clear(&mut self.root, m, block, CONT_PTES);
+                let desc = pt::page_desc(attrs, folio.pa().0, true);
+                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+            } else {
+                pt::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
+            }
+            self.stats.cow_reuse_64k += 1;
+            return Ok(());
+        }
+        if reuse {
+            let upd = if write {
+                AccessUpdate::MADE_WRITABLE
+            } else {
+                AccessUpdate::ACCESSED
+            };
+            pt::update(&mut self.root, m, page, upd);
+            self.stats.cow_reuse_4k += 1;
+            return Ok(());
+        }
+
+        // 3. Copy the whole folio.
+        if whole && !folio.maybe_pinned() {
+            if let Ok(new) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
+                m.copy(new.pa(), folio.pa(), CONT_SIZE);
+                pt::clear(&mut self.root, m, block, CONT_PTES);
+                let old = folio
+                    .remove_ptes(id, 0, CONT_PTES)
+                    .expect("the block mapped the folio");
+                new.add_anon_ptes(id, 0, CONT_PTES, true)
+                    .expect("fresh folio");
+                let desc = pt::page_desc(attrs, new.pa().0, true);
+                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                new.put(m);
+                old.release(m);
+                self.stats.cow_copy_64k += 1;
+                return Ok(());
+            }
+        }
+
+        // 4. Copy the page.
+        let new = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        m.copy(new.pa(), d.address(), PAGE_SIZE);
+        pt::clear(&mut self.root, m, page, 1);
+        let old = folio
+            .remove_ptes(id, idx, 1)
+            .expect("the entry mapped the page");
+        new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
+        let desc = pt::page_desc(attrs, new.pa().0, true);
+        pt::set(&mut self.root, m, page, desc, 1, false);
+        new.put(m);
+        old.release(m);
+        self.stats.cow_copy_4k += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! `fork`: the child's regions and copy-on-write entries, batched per folio (module docs of
+//! `mm::space`, "Fork").
+
+use alloc::vec::Vec;
+
+use super::machine::Machine;
+use super::{pt, Space, SpaceError};
+use crate::mm::folio::{FolioError, FolioKind, FolioOrder, SpaceId};
+use crate::mm::vma::Vma;
+use crate::mm::{Asid, PAGE_SIZE};
+
+use super::shm::Shm;
+
+/// The fork of one region failed for lack of memory (the child is then discarded).
+struct NoMemory;
+
+impl Space {
+    /// Forks the address space: returns the child, `id` running with `asid`, whose private
+    /// memory is copy-on-write with this one and whose shared regions map the same objects.
+    ///
+    /// On [`SpaceError::OutOfMemory`] no child exists (everything it took is released) and
+    /// this space's contents and regions are unchanged (module docs, "Out of memory").
+    pub fn fork<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        id: SpaceId,
+        asid: Asid,
+    ) -> Result<Space, SpaceError> {
+        let mut child = Space::with_regions(m, id, asid, self.vmas.fork())?;
+        let private: Vec<Vma<Shm>> = self
+            .vmas
+            .iter()
+            .filter(|v| !v.kind.is_shared())
+            .cloned()
+            .collect();
+        for vma in &private {
+            if self.fork_private(m, &mut child, vma).is_err() {
+                child.exit(m);
+                return Err(SpaceError::OutOfMemory);
+            }
+        }
+        Ok(child)
+    }
+
+    /// Copies the entries of the private region `vma` into `child`, write-protecting the
+    /// parent's shared runs (even when failing half-way, so that the parent's writable
+    /// private pages stay anon-exclusive).
+    fn fork_private<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        vma: &Vma<Shm>,
+    ) -> Result<(), NoMemory> {
+        let mem = m.mem();
+        let (start, end) = (vma.start.as_u64(), vma.end.as_u64());
+        // Parent ranges to write-protect, merged.
+        let mut protect: Vec<(u64, u64)> = Vec::new();
+        let mut add_protect = |s: u64, e: u64| match protect.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => protect.push((s, e)),
+        };
+        let mut result = Ok(());
+        // One level-3 table span at a time: runs never cross a table, and the run list stays
+        // bounded (at most 512) however large the region is.
+        let mut chunk = start;
+        'chunks: while chunk < end {
+            let chunk_end = ((chunk & !(pt::TABLE_SPAN - 1)) + pt::TABLE_SPAN).min(end);
+            let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
+            chunk = chunk_end;
+            for run in &runs {
+                if pt::ensure_table(&mut child.root, m, run.va).is_err() {
+                    result = Err(NoMemory);
+                    break 'chunks;
+                }
+                let child_desc = run.desc.with_writable(false).with_young(false);
+                let fold = pt::foldable(run.folio.order());
+                match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
+                    Ok(()) => {
+                        self.stats.fork_dup_batches += 1;
+                        self.stats.fork_dup_pages += run.nr as u64;
+                        pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                        if run.writable {
+                            add_protect(run.va, run.end());
+                        }
+                    }
+                    Err(FolioError::MaybePinned { .. }) => {
+                        // Page by page: share what can be shared, copy the exclusive pages of the
+                        // pinned folio for the child.
+                        let attrs = pt::user_attrs(vma.prot.pte_prot());
+                        for i in 0..run.nr {
+                            let va = run.va + i as u64 * PAGE_SIZE;
+                            let idx = run.first + i;
+                            let pa = run.pa + i as u64 * PAGE_SIZE;
+                            match run.folio.try_dup_anon_ptes(child.id, idx, 1) {
+                                Ok(()) => {
+                                    self.stats.fork_dup_batches += 1;
+                                    self.stats.fork_dup_pages += 1;
+                                    let d = child_desc.with_address(crate::mm::PhysAddr(pa));
+                                    pt::set(&mut child.root, m, va, d, 1, fold);
+                                    if run.writable {
+                                        add_protect(va, va + PAGE_SIZE);
+                                    }
+                                }
+                                Err(FolioError::MaybePinned { .. }) => {
+                                    let Ok(new) =
+                                        mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon)
+                                    else {
+                                        result = Err(NoMemory);
+                                        break;
+                                    };
+                                    m.copy(new.pa(), crate::mm::PhysAddr(pa), PAGE_SIZE);
+                                    new.add_anon_ptes(child.id, 0, 1, true)
+                                        .expect("fresh folio");
+                                    let d = pt::page_desc(attrs, new.pa().0, true)
+                                        .with_young(!vma.prot.is_none());
+                                    pt::set(&mut child.root, m, va, d, 1, false);
+                                    new.put(m);
+                                    self.stats.fork_copies += 1;
+                                }
+                                Err(e) => panic!("fork of a mapped anon page refused: {e:?}"),
+                            }
+                        }
+                        if result.is_err() {
+                            break 'chunks;
+                        }
+                    }
+                    Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
+                }
+            }
+        }
+        for (s, e) in protect {
+            pt::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
+            self.stats.fork_wrprotects += 1;
+        }
+        result
+    }
+}

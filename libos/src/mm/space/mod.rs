@@ -1,0 +1,699 @@
+//! Address spaces with process semantics: `mmap` / `munmap` / `mprotect` /
+//! `madvise(MADV_DONTNEED)`, demand faults, copy-on-write `fork`, pins, and exit.
+//!
+//! Portable (no assembly, no `unsafe`): the page tables go through the engine ([`Root`], the
+//! CONTPTE PTE-level API), the frames and their accounting through folios
+//! ([`crate::mm::folio`]), the regions through [`VmaTree`], and every physical data access
+//! through the [`Machine`] trait.
+//!
+//! # Pieces
+//!
+//! * [`Space`]: one per process — a user [`Root`] (TTBR0, with its ASID), a [`VmaTree`] of
+//!   regions and a [`SpaceId`] (the folio layer's name for it).
+//! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
+//!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
+//!   write of physical memory, root hooks).
+//! * [`Shm`]: shared memory objects backing `AnonShared` regions.
+//! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
+//! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
+//! * Checks: [`Space::check`] (entries against regions and folio flags) and
+//!   [`check_spaces`] (that, plus the folio checker over several spaces); [`Space::peek`]
+//!   reads where an address leads without faulting anything in.
+//!
+//! Every page-table call goes through one internal module (`pt.rs`) over the engine's
+//! PTE-level API (`set_ptes`, `get_and_clear_ptes`, `wrprotect_ptes`, `set_access_flags`,
+//! `pte_get`, `alloc_pte_entry`, `unmap_leaves`): user spaces hold level-3 pages only (folded
+//! or not), never blocks, so nothing but table allocation can fail there.
+//!
+//! # Faults
+//!
+//! [`Space::handle_fault`]`(va, access, kind)` is what the data-abort hook calls (the
+//! application runs at EL1 and touches user addresses directly). It looks up the region
+//! ([`VmaTree::find`]); no region, or an access the region's permissions forbid (a read
+//! needs any permission — stage 1 cannot express write- or execute-only —, a write `WRITE`,
+//! a fetch `EXEC`), is [`FaultError::Segv`] (the caller turns it into an error for the
+//! application, never a panic). Otherwise it acts on the state of the page-table entry; `kind`
+//! only feeds the statistics (it may be stale: another CPU may have resolved the fault since,
+//! and the outcome must be the same):
+//!
+//! * **no entry** (translation fault): a private region gets a fresh zero-filled anonymous
+//!   folio, mapped with the region's permissions, anon-exclusive: **64 KiB** (one folded
+//!   CONTPTE block, one `set_ptes`) when [`Vma::large_folio_block`] gives a 64 KiB block
+//!   lying entirely inside the region, the block has nothing mapped yet, and an order-4 block
+//!   can be allocated; else **4 KiB**. A shared region maps the object's folio for the page,
+//!   allocating it (zero-filled, 64 KiB under the same conditions, the object's offset being
+//!   64 KiB aligned) if the object has none; a 64 KiB object folio is mapped whole (folded)
+//!   if its block is empty in this space, else page by page.
+//! * **entry present, access flag clear** (access-flag fault): AF is set (over the whole
+//!   folded block, which stays folded).
+//! * **write to a read-only entry of a writable region**: copy-on-write, below. (A shared
+//!   region's entry is simply made writable.)
+//! * a write to a writable but clean entry (DBM set, no hardware dirty management): marked
+//!   dirty. (Entries are mapped dirty when writable, so this only follows hardware or
+//!   engine state changes.)
+//! * anything else is spurious (a stale TLB entry, or another CPU was faster): nothing to do.
+//!
+//! Pages are mapped with the region's permissions from [`VmProt::pte_prot`] (user pages are
+//! PXN: an application running at EL1 reads and writes them but cannot execute from them).
+//!
+//! # Copy-on-write policy
+//!
+//! A write fault on a read-only private page at `va`, page `i` of anon folio `F`. "Reusable"
+//! is the folio layer's rule ([`Folio::try_reuse_anon`](crate::mm::folio::Folio)): the page
+//! has exactly one mapping (this one) and either it is already anon-exclusive, or every
+//! mapping of `F` is in this space, `F` is not pinned and `refcount == mapcount` — no other
+//! address space, pin, I/O or not-yet-released unmap can see the page. The decision, in
+//! order:
+//!
+//! 1. **Whole-block candidate**: `F` is a 64 KiB folio, the 64 KiB block containing `va` lies
+//!    in the region and maps `F`'s 16 pages in order (the block is still mapped by this folio
+//!    in this space).
+//! 2. If page `i` is reusable: **reuse without copying** — the whole block if it is a
+//!    candidate and its 15 other pages are reusable too (its 16 entries are cleared and
+//!    rewritten writable, young and dirty as one folded block: one invalidation), else page
+//!    `i` alone, made writable in place ([`Root::set_access_flags`], which unfolds its block
+//!    if it was folded). The same PA stays mapped: nothing is allocated or copied.
+//! 3. Else, for a whole-block candidate whose folio is not pinned: allocate a 64 KiB folio,
+//!    **copy the whole folio**, and replace the block by the copy, folded and writable — one
+//!    fault makes the whole block private (Linux copies page by page and takes up to 16 faults;
+//!    this costs up to 15 pages of copying that might never have been needed, and wins when
+//!    the block is written further, the common case after fork). If the 64 KiB allocation
+//!    fails, fall through.
+//! 4. Else **copy the faulting page** into a new 4 KiB folio (the old folio's other pages stay
+//!    shared).
+//!
+//! The old mapping is cleared and invalidated before the new one is written (break-before-
+//! make through the engine) and the old folio's references are released after that
+//! invalidation. Pinned folios are never copied away from their owner: a pinned page is
+//! anon-exclusive, so a fault on it takes branch 2, and branch 3 is skipped for pinned folios,
+//! so a pinned page stays the page its address space sees.
+//!
+//! **Unshare** (Linux's `FAULT_FLAG_UNSHARE`, used by [`Space::pin`]): the same decision for a
+//! read access that needs the page exclusive. The result keeps the entry read-only (a later
+//! write fault reuses it without copying: it is anon-exclusive).
+//!
+//! # Fork
+//!
+//! [`Space::fork`] builds the child's region tree ([`VmaTree::fork`]) and copies page-table
+//! entries region by region:
+//!
+//! * **shared regions**: nothing is copied; the child faults the object's pages in on demand
+//!   (Linux's `vma_needs_copy`).
+//! * **private regions**, batched per folio as Linux's `copy_present_ptes` /
+//!   `folio_pte_batch`: the parent's entries are cut into *runs* — consecutive pages of one
+//!   folio at consecutive addresses in one level-3 table with equal attributes. Per run: one
+//!   [`try_dup_anon_ptes`](crate::mm::folio::Folio) (one reference add, one batched mapcount
+//!   increment, anon-exclusive cleared) and one `set_ptes` into the child (read-only, access
+//!   flag clear as Linux's `pte_mkold`, folded when the run covers a 64 KiB block of a 64 KiB
+//!   folio). The parent's runs that had writable entries are merged into maximal address
+//!   ranges and write-protected with one `wrprotect_ptes` per range, which keeps whole
+//!   folded blocks folded and issues **one TLB invalidation batch per range**, not per page or
+//!   per folio. [`SpaceStats::fork_dup_batches`] counts the runs: forking 1 MiB of 64 KiB
+//!   folios costs 16 dup calls and one write-protect.
+//! * **pinned folios**: `try_dup` refuses a run of a maybe-pinned folio containing
+//!   anon-exclusive pages. The run is then taken page by page: pages that can be shared are
+//!   dup'd as above; each exclusive page is **copied for the child** into a new 4 KiB folio
+//!   (mapped with the region's permissions), and the parent's page stays writable and
+//!   exclusive — the pin keeps seeing exactly what the parent sees.
+//!
+//! # PROT_NONE
+//!
+//! Pages of a `PROT_NONE` region keep their contents ([`VmaTree::mprotect`] requires it) and
+//! stay mapped, by valid level-3 leaves no access can use: EL1 read-only, no EL0 access,
+//! PXN/UXN, **access flag clear**. Any access (EL0 or EL1) takes a fault (access flag, or
+//! permission at EL0) which the handler answers with `Segv`, since the region allows nothing.
+//! Keeping them mapped keeps the folio accounting exact (they are ordinary mappings to the
+//! checker, fork and unmap). It requires that the hardware does not manage the access flag
+//! (`TCR_EL1.HA = 0`), which the engine assumes anyway. `mprotect` rewrites the entries of
+//! each changed piece with one clear (one invalidation) and one `set_ptes` per run; a private
+//! page becomes writable only if it is anon-exclusive (copy-on-write pages stay read-only
+//! until their write fault).
+//!
+//! # Pins
+//!
+//! [`Space::pin`]`(va, len, write)` pins the folio of every page of the range for device-style
+//! access, as GUP with `FOLL_PIN`: it faults missing pages in, breaks COW for a write pin,
+//! and **unshares** a read pin of a page that is not anon-exclusive, so that a pinned anon
+//! page is always exclusive to its address space (the folio layer enforces it). Pins survive
+//! fork (the child gets copies, above) and do not follow the page after `munmap` /
+//! `MADV_DONTNEED` (the pinned frame then lives on, unmapped, until unpinned). A pin holds a
+//! folio reference: [`PinHandle::release`] (or [`Space::unpin`]) drops it, after which the
+//! frame may be freed.
+//!
+//! # Lock order
+//!
+//! `&mut Space` stands for the address-space lock (Linux's `mmap_lock` taken for writing, which
+//! here also covers the page-table lock): every operation on a space holds it, so regions,
+//! entries and folio mapcounts of one space change together. Nested inside, in this order:
+//!
+//! 1. the parent's space, then the child's (fork; the child is not reachable by anyone else
+//!    yet, so this cannot deadlock);
+//! 2. a shared object's lock ([`Shm`], held only to look up or insert a folio);
+//! 3. a folio's mapping lock (inside the folio operations);
+//! 4. the frame allocator and the TLB maintenance (inside the [`Machine`]).
+//!
+//! Nothing is ever taken in the reverse order. Pins are released with the machine only
+//! (no space lock needed).
+//!
+//! # Out of memory
+//!
+//! Frames are allocated in four places: folios (fault, COW, fork copies of pinned pages),
+//! level-3 and intermediate tables (fault, fork), the child's root (fork), shared-object
+//! folios. Every path allocates **before** it changes anything it cannot undo, and returns
+//! [`FaultError::Oom`] / [`SpaceError::OutOfMemory`] with nothing leaked:
+//!
+//! * **fault**: folio first, then the missing tables (all or nothing); if the tables fail the
+//!   folio is freed. A 64 KiB attempt that fails falls back to 4 KiB; only the 4 KiB failure
+//!   is an error. Nothing changed.
+//! * **COW**: the copy is allocated before the old mapping is touched (64 KiB failing falls
+//!   back to 4 KiB). Nothing changed (a reuse needs no memory).
+//! * **fork**: the child's tables for each run are allocated before its dup. On any failure
+//!   the child is torn down completely (every reference it took released), so it does not
+//!   exist; the parent keeps its data and regions — only some of its private pages may have
+//!   been write-protected, exactly as after a fork whose child exited at once (the next write
+//!   reuses them without copying).
+//! * **pin**: faults as above; on failure every pin the call took is released. Pages it faulted
+//!   in stay mapped (that is invisible: they read as before).
+//! * **mmap**, **munmap**, **mprotect**, **madvise**, **exit** allocate no frames (munmap and
+//!   friends never split a block: user spaces have none) and cannot fail after the region
+//!   tree accepted the arguments. Argument errors come from [`VmaTree`] before anything
+//!   changes.
+//!
+//! # Teardown
+//!
+//! [`Space::exit`] unmaps everything in one pass (one invalidation batch per engine report
+//! batch), releases every folio reference and shared object, and destroys the root: every
+//! frame is back once the pins are released. A `Space` dropped without `exit` leaks.
+
+mod fault;
+mod fork;
+mod machine;
+mod pin;
+mod pt;
+mod shm;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
+use crate::mm::vma::{MapAlign, Placement, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
+use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
+
+pub use machine::Machine;
+pub use pin::PinHandle;
+pub use shm::Shm;
+
+/// What an access was trying to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Data read.
+    Read,
+    /// Data write.
+    Write,
+    /// Instruction fetch.
+    Exec,
+}
+
+/// What the hardware reported (the data/instruction fault status class).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// No valid descriptor.
+    Translation,
+    /// The descriptor's permissions refused the access.
+    Permission,
+    /// The descriptor's access flag is clear.
+    AccessFlag,
+}
+
+/// Why an access is a segmentation fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SegvCause {
+    /// No region contains the address (`SEGV_MAPERR`).
+    Unmapped,
+    /// The region's permissions forbid the access (`SEGV_ACCERR`).
+    Access,
+}
+
+/// Why a fault (or a pin) could not be resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultError {
+    /// The access is not allowed: deliver an error to the application.
+    Segv {
+        /// The faulting address.
+        va: VirtAddr,
+        /// Why.
+        cause: SegvCause,
+    },
+    /// No memory for a page or a table. Nothing changed; nothing leaked.
+    Oom,
+}
+
+impl fmt::Display for FaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultError::Segv { va, cause } => write!(f, "segmentation fault at {va}: {cause:?}"),
+            FaultError::Oom => f.write_str("out of memory"),
+        }
+    }
+}
+
+/// Why an address-space operation was refused. A refused operation changed nothing (see the
+/// module docs, "Out of memory", for fork).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpaceError {
+    /// The region layer refused the arguments.
+    Vma(VmaError),
+    /// No memory for a root, a table or a page.
+    OutOfMemory,
+}
+
+impl From<VmaError> for SpaceError {
+    fn from(e: VmaError) -> SpaceError {
+        SpaceError::Vma(e)
+    }
+}
+
+impl fmt::Display for SpaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpaceError::Vma(e) => write!(f, "{e}"),
+            SpaceError::OutOfMemory => f.write_str("out of memory"),
+        }
+    }
+}
+
+/// Counters of what an address space did, cumulative. Fork counters are the parent's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Calls of [`Space::handle_fault`] (and internal faults of `pin`), by reported kind.
+    pub faults_translation: u64,
+    /// Permission faults.
+    pub faults_permission: u64,
+    /// Access-flag faults.
+    pub faults_access_flag: u64,
+    /// Faults answered with `Segv`.
+    pub segv: u64,
+    /// Faults with nothing to do (spurious, or resolved by someone else).
+    pub spurious: u64,
+    /// Access flags set by faults.
+    pub young_set: u64,
+    /// Fresh anonymous folios mapped: 4 KiB.
+    pub anon_4k: u64,
+    /// Fresh anonymous folios mapped: 64 KiB.
+    pub anon_64k: u64,
+    /// Shared-object folios allocated: 4 KiB.
+    pub shm_4k: u64,
+    /// Shared-object folios allocated: 64 KiB.
+    pub shm_64k: u64,
+    /// Shared-object pages mapped by faults (pages, not calls).
+    pub shm_pages_mapped: u64,
+    /// COW faults answered by reusing one page.
+    pub cow_reuse_4k: u64,
+    /// COW faults answered by reusing a whole 64 KiB block.
+    pub cow_reuse_64k: u64,
+    /// COW faults answered by copying one page.
+    pub cow_copy_4k: u64,
+    /// COW faults answered by copying a whole 64 KiB folio.
+    pub cow_copy_64k: u64,
+    /// Of the COW decisions above, those made for an unshare (pin) rather than a write.
+    pub unshares: u64,
+    /// Fork: `try_dup_anon_ptes` calls (runs).
+    pub fork_dup_batches: u64,
+    /// Fork: pages shared with the child through them.
+    pub fork_dup_pages: u64,
+    /// Fork: pages of pinned folios copied for the child.
+    pub fork_copies: u64,
+    /// Fork: `wrprotect_ptes` calls on the parent (one invalidation batch each).
+    pub fork_wrprotects: u64,
+    /// Pages pinned.
+    pub pins: u64,
+}
+
+/// A process address space. See the module docs.
+pub struct Space {
+    id: SpaceId,
+    root: Root,
+    vmas: VmaTree<Shm>,
+    stats: SpaceStats,
+}
+
+impl fmt::Debug for Space {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Space")
+            .field("id", &self.id)
+            .field("root", &self.root)
+            .field("regions", &self.vmas.len())
+            .finish()
+    }
+}
+
+/// Something [`Space::check`] found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceCheckError {
+    /// The region tree's own invariants.
+    Regions(&'static str),
+    /// A leaf outside every region, or not a 4 KiB page.
+    StrayLeaf(VirtAddr),
+    /// A leaf whose permissions or access flag disagree with its region's.
+    Permissions(VirtAddr),
+    /// A writable private page that is not anon-exclusive, or an anon page in a shared
+    /// region / a file page in a private one.
+    Exclusive(VirtAddr),
+    /// The folio checker (over the leaves given to [`check_spaces`]).
+    Folios(CheckError),
+}
+
+impl Space {
+    /// An empty address space `id` whose root runs with `asid`, with the default region
+    /// configuration.
+    pub fn new<'m, M: Machine<'m> + ?Sized>(
+        m: &mut M,
+        id: SpaceId,
+        asid: Asid,
+    ) -> Result<Space, SpaceError> {
+        Space::with_config(m, id, asid, VmaConfig::default())
+    }
+
+    /// An empty address space with a region configuration (search window, limits).
+    pub fn with_config<'m, M: Machine<'m> + ?Sized>(
+        m: &mut M,
+        id: SpaceId,
+        asid: Asid,
+        config: VmaConfig,
+    ) -> Result<Space, SpaceError> {
+        Space::with_regions(m, id, asid, VmaTree::with_config(config))
+    }
+
+    fn with_regions<'m, M: Machine<'m> + ?Sized>(
+        m: &mut M,
+        id: SpaceId,
+        asid: Asid,
+        vmas: VmaTree<Shm>,
+    ) -> Result<Space, SpaceError> {
+        // On failure `vmas` is dropped: a new tree is empty, and a forked one's object
+        // handles are clones of the parent's (never the last).
+        let root = Root::new_user(m, asid).map_err(|_| SpaceError::OutOfMemory)?;
+        m.root_created(&root);
+        Ok(Space {
+            id,
+            root,
+            vmas,
+            stats: SpaceStats::default(),
+        })
+    }
+
+    /// The folio layer's id of this space.
+    pub fn id(&self) -> SpaceId {
+        self.id
+    }
+
+    /// The translation tables (for TTBR0: [`Root::ttbr`]).
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Records the ASID the space now runs with (after an ASID rollover).
+    pub fn set_asid(&mut self, asid: Asid) {
+        self.root.set_asid(asid);
+    }
+
+    /// The regions.
+    pub fn regions(&self) -> &VmaTree<Shm> {
+        &self.vmas
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SpaceStats {
+        &self.stats
+    }
+
+    /// `mmap`: a new region of `len` bytes at `placement` with `prot`, backed by `kind`
+    /// (`VmaKind::AnonPrivate`, or `VmaKind::AnonShared` with a [`Shm`] object and the offset
+    /// of the region's first page in it), aligned to `align` ([`MapAlign::Size64K`] and above
+    /// let faults use 64 KiB folios). Pages are populated on demand. A
+    /// [`Placement::Fixed`] mapping first unmaps what it replaces. Returns the start address.
+    pub fn mmap<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        placement: Placement,
+        len: u64,
+        prot: VmProt,
+        kind: VmaKind<Shm>,
+        align: MapAlign,
+    ) -> Result<VirtAddr, SpaceError> {
+        let mapped = self.vmas.mmap(placement, len, prot, kind, align)?;
+        if !mapped.replaced.is_empty() {
+            self.zap(m, mapped.addr.as_u64(), len);
+            release_regions(m, mapped.replaced);
+        }
+        Ok(mapped.addr)
+    }
+
+    /// `munmap`: removes every mapped page of `[addr, addr + len)` (holes are fine) and
+    /// releases them once the TLB invalidation has completed.
+    pub fn munmap<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        addr: VirtAddr,
+        len: u64,
+    ) -> Result<(), SpaceError> {
+        let pieces = self.vmas.munmap(addr, len)?;
+        if !pieces.is_empty() {
+            self.zap(m, addr.as_u64(), len);
+            release_regions(m, pieces);
+        }
+        Ok(())
+    }
+
+    /// `mprotect`: sets the permissions of `[addr, addr + len)`, which must be mapped
+    /// entirely. Present pages are re-protected (see the module docs, "PROT_NONE": private
+    /// pages become writable only if anon-exclusive).
+    pub fn mprotect<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        addr: VirtAddr,
+        len: u64,
+        prot: VmProt,
+    ) -> Result<(), SpaceError> {
+        let changes = self.vmas.mprotect(addr, len, prot)?;
+        for c in changes {
+            self.reprotect(m, &c.piece);
+        }
+        Ok(())
+    }
+
+    /// `madvise(MADV_DONTNEED)`: drops the pages of `[addr, addr + len)`, which must be mapped
+    /// entirely. Private pages read back as zero; shared pages are re-read from their object.
+    pub fn madvise_dontneed<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        addr: VirtAddr,
+        len: u64,
+    ) -> Result<(), SpaceError> {
+        let pieces = self.vmas.madvise_dontneed(addr, len)?;
+        if !pieces.is_empty() {
+            self.zap(m, addr.as_u64(), len);
+        }
+        Ok(())
+    }
+
+    /// Process exit: unmaps everything, releases every page and shared object, destroys the
+    /// tables. Outstanding pins keep their frames until released.
+    pub fn exit<'m, M: Machine<'m> + ?Sized>(mut self, m: &mut M) {
+        self.zap(m, 0, USER_END);
+        let regions = self.vmas.unmap_all();
+        release_regions(m, regions);
+        m.root_retiring(&self.root);
+        self.root.destroy(m);
+    }
+
+    /// The physical address an access to `va` would reach right now without faulting in
+    /// anything new: the mapped page (even a `PROT_NONE` one), or for an unmapped page of a
+    /// shared region the object's page; `None` if the page reads as zero (never touched, or
+    /// dropped). For inspection (debuggers, core dumps, tests).
+    pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Option<PhysAddr> {
+        if va.as_u64() >= USER_END {
+            return None;
+        }
+        let off = va.as_u64() & (PAGE_SIZE - 1);
+        let page = va.as_u64() - off;
+        if let Some(d) = pt::get(&self.root, m, page) {
+            return Some(PhysAddr(d.address().0 + off));
+        }
+        let vma = self.vmas.find(va)?;
+        let VmaKind::AnonShared { obj, .. } = &vma.kind else {
+            return None;
+        };
+        let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
+        Some(PhysAddr(pa.0 + off))
+    }
+
+    /// The live leaves of this space, for [`crate::mm::folio::check`].
+    pub fn mapped_leaves<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Vec<MappedLeaf> {
+        pt::leaves(&self.root, m)
+            .iter()
+            .map(|l| MappedLeaf::new(self.id, l))
+            .collect()
+    }
+
+    /// Checks this space's own invariants: the region tree's; every leaf is a 4 KiB page
+    /// inside a region; its permissions are the region's (private pages possibly read-only;
+    /// `PROT_NONE` pages in their inaccessible form); a writable private page is
+    /// anon-exclusive; private regions map anon folios, shared ones file folios.
+    pub fn check<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Result<(), SpaceCheckError> {
+        self.check_leaves(m, &pt::leaves(&self.root, m))
+    }
+
+    /// [`Space::check`] over `leaves`, which must be every leaf of this space.
+    fn check_leaves<'m, M: Machine<'m> + ?Sized>(
+        &self,
+        m: &M,
+        leaves: &[crate::mm::Leaf],
+    ) -> Result<(), SpaceCheckError> {
+        self.vmas.check().map_err(SpaceCheckError::Regions)?;
+        let mem = m.mem();
+        for leaf in leaves {
+            let va = leaf.va;
+            if leaf.level != Level::L3 || leaf.size != PAGE_SIZE {
+                return Err(SpaceCheckError::StrayLeaf(va));
+            }
+            let vma = self.vmas.find(va).ok_or(SpaceCheckError::StrayLeaf(va))?;
+            let d = leaf.desc;
+            let attrs = pt::user_attrs(vma.prot.pte_prot());
+            let ro = attrs.with_prot(attrs.prot.without(crate::mm::Prot::WRITE));
+            let got = leaf.attrs;
+            let perms_ok = if vma.prot.is_none() {
+                got == attrs && !d.young()
+            } else {
+                got == attrs || (got == ro)
+            };
+            if !perms_ok {
+                return Err(SpaceCheckError::Permissions(va));
+            }
+            let (folio, idx) = mem
+                .folio_page(leaf.pa)
+                .ok_or(SpaceCheckError::StrayLeaf(va))?;
+            if folio.is_anon() == vma.kind.is_shared() {
+                return Err(SpaceCheckError::Exclusive(va));
+            }
+            if folio.is_anon() && d.writable() && !folio.is_anon_exclusive(idx) {
+                return Err(SpaceCheckError::Exclusive(va));
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Internals shared by the operations.
+
+    /// The region containing `va` if it allows `access`.
+    fn region_for(&self, va: VirtAddr, access: Access) -> Result<Vma<Shm>, FaultError> {
+        let segv = |cause| FaultError::Segv { va, cause };
+        if va.as_u64() >= USER_END {
+            return Err(segv(SegvCause::Unmapped));
+        }
+        let vma = self.vmas.find(va).ok_or(segv(SegvCause::Unmapped))?;
+        let allowed = match access {
+            Access::Read => !vma.prot.is_none(),
+            Access::Write => vma.prot.contains(VmProt::WRITE),
+            Access::Exec => vma.prot.contains(VmProt::EXEC),
+        };
+        if !allowed {
+            return Err(segv(SegvCause::Access));
+        }
+        Ok(vma.clone())
+    }
+
+    /// Unmaps `[start, start + len)` and releases every folio reference the removed mappings
+    /// held, after the invalidation.
+    fn zap<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, len: u64) {
+        let mem = m.mem();
+        let id = self.id;
+        let mut refs: Vec<Unmapped<'m>> = Vec::new();
+        pt::unmap(&mut self.root, m, start, len, |leaf| {
+            debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
+            let (folio, idx) = mem
+                .folio_page(leaf.pa)
+                .expect("a user page maps an allocated folio");
+            let nr = (leaf.size / PAGE_SIZE) as usize;
+            let u = folio
+                .remove_ptes(id, idx, nr)
+                .expect("every user mapping is accounted");
+            match refs.last_mut() {
+                Some(last) if last.folio() == folio => last.merge(u),
+                _ => refs.push(u),
+            }
+        });
+        for u in refs {
+            u.release(m);
+        }
+    }
+
+    /// Rewrites the present pages of `piece` (whose permissions changed) for its new
+    /// permissions: one clear of the whole piece (one invalidation), then one `set_ptes` per
+    /// run. The folio accounting does not change (same pages, same space).
+    fn reprotect<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, piece: &Vma<Shm>) {
+        let mem = m.mem();
+        let (start, end) = (piece.start.as_u64(), piece.end.as_u64());
+        let shared = piece.kind.is_shared();
+        let prot = piece.prot.pte_prot();
+        let can_write = piece.prot.contains(VmProt::WRITE);
+        let runs = pt::runs(&self.root, m, mem, start, end, |folio, idx, _| {
+            can_write && (shared || folio.is_anon_exclusive(idx))
+        });
+        if runs.is_empty() {
+            return;
+        }
+        pt::clear(
+            &mut self.root,
+            m,
+            start,
+            ((end - start) / PAGE_SIZE) as usize,
+        );
+        for run in runs {
+            let attrs = match prot {
+                Some(p) if !run.key => pt::user_attrs(Some(p.without(crate::mm::Prot::WRITE))),
+                p => pt::user_attrs(p),
+            };
+            let young = prot.is_some() && run.desc.young();
+            let desc = pt::page_desc(attrs, run.pa, run.desc.dirty()).with_young(young);
+            pt::set(
+                &mut self.root,
+                m,
+                run.va,
+                desc,
+                run.nr,
+                pt::foldable(run.folio.order()),
+            );
+        }
+    }
+}
+
+/// Drops region pieces removed from a tree, releasing shared objects whose last region went.
+fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
+    for piece in pieces {
+        if let VmaKind::AnonShared { obj, .. } = piece.kind {
+            obj.release(m);
+        }
+    }
+}
+
+/// Runs every check over several live spaces at once: each space's [`Space::check`], then
+/// the folio checker over all their leaves (the spaces must be every address space mapping
+/// folios of `m.mem()`).
+pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(
+    m: &M,
+    spaces: &[&Space],
+) -> Result<(), SpaceCheckError> {
+    let mut all = Vec::new();
+    for s in spaces {
+        let leaves = pt::leaves(&s.root, m);
+        s.check_leaves(m, &leaves)?;
+        all.extend(leaves.iter().map(|l| MappedLeaf::new(s.id, l)));
+    }
+    crate::mm::folio::check(m.mem(), all).map_err(SpaceCheckError::Folios)?;
+    Ok(())
+}

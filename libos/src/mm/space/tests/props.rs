@@ -1,0 +1,748 @@
+//! Differential property test: random sequences of `mmap` / `munmap` / `mprotect` /
+//! `madvise` / `fork` / write / read / exec / pin / unpin / device writes through pins / exit
+//! over up to five address spaces (three at the start), against a reference that keeps plain
+//! bytes: per process, a map from page address to (permissions, backing), the backing being
+//! private bytes or a page of a shared object, whose bytes the reference keeps per object.
+//!
+//! Reads, writes and fetches go through the model MMU (its TLB included); a fault calls
+//! `handle_fault` and the access is retried. Before every step the model touches every
+//! mapping of every root (speculative walks), so a missing invalidation leaves a stale entry.
+//! After every step:
+//!
+//! * the model's TLB coherence and contiguous-group checks, each space's own checks, and the
+//!   folio checker over the leaves of every live space;
+//! * every page of the window, in every space, holds what the reference says (read without
+//!   faulting: the mapped frame, the object's page, or zero);
+//! * every attached pin still reaches the page its address space (or object) has at that
+//!   address.
+//!
+//! At the end every space exits, pins and objects are released, and every folio frame and
+//! table frame must be back.
+//!
+//! The window is 1 MiB straddling a level-0 boundary (512 GiB), so table allocation and
+//! freeing at every level happen; the simulated RAM is 16 MiB, so memory can run out (an
+//! operation failing for lack of memory must change nothing the reference can see).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::mm::folio::MappedLeaf;
+use crate::mm::vma::{MapAlign, Placement, VmProt, VmaError, VmaKind};
+
+const WINDOW: u64 = (512 << 30) - (512 << 10);
+const PAGES: u64 = 256;
+const MAX_SPACES: usize = 5;
+const OBJECTS: usize = 3;
+/// Pages per 64 KiB block.
+const BLOCK: u64 = 16;
+
+type Bytes = Rc<[u8; KB4]>;
+
+#[derive(Clone, Debug)]
+enum Back {
+    /// Private bytes; `None` reads as zero.
+    Private(Option<Bytes>),
+    /// Page `off` (bytes) of shared object `obj` (index in the pool).
+    Shared { obj: usize, off: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct RefPage {
+    prot: VmProt,
+    back: Back,
+}
+
+struct Proc {
+    space: Space,
+    pages: BTreeMap<u64, RefPage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// The page of space `id` at `va`.
+    Private { id: SpaceId, va: u64 },
+    /// Byte offset `off` of object `obj`.
+    Shared { obj: usize, off: u64 },
+    /// Nothing observable any more.
+    Detached,
+}
+
+struct Pin {
+    handle: PinHandle,
+    targets: Vec<Target>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Mmap {
+        s: usize,
+        page: u64,
+        n: u64,
+        prot: usize,
+        big: bool,
+        noreplace: bool,
+        shared: Option<(usize, u64)>,
+    },
+    Munmap {
+        s: usize,
+        page: u64,
+        n: u64,
+    },
+    Mprotect {
+        s: usize,
+        page: Sel,
+        n: u64,
+        prot: usize,
+    },
+    Madvise {
+        s: usize,
+        page: Sel,
+        n: u64,
+    },
+    Fork {
+        s: usize,
+    },
+    Exit {
+        s: usize,
+    },
+    Write {
+        s: usize,
+        page: Sel,
+        off: u64,
+        len: u64,
+        byte: u8,
+        el1: bool,
+    },
+    Read {
+        s: usize,
+        page: Sel,
+        off: u64,
+        len: u64,
+        el1: bool,
+    },
+    Exec {
+        s: usize,
+        page: Sel,
+    },
+    Pin {
+        s: usize,
+        page: Sel,
+        n: u64,
+        write: bool,
+    },
+    Unpin {
+        i: usize,
+    },
+    Dma {
+        i: usize,
+        page: usize,
+        off: u64,
+        byte: u8,
+    },
+}
+
+const PROTS: [VmProt; 6] = [
+    VmProt::NONE,
+    VmProt::READ,
+    VmProt::RW,
+    VmProt::RX,
+    VmProt::from_bits_truncate(7),
+    VmProt::RW,
+];
+
+/// A page of the window: mostly one of the space's mapped pages (the `n`-th, modulo their
+/// number), sometimes any page.
+#[derive(Clone, Copy, Debug)]
+struct Sel {
+    any: bool,
+    n: u64,
+}
+
+fn sel() -> impl Strategy<Value = Sel> {
+    (prop::bool::weighted(0.1), 0..PAGES).prop_map(|(any, n)| Sel { any, n })
+}
+
+fn range() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        3 => (0..PAGES, 1..40u64),
+        2 => (0..PAGES / BLOCK, 1..5u64).prop_map(|(b, n)| (b * BLOCK, n * BLOCK)),
+        1 => (0..PAGES, 1..PAGES),
+    ]
+    .prop_map(|(p, n)| (p, n.min(PAGES - p)))
+}
+
+/// A range starting at a selected page (for calls that need it mapped).
+fn sel_range() -> impl Strategy<Value = (Sel, u64)> {
+    (sel(), prop_oneof![3 => 1..8u64, 1 => 1..40u64])
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let s = 0..MAX_SPACES;
+    prop_oneof![
+        3 => (s.clone(), range(), 0..PROTS.len(), prop::bool::weighted(0.6), prop::bool::weighted(0.15),
+              prop::option::weighted(0.3, (0..OBJECTS, prop_oneof![0..64u64, (0..4u64).prop_map(|b| b * BLOCK)])))
+            .prop_map(|(s, (page, n), prot, big, noreplace, shared)| Op::Mmap { s, page, n, prot, big, noreplace, shared }),
+        1 => (s.clone(), range()).prop_map(|(s, (page, n))| Op::Munmap { s, page, n }),
+        2 => (s.clone(), sel_range(), 0..PROTS.len()).prop_map(|(s, (page, n), prot)| Op::Mprotect { s, page, n, prot }),
+        1 => (s.clone(), sel_range()).prop_map(|(s, (page, n))| Op::Madvise { s, page, n }),
+        3 => s.clone().prop_map(|s| Op::Fork { s }),
+        2 => s.clone().prop_map(|s| Op::Exit { s }),
+        14 => (s.clone(), sel(), 0..KB4 as u64, 1..48u64, any::<u8>(), any::<bool>())
+            .prop_map(|(s, page, off, len, byte, el1)| Op::Write { s, page, off, len, byte, el1 }),
+        5 => (s.clone(), sel(), 0..KB4 as u64, 1..48u64, any::<bool>())
+            .prop_map(|(s, page, off, len, el1)| Op::Read { s, page, off, len, el1 }),
+        1 => (s.clone(), sel()).prop_map(|(s, page)| Op::Exec { s, page }),
+        2 => (s.clone(), sel(), 1..20u64, any::<bool>()).prop_map(|(s, page, n, write)| Op::Pin { s, page, n, write }),
+        1 => (0..8usize).prop_map(|i| Op::Unpin { i }),
+        2 => (0..8usize, 0..20usize, 0..KB4 as u64, any::<u8>()).prop_map(|(i, page, off, byte)| Op::Dma { i, page, off, byte }),
+    ]
+}
+
+fn va_of(page: u64) -> u64 {
+    WINDOW + page * PAGE_SIZE
+}
+
+static ZERO: [u8; KB4] = [0; KB4];
+
+struct World<'a, 'm> {
+    m: &'a mut TestMachine<'m>,
+    procs: Vec<Proc>,
+    objs: Vec<Shm>,
+    /// Object bytes by (object, page offset).
+    obj_pages: HashMap<(usize, u64), Bytes>,
+    pins: Vec<Pin>,
+    next_id: u32,
+    /// Counters of the spaces that exited.
+    totals: Vec<SpaceStats>,
+}
+
+/// Field-by-field sum (for the statistics printed with `SPACE_STATS=1`).
+fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
+    SpaceStats {
+        faults_translation: a.faults_translation + b.faults_translation,
+        faults_permission: a.faults_permission + b.faults_permission,
+        faults_access_flag: a.faults_access_flag + b.faults_access_flag,
+        segv: a.segv + b.segv,
+        spurious: a.spurious + b.spurious,
+        young_set: a.young_set + b.young_set,
+        anon_4k: a.anon_4k + b.anon_4k,
+        anon_64k: a.anon_64k + b.anon_64k,
+        shm_4k: a.shm_4k + b.shm_4k,
+        shm_64k: a.shm_64k + b.shm_64k,
+        shm_pages_mapped: a.shm_pages_mapped + b.shm_pages_mapped,
+        cow_reuse_4k: a.cow_reuse_4k + b.cow_reuse_4k,
+        cow_reuse_64k: a.cow_reuse_64k + b.cow_reuse_64k,
+        cow_copy_4k: a.cow_copy_4k + b.cow_copy_4k,
+        cow_copy_64k: a.cow_copy_64k + b.cow_copy_64k,
+        unshares: a.unshares + b.unshares,
+        fork_dup_batches: a.fork_dup_batches + b.fork_dup_batches,
+        fork_dup_pages: a.fork_dup_pages + b.fork_dup_pages,
+        fork_copies: a.fork_copies + b.fork_copies,
+        fork_wrprotects: a.fork_wrprotects + b.fork_wrprotects,
+        pins: a.pins + b.pins,
+    }
+}
+
+impl World<'_, '_> {
+    /// A new process with a few regions of every kind.
+    fn spawn(&mut self) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let space = new_space(self.m, id);
+        self.procs.push(Proc {
+            space,
+            pages: BTreeMap::new(),
+        });
+        let s = self.procs.len() - 1;
+        let layout = [
+            (0, 64, 2, true, None),
+            (64, 32, 2, false, None),
+            (96, 32, 2, true, Some((0, 0))),
+            (128, 24, 1, false, None),
+            (160, 32, 4, true, None),
+            (208, 16, 2, false, Some((1, 8))),
+        ];
+        for (page, n, prot, big, shared) in layout {
+            self.step(&Op::Mmap {
+                s,
+                page,
+                n,
+                prot,
+                big,
+                noreplace: false,
+                shared,
+            });
+        }
+    }
+
+    fn proc(&mut self, s: usize) -> usize {
+        s % self.procs.len()
+    }
+
+    /// The page index `sel` designates in process `p`.
+    fn pick(&self, p: usize, sel: Sel) -> u64 {
+        let pages = &self.procs[p].pages;
+        if sel.any || pages.is_empty() {
+            return sel.n;
+        }
+        let va = *pages.keys().nth((sel.n as usize) % pages.len()).unwrap();
+        (va - WINDOW) / PAGE_SIZE
+    }
+
+    /// Detaches the private pins of space `id` on `[start, end)`.
+    fn detach(&mut self, id: SpaceId, start: u64, end: u64) {
+        for p in &mut self.pins {
+            for t in &mut p.targets {
+                if let Target::Private { id: i, va } = *t {
+                    if i == id && va >= start && va < end {
+                        *t = Target::Detached;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The reference bytes of a page.
+    fn expected<'b>(&'b self, page: &'b RefPage) -> &'b [u8; KB4] {
+        match &page.back {
+            Back::Private(b) => b.as_deref().unwrap_or(&ZERO),
+            Back::Shared { obj, off } => self.obj_pages.get(&(*obj, *off)).map_or(&ZERO, |b| &**b),
+        }
+    }
+
+    fn bytes_mut(&mut self, p: usize, va: u64) -> &mut [u8; KB4] {
+        let page = self.procs[p].pages.get_mut(&va).expect("mapped");
+        match &mut page.back {
+            Back::Private(b) => Rc::make_mut(b.get_or_insert_with(|| Rc::new([0; KB4]))),
+            Back::Shared { obj, off } => Rc::make_mut(
+                self.obj_pages
+                    .entry((*obj, *off))
+                    .or_insert_with(|| Rc::new([0; KB4])),
+            ),
+        }
+    }
+
+    fn step(&mut self, op: &Op) {
+        match *op {
+            Op::Mmap {
+                s,
+                page,
+                n,
+                prot,
+                big,
+                noreplace,
+                shared,
+            } => {
+                let p = self.proc(s);
+                let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
+                let placement = if noreplace {
+                    Placement::FixedNoReplace(VirtAddr(va))
+                } else {
+                    Placement::Fixed(VirtAddr(va))
+                };
+                let align = if big {
+                    MapAlign::Size64K
+                } else {
+                    MapAlign::Page
+                };
+                let kind = match shared {
+                    None => VmaKind::AnonPrivate,
+                    Some((obj, off)) => VmaKind::AnonShared {
+                        obj: self.objs[obj].clone(),
+                        offset: off * PAGE_SIZE,
+                    },
+                };
+                let expect = if big && page % BLOCK != 0 {
+                    Err(VmaError::FixedMisaligned)
+                } else if noreplace && self.procs[p].pages.range(va..va + len).next().is_some() {
+                    Err(VmaError::Exists)
+                } else {
+                    Ok(VirtAddr(va))
+                };
+                let r = self.procs[p]
+                    .space
+                    .mmap(self.m, placement, len, prot, kind, align);
+                assert_eq!(r, expect.map_err(SpaceError::Vma));
+                if r.is_ok() {
+                    let id = self.procs[p].space.id();
+                    self.detach(id, va, va + len);
+                    for i in 0..n {
+                        let back = match shared {
+                            None => Back::Private(None),
+                            Some((obj, off)) => Back::Shared {
+                                obj,
+                                off: (off + i) * PAGE_SIZE,
+                            },
+                        };
+                        self.procs[p]
+                            .pages
+                            .insert(va + i * PAGE_SIZE, RefPage { prot, back });
+                    }
+                }
+            }
+            Op::Munmap { s, page, n } => {
+                let p = self.proc(s);
+                let (va, len) = (va_of(page), n * PAGE_SIZE);
+                self.procs[p]
+                    .space
+                    .munmap(self.m, VirtAddr(va), len)
+                    .unwrap();
+                let id = self.procs[p].space.id();
+                self.detach(id, va, va + len);
+                self.procs[p].pages.retain(|&a, _| a < va || a >= va + len);
+            }
+            Op::Mprotect { s, page, n, prot } => {
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let n = n.min(PAGES - page);
+                let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
+                let mapped = self.procs[p].pages.range(va..va + len).count() as u64 == n;
+                let r = self.procs[p]
+                    .space
+                    .mprotect(self.m, VirtAddr(va), len, prot);
+                if mapped {
+                    r.unwrap();
+                    for (_, pg) in self.procs[p].pages.range_mut(va..va + len) {
+                        pg.prot = prot;
+                    }
+                } else {
+                    assert_eq!(r, Err(SpaceError::Vma(VmaError::NotMapped)));
+                }
+            }
+            Op::Madvise { s, page, n } => {
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let n = n.min(PAGES - page);
+                let (va, len) = (va_of(page), n * PAGE_SIZE);
+                let mapped = self.procs[p].pages.range(va..va + len).count() as u64 == n;
+                let r = self.procs[p]
+                    .space
+                    .madvise_dontneed(self.m, VirtAddr(va), len);
+                if mapped {
+                    r.unwrap();
+                    let id = self.procs[p].space.id();
+                    self.detach(id, va, va + len);
+                    for (_, pg) in self.procs[p].pages.range_mut(va..va + len) {
+                        if let Back::Private(b) = &mut pg.back {
+                            *b = None;
+                        }
+                    }
+                } else {
+                    assert_eq!(r, Err(SpaceError::Vma(VmaError::NotMapped)));
+                }
+            }
+            Op::Fork { s } => {
+                if self.procs.len() >= MAX_SPACES {
+                    return;
+                }
+                let p = self.proc(s);
+                let id = self.next_id;
+                match fork(self.m, &mut self.procs[p].space, id) {
+                    Ok(child) => {
+                        self.next_id += 1;
+                        let pages = self.procs[p].pages.clone();
+                        self.procs.push(Proc {
+                            space: child,
+                            pages,
+                        });
+                    }
+                    Err(e) => assert_eq!(e, SpaceError::OutOfMemory),
+                }
+            }
+            Op::Exit { s } => {
+                if self.procs.len() <= 2 {
+                    return;
+                }
+                let p = self.proc(s);
+                let proc = self.procs.remove(p);
+                self.detach(proc.space.id(), 0, u64::MAX);
+                self.totals.push(*proc.space.stats());
+                proc.space.exit(self.m);
+            }
+            Op::Write {
+                s,
+                page,
+                off,
+                len,
+                byte,
+                el1,
+            } => {
+                self.m.el = if el1 { El::El1 } else { El::El0 };
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let va = va_of(page);
+                let len = len.min(PAGE_SIZE - off) as usize;
+                let allowed = self.procs[p]
+                    .pages
+                    .get(&va)
+                    .map(|pg| pg.prot.contains(VmProt::WRITE));
+                let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add(i as u8)).collect();
+                let r = write(self.m, &mut self.procs[p].space, va + off, &data);
+                self.outcome(r.map(|_| ()), allowed, va + off);
+                if r.is_ok() {
+                    let b = self.bytes_mut(p, va);
+                    b[off as usize..off as usize + len].copy_from_slice(&data);
+                }
+            }
+            Op::Read {
+                s,
+                page,
+                off,
+                len,
+                el1,
+            } => {
+                self.m.el = if el1 { El::El1 } else { El::El0 };
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let va = va_of(page);
+                let len = len.min(PAGE_SIZE - off) as usize;
+                let allowed = self.procs[p].pages.get(&va).map(|pg| !pg.prot.is_none());
+                let r = read(self.m, &mut self.procs[p].space, va + off, len);
+                match r {
+                    Ok(got) => {
+                        self.outcome(Ok(()), allowed, va + off);
+                        let pg = &self.procs[p].pages[&va];
+                        let want = &self.expected(pg)[off as usize..off as usize + len];
+                        assert_eq!(got, want, "read at {:#x}", va + off);
+                    }
+                    Err(e) => self.outcome(Err(e), allowed, va + off),
+                }
+            }
+            Op::Exec { s, page } => {
+                // User pages are never executable at EL1 (PXN): fetch as EL0.
+                self.m.el = El::El0;
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let va = va_of(page);
+                let allowed = self.procs[p]
+                    .pages
+                    .get(&va)
+                    .map(|pg| pg.prot.contains(VmProt::EXEC));
+                let mut f = Faults::default();
+                let r = translate(self.m, &mut self.procs[p].space, va, Access::Exec, &mut f);
+                self.outcome(r.map(|_| ()), allowed, va);
+            }
+            Op::Pin { s, page, n, write } => {
+                let p = self.proc(s);
+                let page = self.pick(p, page);
+                let (va, n) = (va_of(page), n.min(PAGES - page));
+                let allowed = (0..n).all(|i| {
+                    self.procs[p]
+                        .pages
+                        .get(&(va + i * PAGE_SIZE))
+                        .is_some_and(|pg| {
+                            if write {
+                                pg.prot.contains(VmProt::WRITE)
+                            } else {
+                                !pg.prot.is_none()
+                            }
+                        })
+                });
+                let r = self.procs[p]
+                    .space
+                    .pin(self.m, VirtAddr(va), n * PAGE_SIZE, write);
+                match r {
+                    Ok(handle) => {
+                        assert!(allowed, "pin of {va:#x}+{n} pages succeeded");
+                        let id = self.procs[p].space.id();
+                        let targets = (0..n)
+                            .map(|i| {
+                                let a = va + i * PAGE_SIZE;
+                                match self.procs[p].pages[&a].back {
+                                    Back::Private(_) => Target::Private { id, va: a },
+                                    Back::Shared { obj, off } => Target::Shared { obj, off },
+                                }
+                            })
+                            .collect();
+                        self.pins.push(Pin { handle, targets });
+                    }
+                    Err(FaultError::Segv { .. }) => assert!(!allowed),
+                    Err(FaultError::Oom) => assert!(allowed),
+                }
+            }
+            Op::Unpin { i } => {
+                if self.pins.is_empty() {
+                    return;
+                }
+                let pin = self.pins.remove(i % self.pins.len());
+                pin.handle.release(self.m);
+            }
+            Op::Dma { i, page, off, byte } => {
+                if self.pins.is_empty() {
+                    return;
+                }
+                let i = i % self.pins.len();
+                let page = page % self.pins[i].targets.len();
+                let pa = self.pins[i].handle.pages()[page];
+                self.m.write_bytes(PhysAddr(pa.0 + off), &[byte]);
+                match self.pins[i].targets[page] {
+                    Target::Private { id, va } => {
+                        let p = self
+                            .procs
+                            .iter()
+                            .position(|pr| pr.space.id() == id)
+                            .expect("attached pins belong to live spaces");
+                        self.bytes_mut(p, va)[off as usize] = byte;
+                    }
+                    Target::Shared { obj, off: o } => {
+                        let b = self
+                            .obj_pages
+                            .entry((obj, o))
+                            .or_insert_with(|| Rc::new([0; KB4]));
+                        Rc::make_mut(b)[off as usize] = byte;
+                    }
+                    Target::Detached => {}
+                }
+            }
+        }
+    }
+
+    /// Checks an access's outcome against the reference: `allowed` is `None` for an unmapped
+    /// page, else whether the region allows the access.
+    fn outcome(&self, r: Result<(), FaultError>, allowed: Option<bool>, va: u64) {
+        match (r, allowed) {
+            (Ok(()), Some(true)) | (Err(FaultError::Oom), Some(true)) => {}
+            (
+                Err(FaultError::Segv {
+                    cause: SegvCause::Unmapped,
+                    ..
+                }),
+                None,
+            ) => {}
+            (
+                Err(FaultError::Segv {
+                    cause: SegvCause::Access,
+                    ..
+                }),
+                Some(false),
+            ) => {}
+            (r, a) => panic!("access at {va:#x}: got {r:?}, reference says {a:?}"),
+        }
+    }
+
+    /// The checks of the module docs. The leaves are those of the window (one walk per
+    /// level-3 table); with `full`, the whole trees (which reads every table entry: slower).
+    fn check(&self, full: bool) {
+        self.m.model.check_tlb_coherent();
+        self.m.model.check_contiguous();
+        let mut all = Vec::new();
+        for proc in &self.procs {
+            let s = &proc.space;
+            let leaves = if full {
+                pt::leaves(s.root(), self.m)
+            } else {
+                pt::leaves_in(s.root(), self.m, WINDOW, va_of(PAGES))
+            };
+            if let Err(e) = s.check_leaves(self.m, &leaves) {
+                panic!("{:?}: {e:?}", s.id());
+            }
+            let mapped: HashMap<u64, u64> = leaves.iter().map(|l| (l.va.0, l.pa.0)).collect();
+            for page in 0..PAGES {
+                let va = va_of(page);
+                let pg = proc.pages.get(&va);
+                // What a read would reach: the mapped frame, else an unmapped shared page's
+                // object page (what `peek` computes, without the walk).
+                let got = match (mapped.get(&va), pg.map(|p| &p.back)) {
+                    (Some(&pa), _) => Some(pa),
+                    (None, Some(Back::Shared { obj, off })) => {
+                        self.objs[*obj].lookup(*off).map(|(pa, _, _)| pa.0)
+                    }
+                    (None, _) => None,
+                };
+                match pg {
+                    None => assert_eq!(got, None, "{:?} maps unmapped {va:#x}", s.id()),
+                    Some(pg) => {
+                        let want = self.expected(pg);
+                        let ok = match got {
+                            Some(pa) => self.m.page_data(pa) == Some(want),
+                            None => want == &ZERO,
+                        };
+                        assert!(ok, "{:?} page {va:#x} ({pg:?}) differs", s.id());
+                    }
+                }
+            }
+            all.extend(leaves.iter().map(|l| MappedLeaf::new(s.id(), l)));
+        }
+        if let Err(e) = crate::mm::folio::check(self.m.mem(), all) {
+            panic!("folio check: {e}");
+        }
+        for pin in &self.pins {
+            for (t, pa) in pin.targets.iter().zip(pin.handle.pages()) {
+                match *t {
+                    Target::Private { id, va } => {
+                        let proc = self.procs.iter().find(|p| p.space.id() == id).unwrap();
+                        assert_eq!(
+                            proc.space.peek(self.m, VirtAddr(va)),
+                            Some(*pa),
+                            "pin of {va:#x} in {id:?} no longer reaches the page"
+                        );
+                    }
+                    Target::Shared { obj, off } => {
+                        let (page, _, _) = self.objs[obj].lookup(off).expect("pinned page");
+                        assert_eq!(page, *pa, "pin of object page {off:#x}");
+                    }
+                    Target::Detached => {}
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        for pin in core::mem::take(&mut self.pins) {
+            pin.handle.release(self.m);
+        }
+        let procs = core::mem::take(&mut self.procs);
+        if std::env::var("SPACE_STATS").is_ok() {
+            self.totals.extend(procs.iter().map(|p| *p.space.stats()));
+            eprintln!("{:?}", self.totals.iter().fold(SpaceStats::default(), sum));
+        }
+        for obj in core::mem::take(&mut self.objs) {
+            obj.release(self.m);
+        }
+        teardown(self.m, procs.into_iter().map(|p| p.space).collect());
+    }
+}
+
+fn run(ops: &[Op]) {
+    with_machine(|m| {
+        let mut w = World {
+            m,
+            procs: Vec::new(),
+            objs: (0..OBJECTS).map(|_| Shm::new()).collect(),
+            obj_pages: HashMap::new(),
+            pins: Vec::new(),
+            next_id: 1,
+            totals: Vec::new(),
+        };
+        for _ in 0..3 {
+            w.spawn();
+        }
+        let t = std::time::Instant::now();
+        for (i, op) in ops.iter().enumerate() {
+            w.m.model.fill_all();
+            w.step(op);
+            w.check(i % 16 == 15);
+        }
+        w.check(true);
+        if std::env::var("SPACE_STATS").is_ok() {
+            eprintln!("{} ops in {:?}", ops.len(), t.elapsed());
+        }
+        w.finish();
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 20,
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_sequences_match_the_reference(ops in prop::collection::vec(op(), 40..110)) {
+        run(&ops);
+    }
+}
