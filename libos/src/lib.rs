@@ -24,6 +24,8 @@ pub mod mm;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod process;
+#[cfg(target_os = "none")]
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod testing;

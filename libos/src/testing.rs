@@ -139,6 +139,12 @@ extern "C" fn call_once<F: FnOnce()>(p: *mut u8) {
     }
 }
 
+/// Runs `f` inside an abandonable call (see [`arch::exception::try_call`]): `Err(code)` when a
+/// fault, panic or watchdog abandoned it.
+pub fn abandonable<F: FnOnce()>(f: F) -> Result<(), u64> {
+    guarded(f)
+}
+
 fn guarded<F: FnOnce()>(f: F) -> Result<(), u64> {
     let mut slot = Some(f);
     // SAFETY: `call_once::<F>` takes exactly the `&mut Option<F>` passed, which outlives the call.

@@ -181,24 +181,24 @@ pub fn retire_ttbr0(root_pa: u64) {
     }
 }
 
-/// Makes `root` the user root TTBR0 translates, with an ASID of the current generation from the
-/// global allocator (`ctx` is the address space's claim on it).
-pub fn activate_root(root: &mut Root, ctx: &mut AsidContext) {
+/// Makes the user root at `root_pa` the one TTBR0 translates, with an ASID of the current
+/// generation from the global allocator (`ctx` is the address space's claim on it). The caller
+/// must give the returned ASID to its root (`set_asid`) for the root's TLB maintenance.
+pub fn switch_ttbr0(root_pa: u64, ctx: &mut AsidContext) -> Asid {
     let act: Activation = asids().lock().activate(0, ctx);
-    install(root, act);
+    install(root_pa, act)
 }
 
-/// Installs `root` in TTBR0 with the activation's ASID, flushing first after a rollover.
-fn install(root: &mut Root, act: Activation) {
-    if act.changed || root.asid() != Some(act.asid) {
-        root.set_asid(act.asid);
-    }
+/// Installs the root at `root_pa` in TTBR0 with the activation's ASID, flushing first after a
+/// rollover.
+fn install(root_pa: u64, act: Activation) -> Asid {
     if act.flush_tlb {
         // A rollover: ASIDs of the previous generation may be reused; drop them all.
         MachinePlatform.tlb_maintenance(&[TlbOp::All]);
     }
-    arch::mmu::set_ttbr0(root.pa().0, act.asid.0);
-    *ACTIVE.lock() = Some(root.pa().0);
+    arch::mmu::set_ttbr0(root_pa, act.asid.0);
+    *ACTIVE.lock() = Some(root_pa);
+    act.asid
 }
 
 /// A user address space: a TTBR0 translation table tree tagged with an ASID.
@@ -261,14 +261,16 @@ impl AddressSpace {
 
     /// Makes this address space the one TTBR0 translates, with an ASID of the current generation.
     pub fn activate(&mut self) {
-        activate_root(self.root.as_mut().expect("address space destroyed"), &mut self.asid);
+        let asid = switch_ttbr0(self.root().pa().0, &mut self.asid);
+        self.root_mut().set_asid(asid);
     }
 
     /// Like [`activate`](Self::activate) with a caller-provided ASID allocator (tests of ASID
     /// rollover on the real MMU use a tiny one).
     pub fn activate_in(&mut self, allocator: &mut AsidAllocator<1>) {
         let act = allocator.activate(0, &mut self.asid);
-        install(self.root_mut(), act);
+        let asid = install(self.root().pa().0, act);
+        self.root_mut().set_asid(asid);
     }
 
     /// Stops translating through this address space if it is active (TTBR0 walks disabled).

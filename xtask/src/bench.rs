@@ -23,6 +23,7 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
     ("boot", "boot-to-main virtual time and image size of `hello` on every board"),
     ("tables", "translation-table costs of mapping/unmapping 1..256 MiB with pages and blocks (qemu-virt)"),
     ("contpte", "map / touch / unmap 256 MiB of 64 KiB folios with CONTPTE on and off (qemu-virt)"),
+    ("fork", "first touch, fork (median of 5), child COW writes and munmap of 1..256 MiB, 64 KiB folios on/off (qemu-virt)"),
 ];
 
 /// A result table.
@@ -224,6 +225,47 @@ fn contpte_bench() -> Result<(Table, String)> {
     Ok((table, notes))
 }
 
+fn fork_bench() -> Result<(Table, String)> {
+    let board = Board::QemuVirt;
+    qemu::require_board(board)?;
+    let image = builder::build(&BuildRequest::new("forkbench", board).quiet(true))?;
+    let out = run_icount(&image, "", Duration::from_secs(1800))?;
+    let rows = parse_bench_lines(&out);
+    if rows.len() != 8 {
+        bail!("forkbench printed {} result lines, expected 8:\n{}", rows.len(), builder::tail(&out, 30));
+    }
+    let mut table = Table {
+        headers: ["MiB", "folios", "first touch µs", "fork µs (median of 5)", "child writes every page µs", "munmap µs"]
+            .map(String::from)
+            .to_vec(),
+        rows: vec![],
+    };
+    let get = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
+        r.get(k).cloned().with_context(|| format!("missing {k} in {r:?}"))
+    };
+    let us = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
+        Ok(format!("{:.1}", get(r, k)?.parse::<f64>().with_context(|| format!("bad {k}"))? / 1000.0))
+    };
+    for r in &rows {
+        table.rows.push(vec![
+            get(r, "mib")?,
+            get(r, "folios")?,
+            us(r, "touch_ns")?,
+            us(r, "fork_ns")?,
+            us(r, "child_write_ns")?,
+            us(r, "munmap_ns")?,
+        ]);
+    }
+    let notes = "Workload per size: mmap the size 2 MiB-aligned (anonymous private; 64K = a region whose \
+                 faults may use 64 KiB folios, 4K = one that may not), write one byte per 4 KiB page, fork \
+                 with the child exiting at once (5 times, median reported), fork again with the child \
+                 writing one byte per 4 KiB page (copy-on-write faults), munmap. qemu-virt, `-cpu max`, \
+                 `-icount shift=0,sleep=off`: virtual ns = instructions. The image checks that every frame \
+                 is back at the end."
+        .to_string();
+    Ok((table, notes))
+}
+
 /// Replaces (or appends) the section `name` of `BENCHMARKS.md`.
 pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     let start = format!("<!-- bench:{name} -->");
@@ -242,6 +284,7 @@ pub fn run(name: &str) -> Result<()> {
         "boot" => ("Boot to main and image size (`hello`)", boot_bench()?),
         "tables" => ("Translation tables: map / unmap cost per MiB (issue 3)", tables_bench()?),
         "contpte" => ("CONTPTE: 256 MiB of 64 KiB folios, on vs off (issue 4)", contpte_bench()?),
+        "fork" => ("Fork: 1..256 MiB of anonymous memory, 64 KiB folios on and off (issue 5)", fork_bench()?),
         _ => {
             let valid: Vec<&str> = BENCHMARKS.iter().map(|b| b.0).collect();
             bail!("unknown benchmark '{name}'; valid benchmarks: {}", valid.join(", "));
@@ -262,7 +305,7 @@ mod tests {
 
     #[test]
     fn unknown_benchmark_lists_valid_ones() {
-        assert_eq!(run("nope").unwrap_err().to_string(), "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte");
+        assert_eq!(run("nope").unwrap_err().to_string(), "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork");
     }
 
     #[test]

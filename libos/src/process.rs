@@ -1,0 +1,360 @@
+//! Processes on the machine: user address spaces ([`mm::space::Space`](crate::mm::space)) run
+//! over the real MMU, with page faults resolved by the memory manager.
+//!
+//! * [`TargetMachine`] implements the address-space layer's [`Machine`] over the kernel: the
+//!   engine's [`Platform`] ([`MachinePlatform`]), folio frames from the buddy allocator
+//!   ([`GlobalFrames`]), the page metadata carved at boot ([`runtime::memmap`]), and data access
+//!   through the linear map.
+
+use crate::mm::folio::{FolioOrder, FrameSource, GlobalFrames, MemMap};
+use crate::mm::space::Machine;
+use crate::mm::{Descriptor, OutOfMemory, PhysAddr, Platform, Root, TlbOp};
+use crate::runtime;
+use crate::vm::MachinePlatform;
+use arch::board::phys_to_virt;
+
+/// The machine user address spaces run over on the target.
+#[derive(Default)]
+pub struct TargetMachine;
+
+impl Platform for TargetMachine {
+    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
+        MachinePlatform.read(table, index)
+    }
+    fn write(&mut self, table: PhysAddr, index: usize, desc: Descriptor) {
+        MachinePlatform.write(table, index, desc)
+    }
+    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
+        MachinePlatform.alloc_table()
+    }
+    fn free_table(&mut self, table: PhysAddr) {
+        MachinePlatform.free_table(table)
+    }
+    fn tlb_maintenance(&mut self, ops: &[TlbOp]) {
+        MachinePlatform.tlb_maintenance(ops)
+    }
+    fn publish(&mut self) {
+        MachinePlatform.publish()
+    }
+    fn has_tlbi_range(&self) -> bool {
+        MachinePlatform.has_tlbi_range()
+    }
+}
+
+impl FrameSource for TargetMachine {
+    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, crate::memory::OutOfMemory> {
+        GlobalFrames.alloc(order)
+    }
+    fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
+        GlobalFrames.free(pa, order)
+    }
+}
+
+/// A pointer into the linear map for `len` bytes of RAM at `pa`.
+fn linear(pa: PhysAddr, len: u64) -> *mut u8 {
+    let cfg = runtime::boot_config();
+    assert!(
+        cfg.ram.iter().any(|r| r.base <= pa.0 && pa.0.saturating_add(len) <= r.end()),
+        "data access outside RAM: {:#x}+{len:#x}",
+        pa.0
+    );
+    phys_to_virt(pa.0 as usize) as *mut u8
+}
+
+impl Machine<'static> for TargetMachine {
+    fn mem(&self) -> &'static MemMap<'static> {
+        runtime::memmap()
+    }
+
+    fn zero(&mut self, pa: PhysAddr, len: u64) {
+        // SAFETY: `linear` checked the range is RAM, mapped read-write by the kernel map; the
+        // address-space layer only zeroes frames it owns and has not mapped yet.
+        unsafe { core::ptr::write_bytes(linear(pa, len), 0, len as usize) }
+    }
+
+    fn copy(&mut self, dst: PhysAddr, src: PhysAddr, len: u64) {
+        // SAFETY: both ranges are RAM in the linear map (checked), in distinct frames (the
+        // contract), and no writable user mapping reaches `src` during the copy.
+        unsafe { core::ptr::copy_nonoverlapping(linear(src, len), linear(dst, len), len as usize) }
+    }
+
+    fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
+        // SAFETY: RAM in the linear map (checked); plain byte reads.
+        unsafe { core::ptr::copy_nonoverlapping(linear(pa, buf.len() as u64), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn write_bytes(&mut self, pa: PhysAddr, data: &[u8]) {
+        // SAFETY: RAM in the linear map (checked); the caller owns the frame.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), linear(pa, data.len() as u64), data.len()) }
+    }
+
+    fn root_retiring(&mut self, root: &Root) {
+        crate::vm::retire_ttbr0(root.pa().0);
+    }
+}
+
+use crate::mm::space::{Access, FaultError, FaultKind, Space, SpaceError};
+use crate::mm::folio::SpaceId;
+use crate::mm::{Asid, AsidContext, VirtAddr};
+use arch::exception::{ec, Disposition, TrapFrame};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use spin::Mutex;
+
+/// A process: a user address space with process-fork semantics, run on this core through
+/// [`Process::run`].
+pub struct Process {
+    space: Option<Space>,
+    asid: AsidContext,
+}
+
+/// An access the memory manager could not resolve: the application's segmentation fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segfault {
+    /// Faulting address.
+    pub va: u64,
+    /// What the access was.
+    pub access: Access,
+    /// Why it failed (`Segv` with its cause, or `Oom`).
+    pub error: FaultError,
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+/// The space whose faults the abort hook resolves (set by `run` for its duration).
+static CURRENT: AtomicPtr<Space> = AtomicPtr::new(core::ptr::null_mut());
+static LAST_SEGFAULT: Mutex<Option<Segfault>> = Mutex::new(None);
+/// Abandon code of a segfault inside `run`.
+const CODE_SEGV: u64 = 0x5e6f;
+
+fn new_id() -> SpaceId {
+    SpaceId::new(NEXT_ID.fetch_add(1, Ordering::Relaxed)).expect("space ids exhausted")
+}
+
+impl Process {
+    /// A process with an empty address space.
+    pub fn new() -> Result<Process, SpaceError> {
+        let space = Space::new(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        Ok(Process { space: Some(space), asid: AsidContext::new() })
+    }
+
+    /// The address space (mmap, munmap, mprotect, madvise, pin, ... take `&mut TargetMachine`).
+    pub fn space(&mut self) -> &mut Space {
+        self.space.as_mut().expect("process exited")
+    }
+
+    /// Forks: a child whose private memory is copy-on-write and whose shared memory is shared.
+    pub fn fork(&mut self) -> Result<Process, SpaceError> {
+        let child = self.space().fork(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        Ok(Process { space: Some(child), asid: AsidContext::new() })
+    }
+
+    /// Runs `f` with this address space in TTBR0: `f` touches user addresses directly, and page
+    /// faults are resolved by the memory manager (demand paging, copy-on-write, access flag). An
+    /// access that cannot be resolved ends `f` and returns `Err(Segfault)`; destructors of `f`'s
+    /// frames do not run in that case (like a signal that kills the computation).
+    pub fn run<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, Segfault> {
+        let space: *mut Space = self.space.as_mut().expect("process exited");
+        // SAFETY: `space` points at our live space, exclusively borrowed through `self` for the
+        // whole call.
+        let root_pa = unsafe { (*space).root().pa().0 };
+        let asid = crate::vm::switch_ttbr0(root_pa, &mut self.asid);
+        // SAFETY: as above.
+        unsafe { (*space).set_asid(asid) };
+        let outer = CURRENT.swap(space, Ordering::AcqRel);
+        let outer_hook = runtime::fault_hook();
+        runtime::set_fault_hook(Some(on_abort));
+        let mut out = None;
+        let r = crate::testing::abandonable(|| out = Some(f()));
+        runtime::set_fault_hook(outer_hook);
+        CURRENT.store(outer, Ordering::Release);
+        match r {
+            Ok(()) => Ok(out.expect("ran")),
+            Err(CODE_SEGV) => Err(LAST_SEGFAULT.lock().take().expect("segfault recorded")),
+            Err(other) => {
+                // A panic or timeout inside `f` belongs to whoever encloses `run`.
+                arch::exception::abandon(other);
+                unreachable!("process run outside an abandonable context aborted with {other}")
+            }
+        }
+    }
+
+    /// Ends the process: every page, table and folio reference is released.
+    pub fn exit(mut self) {
+        if let Some(space) = self.space.take() {
+            space.exit(&mut TargetMachine);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(space) = self.space.take() {
+            space.exit(&mut TargetMachine);
+        }
+    }
+}
+
+/// The abort hook while a process runs: user-half faults go to its space.
+fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
+    let space = CURRENT.load(Ordering::Acquire);
+    if space.is_null() || frame.far >= crate::mm::USER_END {
+        return None;
+    }
+    let access = match frame.ec() {
+        ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER => Access::Exec,
+        _ if frame.is_write() => Access::Write,
+        _ => Access::Read,
+    };
+    let kind = match frame.esr & 0x3c {
+        0x04 => FaultKind::Translation,
+        0x08 => FaultKind::AccessFlag,
+        0x0c => FaultKind::Permission,
+        _ => return None,
+    };
+    // SAFETY: `run` set CURRENT to its exclusively borrowed space and clears it before returning;
+    // the code it runs cannot reach the space (it is borrowed by `run`), and this core handles one
+    // exception at a time.
+    let space = unsafe { &mut *space };
+    match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, kind) {
+        Ok(()) => Some(Disposition::Resume),
+        Err(error) => {
+            *LAST_SEGFAULT.lock() = Some(Segfault { va: frame.far, access, error });
+            Some(Disposition::Abandon(CODE_SEGV))
+        }
+    }
+}
+
+#[cfg(feature = "boot-tests")]
+mod boot_tests {
+    use super::*;
+    use crate::mm::space::SegvCause;
+    use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
+    use crate::mm::PAGE_SIZE;
+
+    const MIB: u64 = 1 << 20;
+
+    fn anon(p: &mut Process, len: u64, prot: VmProt) -> u64 {
+        p.space()
+            .mmap(&mut TargetMachine, Placement::Any, len, prot, VmaKind::AnonPrivate, MapAlign::Size64K)
+            .expect("mmap")
+            .as_u64()
+    }
+
+    fn write(va: u64, v: u64) {
+        // SAFETY: a user address inside a mapped region of the running process; faults are
+        // resolved by the memory manager (or end `run` with a segfault).
+        unsafe { core::ptr::write_volatile(va as *mut u64, v) }
+    }
+
+    fn read(va: u64) -> u64 {
+        // SAFETY: as for `write`.
+        unsafe { core::ptr::read_volatile(va as *const u64) }
+    }
+
+    crate::boot_test! {
+        /// Demand paging on the real MMU: first touches fault in zeroed 64 KiB folios, mapped
+        /// folded; data written is read back.
+        fn demand_faults_map_zeroed_folded_folios() {
+            let mut p = Process::new().unwrap();
+            let base = anon(&mut p, MIB, VmProt::RW);
+            let sum = p.run(|| {
+                let mut sum = 0;
+                for i in 0..MIB / PAGE_SIZE {
+                    sum += read(base + i * PAGE_SIZE + 8);
+                    write(base + i * PAGE_SIZE, i);
+                }
+                sum
+            });
+            assert_eq!(sum, Ok(0), "fresh anonymous memory reads as zero");
+            let folded = (0..MIB / PAGE_SIZE)
+                .filter(|i| {
+                    p.space().root().translate(&TargetMachine, VirtAddr(base + i * PAGE_SIZE)).is_some_and(|t| t.desc.contiguous())
+                })
+                .count();
+            assert_eq!(folded as u64, MIB / PAGE_SIZE, "every page in a folded 64 KiB block");
+            assert_eq!(p.run(|| (0..MIB / PAGE_SIZE).all(|i| read(base + i * PAGE_SIZE) == i)), Ok(true));
+            p.space().check(&TargetMachine).expect("mapcounts");
+            p.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// fork on the real MMU: parent and child write the same address and each reads its own
+        /// value; untouched pages stay shared and read the same in both.
+        fn parent_and_child_see_their_own_writes() {
+            let mut parent = Process::new().unwrap();
+            let base = anon(&mut parent, 256 << 10, VmProt::RW);
+            parent.run(|| for i in 0..64 { write(base + i * PAGE_SIZE, 100 + i) }).unwrap();
+            let mut child = parent.fork().unwrap();
+            child.run(|| {
+                assert_eq!(read(base), 100);
+                write(base, 7);
+                assert_eq!(read(base), 7);
+            })
+            .unwrap();
+            parent.run(|| {
+                assert_eq!(read(base), 100, "the parent keeps its value");
+                write(base, 8);
+            })
+            .unwrap();
+            assert_eq!(child.run(|| (read(base), read(base + 5 * PAGE_SIZE))), Ok((7, 105)));
+            assert_eq!(parent.run(|| (read(base), read(base + 5 * PAGE_SIZE))), Ok((8, 105)));
+            let spaces = [parent.space.as_ref().unwrap(), child.space.as_ref().unwrap()];
+            crate::mm::space::check_spaces(&TargetMachine, &spaces).expect("mapcounts over both spaces");
+            child.exit();
+            parent.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// After the child exits, the parent's write reuses its folio in place (no copy).
+        fn cow_reuses_an_exclusive_folio() {
+            let mut parent = Process::new().unwrap();
+            let base = anon(&mut parent, 64 << 10, VmProt::RW);
+            parent.run(|| write(base, 1)).unwrap();
+            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let child = parent.fork().unwrap();
+            child.exit();
+            parent.run(|| write(base, 2)).unwrap();
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(before), "reused in place");
+            parent.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// Accesses outside any region or against its permissions end `run` with a segfault
+        /// error, not a kernel panic; the process keeps working afterwards.
+        fn segfaults_are_errors() {
+            let mut p = Process::new().unwrap();
+            let ro = anon(&mut p, 64 << 10, VmProt::READ);
+            let e = p.run(|| write(0x0000_4000_0000_0000, 1)).unwrap_err();
+            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(0x0000_4000_0000_0000), cause: SegvCause::Unmapped });
+            assert_eq!(e.access, Access::Write);
+            let e = p.run(|| write(ro + 8, 1)).unwrap_err();
+            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(ro + 8), cause: SegvCause::Access });
+            assert_eq!(p.run(|| read(ro + 8)), Ok(0), "reads of the read-only region still work");
+            p.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// A pinned page is copied for the child at fork: the parent's pinned frame stays the
+        /// parent's, and the child sees the same data in a different frame.
+        fn pinned_pages_are_copied_at_fork() {
+            let mut parent = Process::new().unwrap();
+            let base = anon(&mut parent, 64 << 10, VmProt::RW);
+            parent.run(|| write(base, 0xabc)).unwrap();
+            let pin = parent.space().pin(&mut TargetMachine, VirtAddr(base), PAGE_SIZE, true).unwrap();
+            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let mut child = parent.fork().unwrap();
+            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            assert_ne!(child_pa, pinned, "the child got a copy");
+            assert_eq!(child.run(|| read(base)), Ok(0xabc));
+            parent.run(|| write(base, 0xdef)).unwrap();
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(pinned), "no COW of the pinned page");
+            assert_eq!(child.run(|| read(base)), Ok(0xabc));
+            parent.space().unpin(&mut TargetMachine, pin);
+            child.exit();
+            parent.exit();
+        }
+    }
+}
