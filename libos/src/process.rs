@@ -357,4 +357,98 @@ mod boot_tests {
             parent.exit();
         }
     }
+
+    crate::boot_test! {
+        /// Differential test on the real MMU: random writes, reads, forks, exits, madvise and
+        /// mprotect over up to three processes, against a plain byte copy per process; the
+        /// mapcount checker runs over all live spaces after every step.
+        #[timeout_ms = 120_000]
+        fn random_process_ops_match_a_byte_model() {
+            use alloc::vec::Vec;
+            const BASE: u64 = 0x0000_0300_0000_0000;
+            const LEN: usize = 256 << 10;
+            const PAGES: usize = LEN / PAGE_SIZE as usize;
+            struct P {
+                proc_: Process,
+                bytes: Vec<u8>,
+                writable: Vec<bool>,
+            }
+            let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut first = Process::new().unwrap();
+            first
+                .space()
+                .mmap(&mut TargetMachine, Placement::Fixed(VirtAddr(BASE)), LEN as u64, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
+                .unwrap();
+            let mut procs = alloc::vec![P { proc_: first, bytes: alloc::vec![0; LEN], writable: alloc::vec![true; PAGES] }];
+            for step in 0..300 {
+                let i = next(procs.len() as u64) as usize;
+                match next(100) {
+                    0..=39 => {
+                        let off = next(LEN as u64) as usize;
+                        let v = next(255) as u8 + 1;
+                        let p = &mut procs[i];
+                        let r = p.proc_.run(|| {
+                            // SAFETY: inside the mapped region; faults are resolved or reported.
+                            unsafe { core::ptr::write_volatile((BASE + off as u64) as *mut u8, v) }
+                        });
+                        if p.writable[off / PAGE_SIZE as usize] {
+                            assert_eq!(r, Ok(()), "step {step}: write to a writable page");
+                            p.bytes[off] = v;
+                        } else {
+                            let e = r.expect_err("write to a read-only page must fail");
+                            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(BASE + off as u64), cause: SegvCause::Access });
+                        }
+                    }
+                    40..=64 => {
+                        let off = next(LEN as u64) as usize;
+                        let p = &mut procs[i];
+                        // SAFETY: as above.
+                        let got = p.proc_.run(|| unsafe { core::ptr::read_volatile((BASE + off as u64) as *const u8) });
+                        assert_eq!(got, Ok(p.bytes[off]), "step {step}: process {i} offset {off:#x}");
+                    }
+                    65..=74 if procs.len() < 3 => {
+                        let child = procs[i].proc_.fork().unwrap();
+                        let (bytes, writable) = (procs[i].bytes.clone(), procs[i].writable.clone());
+                        procs.push(P { proc_: child, bytes, writable });
+                    }
+                    75..=79 if procs.len() > 1 => {
+                        procs.swap_remove(i).proc_.exit();
+                    }
+                    80..=89 => {
+                        let first_page = next(PAGES as u64) as usize;
+                        let n = 1 + next((PAGES - first_page) as u64).min(15) as usize;
+                        let p = &mut procs[i];
+                        p.proc_.space().madvise_dontneed(&mut TargetMachine, VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE).unwrap();
+                        p.bytes[first_page * PAGE_SIZE as usize..(first_page + n) * PAGE_SIZE as usize].fill(0);
+                    }
+                    _ => {
+                        let first_page = next(PAGES as u64) as usize;
+                        let n = 1 + next((PAGES - first_page) as u64).min(31) as usize;
+                        let rw = next(2) == 0;
+                        let p = &mut procs[i];
+                        let prot = if rw { VmProt::RW } else { VmProt::READ };
+                        p.proc_.space().mprotect(&mut TargetMachine, VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE, prot).unwrap();
+                        p.writable[first_page..first_page + n].fill(rw);
+                    }
+                }
+                let spaces: Vec<&Space> = procs.iter().map(|p| p.proc_.space.as_ref().unwrap()).collect();
+                crate::mm::space::check_spaces(&TargetMachine, &spaces).unwrap_or_else(|e| panic!("step {step}: {e:?}"));
+            }
+            for (i, p) in procs.iter_mut().enumerate() {
+                let bytes = &p.bytes;
+                // SAFETY: as above.
+                let same = p.proc_.run(|| (0..LEN).all(|o| unsafe { core::ptr::read_volatile((BASE + o as u64) as *const u8) } == bytes[o]));
+                assert_eq!(same, Ok(true), "process {i} differs from its model at the end");
+            }
+            for p in procs {
+                p.proc_.exit();
+            }
+        }
+    }
 }
