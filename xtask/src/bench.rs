@@ -60,6 +60,36 @@ pub fn parse_bench_lines(output: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// One `bench k=v ...` result line.
+type Row = BTreeMap<String, String>;
+
+fn field(r: &Row, k: &str) -> Result<String> {
+    r.get(k).cloned().with_context(|| format!("missing {k} in {r:?}"))
+}
+
+fn num(r: &Row, k: &str) -> Result<u64> {
+    field(r, k)?.parse::<u64>().with_context(|| format!("bad {k} in {r:?}"))
+}
+
+/// A nanosecond field as microseconds with one decimal.
+fn micros(r: &Row, k: &str) -> Result<String> {
+    Ok(format!("{:.1}", num(r, k)? as f64 / 1000.0))
+}
+
+/// Builds `app` for qemu-virt, boots it with icount and `bootargs`, and returns its result lines
+/// (exactly `expected` of them when given).
+fn virt_rows(app: &str, bootargs: &str, timeout: Duration, expected: Option<usize>) -> Result<Vec<Row>> {
+    let board = Board::QemuVirt;
+    qemu::require_board(board)?;
+    let image = builder::build(&BuildRequest::new(app, board).quiet(true))?;
+    let out = run_icount(&image, bootargs, timeout)?;
+    let rows = parse_bench_lines(&out);
+    if rows.is_empty() || expected.is_some_and(|n| rows.len() != n) {
+        bail!("{app} printed {} result lines (expected {expected:?}):\n{}", rows.len(), builder::tail(&out, 30));
+    }
+    Ok(rows)
+}
+
 /// Boots `image` with icount and returns its serial output (the run must exit 0).
 pub fn run_icount(image: &BuiltImage, bootargs: &str, timeout: Duration) -> Result<String> {
     let runner = QemuRunner::new(image).append(bootargs).icount(true).timeout(timeout);
@@ -133,14 +163,7 @@ fn boot_bench() -> Result<(Table, String)> {
 }
 
 fn tables_bench() -> Result<(Table, String)> {
-    let board = Board::QemuVirt;
-    qemu::require_board(board)?;
-    let image = builder::build(&BuildRequest::new("mmbench", board).quiet(true))?;
-    let out = run_icount(&image, "bench=tables", Duration::from_secs(600))?;
-    let rows = parse_bench_lines(&out);
-    if rows.is_empty() {
-        bail!("mmbench printed no results:\n{}", builder::tail(&out, 30));
-    }
+    let rows = virt_rows("mmbench", "bench=tables", Duration::from_secs(600), None)?;
     let mut table = Table {
         headers: [
             "MiB", "mapping", "step", "descriptor writes", "per MiB", "TLBIs (VA / range / ASID)", "tables alloc / freed", "virtual µs",
@@ -150,21 +173,18 @@ fn tables_bench() -> Result<(Table, String)> {
         .to_vec(),
         rows: vec![],
     };
-    let num = |r: &BTreeMap<String, String>, k: &str| -> Result<u64> {
-        r.get(k).with_context(|| format!("missing {k} in {r:?}"))?.parse::<u64>().with_context(|| format!("bad {k}"))
-    };
     for r in &rows {
         let mib = num(r, "mib")?;
         let ns = num(r, "ns")?;
         table.rows.push(vec![
             mib.to_string(),
-            r.get("mapping").cloned().unwrap_or_default(),
-            r.get("step").cloned().unwrap_or_default(),
+            field(r, "mapping")?,
+            field(r, "step")?,
             num(r, "desc_writes")?.to_string(),
             format!("{:.1}", num(r, "desc_writes")? as f64 / mib as f64),
             format!("{} ({} / {} / {})", num(r, "tlbi")?, num(r, "tlbi_va")?, num(r, "tlbi_range")?, num(r, "tlbi_asid")?),
             format!("{} / {}", num(r, "tables_alloc")?, num(r, "tables_freed")?),
-            format!("{:.1}", ns as f64 / 1000.0),
+            micros(r, "ns")?,
             format!("{:.1}", ns as f64 / 1000.0 / mib as f64),
         ]);
     }
@@ -179,14 +199,7 @@ fn tables_bench() -> Result<(Table, String)> {
 }
 
 fn contpte_bench() -> Result<(Table, String)> {
-    let board = Board::QemuVirt;
-    qemu::require_board(board)?;
-    let image = builder::build(&BuildRequest::new("mmbench", board).quiet(true))?;
-    let out = run_icount(&image, "bench=contpte", Duration::from_secs(900))?;
-    let rows = parse_bench_lines(&out);
-    if rows.len() != 2 {
-        bail!("mmbench printed {} result lines, expected 2:\n{}", rows.len(), builder::tail(&out, 30));
-    }
+    let rows = virt_rows("mmbench", "bench=contpte", Duration::from_secs(900), Some(2))?;
     let mut table = Table {
         headers: [
             "CONTPTE", "folded blocks", "map: descriptor writes", "map: TLBIs", "map µs", "touch every page µs",
@@ -196,23 +209,17 @@ fn contpte_bench() -> Result<(Table, String)> {
         .to_vec(),
         rows: vec![],
     };
-    let get = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
-        r.get(k).cloned().with_context(|| format!("missing {k} in {r:?}"))
-    };
-    let us = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
-        Ok(format!("{:.1}", get(r, k)?.parse::<f64>().with_context(|| format!("bad {k}"))? / 1000.0))
-    };
     for r in &rows {
         table.rows.push(vec![
-            get(r, "contpte")?,
-            format!("{} of {}", get(r, "folded")?, get(r, "folios")?),
-            get(r, "map_desc_writes")?,
-            get(r, "map_tlbi")?,
-            us(r, "map_ns")?,
-            us(r, "touch_ns")?,
-            get(r, "unmap_desc_writes")?,
-            get(r, "unmap_tlbi")?,
-            us(r, "unmap_ns")?,
+            field(r, "contpte")?,
+            format!("{} of {}", field(r, "folded")?, field(r, "folios")?),
+            field(r, "map_desc_writes")?,
+            field(r, "map_tlbi")?,
+            micros(r, "map_ns")?,
+            micros(r, "touch_ns")?,
+            field(r, "unmap_desc_writes")?,
+            field(r, "unmap_tlbi")?,
+            micros(r, "unmap_ns")?,
         ]);
     }
     let notes = "256 MiB = 4096 anonymous 64 KiB folios from the frame allocator, in an active user address \
@@ -226,34 +233,21 @@ fn contpte_bench() -> Result<(Table, String)> {
 }
 
 fn fork_bench() -> Result<(Table, String)> {
-    let board = Board::QemuVirt;
-    qemu::require_board(board)?;
-    let image = builder::build(&BuildRequest::new("forkbench", board).quiet(true))?;
-    let out = run_icount(&image, "", Duration::from_secs(1800))?;
-    let rows = parse_bench_lines(&out);
-    if rows.len() != 8 {
-        bail!("forkbench printed {} result lines, expected 8:\n{}", rows.len(), builder::tail(&out, 30));
-    }
+    let rows = virt_rows("forkbench", "", Duration::from_secs(1800), Some(8))?;
     let mut table = Table {
         headers: ["MiB", "folios", "first touch µs", "fork µs (median of 5)", "child writes every page µs", "munmap µs"]
             .map(String::from)
             .to_vec(),
         rows: vec![],
     };
-    let get = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
-        r.get(k).cloned().with_context(|| format!("missing {k} in {r:?}"))
-    };
-    let us = |r: &BTreeMap<String, String>, k: &str| -> Result<String> {
-        Ok(format!("{:.1}", get(r, k)?.parse::<f64>().with_context(|| format!("bad {k}"))? / 1000.0))
-    };
     for r in &rows {
         table.rows.push(vec![
-            get(r, "mib")?,
-            get(r, "folios")?,
-            us(r, "touch_ns")?,
-            us(r, "fork_ns")?,
-            us(r, "child_write_ns")?,
-            us(r, "munmap_ns")?,
+            field(r, "mib")?,
+            field(r, "folios")?,
+            micros(r, "touch_ns")?,
+            micros(r, "fork_ns")?,
+            micros(r, "child_write_ns")?,
+            micros(r, "munmap_ns")?,
         ]);
     }
     let notes = "Workload per size: mmap the size 2 MiB-aligned (anonymous private; 64K = a region whose \
