@@ -17,6 +17,7 @@
 mod asids;
 mod contpte;
 mod contpte_props;
+mod folio_contpte;
 mod model_semantics;
 mod oom;
 mod props;
