@@ -1668,7 +1668,7 @@ proptest! {
     fn random_folio_sequences_over_contpte(
         nroots in 2..=3usize,
         tlbi_range in any::<bool>(),
-        ops in prop::collection::vec(op(), 1..=36),
+        ops in prop::collection::vec(op(), 1..=32),
     ) {
         run(nroots, tlbi_range, &ops);
     }
