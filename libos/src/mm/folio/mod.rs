@@ -221,7 +221,7 @@ mod types;
 #[cfg(all(feature = "boot-tests", target_os = "none"))]
 mod boot_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use check::{check, CheckError, CheckSummary, MappedLeaf};
 pub use handle::{Folio, Unmapped};

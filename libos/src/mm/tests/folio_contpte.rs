@@ -113,24 +113,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::super::folio::{
-    self, Folio, FolioError, FolioKind, FolioOrder, FrameSource, MappedLeaf, MemMap, PageMeta,
-    SpaceId, Unmapped,
+    self, Folio, FolioError, FolioKind, FolioOrder, MappedLeaf, MemMap, PageMeta, SpaceId, Unmapped,
 };
 use super::super::model::{AccessKind, El, FaultKind, Model, ModelRoot};
 use super::super::{
     AccessUpdate, Asid, Attrs, Descriptor, DescriptorKind, Leaf, Level, MapError, PhysAddr, Root,
     VirtAddr,
 };
-use crate::devicetree::PhysRange;
-use crate::memory::{FrameAllocator, OutOfMemory, MAX_ORDER};
 
 const KB4: u64 = 4 << 10;
 const KB64: u64 = 64 << 10;
 const MB2: u64 = 2 << 20;
 /// Simulated RAM for folio frames.
-const RAM: u64 = 0x4000_0000;
-const RAM_SIZE: u64 = 16 << 20;
-const FRAMES: usize = (RAM_SIZE / KB4) as usize;
+use crate::mm::folio::tests::{FRAMES, RAM};
 /// The window of every root: four 2 MiB slots, two below and two above 1 GiB.
 const WIN: u64 = (1 << 30) - 2 * MB2;
 const WIN_PAGES: u64 = 4 * 512;
@@ -155,79 +150,8 @@ fn attrs(writable: bool) -> Attrs {
     }
 }
 
-// -----------------------------------------------------------------------------------------
-// Frame source.
-
-/// The buddy over `[RAM, RAM + RAM_SIZE)`, recording every block handed out.
-struct Frames {
-    buddy: FrameAllocator,
-    out: BTreeMap<u64, FolioOrder>,
-    allocs: usize,
-    frees: usize,
-}
-
-impl Frames {
-    fn new() -> Frames {
-        let mut buddy = FrameAllocator::new();
-        buddy.add_range(PhysRange {
-            base: RAM,
-            size: RAM_SIZE,
-        });
-        Frames {
-            buddy,
-            out: BTreeMap::new(),
-            allocs: 0,
-            frees: 0,
-        }
-    }
-
-    fn frames_out(&self) -> usize {
-        self.out.values().map(|o| o.pages()).sum()
-    }
-
-    /// Every frame is back, and the free blocks coalesced: all of RAM can be taken as
-    /// order-10 blocks again, and an order-9 folio block is allocatable.
-    fn assert_all_back(&mut self) {
-        assert!(self.out.is_empty(), "blocks not returned: {:x?}", self.out);
-        assert_eq!(self.allocs, self.frees);
-        assert_eq!(self.buddy.free_frames(), FRAMES);
-        let mut big = Vec::new();
-        while let Ok(pa) = self.buddy.alloc(MAX_ORDER) {
-            big.push(pa);
-        }
-        assert_eq!(
-            big.len(),
-            FRAMES >> MAX_ORDER,
-            "free blocks did not coalesce"
-        );
-        for pa in big {
-            self.buddy.free(pa, MAX_ORDER).unwrap();
-        }
-        let pa = FrameSource::alloc(&mut self.buddy, FolioOrder::PMD).expect("an order-9 block");
-        FrameSource::free(&mut self.buddy, pa, FolioOrder::PMD);
-    }
-}
-
-impl FrameSource for Frames {
-    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
-        let pa = FrameSource::alloc(&mut self.buddy, order)?;
-        assert!(
-            self.out.insert(pa.0, order).is_none(),
-            "{pa} handed out twice"
-        );
-        self.allocs += 1;
-        Ok(pa)
-    }
-    fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
-        assert_eq!(
-            self.out.remove(&pa.0),
-            Some(order),
-            "free of {pa} with {order:?}"
-        );
-        self.frees += 1;
-        FrameSource::free(&mut self.buddy, pa, order);
-    }
-}
+// Frame source: the folio tests' checking buddy over [RAM, RAM + RAM_SIZE).
+use crate::mm::folio::tests::Frames;
 
 // -----------------------------------------------------------------------------------------
 // Address spaces and the unmap callback.
