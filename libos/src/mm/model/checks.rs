@@ -168,7 +168,9 @@ impl Model {
     /// entries that both have DBM set), which the hardware updates in one entry of a group;
     /// DBM; the software bits 58:55, which the hardware ignores.
     pub fn check_contiguous(&self) {
-        for (&frame, link) in &self.links {
+        // A shared level-3 table is checked once: its links all have the same level and VA.
+        for (&frame, links) in &self.links {
+            let link = links[0];
             let level = link.level;
             if level == Level::L0 {
                 continue;
@@ -238,16 +240,76 @@ impl Model {
         );
     }
 
+    /// Fails if a level-3 table shared by several roots is reachable through a path whose
+    /// table descriptors do not deny writes (APTable\[1\]): through it, one address space
+    /// could write what the others map.
+    pub fn check_shared_read_only(&self) {
+        let mut errors = Vec::new();
+        for (&frame, links) in &self.links {
+            if links.len() < 2 {
+                continue;
+            }
+            for l in links {
+                debug_assert_eq!(l.level, Level::L3, "only level-3 tables are shared");
+                let parent = Level::L2;
+                match self.slot_on_path(l.root, l.va_base, parent) {
+                    Some((d, above)) if d.is_table(parent) && d.next_table().0 == frame => {
+                        if !above.with(d).no_write {
+                            errors.push(format!(
+                                "level-3 table {frame:#x} (VA {:#x}) shared by {} roots is writable \
+                                 from root {:#x}: {parent} descriptor {} (limits above it {above:?}) \
+                                 does not deny writes (APTable NoWrite)",
+                                l.va_base,
+                                links.len(),
+                                l.root,
+                                show(parent, d)
+                            ));
+                        }
+                    }
+                    other => errors.push(format!(
+                        "model bookkeeping: level-3 table {frame:#x} is linked from root {:#x} \
+                         for VA {:#x}, but that root's {parent} slot holds {}",
+                        l.root,
+                        l.va_base,
+                        other.map_or("nothing (path cut)".into(), |(d, _)| show(parent, d))
+                    )),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            errors.sort();
+            panic!(
+                "shared table writable ({}):\n  {}",
+                errors.len(),
+                errors.join("\n  ")
+            );
+        }
+    }
+
     /// All of [`Self::check_tlb_coherent`], [`Self::check_contiguous`],
-    /// [`Self::check_no_orphans`].
+    /// [`Self::check_shared_read_only`], [`Self::check_no_orphans`].
     pub fn check_all(&self) {
         self.check_tlb_coherent();
         self.check_contiguous();
+        self.check_shared_read_only();
         self.check_no_orphans();
     }
 
-    /// Number of table frames reachable from `root` (root included).
+    /// Number of table frames reachable from `root` (root included; a shared level-3 table
+    /// counts for every root that reaches it).
     pub fn tables_under(&self, root: PhysAddr) -> usize {
-        self.links.values().filter(|l| l.root == root.0).count()
+        self.links
+            .values()
+            .filter(|ls| ls.iter().any(|l| l.root == root.0))
+            .count()
+    }
+
+    /// Number of the table frames reachable from `root` that other roots reach too (shared
+    /// level-3 tables): destroying `root` must not free them.
+    pub fn shared_tables_under(&self, root: PhysAddr) -> usize {
+        self.links
+            .values()
+            .filter(|ls| ls.len() > 1 && ls.iter().any(|l| l.root == root.0))
+            .count()
     }
 }

@@ -1,6 +1,6 @@
 //! The model's table walker, TLB, walk cache and TLBI semantics.
 
-use super::{Hier, Model, ModelRoot, Tag, TlbLeaf, WalkEntry};
+use super::{Hier, Model, ModelRoot, Tag, TlbLeaf, WalkEntry, Writer};
 use crate::mm::{
     bits, AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, Platform, TlbOp, VirtAddr,
     KERNEL_BASE,
@@ -471,9 +471,12 @@ impl Model {
     /// leaf for `entry_va` in the tree under `root`: sets AF, and for a `write` clears AP\[2\]
     /// of an entry with DBM set (writable clean → writable dirty). For an address in a
     /// contiguous group the hardware may update any one entry of the group: the caller picks
-    /// it with `entry_va`. The write goes through [`Platform::write`] like the engine's (AF and
-    /// AP may change in place). Returns the updated descriptor, or `None` if nothing maps
-    /// `entry_va`.
+    /// it with `entry_va`. The hardware does not mark an entry dirty when the hierarchical limits
+    /// of the table descriptors on `root`'s path deny writes (APTable = NoWrite: the write takes
+    /// a Permission fault instead), so only AF can change under such a limit — in particular in
+    /// a shared level-3 table, the one write into it the model accepts. The write is checked
+    /// like the engine's [`Platform::write`] (AF and AP may change in place). Returns the
+    /// updated descriptor, or `None` if nothing maps `entry_va`.
     pub fn hw_update(
         &mut self,
         root: PhysAddr,
@@ -482,22 +485,24 @@ impl Model {
     ) -> Option<Descriptor> {
         let mut table = root.0;
         let mut level = Level::L0;
+        let mut hier = Hier::default();
         loop {
             let index = level.index_of(entry_va.0);
             let d = self.read(PhysAddr(table), index);
             match d.kind(level) {
                 DescriptorKind::Invalid => return None,
                 DescriptorKind::Table { next } => {
+                    hier = hier.with(d);
                     table = next.0;
                     level = level.next()?;
                 }
                 _ => {
                     let mut n = d.with_af(true);
-                    if write && n.dbm() {
+                    if write && n.dbm() && !hier.no_write {
                         n = Descriptor(n.0 & !bits::AP_RO);
                     }
                     if n != d {
-                        self.write(PhysAddr(table), index, n);
+                        self.write_desc(PhysAddr(table), index, n, Writer::Hardware);
                     }
                     return Some(n);
                 }

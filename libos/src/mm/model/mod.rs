@@ -43,16 +43,46 @@
 //!   first aligned to the group size, identical attributes but for AF, the dirty state AP\[2\]
 //!   of DBM entries and the software bits, which the hardware ignores);
 //! * (d) a table frame is freed while a live descriptor or a walk-cache entry references it,
-//!   or freed twice; a table frame is linked twice; a descriptor is written to or the MMU walks
-//!   into a frame that is not an allocated table;
+//!   or freed twice; a table frame is linked twice (other than a shared level-3 table, below);
+//!   a descriptor is written to or the MMU walks into a frame that is not an allocated table;
 //! * (e) a table is linked into a live tree before a barrier (`publish` or a maintenance
 //!   batch, both starting with `DSB ISHST`) has made its contents and its zeroing visible to
 //!   the walker;
+//! * (f) a descriptor is written into a level-3 table that is currently shared by several
+//!   roots (below): shared tables are read-only, the sharing must be broken first;
+//! * [`Model::check_shared_read_only`]: a shared level-3 table is reachable through a path
+//!   whose table descriptors do not deny writes (APTable\[1\]);
 //! * [`Model::check_no_orphans`]: an allocated table frame is not reachable from a root (leak).
 //!
 //! "Live" means reachable from a registered root ([`Model::add_root`]); frames being filled
 //! before they are linked are not live. A root is [`retire`](Model::retire_root)d before it
 //! is destroyed (standing for "no TTBR points to it any more").
+//!
+//! # Shared level-3 tables
+//!
+//! Copy-on-write page tables make one level-3 table frame reachable from several user roots:
+//! at fork the child's level-2 descriptor points at the parent's level-3 table for the same
+//! VA range, both level-2 descriptors carrying APTable = NoWrite. The model keeps a *multiset*
+//! of links per frame (root, level, VA base): a frame may be linked again only if it is a
+//! level-3 table, from a root that does not link it yet, for the same VA base; anything else
+//! is "linked twice". Walks, the walk cache and the TLB stay per root / ASID, each honouring
+//! the hierarchical limits of its own root's table descriptors. While a table is shared:
+//!
+//! * any descriptor write into it panics (f) — the only exception is a simulated hardware
+//!   access-flag update ([`Model::hw_update`]; the hardware never marks an entry dirty through
+//!   APTable = NoWrite);
+//! * it cannot be freed while any root links it (d);
+//! * [`Model::check_shared_read_only`] (part of [`Model::check_all`]) requires every path to
+//!   it to deny writes.
+//!
+//! Sharing is broken per root: replacing that root's level-2 descriptor (break-before-make
+//! as for any next-table address change, (a)), or writing it invalid, removes that root's
+//! link only (and, for a replacement, links the new table). Once a single root links the
+//! table it is an ordinary table again: writes into it are checked as usual, and clearing
+//! APTable on its level-2 descriptor in place (same next-table address) is a permission
+//! change, not a break-before-make case — [`Model::check_tlb_coherent`] then tolerates
+//! cached entries that are stricter than the tables, and catches cached entries that are
+//! more permissive (a reduction of the hierarchical limits without a TLBI).
 
 mod checks;
 mod mmu;
@@ -159,7 +189,8 @@ pub struct Counters {
     pub frees: u64,
 }
 
-/// Where a live table frame sits.
+/// Where a live table frame sits, as seen from one root (a shared level-3 table has one link
+/// per root that reaches it, all at the same level and VA base).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Link {
     pub root: u64,
@@ -257,7 +288,9 @@ pub struct Model {
     failure: AllocFailure,
     has_range: bool,
     pub(crate) roots: HashMap<u64, ModelRoot>,
-    pub(crate) links: HashMap<u64, Link>,
+    /// The links of every live frame: exactly one, except for a level-3 table shared by
+    /// several roots (one per root, same level and VA base). Never an empty `Vec`.
+    pub(crate) links: HashMap<u64, Vec<Link>>,
     pub(crate) tlb: HashMap<TlbKey, TlbLeaf>,
     pub(crate) walk_cache: Vec<WalkEntry>,
     pub(crate) breaks: HashMap<(u64, usize), PendingBreak>,
@@ -382,7 +415,7 @@ impl Model {
             self.roots.remove(&pa.0).is_some(),
             "retiring unknown root {pa:?}"
         );
-        self.unlink(pa.0);
+        self.unlink(pa.0, pa.0);
     }
 
     /// Records that a user root now runs with `asid`.
@@ -414,7 +447,9 @@ impl Model {
         }
     }
 
-    /// Marks the tree under `frame` live.
+    /// Marks the tree under `frame` live for `root`, `frame` being the `level` table for the
+    /// VA range from `va_base`. A level-3 table already linked from other roots at the same
+    /// VA base gets one more link (a shared table); any other second link panics.
     fn link(
         &mut self,
         frame: u64,
@@ -429,13 +464,33 @@ impl Model {
                 describe_parent(parent)
             );
         };
-        if let Some(l) = self.links.get(&frame) {
-            panic!(
-                "table frame {frame:#x} linked twice: {} points to it, but it is already the {} table for VA {:#x}",
-                describe_parent(parent),
-                l.level,
-                l.va_base
-            );
+        if let Some(existing) = self.links.get(&frame) {
+            let first = existing[0];
+            let why = if level != Level::L3 || first.level != Level::L3 {
+                Some("only level-3 tables may be shared between roots")
+            } else if existing.iter().any(|l| l.root == root) {
+                Some("twice in the same root")
+            } else if first.va_base != va_base {
+                Some("a shared table must translate the same VA range in every root")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let new = Link {
+                    root,
+                    level,
+                    va_base,
+                };
+                panic!(
+                    "table frame {frame:#x} linked twice: {} points to it as the {level} table for VA \
+                     {va_base:#x} of {}, but it is already the {} table for VA {:#x} of {} ({why})",
+                    describe_parent(parent),
+                    self.describe_sharers(&[new]),
+                    first.level,
+                    first.va_base,
+                    self.describe_sharers(existing)
+                );
+            }
         }
         if parent.is_some() && self.unpublished.contains(&frame) {
             panic!(
@@ -455,14 +510,11 @@ impl Model {
                 .collect(),
             None => Vec::new(),
         };
-        self.links.insert(
-            frame,
-            Link {
-                root,
-                level,
-                va_base,
-            },
-        );
+        self.links.entry(frame).or_default().push(Link {
+            root,
+            level,
+            va_base,
+        });
         if let Some(child_level) = level.next() {
             for (i, next) in children {
                 let va = va_base.wrapping_add((i as u64) << level.shift());
@@ -471,11 +523,20 @@ impl Model {
         }
     }
 
-    /// Marks the tree under `frame` not live.
-    fn unlink(&mut self, frame: u64) {
-        let Some(link) = self.links.remove(&frame) else {
+    /// Marks the tree under `frame` not live for `root`: removes `root`'s link of `frame` and,
+    /// recursively, of the tables under it. Other roots' links (of a shared level-3 table)
+    /// stay.
+    fn unlink(&mut self, frame: u64, root: u64) {
+        let Some(links) = self.links.get_mut(&frame) else {
             return;
         };
+        let Some(pos) = links.iter().position(|l| l.root == root) else {
+            return;
+        };
+        let link = links.swap_remove(pos);
+        if links.is_empty() {
+            self.links.remove(&frame);
+        }
         if link.level.next().is_some() {
             let contents = self.frames.get(&frame).expect("linked frame allocated");
             let children: Vec<u64> = contents
@@ -486,7 +547,7 @@ impl Model {
                 })
                 .collect();
             for c in children {
-                self.unlink(c);
+                self.unlink(c, root);
             }
         }
     }
@@ -553,17 +614,143 @@ impl Platform for Model {
     }
 
     fn write(&mut self, table: PhysAddr, index: usize, new: Descriptor) {
+        self.write_desc(table, index, new, Writer::Software);
+    }
+
+    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
+        self.alloc_calls += 1;
+        let fail = match self.failure {
+            AllocFailure::Never => false,
+            AllocFailure::Nth(n) => self.alloc_calls == n,
+            AllocFailure::Every(n) => self.alloc_calls.is_multiple_of(n),
+        };
+        if fail {
+            self.counters.alloc_failures += 1;
+            self.event(Event::AllocFailed);
+            return Err(OutOfMemory);
+        }
+        let pa = self.free_list.pop().unwrap_or_else(|| {
+            let pa = self.next_frame;
+            self.next_frame += PAGE_SIZE;
+            pa
+        });
+        self.frames.insert(pa, Box::new([0; ENTRIES]));
+        self.unpublished.insert(pa);
+        self.counters.allocs += 1;
+        self.event(Event::Alloc(PhysAddr(pa)));
+        Ok(PhysAddr(pa))
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
         let t = table.0;
-        let Some(frame) = self.frames.get_mut(&t) else {
+        if !self.frames.contains_key(&t) {
+            panic!("free of {table:?}, which is not an allocated table frame (double free?)");
+        }
+        if self.roots.contains_key(&t) {
+            panic!("root table {table:?} freed while still registered (retire it first)");
+        }
+        if let Some(links) = self.links.get(&t) {
+            let l = links[0];
+            panic!(
+                "table frame {table:?} freed while a live descriptor references it: it is the {} \
+                 table for VA {:#x} of {}{}",
+                l.level,
+                l.va_base,
+                self.describe_sharers(links),
+                if links.len() > 1 {
+                    format!(" (shared by {} roots)", links.len())
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(w) = self
+            .walk_cache
+            .iter()
+            .find(|w| w.desc.next_table() == table)
+        {
+            panic!(
+                "table frame {table:?} freed while a walk-cache entry still references it: {} \
+                 descriptor {} for VA {:#x} ({:?}) — missing non-leaf TLBI",
+                w.level,
+                show(w.level, w.desc),
+                w.va,
+                w.tag
+            );
+        }
+        self.frames.remove(&t);
+        self.unpublished.remove(&t);
+        self.breaks.retain(|(f, _), _| *f != t);
+        self.free_list.push(t);
+        self.counters.frees += 1;
+        self.event(Event::Free(table));
+    }
+
+    fn tlb_maintenance(&mut self, ops: &[TlbOp]) {
+        self.counters.batches += 1;
+        self.unpublished.clear();
+        for op in ops {
+            self.check_op(op);
+            match op {
+                TlbOp::Va { .. } => self.counters.tlbi_va += 1,
+                TlbOp::VaAllAsids { .. } => self.counters.tlbi_va_all_asids += 1,
+                TlbOp::Range(_) => self.counters.tlbi_range += 1,
+                TlbOp::Asid(_) => self.counters.tlbi_asid += 1,
+                TlbOp::All => self.counters.tlbi_all += 1,
+            }
+            self.invalidate(op);
+        }
+        self.event(Event::Maintenance(ops.to_vec()));
+    }
+
+    fn publish(&mut self) {
+        self.unpublished.clear();
+        self.counters.publishes += 1;
+        self.event(Event::Publish);
+    }
+
+    fn has_tlbi_range(&self) -> bool {
+        self.has_range
+    }
+}
+
+/// Who writes a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The engine, through [`Platform::write`].
+    Software,
+    /// The simulated hardware access-flag / dirty-state update ([`Model::hw_update`]).
+    Hardware,
+}
+
+impl Model {
+    /// [`Platform::write`], also used by the simulated hardware updates (which may set AF in
+    /// a shared table, where software may not write).
+    pub(crate) fn write_desc(
+        &mut self,
+        table: PhysAddr,
+        index: usize,
+        new: Descriptor,
+        writer: Writer,
+    ) {
+        let t = table.0;
+        let Some(frame) = self.frames.get(&t) else {
             panic!(
                 "descriptor write of {new:?} to {table:?}[{index}], which is not an allocated table frame"
             );
         };
         let old = Descriptor(frame[index]);
-        frame[index] = new.0;
+        let link = match self.links.get(&t).map(Vec::as_slice) {
+            None => None,
+            Some([l]) => Some(*l),
+            Some(shared) => {
+                self.check_shared_write(table, index, old, new, shared, writer);
+                Some(shared[0])
+            }
+        };
+        self.frames.get_mut(&t).expect("checked above")[index] = new.0;
         self.counters.writes += 1;
         self.unpublished.insert(t);
-        let link = self.links.get(&t).copied();
         self.event(Event::Write {
             table,
             index,
@@ -627,7 +814,7 @@ impl Platform for Model {
             (DescriptorKind::Table { next: a }, DescriptorKind::Table { next: b }) if a == b);
         if !same_child {
             if let DescriptorKind::Table { next } = old_k {
-                self.unlink(next.0);
+                self.unlink(next.0, link.root);
             }
             if let DescriptorKind::Table { next } = new_k {
                 let child = level.next().expect("tables only above level 3");
@@ -636,92 +823,66 @@ impl Platform for Model {
         }
     }
 
-    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
-        self.alloc_calls += 1;
-        let fail = match self.failure {
-            AllocFailure::Never => false,
-            AllocFailure::Nth(n) => self.alloc_calls == n,
-            AllocFailure::Every(n) => self.alloc_calls.is_multiple_of(n),
-        };
-        if fail {
-            self.counters.alloc_failures += 1;
-            self.event(Event::AllocFailed);
-            return Err(OutOfMemory);
+    /// (f) A write into a table linked by several roots: refused for software; for the
+    /// hardware only an access-flag update is possible (no dirty update through
+    /// APTable = NoWrite).
+    fn check_shared_write(
+        &self,
+        table: PhysAddr,
+        index: usize,
+        old: Descriptor,
+        new: Descriptor,
+        shared: &[Link],
+        writer: Writer,
+    ) {
+        let level = shared[0].level;
+        if writer == Writer::Hardware && (old.0 ^ new.0) & !crate::mm::bits::AF == 0 {
+            return;
         }
-        let pa = self.free_list.pop().unwrap_or_else(|| {
-            let pa = self.next_frame;
-            self.next_frame += PAGE_SIZE;
-            pa
-        });
-        self.frames.insert(pa, Box::new([0; ENTRIES]));
-        self.unpublished.insert(pa);
-        self.counters.allocs += 1;
-        self.event(Event::Alloc(PhysAddr(pa)));
-        Ok(PhysAddr(pa))
+        let va = shared[0]
+            .va_base
+            .wrapping_add((index as u64) << level.shift());
+        panic!(
+            "{} write into a level-3 table shared by {} roots ({}; table {table:?}[{index}], VA \
+             {va:#x}): {} replaced by {}: shared tables are read-only; break the sharing first",
+            match writer {
+                Writer::Software => "descriptor",
+                Writer::Hardware => "hardware (other than AF)",
+            },
+            shared.len(),
+            self.describe_sharers(shared),
+            show(level, old),
+            show(level, new)
+        );
     }
 
-    fn free_table(&mut self, table: PhysAddr) {
-        let t = table.0;
-        if !self.frames.contains_key(&t) {
-            panic!("free of {table:?}, which is not an allocated table frame (double free?)");
-        }
-        if self.roots.contains_key(&t) {
-            panic!("root table {table:?} freed while still registered (retire it first)");
-        }
-        if let Some(l) = self.links.get(&t) {
-            panic!(
-                "table frame {table:?} freed while a live descriptor references it: it is the {} \
-                 table for VA {:#x} of root {:#x}",
-                l.level, l.va_base, l.root
-            );
-        }
-        if let Some(w) = self
-            .walk_cache
+    /// `root 0x… (ASID 7), root 0x… (ASID 8)` for messages.
+    fn describe_sharers(&self, links: &[Link]) -> String {
+        let mut roots: Vec<u64> = links.iter().map(|l| l.root).collect();
+        roots.sort_unstable();
+        roots
             .iter()
-            .find(|w| w.desc.next_table() == table)
-        {
-            panic!(
-                "table frame {table:?} freed while a walk-cache entry still references it: {} \
-                 descriptor {} for VA {:#x} ({:?}) — missing non-leaf TLBI",
-                w.level,
-                show(w.level, w.desc),
-                w.va,
-                w.tag
-            );
-        }
-        self.frames.remove(&t);
-        self.unpublished.remove(&t);
-        self.breaks.retain(|(f, _), _| *f != t);
-        self.free_list.push(t);
-        self.counters.frees += 1;
-        self.event(Event::Free(table));
+            .map(|r| match self.roots.get(r) {
+                Some(ModelRoot::User { asid }) => format!("root {r:#x} (ASID {})", asid.0),
+                Some(ModelRoot::Kernel) => format!("kernel root {r:#x}"),
+                None => format!("root {r:#x} (not registered)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
-    fn tlb_maintenance(&mut self, ops: &[TlbOp]) {
-        self.counters.batches += 1;
-        self.unpublished.clear();
-        for op in ops {
-            self.check_op(op);
-            match op {
-                TlbOp::Va { .. } => self.counters.tlbi_va += 1,
-                TlbOp::VaAllAsids { .. } => self.counters.tlbi_va_all_asids += 1,
-                TlbOp::Range(_) => self.counters.tlbi_range += 1,
-                TlbOp::Asid(_) => self.counters.tlbi_asid += 1,
-                TlbOp::All => self.counters.tlbi_all += 1,
-            }
-            self.invalidate(op);
-        }
-        self.event(Event::Maintenance(ops.to_vec()));
-    }
-
-    fn publish(&mut self) {
-        self.unpublished.clear();
-        self.counters.publishes += 1;
-        self.event(Event::Publish);
-    }
-
-    fn has_tlbi_range(&self) -> bool {
-        self.has_range
+    /// The roots that currently link `table` (several for a shared level-3 table), sorted;
+    /// empty if it is not live.
+    pub fn table_sharers(&self, table: PhysAddr) -> Vec<PhysAddr> {
+        let mut roots: Vec<PhysAddr> = self
+            .links
+            .get(&table.0)
+            .into_iter()
+            .flatten()
+            .map(|l| PhysAddr(l.root))
+            .collect();
+        roots.sort_unstable_by_key(|r| r.0);
+        roots
     }
 }
 

@@ -19,6 +19,7 @@ mod contpte;
 mod contpte_props;
 mod folio_contpte;
 mod model_semantics;
+mod model_shared;
 mod oom;
 mod props;
 mod units;
