@@ -298,7 +298,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
     }
 
     /// Takes a reserved frame and starts walking inside it (unlinked).
-    fn take_table(&mut self, e: Entry) -> Table {
+    pub(crate) fn take_table(&mut self, e: Entry) -> Table {
         let pa = self.reserve.take(self.p, self.stats);
         self.unlinked += 1;
         e.child(pa)
@@ -722,7 +722,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
 
     /// If the walk descended into a table it built (`e` does not point to it yet), links it.
     /// Returns whether it did.
-    fn link_if_new(&mut self, e: Entry, child: Table) -> bool {
+    pub(crate) fn link_if_new(&mut self, e: Entry, child: Table) -> bool {
         let cur = self.read(e);
         if cur.is_table(e.level()) && cur.next_table() == child.pa() {
             return false;

@@ -240,6 +240,13 @@ impl Gather {
         self.add_range(va, size, size, Some(level));
     }
 
+    /// A live level-2 (or higher) table descriptor mapping `[va, va + size)` changed in place
+    /// (hierarchical limits) or was unlinked without freeing what it pointed to: every leaf
+    /// and walk-cache entry of the span may be stale.
+    pub fn add_table_span(&mut self, va: u64, size: u64) {
+        self.add_range(va, size, PAGE_SIZE, None);
+    }
+
     /// The live table entry mapping `[va, va + size)` was invalidated; `table` (at `level`) and
     /// everything below it is to be freed.
     pub fn add_detached(&mut self, va: u64, size: u64, table: PhysAddr, level: Level) {
