@@ -426,6 +426,50 @@ impl<'m> Folio<'m> {
         Ok(())
     }
 
+    /// Re-attributes `nr` existing mappings of this folio from address space `from` to `to`:
+    /// the leaves, mapcounts, references and flags stay as they are; only the "mapped shared"
+    /// tracking slots move. For a level-3 table shared by several address spaces, whose
+    /// entries are accounted once, under one of them (see the module docs of
+    /// `mm::space`, "Shared page tables"), when that space stops linking it.
+    pub fn transfer_mappings(&self, from: SpaceId, to: SpaceId, nr: u32) {
+        if from == to || nr == 0 {
+            return;
+        }
+        let _g = self.lock();
+        assert!(
+            nr <= self.mapcount(),
+            "folio {}: transferring {nr} mappings of {}",
+            self.pa,
+            self.mapcount()
+        );
+        for i in 0..2 {
+            if let Some((s, n)) = self.slot(i) {
+                if s == from {
+                    self.set_slot(i, (n > nr).then(|| (s, n - nr)));
+                    break;
+                }
+            }
+        }
+        let mut free = None;
+        for i in 0..2 {
+            match self.slot(i) {
+                Some((s, n)) if s == to => {
+                    self.set_slot(i, Some((s, n + nr)));
+                    free = None;
+                    break;
+                }
+                None if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        if let Some(i) = free {
+            if (0..2).all(|j| self.slot(j).is_none_or(|(s, _)| s != to)) {
+                self.set_slot(i, Some((to, nr)));
+            }
+        }
+        self.update_shared();
+    }
+
     /// Fork of an entire anon mapping into `child`: one reference, one entire mapping in
     /// `child`, anon-exclusive cleared on every page. Refused like
     /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) if the folio may be pinned and any
