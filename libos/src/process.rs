@@ -226,7 +226,7 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
 #[cfg(feature = "boot-tests")]
 mod boot_tests {
     use super::*;
-    use crate::mm::space::SegvCause;
+    use crate::mm::space::{ForkMode, SegvCause};
     use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
     use crate::mm::PAGE_SIZE;
 
@@ -337,6 +337,51 @@ mod boot_tests {
     }
 
     crate::boot_test! {
+        /// Copy-on-write page tables on the real MMU: a `ShareTables` fork links the parent's
+        /// level-3 tables into the child under APTable = NoWrite; the child reads everything
+        /// without a single fault, its first write faults (on the table limit) and copies that
+        /// one table, and each side keeps its own data.
+        fn share_tables_fork_reads_without_faults_and_breaks_one_table_per_write() {
+            const SPAN: u64 = 2 * MIB;
+            let mut parent = Process::new().unwrap();
+            let base = parent
+                .space()
+                .mmap(&mut TargetMachine, Placement::Fixed(VirtAddr(0x0000_0310_0000_0000)), 2 * SPAN, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
+                .unwrap()
+                .as_u64();
+            parent.run(|| (0..2 * SPAN).step_by(PAGE_SIZE as usize).for_each(|o| write(base + o, o))).unwrap();
+            parent.space().set_fork_mode(ForkMode::ShareTables);
+            let mut child = parent.fork().unwrap();
+            assert_eq!(parent.space().stats().fork_tables_shared, 2);
+            assert_eq!(child.space().shared_tables(), 2);
+            let faults = |p: &mut Process| {
+                let s = p.space().stats();
+                s.faults_translation + s.faults_permission + s.faults_access_flag
+            };
+            let before = faults(&mut child);
+            let ok = child.run(|| (0..2 * SPAN).step_by(PAGE_SIZE as usize).all(|o| read(base + o) == o));
+            assert_eq!(ok, Ok(true));
+            assert_eq!(faults(&mut child), before, "reads through shared tables do not fault");
+            child.run(|| write(base + 8, 0xc0ffee)).unwrap();
+            assert_eq!(child.space().stats().table_breaks, 1, "one table copied");
+            assert_eq!(child.space().shared_tables(), 1);
+            assert_eq!(parent.run(|| read(base + 8)), Ok(0));
+            parent.run(|| write(base + SPAN + 8, 0xbeef)).unwrap();
+            assert_eq!(parent.space().stats().table_breaks, 1);
+            assert_eq!(child.run(|| (read(base + 8), read(base + SPAN + 8), read(base + SPAN))), Ok((0xc0ffee, 0, SPAN)));
+            let spaces = [parent.space.as_ref().unwrap(), child.space.as_ref().unwrap()];
+            crate::mm::space::check_spaces(&TargetMachine, &spaces).unwrap();
+            parent.exit();
+            // The child, last holder, takes its remaining shared table over.
+            child.run(|| write(base + SPAN + 16, 7)).unwrap();
+            assert_eq!(child.space().stats().table_takeovers, 1);
+            assert_eq!(child.run(|| (read(base + SPAN + 16), read(base + SPAN + 8))), Ok((7, 0)));
+            crate::mm::space::check_spaces(&TargetMachine, &[child.space.as_ref().unwrap()]).unwrap();
+            child.exit();
+        }
+    }
+
+    crate::boot_test! {
         /// A pinned page is copied for the child at fork: the parent's pinned frame stays the
         /// parent's, and the child sees the same data in a different frame.
         fn pinned_pages_are_copied_at_fork() {
@@ -359,8 +404,8 @@ mod boot_tests {
     }
 
     crate::boot_test! {
-        /// Differential test on the real MMU: random writes, reads, forks, exits, madvise and
-        /// mprotect over up to three processes, against a plain byte copy per process; the
+        /// Differential test on the real MMU: random writes, reads, forks (both modes), exits,
+        /// madvise and mprotect over up to three processes, against a plain byte copy per process; the
         /// mapcount checker runs over all live spaces after every step.
         #[timeout_ms = 120_000]
         fn random_process_ops_match_a_byte_model() {
@@ -413,6 +458,9 @@ mod boot_tests {
                         assert_eq!(got, Ok(p.bytes[off]), "step {step}: process {i} offset {off:#x}");
                     }
                     65..=74 if procs.len() < 3 => {
+                        // Both fork modes, mixed: copied entries and shared level-3 tables.
+                        let mode = if next(2) == 0 { ForkMode::Copy } else { ForkMode::ShareTables };
+                        procs[i].proc_.space().set_fork_mode(mode);
                         let child = procs[i].proc_.fork().unwrap();
                         let (bytes, writable) = (procs[i].bytes.clone(), procs[i].writable.clone());
                         procs.push(P { proc_: child, bytes, writable });

@@ -71,6 +71,8 @@ impl Space {
         page: u64,
         need: Need,
     ) -> Result<(), FaultError> {
+        // Whatever the fault changes, it changes in a table of this space's own.
+        self.own_span(m, page)?;
         let Some(d) = pt::get(&self.root, m, page) else {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),

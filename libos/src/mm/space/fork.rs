@@ -4,10 +4,10 @@
 use alloc::vec::Vec;
 
 use super::machine::Machine;
-use super::{pt, Space, SpaceError};
+use super::{pt, ForkMode, Space, SpaceError};
 use crate::mm::folio::{FolioError, FolioKind, FolioOrder, SpaceId};
 use crate::mm::vma::Vma;
-use crate::mm::{Asid, PAGE_SIZE};
+use crate::mm::{Asid, PAGE_SIZE, USER_END};
 
 use super::shm::Shm;
 
@@ -26,23 +26,54 @@ impl Space {
         id: SpaceId,
         asid: Asid,
     ) -> Result<Space, SpaceError> {
-        let mut child = Space::with_regions(m, id, asid, self.vmas.fork())?;
-        let private: Vec<Vma<Shm>> = self
-            .vmas
-            .iter()
-            .filter(|v| !v.kind.is_shared())
-            .cloned()
-            .collect();
-        for vma in &private {
-            if self.fork_private(m, &mut child, vma).is_err() {
-                child.exit(m);
-                return Err(SpaceError::OutOfMemory);
-            }
+        let mut child = Space::with_regions(m, id, asid, self.vmas.fork(), self.tables.clone())?;
+        child.fork_mode = self.fork_mode;
+        let result = match self.fork_mode {
+            ForkMode::Copy => self.fork_copy(m, &mut child, 0, USER_END),
+            ForkMode::ShareTables => self.fork_share_tables(m, &mut child),
+        };
+        if result.is_err() {
+            child.exit(m);
+            return Err(SpaceError::OutOfMemory);
         }
         Ok(child)
     }
 
-    /// Copies the entries of the private region `vma` into `child`, write-protecting the
+    /// `Copy` mode over `[start, end)`: the entries of every private region there.
+    fn fork_copy<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        start: u64,
+        end: u64,
+    ) -> Result<(), SpaceError> {
+        let private: Vec<Vma<Shm>> = self
+            .vmas
+            .iter()
+            .filter(|v| !v.kind.is_shared() && v.end.as_u64() > start && v.start.as_u64() < end)
+            .cloned()
+            .collect();
+        for vma in &private {
+            let s = vma.start.as_u64().max(start);
+            let e = vma.end.as_u64().min(end);
+            self.fork_private(m, child, vma, s, e)
+                .map_err(|NoMemory| SpaceError::OutOfMemory)?;
+        }
+        Ok(())
+    }
+
+    /// `Copy` mode for the 2 MiB span at `span` (a span `ShareTables` does not share).
+    pub(super) fn fork_span_copy<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        span: u64,
+    ) -> Result<(), SpaceError> {
+        self.stats.fork_tables_copied += 1;
+        self.fork_copy(m, child, span, span + pt::TABLE_SPAN)
+    }
+
+    /// Copies the entries of the private region `vma` in `[start, end)` into `child`, write-protecting the
     /// parent's shared runs (even when failing half-way, so that the parent's writable
     /// private pages stay anon-exclusive).
     fn fork_private<'m, M: Machine<'m> + ?Sized>(
@@ -50,9 +81,10 @@ impl Space {
         m: &mut M,
         child: &mut Space,
         vma: &Vma<Shm>,
+        start: u64,
+        end: u64,
     ) -> Result<(), NoMemory> {
         let mem = m.mem();
-        let (start, end) = (vma.start.as_u64(), vma.end.as_u64());
         // Parent ranges to write-protect, merged.
         let mut protect: Vec<(u64, u64)> = Vec::new();
         let mut add_protect = |s: u64, e: u64| match protect.last_mut() {
@@ -66,6 +98,14 @@ impl Space {
         'chunks: while chunk < end {
             let chunk_end = ((chunk & !(pt::TABLE_SPAN - 1)) + pt::TABLE_SPAN).min(end);
             let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
+            // A table under a write limit (shared, or left so by sharing) is not written: the
+            // limit already keeps its entries read-only, and its last holder write-protects
+            // what is no longer exclusive when it takes it (module docs, "Shared page
+            // tables").
+            let limited = self
+                .root
+                .pte_table(m, crate::mm::VirtAddr(chunk))
+                .is_some_and(|t| t.write_protected);
             chunk = chunk_end;
             for run in &runs {
                 if pt::ensure_table(&mut child.root, m, run.va).is_err() {
@@ -79,7 +119,7 @@ impl Space {
                         self.stats.fork_dup_batches += 1;
                         self.stats.fork_dup_pages += run.nr as u64;
                         pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
-                        if run.writable {
+                        if run.writable && !limited {
                             add_protect(run.va, run.end());
                         }
                     }
@@ -97,7 +137,7 @@ impl Space {
                                     self.stats.fork_dup_pages += 1;
                                     let d = child_desc.with_address(crate::mm::PhysAddr(pa));
                                     pt::set(&mut child.root, m, va, d, 1, fold);
-                                    if run.writable {
+                                    if run.writable && !limited {
                                         add_protect(va, va + PAGE_SIZE);
                                     }
                                 }

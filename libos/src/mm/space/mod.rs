@@ -94,8 +94,9 @@
 //!
 //! # Fork
 //!
-//! [`Space::fork`] builds the child's region tree ([`VmaTree::fork`]) and copies page-table
-//! entries region by region:
+//! [`Space::fork`] builds the child's region tree ([`VmaTree::fork`]); in [`ForkMode::Copy`]
+//! (the default) it copies page-table entries region by region (for
+//! [`ForkMode::ShareTables`] see "Shared page tables"):
 //!
 //! * **shared regions**: nothing is copied; the child faults the object's pages in on demand
 //!   (Linux's `vma_needs_copy`).
@@ -115,6 +116,67 @@
 //!   dup'd as above; each exclusive page is **copied for the child** into a new 4 KiB folio
 //!   (mapped with the region's permissions), and the parent's page stays writable and
 //!   exclusive — the pin keeps seeing exactly what the parent sees.
+//!
+//! # Shared page tables
+//!
+//! [`ForkMode`] is chosen per address space ([`Space::set_fork_mode`], inherited by
+//! children). In [`ForkMode::Copy`] fork copies entries as above. In
+//! [`ForkMode::ShareTables`] it copies **tables, not entries**: for every level-3 table of the
+//! parent, the child's level-2 descriptor points at the same table, and both level-2
+//! descriptors carry `APTable = NoWrite`, so any write below either one faults. Fork then
+//! costs one level-2 write in each space per 2 MiB span (plus the child's level-1/2 tables and
+//! one gathered invalidation for the parent), whatever the number of pages; no folio is
+//! touched. Spans where the parent ever pinned a page are copied as in `Copy` mode instead
+//! (their pinned pages must be copied for the child, and copying needs the entries).
+//!
+//! **Accounting is per table, not per space.** A valid entry of a level-3 table is one
+//! mapping — one PTE mapcount of its page, one folio reference — however many address spaces
+//! link the table. The folios' "mapped shared" slots attribute the entries of a shared table
+//! to one of the spaces linking it, the table's *owner*. A family of spaces (a process and
+//! everything forked from it) records its shared tables in one registry: table address →
+//! owner and holders (the spaces linking it; two or more, else the table is not listed).
+//! With that definition every counter stays exact at every instant:
+//!
+//! * mapcounts and references count each table once, which is what the folio checker
+//!   recomputes: [`check_spaces`] takes each shared table's leaves once, under its owner
+//!   ([`Space::mapped_leaves`] likewise);
+//! * "exclusive" decisions consult the table's sharing: a page mapped through a shared table
+//!   is reachable from every holder, so nothing is ever decided under a shared table — every
+//!   change first gives the changing space its own table (below), where the page's mapcount
+//!   and slots are those of a normal private table. An anon-exclusive flag on a page of a
+//!   shared table means "exclusive to that table";
+//! * pins never go through a shared table ([`Space::pin`] breaks the sharing first), and a
+//!   table holding a pinned page is never shared, so the flags and counts pins rely on are
+//!   those of private tables.
+//!
+//! **Breaking the sharing.** Before any entry of a shared table would change — a fault of
+//! any kind under it, `mprotect` of any part of it, `munmap` / `madvise(MADV_DONTNEED)` /
+//! `mmap(MAP_FIXED)` of part of its span, a pin — the acting space **copies the table**: a new
+//! level-3 table gets the same entries, anon pages read-only (they are shared with the
+//! other holders now); the accounting is applied per folio run, as fork does (one
+//! `try_dup_anon_ptes` / `add_file_ptes` per run, which clears anon-exclusive); then the
+//! space's level-2 entry is replaced by break-before-make with one invalidation of the 2 MiB
+//! span, and the write limit is gone. If the acting space was the owner, the runs are
+//! recorded for the next holder instead, so the copies take over the owner's slot counts and
+//! the old entries stay attributed to a space that links them. The old table loses one
+//! holder; it is never written while shared.
+//!
+//! **The last holder** of a formerly shared table keeps the write limit until it needs to
+//! write under it; it then takes the table over: entries of anon pages that are writable but
+//! no longer anon-exclusive (another holder copied them) are write-protected, and the limit is
+//! lifted with one invalidation of the span. Ordinary COW faults follow. A page that nobody
+//! copied is still anon-exclusive and is written in place (a fork whose child exited at once
+//! costs the parent one table scan per span, and no copy).
+//!
+//! **Dropping.** Unmapping a whole span whose table is shared (including at exit) just
+//! unlinks it from this space (one invalidation) and drops this space from the holders; if it
+//! was the owner, its slot counts for the table's runs move to the next holder
+//! ([`Folio::transfer_mappings`](crate::mm::folio::Folio::transfer_mappings)).
+//!
+//! **Copy-mode fork under a shared table** reads the entries and dups them into the child's
+//! own tables, but does not write-protect the shared table's entries (it cannot be written);
+//! the write limit keeps them read-only, and the take-over above write-protects what is no
+//! longer exclusive.
 //!
 //! # PROT_NONE
 //!
@@ -148,9 +210,12 @@
 //!
 //! 1. the parent's space, then the child's (fork; the child is not reachable by anyone else
 //!    yet, so this cannot deadlock);
-//! 2. a shared object's lock ([`Shm`], held only to look up or insert a folio);
-//! 3. a folio's mapping lock (inside the folio operations);
-//! 4. the frame allocator and the TLB maintenance (inside the [`Machine`]).
+//! 2. the family's shared-table registry (held only to look up or change one record; every
+//!    holder of a shared table is in the family, and a table is only written by a space
+//!    that no longer shares it, so the registry is the only state two spaces share here);
+//! 3. a shared object's lock ([`Shm`], held only to look up or insert a folio);
+//! 4. a folio's mapping lock (inside the folio operations);
+//! 5. the frame allocator and the TLB maintenance (inside the [`Machine`]).
 //!
 //! Nothing is ever taken in the reverse order. Pins are released with the machine only
 //! (no space lock needed).
@@ -174,10 +239,16 @@
 //!   reuses them without copying).
 //! * **pin**: faults as above; on failure every pin the call took is released. Pages it faulted
 //!   in stay mapped (that is invisible: they read as before).
+//! * **shared tables**: breaking a share allocates the copy's table first; on failure
+//!   nothing changed. A `ShareTables` fork allocates only the child's level-1/2 tables (and
+//!   copies of pinned spans); on failure the child is torn down, which drops its links.
 //! * **mmap**, **munmap**, **mprotect**, **madvise**, **exit** allocate no frames (munmap and
 //!   friends never split a block: user spaces have none) and cannot fail after the region
-//!   tree accepted the arguments. Argument errors come from [`VmaTree`] before anything
-//!   changes.
+//!   tree accepted the arguments — except that `mmap(MAP_FIXED)`, `munmap` and `madvise` of
+//!   part of a shared table's span, and `mprotect` of any of it, first break the sharing
+//!   ([`SpaceError::OutOfMemory`] before anything else changed; tables already broken by the
+//!   call stay private, which is invisible). Argument errors come from [`VmaTree`] before
+//!   anything changes (an invalid range breaks nothing).
 //!
 //! # Teardown
 //!
@@ -190,11 +261,14 @@ mod fork;
 mod machine;
 mod pin;
 mod pt;
+mod share;
 mod shm;
 
 #[cfg(test)]
 mod tests;
 
+use alloc::collections::BTreeSet;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -204,6 +278,8 @@ use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
 pub use machine::Machine;
 pub use pin::PinHandle;
+pub use share::ForkMode;
+use share::SharedTables;
 pub use shm::Shm;
 
 /// What an access was trying to do.
@@ -330,6 +406,16 @@ pub struct SpaceStats {
     pub fork_wrprotects: u64,
     /// Pages pinned.
     pub pins: u64,
+    /// Fork (`ShareTables`): level-3 tables linked into the child instead of copied.
+    pub fork_tables_shared: u64,
+    /// Fork (`ShareTables`): 2 MiB spans copied entry by entry (pinned pages there).
+    pub fork_tables_copied: u64,
+    /// Shared level-3 tables this space copied to change something under them.
+    pub table_breaks: u64,
+    /// Formerly shared level-3 tables this space took over as their last holder.
+    pub table_takeovers: u64,
+    /// Shared level-3 tables this space stopped linking without copying (whole-span unmap).
+    pub table_drops: u64,
 }
 
 /// A process address space. See the module docs.
@@ -338,6 +424,13 @@ pub struct Space {
     root: Root,
     vmas: VmaTree<Shm>,
     stats: SpaceStats,
+    /// How `fork` copies this space.
+    fork_mode: ForkMode,
+    /// The shared level-3 tables of this space's fork family.
+    tables: Arc<SharedTables>,
+    /// 2 MiB spans where this space pinned pages (their tables are copied, not shared, at
+    /// fork).
+    pinned_spans: BTreeSet<u64>,
 }
 
 impl fmt::Debug for Space {
@@ -364,6 +457,8 @@ pub enum SpaceCheckError {
     Exclusive(VirtAddr),
     /// The folio checker (over the leaves given to [`check_spaces`]).
     Folios(CheckError),
+    /// A shared level-3 table (of the span at this address) is linked or recorded wrongly.
+    SharedTable(VirtAddr, &'static str),
 }
 
 impl Space {
@@ -384,7 +479,13 @@ impl Space {
         asid: Asid,
         config: VmaConfig,
     ) -> Result<Space, SpaceError> {
-        Space::with_regions(m, id, asid, VmaTree::with_config(config))
+        Space::with_regions(
+            m,
+            id,
+            asid,
+            VmaTree::with_config(config),
+            Arc::new(SharedTables::default()),
+        )
     }
 
     fn with_regions<'m, M: Machine<'m> + ?Sized>(
@@ -392,6 +493,7 @@ impl Space {
         id: SpaceId,
         asid: Asid,
         vmas: VmaTree<Shm>,
+        tables: Arc<SharedTables>,
     ) -> Result<Space, SpaceError> {
         // On failure `vmas` is dropped: a new tree is empty, and a forked one's object
         // handles are clones of the parent's (never the last).
@@ -402,6 +504,9 @@ impl Space {
             root,
             vmas,
             stats: SpaceStats::default(),
+            fork_mode: ForkMode::default(),
+            tables,
+            pinned_spans: BTreeSet::new(),
         })
     }
 
@@ -444,6 +549,11 @@ impl Space {
         kind: VmaKind<Shm>,
         align: MapAlign,
     ) -> Result<VirtAddr, SpaceError> {
+        if let Placement::Fixed(at) = placement {
+            if let Some(end) = at.as_u64().checked_add(len) {
+                self.break_shares_in(m, at.as_u64(), end.min(USER_END), false)?;
+            }
+        }
         let mapped = self.vmas.mmap(placement, len, prot, kind, align)?;
         if !mapped.replaced.is_empty() {
             self.zap(m, mapped.addr.as_u64(), len);
@@ -460,6 +570,7 @@ impl Space {
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
+        self.break_shares_for(m, addr, len, false)?;
         let pieces = self.vmas.munmap(addr, len)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
@@ -478,6 +589,7 @@ impl Space {
         len: u64,
         prot: VmProt,
     ) -> Result<(), SpaceError> {
+        self.break_shares_for(m, addr, len, true)?;
         let changes = self.vmas.mprotect(addr, len, prot)?;
         for c in changes {
             self.reprotect(m, &c.piece);
@@ -493,6 +605,7 @@ impl Space {
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
+        self.break_shares_for(m, addr, len, false)?;
         let pieces = self.vmas.madvise_dontneed(addr, len)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
@@ -531,10 +644,11 @@ impl Space {
         Some(PhysAddr(pa.0 + off))
     }
 
-    /// The live leaves of this space, for [`crate::mm::folio::check`].
+    /// The live leaves accounted to this space, for [`crate::mm::folio::check`]: every leaf,
+    /// except those of shared level-3 tables accounted to another space (module docs,
+    /// "Shared page tables").
     pub fn mapped_leaves<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Vec<MappedLeaf> {
-        pt::leaves(&self.root, m)
-            .iter()
+        self.accounted_leaves(m, &pt::leaves(&self.root, m))
             .map(|l| MappedLeaf::new(self.id, l))
             .collect()
     }
@@ -555,6 +669,15 @@ impl Space {
     ) -> Result<(), SpaceCheckError> {
         self.vmas.check().map_err(SpaceCheckError::Regions)?;
         let mem = m.mem();
+        // Spans whose level-2 entry forbids writes: their entries are read-only whatever
+        // their own permissions say.
+        let limited: BTreeSet<u64> = self
+            .root
+            .pte_tables(m, 0, USER_END)
+            .iter()
+            .filter(|t| t.write_protected)
+            .map(|t| t.va.as_u64())
+            .collect();
         for leaf in leaves {
             let va = leaf.va;
             if leaf.level != Level::L3 || leaf.size != PAGE_SIZE {
@@ -579,7 +702,8 @@ impl Space {
             if folio.is_anon() == vma.kind.is_shared() {
                 return Err(SpaceCheckError::Exclusive(va));
             }
-            if folio.is_anon() && d.writable() && !folio.is_anon_exclusive(idx) {
+            let writable = d.writable() && !limited.contains(&share::span_of(va.as_u64()));
+            if folio.is_anon() && writable && !folio.is_anon_exclusive(idx) {
                 return Err(SpaceCheckError::Exclusive(va));
             }
         }
@@ -607,9 +731,28 @@ impl Space {
         Ok(vma.clone())
     }
 
+    /// [`Space::break_shares_in`] for an operation on `[addr, addr + len)` (a range the region
+    /// tree will validate; an invalid one breaks nothing).
+    fn break_shares_for<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        addr: VirtAddr,
+        len: u64,
+        whole: bool,
+    ) -> Result<(), SpaceError> {
+        let start = addr.as_u64();
+        match start.checked_add(len) {
+            Some(end) if end <= USER_END => self.break_shares_in(m, start, end, whole),
+            _ => Ok(()),
+        }
+    }
+
     /// Unmaps `[start, start + len)` and releases every folio reference the removed mappings
     /// held, after the invalidation.
     fn zap<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, len: u64) {
+        let end = start.saturating_add(len).min(USER_END);
+        self.drop_shares_in(m, start, end);
+        self.forget_pins_in(start, end);
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
@@ -692,8 +835,12 @@ pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(
     for s in spaces {
         let leaves = pt::leaves(&s.root, m);
         s.check_leaves(m, &leaves)?;
-        all.extend(leaves.iter().map(|l| MappedLeaf::new(s.id, l)));
+        all.extend(
+            s.accounted_leaves(m, &leaves)
+                .map(|l| MappedLeaf::new(s.id, l)),
+        );
     }
+    share::check_sharing(m, spaces)?;
     crate::mm::folio::check(m.mem(), all).map_err(SpaceCheckError::Folios)?;
     Ok(())
 }

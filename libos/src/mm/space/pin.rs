@@ -142,6 +142,10 @@ impl Space {
     ) -> Result<PhysAddr, FaultError> {
         let access = if write { Access::Write } else { Access::Read };
         let vma = self.region_for(VirtAddr(page), access)?;
+        // Never pin through a shared table (the other holders would see the pinned page), and
+        // never share this span's table at a later fork.
+        self.own_span(m, page)?;
+        self.note_pinned(page);
         let mem = m.mem();
         // Each round makes progress (maps, copies or marks exclusive); three suffice.
         for _ in 0..4 {

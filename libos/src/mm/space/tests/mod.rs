@@ -13,6 +13,7 @@
 
 mod oom;
 mod props;
+mod shared_tables;
 mod units;
 
 use std::collections::HashMap;

@@ -104,6 +104,8 @@ enum Op {
     },
     Fork {
         s: usize,
+        /// `ForkMode::ShareTables` (else `Copy`).
+        share: bool,
     },
     Exit {
         s: usize,
@@ -188,7 +190,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (s.clone(), range()).prop_map(|(s, (page, n))| Op::Munmap { s, page, n }),
         2 => (s.clone(), sel_range(), 0..PROTS.len()).prop_map(|(s, (page, n), prot)| Op::Mprotect { s, page, n, prot }),
         1 => (s.clone(), sel_range()).prop_map(|(s, (page, n))| Op::Madvise { s, page, n }),
-        3 => s.clone().prop_map(|s| Op::Fork { s }),
+        3 => (s.clone(), any::<bool>()).prop_map(|(s, share)| Op::Fork { s, share }),
         2 => s.clone().prop_map(|s| Op::Exit { s }),
         14 => (s.clone(), sel(), 0..KB4 as u64, 1..48u64, any::<u8>(), any::<bool>())
             .prop_map(|(s, page, off, len, byte, el1)| Op::Write { s, page, off, len, byte, el1 }),
@@ -243,6 +245,11 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
         fork_copies: a.fork_copies + b.fork_copies,
         fork_wrprotects: a.fork_wrprotects + b.fork_wrprotects,
         pins: a.pins + b.pins,
+        fork_tables_shared: a.fork_tables_shared + b.fork_tables_shared,
+        fork_tables_copied: a.fork_tables_copied + b.fork_tables_copied,
+        table_breaks: a.table_breaks + b.table_breaks,
+        table_takeovers: a.table_takeovers + b.table_takeovers,
+        table_drops: a.table_drops + b.table_drops,
     }
 }
 
@@ -386,10 +393,12 @@ impl World<'_, '_> {
             Op::Munmap { s, page, n } => {
                 let p = self.proc(s);
                 let (va, len) = (va_of(page), n * PAGE_SIZE);
-                self.procs[p]
-                    .space
-                    .munmap(self.m, VirtAddr(va), len)
-                    .unwrap();
+                match self.procs[p].space.munmap(self.m, VirtAddr(va), len) {
+                    Ok(()) => {}
+                    // Breaking a shared table found no memory: nothing changed.
+                    Err(SpaceError::OutOfMemory) => return,
+                    Err(e) => panic!("munmap: {e:?}"),
+                }
                 let id = self.procs[p].space.id();
                 self.detach(id, va, va + len);
                 self.procs[p].pages.retain(|&a, _| a < va || a >= va + len);
@@ -403,6 +412,9 @@ impl World<'_, '_> {
                 let r = self.procs[p]
                     .space
                     .mprotect(self.m, VirtAddr(va), len, prot);
+                if r == Err(SpaceError::OutOfMemory) {
+                    return;
+                }
                 if mapped {
                     r.unwrap();
                     for (_, pg) in self.procs[p].pages.range_mut(va..va + len) {
@@ -421,6 +433,9 @@ impl World<'_, '_> {
                 let r = self.procs[p]
                     .space
                     .madvise_dontneed(self.m, VirtAddr(va), len);
+                if r == Err(SpaceError::OutOfMemory) {
+                    return;
+                }
                 if mapped {
                     r.unwrap();
                     let id = self.procs[p].space.id();
@@ -434,12 +449,14 @@ impl World<'_, '_> {
                     assert_eq!(r, Err(SpaceError::Vma(VmaError::NotMapped)));
                 }
             }
-            Op::Fork { s } => {
+            Op::Fork { s, share } => {
                 if self.procs.len() >= MAX_SPACES {
                     return;
                 }
                 let p = self.proc(s);
                 let id = self.next_id;
+                let mode = if share { ForkMode::ShareTables } else { ForkMode::Copy };
+                self.procs[p].space.set_fork_mode(mode);
                 match fork(self.m, &mut self.procs[p].space, id) {
                     Ok(child) => {
                         self.next_id += 1;
@@ -664,10 +681,17 @@ impl World<'_, '_> {
                     }
                 }
             }
-            all.extend(leaves.iter().map(|l| MappedLeaf::new(s.id(), l)));
+            all.extend(
+                s.accounted_leaves(self.m, &leaves)
+                    .map(|l| MappedLeaf::new(s.id(), l)),
+            );
         }
         if let Err(e) = crate::mm::folio::check(self.m.mem(), all) {
             panic!("folio check: {e}");
+        }
+        let spaces: Vec<&Space> = self.procs.iter().map(|p| &p.space).collect();
+        if let Err(e) = super::super::share::check_sharing(self.m, &spaces) {
+            panic!("shared tables: {e:?}");
         }
         for pin in &self.pins {
             for (t, pa) in pin.targets.iter().zip(pin.handle.pages()) {
