@@ -298,7 +298,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
     }
 
     /// Takes a reserved frame and starts walking inside it (unlinked).
-    pub(crate) fn take_table(&mut self, e: Entry) -> Table {
+    fn take_table(&mut self, e: Entry) -> Table {
         let pa = self.reserve.take(self.p, self.stats);
         self.unlinked += 1;
         e.child(pa)
@@ -722,7 +722,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
 
     /// If the walk descended into a table it built (`e` does not point to it yet), links it.
     /// Returns whether it did.
-    pub(crate) fn link_if_new(&mut self, e: Entry, child: Table) -> bool {
+    fn link_if_new(&mut self, e: Entry, child: Table) -> bool {
         let cur = self.read(e);
         if cur.is_table(e.level()) && cur.next_table() == child.pa() {
             return false;
@@ -1098,9 +1098,11 @@ pub(crate) fn find_slot<C: ReadDesc + ?Sized>(cx: &mut C, root: Table, va: u64) 
     walk(cx, &mut FindSlot, root, page, page.wrapping_add(PAGE_SIZE)).err()
 }
 
-/// Level-3 table for one page, pass 1: how many tables are missing (or a block in the way).
+/// The table at `target` level for one page, pass 1: how many tables are missing (or a block
+/// in the way). `target` is level 3 for a PTE slot, level 2 for the slot of a level-3 table.
 pub(crate) struct PtePlan {
     pub tables: usize,
+    pub target: Level,
 }
 
 impl<C: ?Sized> Visitor<C> for PtePlan {
@@ -1108,9 +1110,9 @@ impl<C: ?Sized> Visitor<C> for PtePlan {
     fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, addr: u64, _: u64) -> Step<MapError> {
         let level = e.level();
         match d.kind(level) {
-            _ if level.is_page_level() => Step::Next,
+            _ if level == self.target => Step::Next,
             DescriptorKind::Invalid => {
-                self.tables += 3 - level.number() as usize;
+                self.tables += (self.target.number() - level.number()) as usize;
                 Step::Next
             }
             DescriptorKind::Table { next } => Step::Descend(e.child(next)),
@@ -1119,10 +1121,11 @@ impl<C: ?Sized> Visitor<C> for PtePlan {
     }
 }
 
-/// Level-3 table for one page, pass 2: builds the missing tables (unlinked, linked on the way
-/// up) and records the level-3 slot.
+/// The slot at `target` level for one page, pass 2: builds the missing tables (unlinked,
+/// linked on the way up) and records the slot.
 pub(crate) struct PteAlloc {
     pub slot: Option<Entry>,
+    pub target: Level,
 }
 
 impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for PteAlloc {
@@ -1137,7 +1140,7 @@ impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for PteAlloc {
     ) -> Step<MapError> {
         let level = e.level();
         match d.kind(level) {
-            _ if level.is_page_level() => {
+            _ if level == self.target => {
                 self.slot = Some(e);
                 Step::Next
             }

@@ -488,12 +488,18 @@ impl Root {
     ) -> Result<Entry, MapError> {
         let page = va.align_down(PAGE_SIZE);
         let (start, end) = self.check_range(page, PAGE_SIZE)?;
-        let mut plan = PtePlan { tables: 0 };
+        let mut plan = PtePlan {
+            tables: 0,
+            target: Level::L3,
+        };
         walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
-        let mut op = PteAlloc { slot: None };
+        let mut op = PteAlloc {
+            slot: None,
+            target: Level::L3,
+        };
         let r = walk(&mut cx, &mut op, self.table, start, end);
         debug_assert!(r.is_ok(), "allocation walk failed after planning: {r:?}");
         cx.finish();

@@ -29,9 +29,9 @@ use alloc::vec::Vec;
 use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use super::desc::{ApTable, Descriptor, DescriptorKind};
 use super::hal::{OutOfMemory, Platform};
-use super::ops::{Ctx, Reserve};
+use super::ops::{Ctx, PteAlloc, PtePlan, Reserve};
 use super::root::{MapError, Root};
-use super::table::{Entry, Table};
+use super::table::Entry;
 use super::walk::{walk, Reader, ReadDesc, Step, Visitor};
 
 /// Bytes mapped by one level-3 table (the span of one level-2 entry).
@@ -109,74 +109,6 @@ impl<C: ?Sized> Visitor<C> for CollectPmds<'_> {
     }
 }
 
-/// Pass 1 of [`Root::link_shared_pte_table`]: missing level-1/2 tables.
-struct PmdPlan {
-    tables: usize,
-    found: Option<MapError>,
-}
-
-impl<C: ?Sized> Visitor<C> for PmdPlan {
-    type Break = MapError;
-    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, addr: u64, _: u64) -> Step<MapError> {
-        let level = e.level();
-        if level == Level::L2 {
-            if d.is_valid() {
-                self.found = Some(MapError::AlreadyMapped(VirtAddr(addr)));
-            }
-            return Step::Next;
-        }
-        match d.kind(level) {
-            DescriptorKind::Invalid => {
-                self.tables += 2 - level.number() as usize;
-                Step::Next
-            }
-            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
-            _ => Step::Break(MapError::BlockMapped(VirtAddr(addr))),
-        }
-    }
-}
-
-/// Pass 2 of [`Root::link_shared_pte_table`]: builds the missing tables, records the level-2
-/// slot, links new tables on the way up.
-struct PmdAlloc {
-    slot: Option<Entry>,
-}
-
-impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for PmdAlloc {
-    type Break = MapError;
-    fn visit(
-        &mut self,
-        cx: &mut Ctx<'_, P>,
-        e: Entry,
-        d: Descriptor,
-        addr: u64,
-        _: u64,
-    ) -> Step<MapError> {
-        let level = e.level();
-        if level == Level::L2 {
-            self.slot = Some(e);
-            return Step::Next;
-        }
-        match d.kind(level) {
-            DescriptorKind::Invalid => Step::Descend(cx.take_table(e)),
-            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
-            _ => Step::Break(MapError::BlockMapped(VirtAddr(addr))),
-        }
-    }
-
-    fn leave(
-        &mut self,
-        cx: &mut Ctx<'_, P>,
-        e: Entry,
-        child: Table,
-        _: u64,
-        _: u64,
-    ) -> Result<(), MapError> {
-        cx.link_if_new(e, child);
-        Ok(())
-    }
-}
-
 impl Root {
     /// The level-2 slot on `va`'s path, if the tables down to level 2 exist.
     fn pmd_slot<P: Platform + ?Sized>(&self, p: &P, va: u64) -> Option<Entry> {
@@ -236,18 +168,23 @@ impl Root {
     ) -> Result<(), MapError> {
         let span = va.0 & !(PTE_TABLE_SPAN - 1);
         let (start, end) = self.check_range(VirtAddr(span), PAGE_SIZE)?;
-        let mut plan = PmdPlan {
+        if let Some(e) = self.pmd_slot(p, span) {
+            if Reader(&*p).read_desc(e.table().pa(), e.index()).is_valid() {
+                return Err(MapError::AlreadyMapped(VirtAddr(span)));
+            }
+        }
+        let mut plan = PtePlan {
             tables: 0,
-            found: None,
+            target: Level::L2,
         };
         walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
-        if let Some(e) = plan.found {
-            return Err(e);
-        }
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
-        let mut op = PmdAlloc { slot: None };
+        let mut op = PteAlloc {
+            slot: None,
+            target: Level::L2,
+        };
         let r = walk(&mut cx, &mut op, self.table, start, end);
         debug_assert!(r.is_ok(), "allocation walk failed after planning: {r:?}");
         let slot = op.slot.expect("the walk reaches level 2");
