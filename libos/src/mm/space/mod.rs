@@ -751,12 +751,34 @@ impl Space {
     /// held, after the invalidation.
     fn zap<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, len: u64) {
         let end = start.saturating_add(len).min(USER_END);
+        if start >= end {
+            return;
+        }
         self.drop_shares_in(m, start, end);
         self.forget_pins_in(start, end);
+        // In pieces of at most `ZAP_BATCH` that hold level-3 tables: the references waiting
+        // for a piece's invalidation stay bounded (16384 for 4 KiB folios, 512 KiB of heap),
+        // however large the range; empty stretches cost nothing.
+        let tables = self.root.pte_tables(m, start, end);
+        let mut i = 0;
+        while i < tables.len() {
+            let first = tables[i].va.as_u64();
+            let mut j = i;
+            while j + 1 < tables.len() && tables[j + 1].va.as_u64() < first + ZAP_BATCH {
+                j += 1;
+            }
+            let piece_end = (tables[j].va.as_u64() + pt::TABLE_SPAN).min(end);
+            self.zap_piece(m, first.max(start), piece_end);
+            i = j + 1;
+        }
+    }
+
+    /// [`Space::zap`] of `[start, end)` in one engine call.
+    fn zap_piece<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, end: u64) {
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
-        pt::unmap(&mut self.root, m, start, len, |leaf| {
+        pt::unmap(&mut self.root, m, start, end - start, |leaf| {
             debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
             let (folio, idx) = mem
                 .folio_page(leaf.pa)
@@ -814,6 +836,9 @@ impl Space {
         }
     }
 }
+
+/// Most bytes [`Space::zap`] unmaps in one engine call (32 level-3 tables).
+const ZAP_BATCH: u64 = 64 << 20;
 
 /// Drops region pieces removed from a tree, releasing shared objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {

@@ -279,7 +279,13 @@ impl Space {
     fn drop_share<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, t: PteTable) {
         let mem = m.mem();
         let s = t.va.as_u64();
-        let runs = pt::runs(&self.root, m, mem, s, s + PTE_TABLE_SPAN, |_, _, _| false);
+        // Only the owner's leaving moves accounting; the others just unlink.
+        let owner = self.tables.get(t.pa).is_some_and(|sh| sh.owner == self.id);
+        let runs = if owner {
+            pt::runs(&self.root, m, mem, s, s + PTE_TABLE_SPAN, |_, _, _| false)
+        } else {
+            Vec::new()
+        };
         let detached = self.root.detach_pte_table(m, t.va);
         debug_assert_eq!(detached, Some(t.pa));
         if let Some(next) = self.tables.remove(t.pa, self.id) {

@@ -655,3 +655,22 @@ fn exit_with_outstanding_pins_frees_on_unpin() {
         let _ = CONT_SIZE;
     });
 }
+
+#[test]
+fn munmap_of_a_sparse_range_larger_than_one_zap_piece() {
+    with_machine(|m| {
+        let mut p = new_space(m, 1);
+        let len = 300 << 20;
+        map(m, &mut p, BASE, len, VmProt::RW, true);
+        // Pages 100 MiB apart: three pieces of the unmap, the empty stretches skipped.
+        for i in 0..3u64 {
+            write(m, &mut p, BASE + i * (100 << 20) + 5, b"x").unwrap();
+        }
+        let tables = m.model.live_frames();
+        p.munmap(m, VirtAddr(BASE), len).unwrap();
+        assert!(m.model.live_frames() < tables, "emptied tables freed");
+        assert_eq!(m.frames_out(), 0, "every folio released");
+        check(m, &[&p]);
+        teardown(m, vec![p]);
+    });
+}
