@@ -23,7 +23,7 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
     ("boot", "boot-to-main virtual time and image size of `hello` on every board"),
     ("tables", "translation-table costs of mapping/unmapping 1..256 MiB with pages and blocks (qemu-virt)"),
     ("contpte", "map / touch / unmap 256 MiB of 64 KiB folios with CONTPTE on and off (qemu-virt)"),
-    ("fork", "first touch, fork (median of 5), child COW writes and munmap of 1..256 MiB, 64 KiB folios on/off (qemu-virt)"),
+    ("fork", "first touch, fork (median of 5), child COW writes and munmap of 1..1024 MiB, Copy (64 KiB / 4 KiB folios) vs ShareTables fork (qemu-virt)"),
 ];
 
 /// A result table.
@@ -42,6 +42,30 @@ impl Table {
             s += &format!("| {} |\n", r.join(" | "));
         }
         s
+    }
+}
+
+/// What a benchmark produced: its table, a summary printed (and written) below it (may be
+/// empty), and notes on the method.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub table: Table,
+    pub summary: String,
+    pub notes: String,
+}
+
+impl Report {
+    fn new(table: Table, notes: String) -> Self {
+        Report { table, summary: String::new(), notes }
+    }
+
+    /// The section body below its title: command, table, summary, notes.
+    pub fn body(&self, title: &str, name: &str) -> String {
+        let mut body = format!("## {title}\n\nCommand: `cargo xtask bench {name}`\n\n{}\n", self.table.markdown());
+        if !self.summary.is_empty() {
+            body += &format!("{}\n\n", self.summary);
+        }
+        body + &self.notes + "\n"
     }
 }
 
@@ -79,10 +103,15 @@ fn micros(r: &Row, k: &str) -> Result<String> {
 /// Builds `app` for qemu-virt, boots it with icount and `bootargs`, and returns its result lines
 /// (exactly `expected` of them when given).
 fn virt_rows(app: &str, bootargs: &str, timeout: Duration, expected: Option<usize>) -> Result<Vec<Row>> {
+    virt_rows_with(app, bootargs, &[], timeout, expected)
+}
+
+/// [`virt_rows`] with extra QEMU arguments (e.g. `-m 3G`: QEMU takes the last `-m`).
+fn virt_rows_with(app: &str, bootargs: &str, qemu_args: &[&str], timeout: Duration, expected: Option<usize>) -> Result<Vec<Row>> {
     let board = Board::QemuVirt;
     qemu::require_board(board)?;
     let image = builder::build(&BuildRequest::new(app, board).quiet(true))?;
-    let out = run_icount(&image, bootargs, timeout)?;
+    let out = run_icount_with(&image, bootargs, qemu_args, timeout)?;
     let rows = parse_bench_lines(&out);
     if rows.is_empty() || expected.is_some_and(|n| rows.len() != n) {
         bail!("{app} printed {} result lines (expected {expected:?}):\n{}", rows.len(), builder::tail(&out, 30));
@@ -92,7 +121,13 @@ fn virt_rows(app: &str, bootargs: &str, timeout: Duration, expected: Option<usiz
 
 /// Boots `image` with icount and returns its serial output (the run must exit 0).
 pub fn run_icount(image: &BuiltImage, bootargs: &str, timeout: Duration) -> Result<String> {
-    let runner = QemuRunner::new(image).append(bootargs).icount(true).timeout(timeout);
+    run_icount_with(image, bootargs, &[], timeout)
+}
+
+/// [`run_icount`] with extra QEMU arguments, passed after the standard ones.
+pub fn run_icount_with(image: &BuiltImage, bootargs: &str, qemu_args: &[&str], timeout: Duration) -> Result<String> {
+    let mut runner = QemuRunner::new(image).append(bootargs).icount(true).timeout(timeout);
+    runner.extra_args.extend(qemu_args.iter().map(Into::into));
     let o = runner.run_captured(false)?;
     if !o.success() {
         bail!("benchmark run of {} on {} failed: {}\n{}", image.app, image.board, o.describe(), builder::tail(&o.stdout, 30));
@@ -123,7 +158,7 @@ pub fn elf_load_sizes(elf: &[u8]) -> Result<(u64, u64)> {
     Ok((file, mem))
 }
 
-fn boot_bench() -> Result<(Table, String)> {
+fn boot_bench() -> Result<Report> {
     let mut table = Table {
         headers: ["board", "boot to main (virtual µs)", "image file", "loaded bytes", "memory incl. .bss + stacks + boot heap"]
             .map(String::from)
@@ -159,10 +194,10 @@ fn boot_bench() -> Result<(Table, String)> {
                  (it holds the 8 MiB static heap) and cache maintenance, the boot map, device-tree parsing, \
                  and frame-allocator set-up over all RAM. Release build."
         .to_string();
-    Ok((table, notes))
+    Ok(Report::new(table, notes))
 }
 
-fn tables_bench() -> Result<(Table, String)> {
+fn tables_bench() -> Result<Report> {
     let rows = virt_rows("mmbench", "bench=tables", Duration::from_secs(600), None)?;
     let mut table = Table {
         headers: [
@@ -195,10 +230,10 @@ fn tables_bench() -> Result<(Table, String)> {
                  not-yet-linked tables and the unlinking of whole tables. The 1 MiB `2M-blocks` row maps with \
                  pages: 1 MiB cannot hold a 2 MiB block."
         .to_string();
-    Ok((table, notes))
+    Ok(Report::new(table, notes))
 }
 
-fn contpte_bench() -> Result<(Table, String)> {
+fn contpte_bench() -> Result<Report> {
     let rows = virt_rows("mmbench", "bench=contpte", Duration::from_secs(900), Some(2))?;
     let mut table = Table {
         headers: [
@@ -229,35 +264,118 @@ fn contpte_bench() -> Result<(Table, String)> {
                  software TLB (a folded block is one 64 KiB TLB entry), so the touch column shows the TLB-reach \
                  effect as QEMU models it, not a hardware measurement."
         .to_string();
-    Ok((table, notes))
+    Ok(Report::new(table, notes))
 }
 
-fn fork_bench() -> Result<(Table, String)> {
-    let rows = virt_rows("forkbench", "", Duration::from_secs(1800), Some(8))?;
+/// Sizes of the fork benchmark (MiB).
+const FORK_SIZES: [u64; 5] = [1, 16, 64, 256, 1024];
+/// Its configurations, as `forkbench` names them (`modes=`): fork mode and folio size.
+const FORK_CONFIGS: [&str; 3] = ["copy-64k", "copy-4k", "share-64k"];
+/// Guest RAM for the fork benchmark: 1024 MiB of parent memory plus the child's copy of all of
+/// it need more than 2 GiB; 3 GiB is all qemu-virt RAM below the board's 4 GiB RAM limit
+/// (RAM starts at 1 GiB).
+const FORK_RAM: &str = "3G";
+/// The size the summary compares at (the issue's figure).
+const FORK_RATIO_MIB: u64 = 256;
+
+/// The row of `rows` for `mib`, `mode` and `folios`.
+fn fork_row<'a>(rows: &'a [Row], mib: u64, mode: &str, folios: &str) -> Result<&'a Row> {
+    let want = mib.to_string();
+    rows.iter()
+        .find(|r| r.get("mib") == Some(&want) && r.get("mode").map(String::as_str) == Some(mode) && r.get("folios").map(String::as_str) == Some(folios))
+        .with_context(|| format!("no fork result for {mib} MiB, {mode}, {folios} folios"))
+}
+
+/// `a / b` in percent, two significant decimals.
+fn percent(a: u64, b: u64) -> String {
+    let p = a as f64 * 100.0 / b as f64;
+    if p < 10.0 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
+/// The ratios printed below the fork table: ShareTables fork vs Copy fork with 4 KiB folios
+/// (Linux-style per-page copying) at [`FORK_RATIO_MIB`], and the cost of the child's writes
+/// after a ShareTables fork vs after a Copy fork (64 KiB folios), per size.
+pub fn fork_summary(rows: &[Row], sizes: &[u64]) -> Result<String> {
+    let share = fork_row(rows, FORK_RATIO_MIB, "ShareTables", "64K")?;
+    let copy4k = fork_row(rows, FORK_RATIO_MIB, "Copy", "4K")?;
+    let copy64k = fork_row(rows, FORK_RATIO_MIB, "Copy", "64K")?;
+    let (s, c4, c64) = (num(share, "fork_ns")?, num(copy4k, "fork_ns")?, num(copy64k, "fork_ns")?);
+    let verdict = if s * 100 < c4 { "meets" } else { "misses" };
+    let mut out = format!(
+        "Fork of {FORK_RATIO_MIB} MiB in ShareTables mode costs **{}** of Linux-style per-page copying \
+         (Copy mode, 4 KiB folios) of the same memory ({:.1} µs vs {:.1} µs, median of 5; {verdict} the \
+         target of < 1 %), and {} of a Copy-mode fork with 64 KiB folios ({:.1} µs).",
+        percent(s, c4),
+        s as f64 / 1000.0,
+        c4 as f64 / 1000.0,
+        percent(s, c64),
+        c64 as f64 / 1000.0,
+    );
+    let mut parts = Vec::new();
+    for &mib in sizes {
+        let share = fork_row(rows, mib, "ShareTables", "64K")?;
+        let copy = fork_row(rows, mib, "Copy", "64K")?;
+        let copied = num(share, "child_table_breaks")?;
+        parts.push(format!(
+            "{mib} MiB {} ({copied} table{} copied)",
+            percent(num(share, "child_write_ns")?, num(copy, "child_write_ns")?),
+            if copied == 1 { "" } else { "s" }
+        ));
+    }
+    out += &format!(
+        "\n\nThe child writing every page after a ShareTables fork costs, relative to the same writes \
+         after a Copy-mode fork (64 KiB folios): {}.",
+        parts.join(", ")
+    );
+    Ok(out)
+}
+
+fn fork_bench() -> Result<Report> {
+    let sizes: Vec<String> = FORK_SIZES.iter().map(u64::to_string).collect();
+    let bootargs = format!("sizes={} modes={}", sizes.join(","), FORK_CONFIGS.join(","));
+    let expected = FORK_SIZES.len() * FORK_CONFIGS.len();
+    let rows = virt_rows_with("forkbench", &bootargs, &["-m", FORK_RAM], Duration::from_secs(1800), Some(expected))?;
     let mut table = Table {
-        headers: ["MiB", "folios", "first touch µs", "fork µs (median of 5)", "child writes every page µs", "munmap µs"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "MiB", "mode", "folios", "first touch µs", "fork µs (median of 5)", "first fork µs", "fork: folio runs dup'd / tables shared",
+            "child writes every page µs", "child: tables copied", "munmap µs",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![],
     };
     for r in &rows {
         table.rows.push(vec![
             field(r, "mib")?,
+            field(r, "mode")?,
             field(r, "folios")?,
             micros(r, "touch_ns")?,
             micros(r, "fork_ns")?,
+            micros(r, "fork_first_ns")?,
+            format!("{} / {}", num(r, "fork_dup_batches")?, num(r, "fork_tables_shared")?),
             micros(r, "child_write_ns")?,
+            num(r, "child_table_breaks")?.to_string(),
             micros(r, "munmap_ns")?,
         ]);
     }
-    let notes = "Workload per size: mmap the size 2 MiB-aligned (anonymous private; 64K = a region whose \
-                 faults may use 64 KiB folios, 4K = one that may not), write one byte per 4 KiB page, fork \
-                 with the child exiting at once (5 times, median reported), fork again with the child \
-                 writing one byte per 4 KiB page (copy-on-write faults), munmap. qemu-virt, `-cpu max`, \
-                 `-icount shift=0,sleep=off`: virtual ns = instructions. The image checks that every frame \
-                 is back at the end."
-        .to_string();
-    Ok((table, notes))
+    let summary = fork_summary(&rows, &FORK_SIZES)?;
+    let notes = format!(
+        "Workload per size and configuration: mmap the size 2 MiB-aligned (anonymous private; 64K = a \
+         region whose faults may use 64 KiB folios, 4K = one that may not), write one byte per 4 KiB page, \
+         fork with the child exiting at once (5 times, median reported; the first of them also \
+         write-protects the parent, so it is shown apart), fork again with the child writing one byte per \
+         4 KiB page (copy-on-write faults), munmap. `Copy` = `ForkMode::Copy`, the entries copied per folio \
+         run; `ShareTables` = `ForkMode::ShareTables`, the level-3 tables linked into the child \
+         write-protected, each copied by the first write under it (\"tables copied\"). Copy with 4K \
+         folios is the Linux-style per-page copying baseline. qemu-virt with `-m {FORK_RAM}` (1024 MiB \
+         needs the parent's memory and the child's copy), `-cpu max`, `-icount shift=0,sleep=off`: \
+         virtual ns = instructions. The image checks that every frame is back at the end."
+    );
+    Ok(Report { table, summary, notes })
 }
 
 /// Replaces (or appends) the section `name` of `BENCHMARKS.md`.
@@ -274,21 +392,22 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
 }
 
 pub fn run(name: &str) -> Result<()> {
-    let (title, (table, notes)) = match name {
+    let (title, report) = match name {
         "boot" => ("Boot to main and image size (`hello`)", boot_bench()?),
         "tables" => ("Translation tables: map / unmap cost per MiB (issue 3)", tables_bench()?),
         "contpte" => ("CONTPTE: 256 MiB of 64 KiB folios, on vs off (issue 4)", contpte_bench()?),
-        "fork" => ("Fork: 1..256 MiB of anonymous memory, 64 KiB folios on and off (issue 5)", fork_bench()?),
+        "fork" => ("Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables (issue 5, copy-on-write page tables)", fork_bench()?),
         _ => {
             let valid: Vec<&str> = BENCHMARKS.iter().map(|b| b.0).collect();
             bail!("unknown benchmark '{name}'; valid benchmarks: {}", valid.join(", "));
         }
     };
-    let md = table.markdown();
-    println!("\n{md}");
-    let body = format!("## {title}\n\nCommand: `cargo xtask bench {name}`\n\n{md}\n{notes}\n");
+    println!("\n{}", report.table.markdown());
+    if !report.summary.is_empty() {
+        println!("{}\n", report.summary);
+    }
     let path = workspace_root().join("BENCHMARKS.md");
-    write_section(&path, name, &body)?;
+    write_section(&path, name, &report.body(title, name))?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -327,6 +446,38 @@ mod tests {
         write_section(&p, "boot", "three\n").unwrap();
         let s = std::fs::read_to_string(&p).unwrap();
         assert_eq!(s, "# Benchmarks\n\nintro\n\n<!-- bench:boot -->\nthree\n<!-- /bench:boot -->\n\n<!-- bench:fork -->\ntwo\n<!-- /bench:fork -->\n");
+    }
+
+    fn fork_line(mib: u64, mode: &str, folios: &str, fork_ns: u64, child_write_ns: u64, breaks: u64) -> String {
+        format!("bench mib={mib} mode={mode} folios={folios} fork_ns={fork_ns} child_write_ns={child_write_ns} child_table_breaks={breaks}\n")
+    }
+
+    #[test]
+    fn fork_summary_ratios() {
+        let mut out = String::new();
+        for mib in [1, 256] {
+            out += &fork_line(mib, "Copy", "64K", 20_000 * mib, 100_000 * mib, 0);
+            out += &fork_line(mib, "Copy", "4K", 200_000 * mib, 400_000 * mib, 0);
+            out += &fork_line(mib, "ShareTables", "64K", 1_000 + 10 * mib, 105_000 * mib, mib / 2);
+        }
+        let rows = parse_bench_lines(&out);
+        let s = fork_summary(&rows, &[1, 256]).unwrap();
+        // 3560 / 51_200_000 = 0.00695 %.
+        assert!(s.starts_with("Fork of 256 MiB in ShareTables mode costs **0.01 %** of Linux-style per-page copying"), "{s}");
+        assert!(s.contains("(3.6 µs vs 51200.0 µs, median of 5; meets the target of < 1 %)"), "{s}");
+        assert!(s.contains("and 0.07 % of a Copy-mode fork with 64 KiB folios (5120.0 µs)"), "{s}");
+        assert!(s.ends_with("(64 KiB folios): 1 MiB 105.0 % (0 tables copied), 256 MiB 105.0 % (128 tables copied)."), "{s}");
+        let missing = parse_bench_lines(&fork_line(256, "Copy", "4K", 1, 1, 0));
+        assert!(fork_summary(&missing, &[256]).unwrap_err().to_string().contains("ShareTables"));
+    }
+
+    #[test]
+    fn report_body_places_the_summary_between_table_and_notes() {
+        let table = Table { headers: vec!["a".into()], rows: vec![vec!["1".into()]] };
+        let mut r = Report::new(table, "notes".into());
+        assert_eq!(r.body("T", "x"), "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nnotes\n");
+        r.summary = "ratio".into();
+        assert_eq!(r.body("T", "x"), "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nratio\n\nnotes\n");
     }
 
     #[test]
