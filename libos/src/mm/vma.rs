@@ -13,7 +13,7 @@
 //!   [`VmaFlags`]. Pieces of regions returned by the calls are `Vma`s too, clipped to the
 //!   affected range (object offsets adjusted accordingly).
 //! * [`VmaKind`]: what backs the pages. [`VmaKind::AnonPrivate`] (zero-filled on first touch,
-//!   copy-on-write across fork) or [`VmaKind::AnonShared`] (the pages belong to a shared
+//!   copy-on-write across fork) or [`VmaKind::Shared`] (the pages belong to a shared
 //!   object `obj`, the region's first page being the object's page at byte `offset`). A
 //!   file-backed kind is meant to be added as one more variant carrying its handle and offset;
 //!   everything that depends on the kind (splitting, merging, fork policy, offset lookup) is a
@@ -294,7 +294,7 @@ pub enum VmaKind<H = ObjectId> {
     AnonPrivate,
     /// Shared anonymous memory: the page at `start + i` is the page at byte `offset + i` of
     /// `obj`, in every address space that maps it (fork keeps the object).
-    AnonShared {
+    Shared {
         /// The shared object.
         obj: H,
         /// Byte offset in `obj` of the region's first page (page aligned).
@@ -308,7 +308,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     pub fn is_shared(&self) -> bool {
         match self {
             VmaKind::AnonPrivate => false,
-            VmaKind::AnonShared { .. } => true,
+            VmaKind::Shared { .. } => true,
         }
     }
 
@@ -316,7 +316,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     pub fn object(&self) -> Option<&H> {
         match self {
             VmaKind::AnonPrivate => None,
-            VmaKind::AnonShared { obj, .. } => Some(obj),
+            VmaKind::Shared { obj, .. } => Some(obj),
         }
     }
 
@@ -324,7 +324,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     pub fn offset(&self) -> Option<u64> {
         match self {
             VmaKind::AnonPrivate => None,
-            VmaKind::AnonShared { offset, .. } => Some(*offset),
+            VmaKind::Shared { offset, .. } => Some(*offset),
         }
     }
 
@@ -341,7 +341,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     fn advanced(&self, by: u64) -> Self {
         match self {
             VmaKind::AnonPrivate => VmaKind::AnonPrivate,
-            VmaKind::AnonShared { obj, offset } => VmaKind::AnonShared {
+            VmaKind::Shared { obj, offset } => VmaKind::Shared {
                 obj: obj.clone(),
                 offset: offset + by,
             },
@@ -354,11 +354,11 @@ impl<H: Clone + Eq> VmaKind<H> {
         match (prev, self) {
             (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
             (
-                VmaKind::AnonShared {
+                VmaKind::Shared {
                     obj: o1,
                     offset: f1,
                 },
-                VmaKind::AnonShared {
+                VmaKind::Shared {
                     obj: o2,
                     offset: f2,
                 },
@@ -1096,7 +1096,7 @@ mod tests {
         VmaKind::AnonPrivate
     }
     fn shared(obj: u64, offset: u64) -> VmaKind {
-        VmaKind::AnonShared {
+        VmaKind::Shared {
             obj: ObjectId(obj),
             offset,
         }
@@ -1698,7 +1698,7 @@ mod tests {
         let obj = Obj(Arc::new(0));
         let count = |o: &Obj| Arc::strong_count(&o.0) - 1; // minus our own
         let mut t: VmaTree<Obj> = VmaTree::new();
-        let kind = VmaKind::AnonShared {
+        let kind = VmaKind::Shared {
             obj: obj.clone(),
             offset: 0,
         };
@@ -1722,7 +1722,7 @@ mod tests {
             Placement::Fixed(va(B + 8 * P)),
             P,
             VmProt::RW,
-            VmaKind::AnonShared {
+            VmaKind::Shared {
                 obj: other.clone(),
                 offset: 8 * P,
             },
@@ -1827,7 +1827,7 @@ mod props {
             for (i, pg) in (s / P..e / P).enumerate() {
                 let obj = match &v.kind {
                     VmaKind::AnonPrivate => None,
-                    VmaKind::AnonShared { obj, offset } => Some((obj.0, offset + i as u64 * P)),
+                    VmaKind::Shared { obj, offset } => Some((obj.0, offset + i as u64 * P)),
                 };
                 m.insert(
                     pg,
@@ -2188,7 +2188,7 @@ mod props {
                     };
                     let kind = match obj {
                         None => VmaKind::AnonPrivate,
-                        Some((o, offset)) => VmaKind::AnonShared {
+                        Some((o, offset)) => VmaKind::Shared {
                             obj: ObjectId(o),
                             offset,
                         },

@@ -74,7 +74,7 @@ impl Space {
         let Some(d) = pt::get(&self.root, m, page) else {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
-                VmaKind::AnonShared { obj, .. } => self.shared_fault(m, vma, obj, page),
+                VmaKind::Shared { obj, .. } => self.shared_fault(m, vma, obj, page),
             };
         };
         let shared = vma.kind.is_shared();

@@ -13,7 +13,7 @@
 //! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
 //!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
 //!   write of physical memory, root hooks).
-//! * [`Shm`]: shared memory objects backing `AnonShared` regions.
+//! * [`Shm`]: shared memory objects backing `Shared` regions.
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
@@ -431,7 +431,7 @@ impl Space {
     }
 
     /// `mmap`: a new region of `len` bytes at `placement` with `prot`, backed by `kind`
-    /// (`VmaKind::AnonPrivate`, or `VmaKind::AnonShared` with a [`Shm`] object and the offset
+    /// (`VmaKind::AnonPrivate`, or `VmaKind::Shared` with a [`Shm`] object and the offset
     /// of the region's first page in it), aligned to `align` ([`MapAlign::Size64K`] and above
     /// let faults use 64 KiB folios). Pages are populated on demand. A
     /// [`Placement::Fixed`] mapping first unmaps what it replaces. Returns the start address.
@@ -524,7 +524,7 @@ impl Space {
             return Some(PhysAddr(d.address().0 + off));
         }
         let vma = self.vmas.find(va)?;
-        let VmaKind::AnonShared { obj, .. } = &vma.kind else {
+        let VmaKind::Shared { obj, .. } = &vma.kind else {
             return None;
         };
         let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
@@ -675,7 +675,7 @@ impl Space {
 /// Drops region pieces removed from a tree, releasing shared objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
     for piece in pieces {
-        if let VmaKind::AnonShared { obj, .. } = piece.kind {
+        if let VmaKind::Shared { obj, .. } = piece.kind {
             obj.release(m);
         }
     }

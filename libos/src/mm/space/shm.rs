@@ -1,4 +1,4 @@
-//! Shared memory objects: the backing of [`VmaKind::AnonShared`](crate::mm::vma::VmaKind)
+//! Shared memory objects: the backing of [`VmaKind::Shared`](crate::mm::vma::VmaKind)
 //! regions (`MAP_SHARED | MAP_ANONYMOUS`, or an object mapped into several address spaces).
 
 use alloc::collections::BTreeMap;

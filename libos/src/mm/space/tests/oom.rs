@@ -78,7 +78,7 @@ fn parent(m: &mut TestMachine<'_>) -> (Space, Writes, PinHandle) {
         fixed(BASE + 16 * KB64),
         2 * KB64,
         VmProt::RW,
-        VmaKind::AnonShared { obj, offset: 0 },
+        VmaKind::Shared { obj, offset: 0 },
         MapAlign::Size64K,
     )
     .unwrap();
@@ -200,7 +200,7 @@ fn faults_fail_cleanly_at_every_allocation() {
             fixed(BASE + (1 << 30)),
             KB64,
             VmProt::RW,
-            VmaKind::AnonShared {
+            VmaKind::Shared {
                 obj: Shm::new(),
                 offset: 0,
             },

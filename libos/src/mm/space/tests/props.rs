@@ -350,7 +350,7 @@ impl World<'_, '_> {
                 };
                 let kind = match shared {
                     None => VmaKind::AnonPrivate,
-                    Some((obj, off)) => VmaKind::AnonShared {
+                    Some((obj, off)) => VmaKind::Shared {
                         obj: self.objs[obj].clone(),
                         offset: off * PAGE_SIZE,
                     },
