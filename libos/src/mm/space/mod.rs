@@ -202,6 +202,7 @@ use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
 use crate::mm::vma::{MapAlign, Placement, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
 use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
+pub use fault::{FileFault, Installed};
 pub use machine::Machine;
 pub use pin::PinHandle;
 pub use shm::Shm;
@@ -247,6 +248,12 @@ pub enum FaultError {
         /// Why.
         cause: SegvCause,
     },
+    /// The page lies past the end of the file the region maps (`SIGBUS`, `BUS_ADRERR`):
+    /// deliver an error to the application.
+    Bus {
+        /// The faulting address.
+        va: VirtAddr,
+    },
     /// No memory for a page or a table. Nothing changed; nothing leaked.
     Oom,
 }
@@ -255,6 +262,7 @@ impl fmt::Display for FaultError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FaultError::Segv { va, cause } => write!(f, "segmentation fault at {va}: {cause:?}"),
+            FaultError::Bus { va } => write!(f, "bus error at {va}: past the end of the file"),
             FaultError::Oom => f.write_str("out of memory"),
         }
     }
@@ -268,6 +276,9 @@ pub enum SpaceError {
     Vma(VmaError),
     /// No memory for a root, a table or a page.
     OutOfMemory,
+    /// A shared mapping of a read-only file would be writable (`mmap` with `WRITE`, or
+    /// `mprotect` adding it). (`EACCES`)
+    ReadOnly,
 }
 
 impl From<VmaError> for SpaceError {
@@ -281,6 +292,9 @@ impl fmt::Display for SpaceError {
         match self {
             SpaceError::Vma(e) => write!(f, "{e}"),
             SpaceError::OutOfMemory => f.write_str("out of memory"),
+            SpaceError::ReadOnly => {
+                f.write_str("a read-only file cannot be mapped shared and writable")
+            }
         }
     }
 }
@@ -296,6 +310,8 @@ pub struct SpaceStats {
     pub faults_access_flag: u64,
     /// Faults answered with `Segv`.
     pub segv: u64,
+    /// Faults answered with `Bus` (past the end of a file).
+    pub bus: u64,
     /// Faults with nothing to do (spurious, or resolved by someone else).
     pub spurious: u64,
     /// Access flags set by faults.
@@ -308,8 +324,12 @@ pub struct SpaceStats {
     pub shm_4k: u64,
     /// Shared-object folios allocated: 64 KiB.
     pub shm_64k: u64,
-    /// Shared-object pages mapped by faults (pages, not calls).
+    /// Object pages mapped by faults (pages, not calls): in shared regions, and read-only in
+    /// private object mappings.
     pub shm_pages_mapped: u64,
+    /// Private copies of object pages made by an object's fault handler (writes to private
+    /// object mappings).
+    pub file_cow: u64,
     /// COW faults answered by reusing one page.
     pub cow_reuse_4k: u64,
     /// COW faults answered by reusing a whole 64 KiB block.
@@ -326,6 +346,8 @@ pub struct SpaceStats {
     pub fork_dup_pages: u64,
     /// Fork: pages of pinned folios copied for the child.
     pub fork_copies: u64,
+    /// Fork: `add_file_ptes` calls (runs of object pages in private object mappings).
+    pub fork_file_batches: u64,
     /// Fork: `wrprotect_ptes` calls on the parent (one invalidation batch each).
     pub fork_wrprotects: u64,
     /// Pages pinned.
@@ -359,9 +381,12 @@ pub enum SpaceCheckError {
     StrayLeaf(VirtAddr),
     /// A leaf whose permissions or access flag disagree with its region's.
     Permissions(VirtAddr),
-    /// A writable private page that is not anon-exclusive, or an anon page in a shared
-    /// region / a file page in a private one.
+    /// A writable private page that is not anon-exclusive.
     Exclusive(VirtAddr),
+    /// A page whose folio does not fit its region's backing: an anon page in a shared
+    /// region, a file page in a private anonymous region, or a file page that is not the
+    /// object's page at its offset or (in a private object mapping) is writable.
+    Backing(VirtAddr),
     /// The folio checker (over the leaves given to [`check_spaces`]).
     Folios(CheckError),
 }
@@ -431,10 +456,16 @@ impl Space {
     }
 
     /// `mmap`: a new region of `len` bytes at `placement` with `prot`, backed by `kind`
-    /// (`VmaKind::AnonPrivate`, or `VmaKind::Shared` with a [`Shm`] object and the offset
-    /// of the region's first page in it), aligned to `align` ([`MapAlign::Size64K`] and above
-    /// let faults use 64 KiB folios). Pages are populated on demand. A
-    /// [`Placement::Fixed`] mapping first unmaps what it replaces. Returns the start address.
+    /// (`VmaKind::AnonPrivate`, or `VmaKind::Shared` / `VmaKind::FilePrivate` with a [`Shm`]
+    /// object — anonymous or a file — and the offset of the region's first page in it),
+    /// aligned to `align` ([`MapAlign::Size64K`] and above let faults use 64 KiB folios).
+    /// Pages are populated on demand. A [`Placement::Fixed`] mapping first unmaps what it
+    /// replaces. Returns the start address.
+    ///
+    /// A shared mapping of a read-only file with `WRITE` is refused with
+    /// [`SpaceError::ReadOnly`] (checked first), changing nothing; a private one may be
+    /// writable (writes make private copies). The object handle in `kind` is taken over
+    /// either way: a refused mapping releases it ([`Shm::release`]).
     pub fn mmap<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -444,7 +475,20 @@ impl Space {
         kind: VmaKind<Shm>,
         align: MapAlign,
     ) -> Result<VirtAddr, SpaceError> {
-        let mapped = self.vmas.mmap(placement, len, prot, kind, align)?;
+        // The object handle in `kind` is consumed either way: on failure it is released
+        // here, so that a refused mapping of an object's last handle frees the object.
+        let handle = kind.object().cloned();
+        let r = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
+            Err(SpaceError::ReadOnly)
+        } else {
+            self.vmas
+                .mmap(placement, len, prot, kind, align)
+                .map_err(SpaceError::Vma)
+        };
+        if let Some(obj) = handle {
+            obj.release(m);
+        }
+        let mapped = r?;
         if !mapped.replaced.is_empty() {
             self.zap(m, mapped.addr.as_u64(), len);
             release_regions(m, mapped.replaced);
@@ -471,6 +515,10 @@ impl Space {
     /// `mprotect`: sets the permissions of `[addr, addr + len)`, which must be mapped
     /// entirely. Present pages are re-protected (see the module docs, "PROT_NONE": private
     /// pages become writable only if anon-exclusive).
+    ///
+    /// Adding `WRITE` to any part of a shared mapping of a read-only file is refused with
+    /// [`SpaceError::ReadOnly`], changing nothing (checked after the alignment and range
+    /// checks, before [`VmaError::NotMapped`]).
     pub fn mprotect<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -478,6 +526,18 @@ impl Space {
         len: u64,
         prot: VmProt,
     ) -> Result<(), SpaceError> {
+        if prot.contains(VmProt::WRITE) && addr.is_aligned(PAGE_SIZE) {
+            let end = addr
+                .as_u64()
+                .checked_add(len)
+                .filter(|&e| e <= USER_END && len.is_multiple_of(PAGE_SIZE));
+            if let Some(end) = end {
+                let mut regions = self.vmas.overlapping(addr, VirtAddr(end));
+                if regions.any(|v| read_only_shared(&v.kind)) {
+                    return Err(SpaceError::ReadOnly);
+                }
+            }
+        }
         let changes = self.vmas.mprotect(addr, len, prot)?;
         for c in changes {
             self.reprotect(m, &c.piece);
@@ -486,7 +546,8 @@ impl Space {
     }
 
     /// `madvise(MADV_DONTNEED)`: drops the pages of `[addr, addr + len)`, which must be mapped
-    /// entirely. Private pages read back as zero; shared pages are re-read from their object.
+    /// entirely. Private anonymous pages read back as zero, private copies in a private
+    /// object mapping as the object's page again; shared pages are re-read from their object.
     pub fn madvise_dontneed<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -512,8 +573,9 @@ impl Space {
 
     /// The physical address an access to `va` would reach right now without faulting in
     /// anything new: the mapped page (even a `PROT_NONE` one), or for an unmapped page of a
-    /// shared region the object's page; `None` if the page reads as zero (never touched, or
-    /// dropped). For inspection (debuggers, core dumps, tests).
+    /// shared region or a private object mapping the object's page; `None` if the page reads
+    /// as zero (never touched, or dropped) or lies past the end of a file. For inspection
+    /// (debuggers, core dumps, tests).
     pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Option<PhysAddr> {
         if va.as_u64() >= USER_END {
             return None;
@@ -524,9 +586,7 @@ impl Space {
             return Some(PhysAddr(d.address().0 + off));
         }
         let vma = self.vmas.find(va)?;
-        let VmaKind::Shared { obj, .. } = &vma.kind else {
-            return None;
-        };
+        let obj = vma.kind.object()?;
         let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
         Some(PhysAddr(pa.0 + off))
     }
@@ -542,7 +602,9 @@ impl Space {
     /// Checks this space's own invariants: the region tree's; every leaf is a 4 KiB page
     /// inside a region; its permissions are the region's (private pages possibly read-only;
     /// `PROT_NONE` pages in their inaccessible form); a writable private page is
-    /// anon-exclusive; private regions map anon folios, shared ones file folios.
+    /// anon-exclusive; private anonymous regions map anon folios, shared ones file folios,
+    /// private object mappings either (file folios read-only only); a file page is the
+    /// object's page at its offset.
     pub fn check<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Result<(), SpaceCheckError> {
         self.check_leaves(m, &pt::leaves(&self.root, m))
     }
@@ -576,8 +638,20 @@ impl Space {
             let (folio, idx) = mem
                 .folio_page(leaf.pa)
                 .ok_or(SpaceCheckError::StrayLeaf(va))?;
-            if folio.is_anon() == vma.kind.is_shared() {
-                return Err(SpaceCheckError::Exclusive(va));
+            let object_page = |obj: &Shm| {
+                vma.object_offset(va)
+                    .and_then(|off| obj.lookup(off))
+                    .is_some_and(|(pa, _, _)| pa == leaf.pa)
+            };
+            let backing_ok = match &vma.kind {
+                VmaKind::AnonPrivate => folio.is_anon(),
+                VmaKind::Shared { obj, .. } => !folio.is_anon() && object_page(obj),
+                VmaKind::FilePrivate { obj, .. } => {
+                    folio.is_anon() || (!d.writable() && object_page(obj))
+                }
+            };
+            if !backing_ok {
+                return Err(SpaceCheckError::Backing(va));
             }
             if folio.is_anon() && d.writable() && !folio.is_anon_exclusive(idx) {
                 return Err(SpaceCheckError::Exclusive(va));
@@ -672,13 +746,21 @@ impl Space {
     }
 }
 
-/// Drops region pieces removed from a tree, releasing shared objects whose last region went.
+/// Drops region pieces removed from a tree, releasing objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
     for piece in pieces {
-        if let VmaKind::Shared { obj, .. } = piece.kind {
-            obj.release(m);
+        match piece.kind {
+            VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
+                obj.release(m);
+            }
+            VmaKind::AnonPrivate => {}
         }
     }
+}
+
+/// Whether `kind` is a shared mapping of a read-only file (which must never be writable).
+fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
+    matches!(kind, VmaKind::Shared { obj, .. } if obj.is_read_only())
 }
 
 /// Runs every check over several live spaces at once: each space's [`Space::check`], then
