@@ -1,5 +1,6 @@
 //! Address spaces with process semantics: `mmap` / `munmap` / `mprotect` /
-//! `madvise(MADV_DONTNEED)`, demand faults, copy-on-write `fork`, pins, and exit.
+//! `madvise(MADV_DONTNEED)`, demand faults, copy-on-write `fork`, memory-backed files, pins,
+//! and exit.
 //!
 //! Portable (no assembly, no `unsafe`): the page tables go through the engine ([`Root`], the
 //! CONTPTE PTE-level API), the frames and their accounting through folios
@@ -13,7 +14,9 @@
 //! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
 //!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
 //!   write of physical memory, root hooks).
-//! * [`Shm`]: shared memory objects backing `Shared` regions.
+//! * [`Shm`]: memory objects — shared anonymous memory, or read-only files in RAM — backing
+//!   `Shared` and `FilePrivate` regions; [`FileFault`], the context of an object's fault
+//!   handler ("Files", below).
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
@@ -43,11 +46,14 @@
 //!   can be allocated; else **4 KiB**. A shared region maps the object's folio for the page,
 //!   allocating it (zero-filled, 64 KiB under the same conditions, the object's offset being
 //!   64 KiB aligned) if the object has none; a 64 KiB object folio is mapped whole (folded)
-//!   if its block is empty in this space, else page by page.
+//!   if its block is empty in this space, else page by page. A private object mapping maps
+//!   the object's page the same way but read-only for a read or a fetch, and has the
+//!   object's fault handler make a private copy for a write ("Files").
 //! * **entry present, access flag clear** (access-flag fault): AF is set (over the whole
 //!   folded block, which stays folded).
-//! * **write to a read-only entry of a writable region**: copy-on-write, below. (A shared
-//!   region's entry is simply made writable.)
+//! * **write to a read-only entry of a writable region**: copy-on-write, below, for an anon
+//!   page; the object's fault handler for an object page of a private object mapping
+//!   ("Files"). (A shared region's entry is simply made writable.)
 //! * a write to a writable but clean entry (DBM set, no hardware dirty management): marked
 //!   dirty. (Entries are mapped dirty when writable, so this only follows hardware or
 //!   engine state changes.)
@@ -55,6 +61,43 @@
 //!
 //! Pages are mapped with the region's permissions from [`VmProt::pte_prot`] (user pages are
 //! PXN: an application running at EL1 reads and writes them but cannot execute from them).
+//!
+//! # Files
+//!
+//! A file is a read-only [`Shm`] made by [`Shm::file`] from bytes in RAM (an in-image blob,
+//! or a RAM region acting as a DAX device): its folios (file folios, 64 KiB where the offset
+//! is 64 KiB aligned, else 4 KiB) are allocated and filled when it is made, the tail of the
+//! last page zeroed, and it never allocates again. It is mapped like any object:
+//!
+//! * **shared** ([`VmaKind::Shared`]): the file's own pages are mapped, read-only. A shared
+//!   mapping of a file with `WRITE` is refused ([`SpaceError::ReadOnly`], by `mmap`, and by
+//!   `mprotect` adding `WRITE` to any part of one), changing nothing.
+//! * **private** ([`VmaKind::FilePrivate`], which also maps an anonymous [`Shm`] privately):
+//!   a read or fetch maps the object's page read-only (for an anonymous object, allocated
+//!   as a shared region would); a write — to a missing page or to the read-only mapping of
+//!   the object's page — is a copy-on-write performed by the **object's fault handler**
+//!   ([`Shm::fault`]); anon pages (the private copies) then behave as in any private region
+//!   ("Copy-on-write policy").
+//!
+//! A byte offset at or past the file's size rounded up to a page is past the end: any
+//! access there is [`FaultError::Bus`] (`SIGBUS`), after the region's permission check.
+//!
+//! **The fault handler contract.** For a private write the address space first allocates
+//! the destination, a 4 KiB anon folio, and the missing tables (so installing cannot fail),
+//! then calls `obj.fault(m, &mut FileFault)`. The handler looks up its page at
+//! [`FileFault::offset`] and copies it **straight into** [`FileFault::dest`] — one copy;
+//! the source is never mapped first to be copied by a second fault — (zeroes it when an
+//! anonymous object has no page there yet), and installs it with [`FileFault::install`],
+//! which clears the old entry if any (break-before-make through the engine: the
+//! invalidation has completed before the new entry is written), removes the old mapping's
+//! accounting, maps the destination writable, young, dirty and anon-exclusive, and releases
+//! the old mapping's reference after the invalidation. Success is an [`Installed`] token,
+//! which only `install` makes. **Error paths**: if the handler fails (past the end:
+//! `Bus`) it installs nothing and the address space frees the destination — no page is
+//! leaked or left half-installed and no entry or count changed; if the destination or a
+//! table cannot be allocated the handler is not called (`Oom`, nothing changed). The
+//! file's pages are never written: no writable entry ever maps them (checked by
+//! [`Space::check`]).
 //!
 //! # Copy-on-write policy
 //!
@@ -99,6 +142,9 @@
 //!
 //! * **shared regions**: nothing is copied; the child faults the object's pages in on demand
 //!   (Linux's `vma_needs_copy`).
+//! * **private object mappings**: copied as private regions (below): their anon pages are
+//!   shared copy-on-write; their runs of object pages are mapped in the child with the same
+//!   read-only entries (one `add_file_ptes` per run, [`SpaceStats::fork_file_batches`]).
 //! * **private regions**, batched per folio as Linux's `copy_present_ptes` /
 //!   `folio_pte_batch`: the parent's entries are cut into *runs* — consecutive pages of one
 //!   folio at consecutive addresses in one level-3 table with equal attributes. Per run: one
@@ -148,7 +194,8 @@
 //!
 //! 1. the parent's space, then the child's (fork; the child is not reachable by anyone else
 //!    yet, so this cannot deadlock);
-//! 2. a shared object's lock ([`Shm`], held only to look up or insert a folio);
+//! 2. an object's lock ([`Shm`], held only to look up or insert a folio; not held while its
+//!    fault handler copies or installs);
 //! 3. a folio's mapping lock (inside the folio operations);
 //! 4. the frame allocator and the TLB maintenance (inside the [`Machine`]).
 //!
@@ -157,9 +204,9 @@
 //!
 //! # Out of memory
 //!
-//! Frames are allocated in four places: folios (fault, COW, fork copies of pinned pages),
+//! Frames are allocated in five places: folios (fault, COW, fork copies of pinned pages),
 //! level-3 and intermediate tables (fault, fork), the child's root (fork), shared-object
-//! folios. Every path allocates **before** it changes anything it cannot undo, and returns
+//! folios, file folios ([`Shm::file`]). Every path allocates **before** it changes anything it cannot undo, and returns
 //! [`FaultError::Oom`] / [`SpaceError::OutOfMemory`] with nothing leaked:
 //!
 //! * **fault**: folio first, then the missing tables (all or nothing); if the tables fail the
@@ -167,6 +214,10 @@
 //!   is an error. Nothing changed.
 //! * **COW**: the copy is allocated before the old mapping is touched (64 KiB failing falls
 //!   back to 4 KiB). Nothing changed (a reuse needs no memory).
+//! * **file COW**: the destination page, then the missing tables, before the handler is
+//!   called; either failing frees what was taken. Nothing changed.
+//! * **file creation**: a 64 KiB folio failing falls back to 4 KiB; a 4 KiB failure frees
+//!   every folio taken so far and returns `OutOfMemory`.
 //! * **fork**: the child's tables for each run are allocated before its dup. On any failure
 //!   the child is torn down completely (every reference it took released), so it does not
 //!   exist; the parent keeps its data and regions — only some of its private pages may have
@@ -176,8 +227,8 @@
 //!   in stay mapped (that is invisible: they read as before).
 //! * **mmap**, **munmap**, **mprotect**, **madvise**, **exit** allocate no frames (munmap and
 //!   friends never split a block: user spaces have none) and cannot fail after the region
-//!   tree accepted the arguments. Argument errors come from [`VmaTree`] before anything
-//!   changes.
+//!   tree accepted the arguments. Argument errors come from [`VmaTree`] (or
+//!   [`SpaceError::ReadOnly`]) before anything changes.
 //!
 //! # Teardown
 //!
