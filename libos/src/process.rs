@@ -114,7 +114,7 @@ pub struct Segfault {
     pub va: u64,
     /// What the access was.
     pub access: Access,
-    /// Why it failed (`Segv` with its cause, or `Oom`).
+    /// Why it failed (`Segv` with its cause, `Bus` past the end of a mapped file, or `Oom`).
     pub error: FaultError,
 }
 
@@ -333,6 +333,87 @@ mod boot_tests {
             assert_eq!(e.error, FaultError::Segv { va: VirtAddr(ro + 8), cause: SegvCause::Access });
             assert_eq!(p.run(|| read(ro + 8)), Ok(0), "reads of the read-only region still work");
             p.exit();
+        }
+    }
+
+    /// An in-image blob: a little over two pages, a different byte almost everywhere.
+    static BLOB: [u8; 9000] = blob();
+
+    const fn blob() -> [u8; 9000] {
+        let mut b = [0; 9000];
+        let mut i = 0;
+        while i < b.len() {
+            b[i] = (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ 0x5a;
+            i += 1;
+        }
+        b
+    }
+
+    fn read_u8(va: u64) -> u8 {
+        // SAFETY: as for `write`.
+        unsafe { core::ptr::read_volatile(va as *const u8) }
+    }
+
+    fn write_u8(va: u64, v: u8) {
+        // SAFETY: as for `write`.
+        unsafe { core::ptr::write_volatile(va as *mut u8, v) }
+    }
+
+    crate::boot_test! {
+        /// A read-only file made from an in-image blob, mapped shared (read-only) and private on
+        /// the real MMU: reads reach the file's own pages; a private write copies one page and
+        /// leaves the blob and the file unchanged; a write to the shared mapping segfaults, an
+        /// access past the end of the file is a bus error; fork shares the file pages.
+        fn files_map_shared_and_private() {
+            use crate::mm::space::Shm;
+            let m = &mut TargetMachine;
+            let file = Shm::file(m, &BLOB).unwrap();
+            let mut p = Process::new().unwrap();
+            let shared = VmaKind::Shared { obj: file.clone(), offset: 0 };
+            let sh = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::READ, shared, MapAlign::Size64K).unwrap().as_u64();
+            let private = VmaKind::FilePrivate { obj: file.clone(), offset: 0 };
+            let pr = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::RW, private, MapAlign::Size64K).unwrap().as_u64();
+            let same = |base: u64| (0..BLOB.len()).all(|i| read_u8(base + i as u64) == BLOB[i]);
+            assert_eq!(p.run(|| (same(sh), same(pr), read_u8(sh + 9000), read_u8(pr + 3 * PAGE_SIZE - 1))), Ok((true, true, 0, 0)));
+            let page1 = file.lookup(PAGE_SIZE).unwrap().0;
+            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)), Some(page1), "the file's page is mapped");
+            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1), "the file's page is mapped");
+
+            // A private write: one copy, the shared mapping and the file keep the blob.
+            let off = PAGE_SIZE as usize + 5;
+            p.run(|| write_u8(pr + off as u64, !BLOB[off])).unwrap();
+            assert_eq!(p.space().stats().file_cow, 1);
+            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1));
+            assert_eq!(p.run(|| (read_u8(pr + off as u64), read_u8(pr + off as u64 + 1))), Ok((!BLOB[off], BLOB[off + 1])));
+            assert_eq!(p.run(|| read_u8(sh + off as u64)), Ok(BLOB[off]));
+            let mut page = [0u8; PAGE_SIZE as usize];
+            m.read_bytes(page1, &mut page);
+            assert_eq!(page[..], BLOB[PAGE_SIZE as usize..2 * PAGE_SIZE as usize], "the file is unchanged");
+            assert!(BLOB == blob(), "the blob is unchanged");
+
+            // Refused: writes to the shared mapping, shared writable mappings, past the end.
+            let e = p.run(|| write_u8(sh + 5, 1)).unwrap_err();
+            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(sh + 5), cause: SegvCause::Access });
+            let shared_rw = VmaKind::Shared { obj: file.clone(), offset: 0 };
+            let r = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::RW, shared_rw, MapAlign::Page);
+            assert_eq!(r, Err(SpaceError::ReadOnly));
+            assert_eq!(p.space().mprotect(m, VirtAddr(sh), PAGE_SIZE, VmProt::RW), Err(SpaceError::ReadOnly));
+            let e = p.run(|| read_u8(pr + 3 * PAGE_SIZE + 8)).unwrap_err();
+            assert_eq!(e.error, FaultError::Bus { va: VirtAddr(pr + 3 * PAGE_SIZE + 8) });
+            let e = p.run(|| write_u8(pr + 4 * PAGE_SIZE, 1)).unwrap_err();
+            assert_eq!(e.error, FaultError::Bus { va: VirtAddr(pr + 4 * PAGE_SIZE) });
+
+            // Fork: the child sees the private copy and the file pages, and copies its own.
+            let mut c = p.fork().unwrap();
+            assert_eq!(c.run(|| (read_u8(pr + off as u64), read_u8(pr + 7))), Ok((!BLOB[off], BLOB[7])));
+            c.run(|| write_u8(pr + 7, !BLOB[7])).unwrap();
+            assert_eq!(p.run(|| read_u8(pr + 7)), Ok(BLOB[7]));
+            assert_eq!(c.run(|| same(sh)), Ok(true));
+            let spaces = [p.space.as_ref().unwrap(), c.space.as_ref().unwrap()];
+            crate::mm::space::check_spaces(m, &spaces).expect("mapcounts over both spaces");
+            c.exit();
+            p.exit();
+            assert!(file.release(m), "the last handle frees the file");
         }
     }
 

@@ -13,12 +13,13 @@
 //!   [`VmaFlags`]. Pieces of regions returned by the calls are `Vma`s too, clipped to the
 //!   affected range (object offsets adjusted accordingly).
 //! * [`VmaKind`]: what backs the pages. [`VmaKind::AnonPrivate`] (zero-filled on first touch,
-//!   copy-on-write across fork) or [`VmaKind::AnonShared`] (the pages belong to a shared
-//!   object `obj`, the region's first page being the object's page at byte `offset`). A
-//!   file-backed kind is meant to be added as one more variant carrying its handle and offset;
-//!   everything that depends on the kind (splitting, merging, fork policy, offset lookup) is a
-//!   method of `VmaKind`, so adding it touches those methods only.
-//! * `H`, the shared-object handle: any `Clone + Eq` type, [`ObjectId`] by default. The tree
+//!   copy-on-write across fork), [`VmaKind::Shared`] (the pages belong to an object `obj` —
+//!   shared anonymous memory or a file —, the region's first page being the object's page at
+//!   byte `offset`) or [`VmaKind::FilePrivate`] (a private mapping of such an object: its
+//!   pages until written, then private copies, copy-on-write across fork). Everything that
+//!   depends on the kind (splitting, merging, fork policy, offset lookup) is a method of
+//!   `VmaKind`.
+//! * `H`, the object handle: any `Clone + Eq` type, [`ObjectId`] by default. The tree
 //!   clones it whenever a region is split or forked and drops it when a piece is returned. A
 //!   reference-counted handle (a newtype around `Arc<Object>` whose `==` is `Arc::ptr_eq`)
 //!   therefore counts exactly the regions, in every address space, that still reference the
@@ -97,7 +98,8 @@
 //!
 //! Two regions `a`, `b` are *mergeable* ([`Vma::mergeable`]) when `a.end == b.start`, they have
 //! the same permissions and flags, and `b`'s kind continues `a`'s: both private anonymous, or
-//! both backed by the same object (`==`) with `b.offset == a.offset + a.len()`. After every call
+//! both of the same kind (shared, or private object mappings) backed by the same object (`==`)
+//! with `b.offset == a.offset + a.len()`. After every call
 //! no two neighbouring regions are mergeable: the tree is a canonical function of the per-page
 //! state (permissions, kind, object, offset of each page, flags), whatever sequence of calls
 //! produced it. Merges happen after `mmap` and `mprotect`; `munmap` never creates a merge
@@ -118,9 +120,10 @@
 //!
 //! * **Fault** at `va`: [`VmaTree::find`]; no region, or an access `vma.prot` forbids, is a
 //!   segmentation fault. Otherwise the page's attributes come from [`VmProt::pte_prot`]. A
-//!   missing page of a private region is a fresh zeroed folio (64 KiB if
+//!   missing page of a private anonymous region is a fresh zeroed folio (64 KiB if
 //!   [`Vma::large_folio_block`] allows and the block is empty), of a shared region the
-//!   object's page at [`Vma::object_offset`]. A write to a present read-only page of a
+//!   object's page at [`Vma::object_offset`], of a private object mapping that page
+//!   read-only (a write copies it instead). A write to a present read-only page of a
 //!   writable private region is a copy-on-write break.
 //! * **munmap** and the `replaced` pieces of a fixed **mmap**: unmap each piece's range, flush
 //!   the TLB, then release the pages (private: drop the folio reference; shared: drop the
@@ -130,7 +133,8 @@
 //!   that to the write fault, or check that the folio is exclusive). `PROT_NONE` pages must
 //!   keep their contents although no valid descriptor can map them.
 //! * **madvise(MADV_DONTNEED)**: unmap each piece and flush; release private pages (they read
-//!   back as zero); shared pages stay in their object.
+//!   back as zero, or as the object's page in a private object mapping); shared pages stay
+//!   in their object.
 //! * **fork**: [`VmaTree::fork`] for the child, then per parent region by
 //!   [`Vma::fork_policy`]: `CopyOnWrite` copies the mapped pages into the child read-only
 //!   (`Root::copy_range`), write-protects them in the parent and takes a folio reference per
@@ -160,7 +164,7 @@ pub const MAX_MAPPINGS: usize = 65_536;
 /// The large-folio size, and the block a [`VmaFlags::LARGE_FOLIOS`] region is populated with.
 pub const LARGE_FOLIO_SIZE: u64 = 64 * 1024;
 
-/// The default shared-object handle: an opaque number the caller assigns. See the module
+/// The default object handle: an opaque number the caller assigns. See the module
 /// docs for reference-counted handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId(pub u64);
@@ -287,15 +291,26 @@ pub enum ForkPolicy {
     Share,
 }
 
-/// What backs a region's pages. `H` is the shared-object handle (see the module docs).
+/// What backs a region's pages. `H` is the object handle (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum VmaKind<H = ObjectId> {
     /// Private anonymous memory: zero-filled on first touch, copy-on-write across fork.
     AnonPrivate,
-    /// Shared anonymous memory: the page at `start + i` is the page at byte `offset + i` of
-    /// `obj`, in every address space that maps it (fork keeps the object).
-    AnonShared {
-        /// The shared object.
+    /// Shared memory (`MAP_SHARED`): the page at `start + i` is the page at byte `offset + i`
+    /// of `obj` (shared anonymous memory or a file), in every address space that maps it
+    /// (fork keeps the object).
+    Shared {
+        /// The object.
+        obj: H,
+        /// Byte offset in `obj` of the region's first page (page aligned).
+        offset: u64,
+    },
+    /// A private mapping of an object (`MAP_PRIVATE` of a file or of a shared memory
+    /// object): the page at `start + i` reads as the page at byte `offset + i` of `obj`
+    /// until this address space writes it, which gives it a private copy (copy-on-write,
+    /// also across fork).
+    FilePrivate {
+        /// The object.
         obj: H,
         /// Byte offset in `obj` of the region's first page (page aligned).
         offset: u64,
@@ -307,8 +322,8 @@ impl<H: Clone + Eq> VmaKind<H> {
     /// mapping of it) rather than private to this address space.
     pub fn is_shared(&self) -> bool {
         match self {
-            VmaKind::AnonPrivate => false,
-            VmaKind::AnonShared { .. } => true,
+            VmaKind::AnonPrivate | VmaKind::FilePrivate { .. } => false,
+            VmaKind::Shared { .. } => true,
         }
     }
 
@@ -316,7 +331,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     pub fn object(&self) -> Option<&H> {
         match self {
             VmaKind::AnonPrivate => None,
-            VmaKind::AnonShared { obj, .. } => Some(obj),
+            VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => Some(obj),
         }
     }
 
@@ -324,7 +339,7 @@ impl<H: Clone + Eq> VmaKind<H> {
     pub fn offset(&self) -> Option<u64> {
         match self {
             VmaKind::AnonPrivate => None,
-            VmaKind::AnonShared { offset, .. } => Some(*offset),
+            VmaKind::Shared { offset, .. } | VmaKind::FilePrivate { offset, .. } => Some(*offset),
         }
     }
 
@@ -341,7 +356,11 @@ impl<H: Clone + Eq> VmaKind<H> {
     fn advanced(&self, by: u64) -> Self {
         match self {
             VmaKind::AnonPrivate => VmaKind::AnonPrivate,
-            VmaKind::AnonShared { obj, offset } => VmaKind::AnonShared {
+            VmaKind::Shared { obj, offset } => VmaKind::Shared {
+                obj: obj.clone(),
+                offset: offset + by,
+            },
+            VmaKind::FilePrivate { obj, offset } => VmaKind::FilePrivate {
                 obj: obj.clone(),
                 offset: offset + by,
             },
@@ -354,11 +373,21 @@ impl<H: Clone + Eq> VmaKind<H> {
         match (prev, self) {
             (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
             (
-                VmaKind::AnonShared {
+                VmaKind::Shared {
                     obj: o1,
                     offset: f1,
                 },
-                VmaKind::AnonShared {
+                VmaKind::Shared {
+                    obj: o2,
+                    offset: f2,
+                },
+            )
+            | (
+                VmaKind::FilePrivate {
+                    obj: o1,
+                    offset: f1,
+                },
+                VmaKind::FilePrivate {
                     obj: o2,
                     offset: f2,
                 },
@@ -439,8 +468,8 @@ impl<H: Clone + Eq> Vma<H> {
         }
     }
     /// The merge rule: `next` starts where `self` ends, with the same permissions and flags,
-    /// and its backing continues `self`'s (both private anonymous, or the same object at the
-    /// following offset).
+    /// and its backing continues `self`'s (both private anonymous, or the same kind over the
+    /// same object at the following offset).
     pub fn mergeable(&self, next: &Vma<H>) -> bool {
         self.end == next.start
             && self.prot == next.prot
@@ -557,7 +586,7 @@ pub enum VmaError {
     Reserved,
     /// A fixed address is not a multiple of the requested [`MapAlign`]. (`EINVAL`)
     FixedMisaligned,
-    /// A shared-object offset is not page aligned, or `offset + len` wraps. (`EINVAL`)
+    /// An object offset is not page aligned, or `offset + len` wraps. (`EINVAL`)
     BadOffset,
     /// [`Placement::FixedNoReplace`] and the range is not entirely free. (`EEXIST`)
     Exists,
@@ -1096,7 +1125,13 @@ mod tests {
         VmaKind::AnonPrivate
     }
     fn shared(obj: u64, offset: u64) -> VmaKind {
-        VmaKind::AnonShared {
+        VmaKind::Shared {
+            obj: ObjectId(obj),
+            offset,
+        }
+    }
+    fn file_private(obj: u64, offset: u64) -> VmaKind {
+        VmaKind::FilePrivate {
             obj: ObjectId(obj),
             offset,
         }
@@ -1625,6 +1660,56 @@ mod tests {
     }
 
     #[test]
+    fn private_object_mappings() {
+        let mut t = T::new();
+        let k = file_private(5, 3 * P);
+        assert!(!k.is_shared());
+        assert_eq!(k.object(), Some(&ObjectId(5)));
+        assert_eq!(k.offset(), Some(3 * P));
+        assert_eq!(k.fork_policy(), ForkPolicy::CopyOnWrite);
+        // Continuing offsets of the same object merge; a shared mapping of the same object
+        // at the continuing offset does not, nor does another object.
+        fixed(&mut t, B, 2, VmProt::RW, file_private(5, 0));
+        fixed(&mut t, B + 2 * P, 2, VmProt::RW, file_private(5, 2 * P));
+        assert_eq!(t.len(), 1);
+        fixed(&mut t, B + 4 * P, 2, VmProt::RW, shared(5, 4 * P));
+        fixed(&mut t, B + 6 * P, 2, VmProt::RW, file_private(6, 6 * P));
+        fixed(&mut t, B + 8 * P, 2, VmProt::RW, anon());
+        assert_eq!(t.len(), 4);
+        // Splitting adjusts the offsets; the pieces keep the kind.
+        let ch = t.mprotect(va(B + P), 2 * P, VmProt::READ).unwrap();
+        assert_eq!(ch.len(), 1);
+        assert_eq!(ch[0].piece.kind, file_private(5, P));
+        assert_eq!(
+            layout(&t)[..3],
+            [
+                (B, B + P, VmProt::RW, Some(0)),
+                (B + P, B + 3 * P, VmProt::READ, Some(P)),
+                (B + 3 * P, B + 4 * P, VmProt::RW, Some(3 * P)),
+            ]
+        );
+        let v = t.find(va(B + 3 * P)).unwrap();
+        assert_eq!(v.object_offset(va(B + 3 * P + 5)), Some(3 * P));
+        assert_eq!(v.fork_policy(), ForkPolicy::CopyOnWrite);
+        // Fork keeps the kind.
+        let child = t.fork();
+        assert_eq!(child.find(va(B)).unwrap().kind, file_private(5, 0));
+        // Bad offsets are refused as for shared mappings.
+        assert_eq!(
+            t.mmap(
+                Placement::Fixed(va(B + 16 * P)),
+                P,
+                VmProt::READ,
+                file_private(5, 1),
+                MapAlign::Page
+            )
+            .unwrap_err(),
+            VmaError::BadOffset
+        );
+        t.check().unwrap();
+    }
+
+    #[test]
     fn queries() {
         let mut t = T::new();
         assert!(t.find(va(B)).is_none());
@@ -1698,7 +1783,7 @@ mod tests {
         let obj = Obj(Arc::new(0));
         let count = |o: &Obj| Arc::strong_count(&o.0) - 1; // minus our own
         let mut t: VmaTree<Obj> = VmaTree::new();
-        let kind = VmaKind::AnonShared {
+        let kind = VmaKind::Shared {
             obj: obj.clone(),
             offset: 0,
         };
@@ -1722,7 +1807,7 @@ mod tests {
             Placement::Fixed(va(B + 8 * P)),
             P,
             VmProt::RW,
-            VmaKind::AnonShared {
+            VmaKind::Shared {
                 obj: other.clone(),
                 offset: 8 * P,
             },
@@ -1777,11 +1862,12 @@ mod props {
     const SPAN: u64 = 176;
     const TOP_PAGE: u64 = !(P - 1);
 
-    /// The state of one mapped page: permissions, `(object, offset of this page)`, flags.
+    /// The state of one mapped page: permissions, `(object, offset of this page, shared)`,
+    /// flags.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct Page {
         prot: VmProt,
-        obj: Option<(u64, u64)>,
+        obj: Option<(u64, u64, bool)>,
         flags: VmaFlags,
     }
     /// Page number → state.
@@ -1793,7 +1879,9 @@ mod props {
             && a.flags == b.flags
             && match (a.obj, b.obj) {
                 (None, None) => true,
-                (Some((o1, f1)), Some((o2, f2))) => o1 == o2 && f1.checked_add(P) == Some(f2),
+                (Some((o1, f1, s1)), Some((o2, f2, s2))) => {
+                    o1 == o2 && s1 == s2 && f1.checked_add(P) == Some(f2)
+                }
                 _ => false,
             }
     }
@@ -1827,7 +1915,10 @@ mod props {
             for (i, pg) in (s / P..e / P).enumerate() {
                 let obj = match &v.kind {
                     VmaKind::AnonPrivate => None,
-                    VmaKind::AnonShared { obj, offset } => Some((obj.0, offset + i as u64 * P)),
+                    VmaKind::Shared { obj, offset } => Some((obj.0, offset + i as u64 * P, true)),
+                    VmaKind::FilePrivate { obj, offset } => {
+                        Some((obj.0, offset + i as u64 * P, false))
+                    }
                 };
                 m.insert(
                     pg,
@@ -1926,7 +2017,7 @@ mod props {
             place: Place,
             len: u64,
             prot: VmProt,
-            obj: Option<(u64, u64)>,
+            obj: Option<(u64, u64, bool)>,
             align: MapAlign,
         },
         /// A fixed mapping of `pages` right before or after region `idx`, with its
@@ -2009,8 +2100,9 @@ mod props {
         ];
         let obj = prop_oneof![
             3 => Just(None),
-            3 => (1..=3u64, 0..8u64).prop_map(|(o, f)| Some((o, f * P))),
-            1 => prop::sample::select(vec![(1, 1), (2, TOP_PAGE)]).prop_map(Some),
+            3 => (1..=3u64, 0..8u64, any::<bool>()).prop_map(|(o, f, s)| Some((o, f * P, s))),
+            1 => (prop::sample::select(vec![(1, 1), (2, TOP_PAGE)]), any::<bool>())
+                .prop_map(|((o, f), s)| Some((o, f, s))),
         ];
         let align = prop_oneof![
             4 => Just(MapAlign::Page),
@@ -2036,13 +2128,13 @@ mod props {
         cfg: &VmaConfig,
         place: Place,
         len: u64,
-        obj: Option<(u64, u64)>,
+        obj: Option<(u64, u64, bool)>,
         align: MapAlign,
     ) -> Result<u64, VmaError> {
         let a = align.bytes();
         let free = |s: u64, e: u64| m.range(s / P..e / P).next().is_none();
         let offset_ok = |len: u64| match obj {
-            Some((_, off)) => {
+            Some((_, off, _)) => {
                 off.is_multiple_of(P) && off as u128 + len as u128 <= u64::MAX as u128
             }
             None => true,
@@ -2116,7 +2208,12 @@ mod props {
             let off = v.kind.offset().map(|o| o.wrapping_sub(len));
             (v.start.as_u64().checked_sub(len)?, off)
         };
-        let obj = v.kind.object().map(|o| o.0).zip(obj);
+        let obj = v
+            .kind
+            .object()
+            .map(|o| o.0)
+            .zip(obj)
+            .map(|(o, f)| (o, f, v.kind.is_shared()));
         let align = if v.flags.contains(VmaFlags::LARGE_FOLIOS) {
             MapAlign::Size64K
         } else {
@@ -2171,7 +2268,7 @@ mod props {
                         let mut next = m.clone();
                         let replaced = restrict(&m, s, e);
                         for (i, pg) in (s / P..e / P).enumerate() {
-                            let obj = obj.map(|(o, off)| (o, off + i as u64 * P));
+                            let obj = obj.map(|(o, off, sh)| (o, off + i as u64 * P, sh));
                             let flags = align.flags();
                             next.insert(pg, Page { prot, obj, flags });
                         }
@@ -2188,7 +2285,11 @@ mod props {
                     };
                     let kind = match obj {
                         None => VmaKind::AnonPrivate,
-                        Some((o, offset)) => VmaKind::AnonShared {
+                        Some((o, offset, true)) => VmaKind::Shared {
+                            obj: ObjectId(o),
+                            offset,
+                        },
+                        Some((o, offset, false)) => VmaKind::FilePrivate {
                             obj: ObjectId(o),
                             offset,
                         },

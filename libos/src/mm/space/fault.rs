@@ -1,11 +1,16 @@
-//! Demand faults, access-flag faults and copy-on-write (see the module docs of `mm::space`,
-//! "Faults" and "Copy-on-write policy").
+//! Demand faults, access-flag faults, copy-on-write, and the context of an object's fault
+//! handler (see the module docs of `mm::space`, "Faults", "Copy-on-write policy" and
+//! "Files").
+
+use core::fmt;
 
 use super::machine::Machine;
 use super::{pt, Access, FaultError, FaultKind, Space};
 use crate::mm::folio::{Folio, FolioKind, FolioOrder};
 use crate::mm::vma::{VmProt, Vma, VmaKind};
-use crate::mm::{AccessUpdate, Descriptor, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
+use crate::mm::{
+    AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE,
+};
 
 use super::shm::Shm;
 
@@ -24,6 +29,115 @@ impl Need {
             write: access == Access::Write,
             unshare: false,
         }
+    }
+}
+
+/// The context of a write fault on a private mapping of an object, handed to the object's
+/// fault handler ([`Shm::fault`]) with a destination page the address space allocated
+/// before the call. The handler fills the destination from the object's page at
+/// [`offset`](Self::offset) — one copy, straight from the source — and installs it with
+/// [`install`](Self::install). If the handler returns an error without installing, the
+/// address space frees the destination: nothing changed (module docs of `mm::space`,
+/// "Files").
+pub struct FileFault<'a, 'm> {
+    space: &'a mut Space,
+    /// The faulting page.
+    va: u64,
+    /// Its byte offset in the object.
+    offset: u64,
+    /// The attributes of the new, writable entry.
+    attrs: Attrs,
+    /// The entry being replaced (a read-only mapping of the object's page), if any.
+    old: Option<Descriptor>,
+    /// The destination: a fresh 4 KiB anon folio holding the allocation's reference, until
+    /// installed.
+    dest: Option<Folio<'m>>,
+}
+
+/// Proof that [`FileFault::install`] ran: what a fault handler returns on success.
+#[derive(Debug)]
+pub struct Installed(());
+
+impl<'m> FileFault<'_, 'm> {
+    /// The faulting page.
+    pub fn va(&self) -> VirtAddr {
+        VirtAddr(self.va)
+    }
+
+    /// The byte offset of the faulting page in the object.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The physical address of the destination page (4 KiB, not mapped anywhere, contents
+    /// undefined until the handler fills them).
+    ///
+    /// # Panics
+    /// After [`install`](Self::install).
+    pub fn dest(&self) -> PhysAddr {
+        self.dest
+            .as_ref()
+            .expect("destination already installed")
+            .pa()
+    }
+
+    /// The page currently mapped at [`va`](Self::va) (a read-only mapping of the object's
+    /// page) that the new page replaces, if any.
+    pub fn replaces(&self) -> Option<PhysAddr> {
+        self.old.map(|d| d.address())
+    }
+
+    /// Installs the filled destination at [`va`](Self::va): clears the old entry if any
+    /// (break-before-make through the engine: the invalidation has completed when the new
+    /// entry is written), removes the old mapping's accounting, maps the destination
+    /// writable, young and dirty as an anon-exclusive page, and releases the old mapping's
+    /// reference (after the invalidation). Cannot fail: the address space allocated the
+    /// destination and the level-3 table before calling the handler, and holds its lock.
+    ///
+    /// # Panics
+    /// If called twice.
+    pub fn install<M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Installed {
+        let dest = self.dest.take().expect("destination already installed");
+        let id = self.space.id;
+        let root = &mut self.space.root;
+        let va = self.va;
+        debug_assert_eq!(
+            pt::get(root, m, va).map(|d| d.address()),
+            self.old.map(|d| d.address()),
+            "the entry changed under the fault handler"
+        );
+        let old = self.old.map(|d| {
+            let (folio, idx) = m
+                .mem()
+                .folio_page(d.address())
+                .expect("a user page maps an allocated folio");
+            debug_assert!(!folio.is_anon(), "the old entry maps the object's page");
+            pt::clear(root, m, va, 1);
+            folio
+                .remove_ptes(id, idx, 1)
+                .expect("the entry mapped the page")
+        });
+        dest.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
+        let desc = pt::page_desc(self.attrs, dest.pa().0, true);
+        pt::set(root, m, va, desc, 1, false);
+        dest.put(m);
+        if let Some(u) = old {
+            u.release(m);
+        }
+        self.space.stats.file_cow += 1;
+        Installed(())
+    }
+}
+
+impl fmt::Debug for FileFault<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileFault")
+            .field("space", &self.space.id)
+            .field("va", &VirtAddr(self.va))
+            .field("offset", &self.offset)
+            .field("replaces", &self.replaces())
+            .field("dest", &self.dest.as_ref().map(|d| d.pa()))
+            .finish()
     }
 }
 
@@ -61,6 +175,11 @@ impl Space {
             }
         };
         self.fault_in(m, &vma, va.align_down(PAGE_SIZE).as_u64(), Need::of(access))
+            .map_err(|e| match e {
+                // Report the faulting address, not its page.
+                FaultError::Bus { .. } => FaultError::Bus { va },
+                e => e,
+            })
     }
 
     /// The fault proper, once the region allows the access: acts on the entry of `page`.
@@ -73,26 +192,51 @@ impl Space {
     ) -> Result<(), FaultError> {
         // Whatever the fault changes, it changes in a table of this space's own.
         self.own_span(m, page)?;
+        let r = self.fault_entry(m, vma, page, need);
+        if let Err(FaultError::Bus { .. }) = r {
+            self.stats.bus += 1;
+        }
+        r
+    }
+
+    /// [`fault_in`](Self::fault_in) proper.
+    fn fault_entry<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        need: Need,
+    ) -> Result<(), FaultError> {
         let Some(d) = pt::get(&self.root, m, page) else {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
-                VmaKind::AnonShared { obj, .. } => self.shared_fault(m, vma, obj, page),
+                VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
+                VmaKind::FilePrivate { obj, .. } if need.write => {
+                    self.file_cow(m, vma, obj, page, None)
+                }
+                VmaKind::FilePrivate { obj, .. } => self.object_fault(m, vma, obj, page),
             };
         };
         let shared = vma.kind.is_shared();
+        let mem = m.mem();
+        let (folio, idx) = mem
+            .folio_page(d.address())
+            .expect("a user page maps an allocated folio");
         if need.write && !d.writable() {
             if shared {
                 pt::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
                 return Ok(());
             }
+            if let VmaKind::FilePrivate { obj, .. } = &vma.kind {
+                if !folio.is_anon() {
+                    return self.file_cow(m, vma, obj, page, Some(d));
+                }
+            }
             return self.wp_fault(m, vma, page, d, false);
         }
-        if need.unshare && !shared {
-            let mem = m.mem();
-            let (folio, idx) = mem.folio_page(d.address()).expect("mapped folio");
-            if !folio.is_anon_exclusive(idx) {
-                return self.wp_fault(m, vma, page, d, true);
-            }
+        // (A file page needs no unsharing: it can be pinned as it is.)
+        if need.unshare && !shared && folio.is_anon() && !folio.is_anon_exclusive(idx) {
+            return self.wp_fault(m, vma, page, d, true);
         }
         let upd = AccessUpdate {
             young: true,
@@ -153,8 +297,11 @@ impl Space {
         Ok(())
     }
 
-    /// A missing page of a shared region: the object's folio, allocated if missing.
-    fn shared_fault<'m, M: Machine<'m> + ?Sized>(
+    /// A missing page of a shared region, or read (or fetch) of a missing page of a private
+    /// object mapping: the object's folio (allocated if an anonymous object has none; past
+    /// the end of a file, [`FaultError::Bus`]), mapped with the region's permissions —
+    /// read-only in a private mapping.
+    fn object_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         vma: &Vma<Shm>,
@@ -165,11 +312,23 @@ impl Space {
         let off = vma
             .object_offset(VirtAddr(page))
             .expect("page inside its region");
-        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        if obj.past_eof(off) {
+            return Err(FaultError::Bus { va: VirtAddr(page) });
+        }
+        let prot = vma.prot.pte_prot();
+        let attrs = if vma.kind.is_shared() {
+            pt::user_attrs(prot)
+        } else {
+            pt::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
+        };
         let block = vma.large_folio_block(VirtAddr(page)).map(VirtAddr::as_u64);
         let (folio, fresh) = match obj.lookup(off) {
             Some((_, fpa, _)) => (mem.folio(fpa).expect("object folio"), false),
             None => {
+                assert!(
+                    !obj.is_read_only(),
+                    "a file object has every page before its end"
+                );
                 let off64 = off & !(CONT_SIZE - 1);
                 let big = block.is_some() && !obj.any_in(off64, CONT_SIZE);
                 let folio = match big
@@ -221,6 +380,48 @@ impl Space {
         pt::set(&mut self.root, m, va, desc, nr, pt::foldable(order));
         self.stats.shm_pages_mapped += nr as u64;
         Ok(())
+    }
+
+    /// A write to page `page` of a private object mapping that maps no private page yet
+    /// (`old` is the read-only mapping of the object's page, if any): allocates the
+    /// destination page and the table first, then lets the object's fault handler fill and
+    /// install it (module docs, "Files"). On any failure the destination is freed and no
+    /// entry, page or count changed (only a table allocated for the page may stay, empty,
+    /// when the handler fails: it is freed with the region, as Linux keeps the tables it
+    /// allocated before calling a fault handler).
+    fn file_cow<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        obj: &Shm,
+        page: u64,
+        old: Option<Descriptor>,
+    ) -> Result<(), FaultError> {
+        let offset = vma
+            .object_offset(VirtAddr(page))
+            .expect("page inside its region");
+        debug_assert!(vma.prot.contains(VmProt::WRITE), "the write was allowed");
+        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let dest = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        if old.is_none() && pt::ensure_table(&mut self.root, m, page).is_err() {
+            dest.put(m);
+            return Err(FaultError::Oom);
+        }
+        let mut vmf = FileFault {
+            space: self,
+            va: page,
+            offset,
+            attrs,
+            old,
+            dest: Some(dest),
+        };
+        let r = obj.fault(m, &mut vmf);
+        if let Some(dest) = vmf.dest.take() {
+            // Not installed: nothing changed but the destination, which goes back.
+            debug_assert!(r.is_err(), "a handler returns Ok only once installed");
+            dest.put(m);
+        }
+        r.map(|Installed(())| ())
     }
 
     /// Copy-on-write (or unshare) of the present, read-only or shared private page `page`,

@@ -75,7 +75,8 @@ impl Space {
 
     /// Copies the entries of the private region `vma` in `[start, end)` into `child`, write-protecting the
     /// parent's shared runs (even when failing half-way, so that the parent's writable
-    /// private pages stay anon-exclusive).
+    /// private pages stay anon-exclusive). Runs of object pages (private object mappings)
+    /// are mapped read-only in the child too.
     fn fork_private<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -114,6 +115,17 @@ impl Space {
                 }
                 let child_desc = run.desc.with_writable(false).with_young(false);
                 let fold = pt::foldable(run.folio.order());
+                if !run.folio.is_anon() {
+                    // Object pages of a private object mapping: read-only in the parent,
+                    // the same (read-only) entries in the child.
+                    debug_assert!(!run.writable, "object pages are mapped read-only");
+                    run.folio
+                        .add_file_ptes(child.id, run.first, run.nr)
+                        .expect("file folio, pages inside it");
+                    self.stats.fork_file_batches += 1;
+                    pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                    continue;
+                }
                 match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
                     Ok(()) => {
                         self.stats.fork_dup_batches += 1;

@@ -1,5 +1,6 @@
 //! Address spaces with process semantics: `mmap` / `munmap` / `mprotect` /
-//! `madvise(MADV_DONTNEED)`, demand faults, copy-on-write `fork`, pins, and exit.
+//! `madvise(MADV_DONTNEED)`, demand faults, copy-on-write `fork`, memory-backed files, pins,
+//! and exit.
 //!
 //! Portable (no assembly, no `unsafe`): the page tables go through the engine ([`Root`], the
 //! CONTPTE PTE-level API), the frames and their accounting through folios
@@ -13,7 +14,9 @@
 //! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
 //!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
 //!   write of physical memory, root hooks).
-//! * [`Shm`]: shared memory objects backing `AnonShared` regions.
+//! * [`Shm`]: memory objects — shared anonymous memory, or read-only files in RAM — backing
+//!   `Shared` and `FilePrivate` regions; [`FileFault`], the context of an object's fault
+//!   handler ("Files", below).
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
@@ -43,11 +46,14 @@
 //!   can be allocated; else **4 KiB**. A shared region maps the object's folio for the page,
 //!   allocating it (zero-filled, 64 KiB under the same conditions, the object's offset being
 //!   64 KiB aligned) if the object has none; a 64 KiB object folio is mapped whole (folded)
-//!   if its block is empty in this space, else page by page.
+//!   if its block is empty in this space, else page by page. A private object mapping maps
+//!   the object's page the same way but read-only for a read or a fetch, and has the
+//!   object's fault handler make a private copy for a write ("Files").
 //! * **entry present, access flag clear** (access-flag fault): AF is set (over the whole
 //!   folded block, which stays folded).
-//! * **write to a read-only entry of a writable region**: copy-on-write, below. (A shared
-//!   region's entry is simply made writable.)
+//! * **write to a read-only entry of a writable region**: copy-on-write, below, for an anon
+//!   page; the object's fault handler for an object page of a private object mapping
+//!   ("Files"). (A shared region's entry is simply made writable.)
 //! * a write to a writable but clean entry (DBM set, no hardware dirty management): marked
 //!   dirty. (Entries are mapped dirty when writable, so this only follows hardware or
 //!   engine state changes.)
@@ -55,6 +61,43 @@
 //!
 //! Pages are mapped with the region's permissions from [`VmProt::pte_prot`] (user pages are
 //! PXN: an application running at EL1 reads and writes them but cannot execute from them).
+//!
+//! # Files
+//!
+//! A file is a read-only [`Shm`] made by [`Shm::file`] from bytes in RAM (an in-image blob,
+//! or a RAM region acting as a DAX device): its folios (file folios, 64 KiB where the offset
+//! is 64 KiB aligned, else 4 KiB) are allocated and filled when it is made, the tail of the
+//! last page zeroed, and it never allocates again. It is mapped like any object:
+//!
+//! * **shared** ([`VmaKind::Shared`]): the file's own pages are mapped, read-only. A shared
+//!   mapping of a file with `WRITE` is refused ([`SpaceError::ReadOnly`], by `mmap`, and by
+//!   `mprotect` adding `WRITE` to any part of one), changing nothing.
+//! * **private** ([`VmaKind::FilePrivate`], which also maps an anonymous [`Shm`] privately):
+//!   a read or fetch maps the object's page read-only (for an anonymous object, allocated
+//!   as a shared region would); a write — to a missing page or to the read-only mapping of
+//!   the object's page — is a copy-on-write performed by the **object's fault handler**
+//!   ([`Shm::fault`]); anon pages (the private copies) then behave as in any private region
+//!   ("Copy-on-write policy").
+//!
+//! A byte offset at or past the file's size rounded up to a page is past the end: any
+//! access there is [`FaultError::Bus`] (`SIGBUS`), after the region's permission check.
+//!
+//! **The fault handler contract.** For a private write the address space first allocates
+//! the destination, a 4 KiB anon folio, and the missing tables (so installing cannot fail),
+//! then calls `obj.fault(m, &mut FileFault)`. The handler looks up its page at
+//! [`FileFault::offset`] and copies it **straight into** [`FileFault::dest`] — one copy;
+//! the source is never mapped first to be copied by a second fault — (zeroes it when an
+//! anonymous object has no page there yet), and installs it with [`FileFault::install`],
+//! which clears the old entry if any (break-before-make through the engine: the
+//! invalidation has completed before the new entry is written), removes the old mapping's
+//! accounting, maps the destination writable, young, dirty and anon-exclusive, and releases
+//! the old mapping's reference after the invalidation. Success is an [`Installed`] token,
+//! which only `install` makes. **Error paths**: if the handler fails (past the end:
+//! `Bus`) it installs nothing and the address space frees the destination — no page is
+//! leaked or left half-installed and no entry or count changed; if the destination or a
+//! table cannot be allocated the handler is not called (`Oom`, nothing changed). The
+//! file's pages are never written: no writable entry ever maps them (checked by
+//! [`Space::check`]).
 //!
 //! # Copy-on-write policy
 //!
@@ -100,6 +143,9 @@
 //!
 //! * **shared regions**: nothing is copied; the child faults the object's pages in on demand
 //!   (Linux's `vma_needs_copy`).
+//! * **private object mappings**: copied as private regions (below): their anon pages are
+//!   shared copy-on-write; their runs of object pages are mapped in the child with the same
+//!   read-only entries (one `add_file_ptes` per run, [`SpaceStats::fork_file_batches`]).
 //! * **private regions**, batched per folio as Linux's `copy_present_ptes` /
 //!   `folio_pte_batch`: the parent's entries are cut into *runs* — consecutive pages of one
 //!   folio at consecutive addresses in one level-3 table with equal attributes. Per run: one
@@ -153,8 +199,9 @@
 //! any kind under it, `mprotect` of any part of it, `munmap` / `madvise(MADV_DONTNEED)` /
 //! `mmap(MAP_FIXED)` of part of its span, a pin — the acting space **copies the table**: a new
 //! level-3 table gets the same entries, anon pages read-only (they are shared with the
-//! other holders now); the accounting is applied per folio run, as fork does (one
-//! `try_dup_anon_ptes` / `add_file_ptes` per run, which clears anon-exclusive); then the
+//! other holders now), object pages (of shared regions and private object mappings)
+//! unchanged; the accounting is applied per folio run, as fork does (one
+//! `try_dup_anon_ptes`, which clears anon-exclusive, or `add_file_ptes` per run); then the
 //! space's level-2 entry is replaced by break-before-make with one invalidation of the 2 MiB
 //! span, and the write limit is gone. If the acting space was the owner, the runs are
 //! recorded for the next holder instead, so the copies take over the owner's slot counts and
@@ -213,7 +260,8 @@
 //! 2. the family's shared-table registry (held only to look up or change one record; every
 //!    holder of a shared table is in the family, and a table is only written by a space
 //!    that no longer shares it, so the registry is the only state two spaces share here);
-//! 3. a shared object's lock ([`Shm`], held only to look up or insert a folio);
+//! 3. an object's lock ([`Shm`], held only to look up or insert a folio; not held while its
+//!    fault handler copies or installs);
 //! 4. a folio's mapping lock (inside the folio operations);
 //! 5. the frame allocator and the TLB maintenance (inside the [`Machine`]).
 //!
@@ -222,9 +270,9 @@
 //!
 //! # Out of memory
 //!
-//! Frames are allocated in four places: folios (fault, COW, fork copies of pinned pages),
+//! Frames are allocated in five places: folios (fault, COW, fork copies of pinned pages),
 //! level-3 and intermediate tables (fault, fork), the child's root (fork), shared-object
-//! folios. Every path allocates **before** it changes anything it cannot undo, and returns
+//! folios, file folios ([`Shm::file`]). Every path allocates **before** it changes anything it cannot undo, and returns
 //! [`FaultError::Oom`] / [`SpaceError::OutOfMemory`] with nothing leaked:
 //!
 //! * **fault**: folio first, then the missing tables (all or nothing); if the tables fail the
@@ -232,6 +280,10 @@
 //!   is an error. Nothing changed.
 //! * **COW**: the copy is allocated before the old mapping is touched (64 KiB failing falls
 //!   back to 4 KiB). Nothing changed (a reuse needs no memory).
+//! * **file COW**: the destination page, then the missing tables, before the handler is
+//!   called; either failing frees what was taken. Nothing changed.
+//! * **file creation**: a 64 KiB folio failing falls back to 4 KiB; a 4 KiB failure frees
+//!   every folio taken so far and returns `OutOfMemory`.
 //! * **fork**: the child's tables for each run are allocated before its dup. On any failure
 //!   the child is torn down completely (every reference it took released), so it does not
 //!   exist; the parent keeps its data and regions — only some of its private pages may have
@@ -247,8 +299,8 @@
 //!   tree accepted the arguments — except that `mmap(MAP_FIXED)`, `munmap` and `madvise` of
 //!   part of a shared table's span, and `mprotect` of any of it, first break the sharing
 //!   ([`SpaceError::OutOfMemory`] before anything else changed; tables already broken by the
-//!   call stay private, which is invisible). Argument errors come from [`VmaTree`] before
-//!   anything changes (an invalid range breaks nothing).
+//!   call stay private, which is invisible). Argument errors come from [`VmaTree`] (or
+//!   [`SpaceError::ReadOnly`]) before anything changes (an invalid range breaks nothing).
 //!
 //! # Teardown
 //!
@@ -276,6 +328,7 @@ use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
 use crate::mm::vma::{MapAlign, Placement, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
 use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
+pub use fault::{FileFault, Installed};
 pub use machine::Machine;
 pub use pin::PinHandle;
 pub use share::ForkMode;
@@ -323,6 +376,12 @@ pub enum FaultError {
         /// Why.
         cause: SegvCause,
     },
+    /// The page lies past the end of the file the region maps (`SIGBUS`, `BUS_ADRERR`):
+    /// deliver an error to the application.
+    Bus {
+        /// The faulting address.
+        va: VirtAddr,
+    },
     /// No memory for a page or a table. Nothing changed; nothing leaked.
     Oom,
 }
@@ -331,6 +390,7 @@ impl fmt::Display for FaultError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FaultError::Segv { va, cause } => write!(f, "segmentation fault at {va}: {cause:?}"),
+            FaultError::Bus { va } => write!(f, "bus error at {va}: past the end of the file"),
             FaultError::Oom => f.write_str("out of memory"),
         }
     }
@@ -344,6 +404,9 @@ pub enum SpaceError {
     Vma(VmaError),
     /// No memory for a root, a table or a page.
     OutOfMemory,
+    /// A shared mapping of a read-only file would be writable (`mmap` with `WRITE`, or
+    /// `mprotect` adding it). (`EACCES`)
+    ReadOnly,
 }
 
 impl From<VmaError> for SpaceError {
@@ -357,6 +420,9 @@ impl fmt::Display for SpaceError {
         match self {
             SpaceError::Vma(e) => write!(f, "{e}"),
             SpaceError::OutOfMemory => f.write_str("out of memory"),
+            SpaceError::ReadOnly => {
+                f.write_str("a read-only file cannot be mapped shared and writable")
+            }
         }
     }
 }
@@ -372,6 +438,8 @@ pub struct SpaceStats {
     pub faults_access_flag: u64,
     /// Faults answered with `Segv`.
     pub segv: u64,
+    /// Faults answered with `Bus` (past the end of a file).
+    pub bus: u64,
     /// Faults with nothing to do (spurious, or resolved by someone else).
     pub spurious: u64,
     /// Access flags set by faults.
@@ -384,8 +452,12 @@ pub struct SpaceStats {
     pub shm_4k: u64,
     /// Shared-object folios allocated: 64 KiB.
     pub shm_64k: u64,
-    /// Shared-object pages mapped by faults (pages, not calls).
+    /// Object pages mapped by faults (pages, not calls): in shared regions, and read-only in
+    /// private object mappings.
     pub shm_pages_mapped: u64,
+    /// Private copies of object pages made by an object's fault handler (writes to private
+    /// object mappings).
+    pub file_cow: u64,
     /// COW faults answered by reusing one page.
     pub cow_reuse_4k: u64,
     /// COW faults answered by reusing a whole 64 KiB block.
@@ -402,6 +474,8 @@ pub struct SpaceStats {
     pub fork_dup_pages: u64,
     /// Fork: pages of pinned folios copied for the child.
     pub fork_copies: u64,
+    /// Fork: `add_file_ptes` calls (runs of object pages in private object mappings).
+    pub fork_file_batches: u64,
     /// Fork: `wrprotect_ptes` calls on the parent (one invalidation batch each).
     pub fork_wrprotects: u64,
     /// Pages pinned.
@@ -452,9 +526,12 @@ pub enum SpaceCheckError {
     StrayLeaf(VirtAddr),
     /// A leaf whose permissions or access flag disagree with its region's.
     Permissions(VirtAddr),
-    /// A writable private page that is not anon-exclusive, or an anon page in a shared
-    /// region / a file page in a private one.
+    /// A writable private page that is not anon-exclusive.
     Exclusive(VirtAddr),
+    /// A page whose folio does not fit its region's backing: an anon page in a shared
+    /// region, a file page in a private anonymous region, or a file page that is not the
+    /// object's page at its offset or (in a private object mapping) is writable.
+    Backing(VirtAddr),
     /// The folio checker (over the leaves given to [`check_spaces`]).
     Folios(CheckError),
     /// A shared level-3 table (of the span at this address) is linked or recorded wrongly.
@@ -536,10 +613,16 @@ impl Space {
     }
 
     /// `mmap`: a new region of `len` bytes at `placement` with `prot`, backed by `kind`
-    /// (`VmaKind::AnonPrivate`, or `VmaKind::AnonShared` with a [`Shm`] object and the offset
-    /// of the region's first page in it), aligned to `align` ([`MapAlign::Size64K`] and above
-    /// let faults use 64 KiB folios). Pages are populated on demand. A
-    /// [`Placement::Fixed`] mapping first unmaps what it replaces. Returns the start address.
+    /// (`VmaKind::AnonPrivate`, or `VmaKind::Shared` / `VmaKind::FilePrivate` with a [`Shm`]
+    /// object — anonymous or a file — and the offset of the region's first page in it),
+    /// aligned to `align` ([`MapAlign::Size64K`] and above let faults use 64 KiB folios).
+    /// Pages are populated on demand. A [`Placement::Fixed`] mapping first unmaps what it
+    /// replaces. Returns the start address.
+    ///
+    /// A shared mapping of a read-only file with `WRITE` is refused with
+    /// [`SpaceError::ReadOnly`] (checked first), changing nothing; a private one may be
+    /// writable (writes make private copies). The object handle in `kind` is taken over
+    /// either way: a refused mapping releases it ([`Shm::release`]).
     pub fn mmap<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -549,12 +632,29 @@ impl Space {
         kind: VmaKind<Shm>,
         align: MapAlign,
     ) -> Result<VirtAddr, SpaceError> {
-        if let Placement::Fixed(at) = placement {
-            if let Some(end) = at.as_u64().checked_add(len) {
-                self.break_shares_in(m, at.as_u64(), end.min(USER_END), false)?;
-            }
+        // The object handle in `kind` is consumed either way: on failure it is released
+        // here, so that a refused mapping of an object's last handle frees the object.
+        let handle = kind.object().cloned();
+        let r = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
+            Err(SpaceError::ReadOnly)
+        } else {
+            let broken = match placement {
+                Placement::Fixed(at) => match at.as_u64().checked_add(len) {
+                    Some(end) => self.break_shares_in(m, at.as_u64(), end.min(USER_END), false),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            broken.and_then(|()| {
+                self.vmas
+                    .mmap(placement, len, prot, kind, align)
+                    .map_err(SpaceError::Vma)
+            })
+        };
+        if let Some(obj) = handle {
+            obj.release(m);
         }
-        let mapped = self.vmas.mmap(placement, len, prot, kind, align)?;
+        let mapped = r?;
         if !mapped.replaced.is_empty() {
             self.zap(m, mapped.addr.as_u64(), len);
             release_regions(m, mapped.replaced);
@@ -582,6 +682,10 @@ impl Space {
     /// `mprotect`: sets the permissions of `[addr, addr + len)`, which must be mapped
     /// entirely. Present pages are re-protected (see the module docs, "PROT_NONE": private
     /// pages become writable only if anon-exclusive).
+    ///
+    /// Adding `WRITE` to any part of a shared mapping of a read-only file is refused with
+    /// [`SpaceError::ReadOnly`], changing nothing (checked after the alignment and range
+    /// checks, before [`VmaError::NotMapped`]).
     pub fn mprotect<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -589,6 +693,18 @@ impl Space {
         len: u64,
         prot: VmProt,
     ) -> Result<(), SpaceError> {
+        if prot.contains(VmProt::WRITE) && addr.is_aligned(PAGE_SIZE) {
+            let end = addr
+                .as_u64()
+                .checked_add(len)
+                .filter(|&e| e <= USER_END && len.is_multiple_of(PAGE_SIZE));
+            if let Some(end) = end {
+                let mut regions = self.vmas.overlapping(addr, VirtAddr(end));
+                if regions.any(|v| read_only_shared(&v.kind)) {
+                    return Err(SpaceError::ReadOnly);
+                }
+            }
+        }
         self.break_shares_for(m, addr, len, true)?;
         let changes = self.vmas.mprotect(addr, len, prot)?;
         for c in changes {
@@ -598,7 +714,8 @@ impl Space {
     }
 
     /// `madvise(MADV_DONTNEED)`: drops the pages of `[addr, addr + len)`, which must be mapped
-    /// entirely. Private pages read back as zero; shared pages are re-read from their object.
+    /// entirely. Private anonymous pages read back as zero, private copies in a private
+    /// object mapping as the object's page again; shared pages are re-read from their object.
     pub fn madvise_dontneed<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -625,8 +742,9 @@ impl Space {
 
     /// The physical address an access to `va` would reach right now without faulting in
     /// anything new: the mapped page (even a `PROT_NONE` one), or for an unmapped page of a
-    /// shared region the object's page; `None` if the page reads as zero (never touched, or
-    /// dropped). For inspection (debuggers, core dumps, tests).
+    /// shared region or a private object mapping the object's page; `None` if the page reads
+    /// as zero (never touched, or dropped) or lies past the end of a file. For inspection
+    /// (debuggers, core dumps, tests).
     pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Option<PhysAddr> {
         if va.as_u64() >= USER_END {
             return None;
@@ -637,9 +755,7 @@ impl Space {
             return Some(PhysAddr(d.address().0 + off));
         }
         let vma = self.vmas.find(va)?;
-        let VmaKind::AnonShared { obj, .. } = &vma.kind else {
-            return None;
-        };
+        let obj = vma.kind.object()?;
         let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
         Some(PhysAddr(pa.0 + off))
     }
@@ -656,7 +772,9 @@ impl Space {
     /// Checks this space's own invariants: the region tree's; every leaf is a 4 KiB page
     /// inside a region; its permissions are the region's (private pages possibly read-only;
     /// `PROT_NONE` pages in their inaccessible form); a writable private page is
-    /// anon-exclusive; private regions map anon folios, shared ones file folios.
+    /// anon-exclusive; private anonymous regions map anon folios, shared ones file folios,
+    /// private object mappings either (file folios read-only only); a file page is the
+    /// object's page at its offset.
     pub fn check<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Result<(), SpaceCheckError> {
         self.check_leaves(m, &pt::leaves(&self.root, m))
     }
@@ -699,8 +817,20 @@ impl Space {
             let (folio, idx) = mem
                 .folio_page(leaf.pa)
                 .ok_or(SpaceCheckError::StrayLeaf(va))?;
-            if folio.is_anon() == vma.kind.is_shared() {
-                return Err(SpaceCheckError::Exclusive(va));
+            let object_page = |obj: &Shm| {
+                vma.object_offset(va)
+                    .and_then(|off| obj.lookup(off))
+                    .is_some_and(|(pa, _, _)| pa == leaf.pa)
+            };
+            let backing_ok = match &vma.kind {
+                VmaKind::AnonPrivate => folio.is_anon(),
+                VmaKind::Shared { obj, .. } => !folio.is_anon() && object_page(obj),
+                VmaKind::FilePrivate { obj, .. } => {
+                    folio.is_anon() || (!d.writable() && object_page(obj))
+                }
+            };
+            if !backing_ok {
+                return Err(SpaceCheckError::Backing(va));
             }
             let writable = d.writable() && !limited.contains(&share::span_of(va.as_u64()));
             if folio.is_anon() && writable && !folio.is_anon_exclusive(idx) {
@@ -840,13 +970,21 @@ impl Space {
 /// Most bytes [`Space::zap`] unmaps in one engine call (32 level-3 tables).
 const ZAP_BATCH: u64 = 64 << 20;
 
-/// Drops region pieces removed from a tree, releasing shared objects whose last region went.
+/// Drops region pieces removed from a tree, releasing objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
     for piece in pieces {
-        if let VmaKind::AnonShared { obj, .. } = piece.kind {
-            obj.release(m);
+        match piece.kind {
+            VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
+                obj.release(m);
+            }
+            VmaKind::AnonPrivate => {}
         }
     }
+}
+
+/// Whether `kind` is a shared mapping of a read-only file (which must never be writable).
+fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
+    matches!(kind, VmaKind::Shared { obj, .. } if obj.is_read_only())
 }
 
 /// Runs every check over several live spaces at once: each space's [`Space::check`], then

@@ -4,13 +4,19 @@
 //! * `units`: the policies one by one — COW between parent and child, reuse, whole-folio COW,
 //!   pins across fork and unshare, segmentation faults, fork batching counts, PROT_NONE,
 //!   shared memory;
-//! * `oom`: allocation failure injected at every allocation point of fault, COW, fork and pin;
-//! * `props`: random operation sequences over several address spaces against a reference
-//!   model that keeps plain bytes per process.
+//! * `files`: read-only files in RAM mapped shared and private — reads map the file's pages,
+//!   private writes copy through the object's fault handler, bus errors past the end, fork,
+//!   pins, private mappings of shared-memory objects;
+//! * `oom`: allocation failure injected at every allocation point of fault, COW, fork, pin,
+//!   file creation and file copy-on-write;
+//! * `props`: random operation sequences over several address spaces (anonymous memory,
+//!   shared-memory objects and files) against a reference model that keeps plain bytes per
+//!   process.
 //!
 //! Every access goes through the model MMU (its TLB included): a fault calls
 //! [`Space::handle_fault`] and the access is retried, as the data-abort hook does.
 
+mod files;
 mod oom;
 mod props;
 mod shared_tables;

@@ -1,7 +1,7 @@
 //! Allocation failure injected at every allocation point (table frames and folios counted
-//! together) of fault, COW, fork and pin: the operation fails with nothing changed or
-//! succeeds by a documented fallback; nothing leaks; every space stays consistent and keeps
-//! its data.
+//! together) of fault, COW, fork, pin, file creation and file copy-on-write: the operation
+//! fails with nothing changed or succeeds by a documented fallback; nothing leaks; every
+//! space stays consistent and keeps its data.
 
 use super::*;
 use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
@@ -78,7 +78,7 @@ fn parent(m: &mut TestMachine<'_>) -> (Space, Writes, PinHandle) {
         fixed(BASE + 16 * KB64),
         2 * KB64,
         VmProt::RW,
-        VmaKind::AnonShared { obj, offset: 0 },
+        VmaKind::Shared { obj, offset: 0 },
         MapAlign::Size64K,
     )
     .unwrap();
@@ -200,7 +200,7 @@ fn faults_fail_cleanly_at_every_allocation() {
             fixed(BASE + (1 << 30)),
             KB64,
             VmProt::RW,
-            VmaKind::AnonShared {
+            VmaKind::Shared {
                 obj: Shm::new(),
                 offset: 0,
             },
@@ -323,4 +323,126 @@ fn pin_fails_cleanly_at_every_allocation() {
         failed
     });
     assert!(points >= 4, "only {points} allocation points");
+}
+
+/// File contents for the file tests: one 64 KiB folio and a partial tail.
+fn file_data() -> Vec<u8> {
+    (0..KB64 as usize + 3 * KB4 + 5)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// The page of `d` at byte `off`, zero-padded.
+fn file_page(d: &[u8], off: usize) -> Vec<u8> {
+    let mut p = vec![0; KB4];
+    let end = (off + KB4).min(d.len());
+    p[..end - off].copy_from_slice(&d[off..end]);
+    p
+}
+
+#[test]
+fn file_creation_fails_cleanly_at_every_allocation() {
+    let d = file_data();
+    let points = every_point(|m, n, persistent| {
+        m.arm(n, persistent);
+        let r = Shm::file(m, &d);
+        let failed = m.failed;
+        m.fail_nth(None);
+        match r {
+            Ok(obj) => {
+                // A transient failure of the 64 KiB folio falls back to 4 KiB ones.
+                let first = obj.lookup(0).unwrap().2;
+                assert_eq!(first == FolioOrder::SMALL, failed);
+                for off in (0..d.len()).step_by(KB4) {
+                    let (pa, _, _) = obj.lookup(off as u64).unwrap();
+                    let mut b = vec![0; KB4];
+                    m.read_bytes(pa, &mut b);
+                    assert_eq!(b, file_page(&d, off), "page at {off:#x}");
+                }
+                assert!(obj.release(m));
+            }
+            Err(e) => {
+                assert!(failed);
+                assert_eq!(e, SpaceError::OutOfMemory);
+            }
+        }
+        assert_eq!(m.frames_out(), 0, "a folio leaked");
+        failed
+    });
+    assert_eq!(points, 5, "one 64 KiB folio and four pages");
+}
+
+#[test]
+fn file_cow_fails_cleanly_at_every_allocation() {
+    let d = file_data();
+    let points = every_point(|m, n, persistent| {
+        let obj = Shm::file(m, &d).unwrap();
+        let mut s = new_space(m, 1);
+        let private = |offset| VmaKind::FilePrivate {
+            obj: obj.clone(),
+            offset,
+        };
+        s.mmap(
+            m,
+            Placement::Fixed(VirtAddr(BASE)),
+            KB64,
+            VmProt::RW,
+            private(0),
+            MapAlign::Page,
+        )
+        .unwrap();
+        s.mmap(
+            m,
+            Placement::Fixed(VirtAddr(BASE + (1 << 30))),
+            KB64,
+            VmProt::RW,
+            private(KB64),
+            MapAlign::Page,
+        )
+        .unwrap();
+        read(m, &mut s, BASE + PAGE_SIZE, 1).unwrap();
+        let mut failed = false;
+        // A page mapped read-only from the file, a missing page, a missing page whose
+        // tables are missing too.
+        for (va, off) in [
+            (BASE + PAGE_SIZE + 3, PAGE_SIZE + 3),
+            (BASE + 2 * PAGE_SIZE, 2 * PAGE_SIZE),
+            (BASE + (1 << 30) + 5, KB64 + 5),
+        ] {
+            let out = m.frames_out();
+            let tables = m.model.live_frames();
+            let before = m.model.snapshot();
+            m.arm(n, persistent);
+            let r = write(m, &mut s, va, b"v");
+            let f = m.failed;
+            m.fail_nth(None);
+            failed |= f;
+            if let Err(e) = r {
+                assert!(f);
+                assert_eq!(e, FaultError::Oom);
+                assert_eq!(m.frames_out(), out, "the destination leaked");
+                assert_eq!(m.model.live_frames(), tables, "a table leaked");
+                assert_eq!(m.model.snapshot(), before, "the tables changed");
+                check(m, &[&s]);
+                write(m, &mut s, va, b"v").unwrap();
+            }
+            check(m, &[&s]);
+            let page = va & !(PAGE_SIZE - 1);
+            let mut want = file_page(&d, (off & !(PAGE_SIZE - 1)) as usize);
+            want[(va - page) as usize] = b'v';
+            assert_eq!(read(m, &mut s, page, KB4).unwrap(), want);
+            let (pa, _, _) = obj.lookup(off).unwrap();
+            let mut b = vec![0; KB4];
+            m.read_bytes(pa, &mut b);
+            assert_eq!(
+                b,
+                file_page(&d, (off & !(PAGE_SIZE - 1)) as usize),
+                "the file"
+            );
+        }
+        assert!(!obj.release(m));
+        teardown(m, vec![s]);
+        failed
+    });
+    assert_eq!(points, 3, "the destination page and two tables");
 }

@@ -2,7 +2,11 @@
 //! `madvise` / `fork` / write / read / exec / pin / unpin / device writes through pins / exit
 //! over up to five address spaces (three at the start), against a reference that keeps plain
 //! bytes: per process, a map from page address to (permissions, backing), the backing being
-//! private bytes or a page of a shared object, whose bytes the reference keeps per object.
+//! private bytes, a page of a shared object, or a page of an object mapped privately (its own
+//! bytes once written); the reference keeps the objects' bytes per object. The objects are
+//! anonymous shared memory objects and read-only files (mapped shared read-only — a writable
+//! shared mapping must be refused — or privately; pages past the end of a file are bus
+//! errors).
 //!
 //! Reads, writes and fetches go through the model MMU (its TLB included); a fault calls
 //! `handle_fault` and the access is retried. Before every step the model touches every
@@ -35,7 +39,10 @@ use crate::mm::vma::{MapAlign, Placement, VmProt, VmaError, VmaKind};
 const WINDOW: u64 = (512 << 30) - (512 << 10);
 const PAGES: u64 = 256;
 const MAX_SPACES: usize = 5;
+/// Anonymous objects: pool indices `0..OBJECTS`.
 const OBJECTS: usize = 3;
+/// Read-only files: pool indices `OBJECTS..OBJECTS + FILE_SIZES.len()`, with these sizes.
+const FILE_SIZES: [u64; 2] = [20 * KB4 as u64 + 777, 48 * KB4 as u64];
 /// Pages per 64 KiB block.
 const BLOCK: u64 = 16;
 
@@ -47,6 +54,13 @@ enum Back {
     Private(Option<Bytes>),
     /// Page `off` (bytes) of shared object `obj` (index in the pool).
     Shared { obj: usize, off: u64 },
+    /// Page `off` of object `obj` mapped privately: `own` bytes once written (or made
+    /// private by a write pin), else the object's.
+    FilePrivate {
+        obj: usize,
+        off: u64,
+        own: Option<Bytes>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +72,19 @@ struct RefPage {
 struct Proc {
     space: Space,
     pages: BTreeMap<u64, RefPage>,
+}
+
+/// What an access should do, by the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Succeed (or run out of memory).
+    Ok,
+    /// `Segv` (no region).
+    Unmapped,
+    /// `Segv` (the region's permissions forbid it).
+    Denied,
+    /// `Bus` (past the end of a file).
+    Bus,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +111,8 @@ enum Op {
         prot: usize,
         big: bool,
         noreplace: bool,
-        shared: Option<(usize, u64)>,
+        /// `(object, offset in pages, shared)`.
+        obj: Option<(usize, u64, bool)>,
     },
     Munmap {
         s: usize,
@@ -185,8 +213,8 @@ fn op() -> impl Strategy<Value = Op> {
     let s = 0..MAX_SPACES;
     prop_oneof![
         3 => (s.clone(), range(), 0..PROTS.len(), prop::bool::weighted(0.6), prop::bool::weighted(0.15),
-              prop::option::weighted(0.3, (0..OBJECTS, prop_oneof![0..64u64, (0..4u64).prop_map(|b| b * BLOCK)])))
-            .prop_map(|(s, (page, n), prot, big, noreplace, shared)| Op::Mmap { s, page, n, prot, big, noreplace, shared }),
+              prop::option::weighted(0.4, (0..OBJECTS + FILE_SIZES.len(), prop_oneof![0..64u64, (0..4u64).prop_map(|b| b * BLOCK)], any::<bool>())))
+            .prop_map(|(s, (page, n), prot, big, noreplace, obj)| Op::Mmap { s, page, n, prot, big, noreplace, obj }),
         1 => (s.clone(), range()).prop_map(|(s, (page, n))| Op::Munmap { s, page, n }),
         2 => (s.clone(), sel_range(), 0..PROTS.len()).prop_map(|(s, (page, n), prot)| Op::Mprotect { s, page, n, prot }),
         1 => (s.clone(), sel_range()).prop_map(|(s, (page, n))| Op::Madvise { s, page, n }),
@@ -228,6 +256,7 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
         faults_permission: a.faults_permission + b.faults_permission,
         faults_access_flag: a.faults_access_flag + b.faults_access_flag,
         segv: a.segv + b.segv,
+        bus: a.bus + b.bus,
         spurious: a.spurious + b.spurious,
         young_set: a.young_set + b.young_set,
         anon_4k: a.anon_4k + b.anon_4k,
@@ -235,6 +264,7 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
         shm_4k: a.shm_4k + b.shm_4k,
         shm_64k: a.shm_64k + b.shm_64k,
         shm_pages_mapped: a.shm_pages_mapped + b.shm_pages_mapped,
+        file_cow: a.file_cow + b.file_cow,
         cow_reuse_4k: a.cow_reuse_4k + b.cow_reuse_4k,
         cow_reuse_64k: a.cow_reuse_64k + b.cow_reuse_64k,
         cow_copy_4k: a.cow_copy_4k + b.cow_copy_4k,
@@ -243,6 +273,7 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
         fork_dup_batches: a.fork_dup_batches + b.fork_dup_batches,
         fork_dup_pages: a.fork_dup_pages + b.fork_dup_pages,
         fork_copies: a.fork_copies + b.fork_copies,
+        fork_file_batches: a.fork_file_batches + b.fork_file_batches,
         fork_wrprotects: a.fork_wrprotects + b.fork_wrprotects,
         pins: a.pins + b.pins,
         fork_tables_shared: a.fork_tables_shared + b.fork_tables_shared,
@@ -267,12 +298,15 @@ impl World<'_, '_> {
         let layout = [
             (0, 64, 2, true, None),
             (64, 32, 2, false, None),
-            (96, 32, 2, true, Some((0, 0))),
+            (96, 32, 2, true, Some((0, 0, true))),
             (128, 24, 1, false, None),
             (160, 32, 4, true, None),
-            (208, 16, 2, false, Some((1, 8))),
+            (192, 16, 1, true, Some((OBJECTS + 1, 32, true))),
+            (208, 16, 2, false, Some((1, 8, true))),
+            (224, 24, 2, true, Some((OBJECTS, 0, false))),
+            (248, 8, 2, false, Some((2, 4, false))),
         ];
-        for (page, n, prot, big, shared) in layout {
+        for (page, n, prot, big, obj) in layout {
             self.step(&Op::Mmap {
                 s,
                 page,
@@ -280,7 +314,7 @@ impl World<'_, '_> {
                 prot,
                 big,
                 noreplace: false,
-                shared,
+                obj,
             });
         }
     }
@@ -316,14 +350,59 @@ impl World<'_, '_> {
     fn expected<'b>(&'b self, page: &'b RefPage) -> &'b [u8; KB4] {
         match &page.back {
             Back::Private(b) => b.as_deref().unwrap_or(&ZERO),
-            Back::Shared { obj, off } => self.obj_pages.get(&(*obj, *off)).map_or(&ZERO, |b| &**b),
+            Back::FilePrivate { own: Some(b), .. } => b,
+            Back::Shared { obj, off } | Back::FilePrivate { obj, off, .. } => {
+                self.obj_bytes(*obj, *off)
+            }
+        }
+    }
+
+    /// The reference bytes of page `off` of object `obj`.
+    fn obj_bytes(&self, obj: usize, off: u64) -> &[u8; KB4] {
+        self.obj_pages.get(&(obj, off)).map_or(&ZERO, |b| &**b)
+    }
+
+    /// Whether `obj` is a read-only file.
+    fn is_file(obj: usize) -> bool {
+        obj >= OBJECTS
+    }
+
+    /// Whether a page is past the end of the file it maps (an access is a bus error).
+    fn past_eof(back: &Back) -> bool {
+        match *back {
+            Back::Shared { obj, off } | Back::FilePrivate { obj, off, .. } => {
+                Self::is_file(obj) && off >= FILE_SIZES[obj - OBJECTS].next_multiple_of(PAGE_SIZE)
+            }
+            Back::Private(_) => false,
+        }
+    }
+
+    /// Gives a privately mapped object page of process `p` its own bytes (a copy of the
+    /// object's), as a write or a write pin does.
+    fn make_own(&mut self, p: usize, va: u64) {
+        let pg = &self.procs[p].pages[&va];
+        if let Back::FilePrivate {
+            obj,
+            off,
+            own: None,
+        } = pg.back
+        {
+            let bytes = Rc::new(*self.obj_bytes(obj, off));
+            let pg = self.procs[p].pages.get_mut(&va).unwrap();
+            pg.back = Back::FilePrivate {
+                obj,
+                off,
+                own: Some(bytes),
+            };
         }
     }
 
     fn bytes_mut(&mut self, p: usize, va: u64) -> &mut [u8; KB4] {
+        self.make_own(p, va);
         let page = self.procs[p].pages.get_mut(&va).expect("mapped");
         match &mut page.back {
             Back::Private(b) => Rc::make_mut(b.get_or_insert_with(|| Rc::new([0; KB4]))),
+            Back::FilePrivate { own, .. } => Rc::make_mut(own.as_mut().expect("made own")),
             Back::Shared { obj, off } => Rc::make_mut(
                 self.obj_pages
                     .entry((*obj, *off))
@@ -341,7 +420,7 @@ impl World<'_, '_> {
                 prot,
                 big,
                 noreplace,
-                shared,
+                obj,
             } => {
                 let p = self.proc(s);
                 let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
@@ -355,33 +434,45 @@ impl World<'_, '_> {
                 } else {
                     MapAlign::Page
                 };
-                let kind = match shared {
+                let kind = match obj {
                     None => VmaKind::AnonPrivate,
-                    Some((obj, off)) => VmaKind::AnonShared {
+                    Some((obj, off, true)) => VmaKind::Shared {
+                        obj: self.objs[obj].clone(),
+                        offset: off * PAGE_SIZE,
+                    },
+                    Some((obj, off, false)) => VmaKind::FilePrivate {
                         obj: self.objs[obj].clone(),
                         offset: off * PAGE_SIZE,
                     },
                 };
-                let expect = if big && page % BLOCK != 0 {
-                    Err(VmaError::FixedMisaligned)
+                let read_only = matches!(obj, Some((o, _, true)) if Self::is_file(o));
+                let expect = if read_only && prot.contains(VmProt::WRITE) {
+                    Err(SpaceError::ReadOnly)
+                } else if big && page % BLOCK != 0 {
+                    Err(SpaceError::Vma(VmaError::FixedMisaligned))
                 } else if noreplace && self.procs[p].pages.range(va..va + len).next().is_some() {
-                    Err(VmaError::Exists)
+                    Err(SpaceError::Vma(VmaError::Exists))
                 } else {
                     Ok(VirtAddr(va))
                 };
                 let r = self.procs[p]
                     .space
                     .mmap(self.m, placement, len, prot, kind, align);
-                assert_eq!(r, expect.map_err(SpaceError::Vma));
+                assert_eq!(r, expect);
                 if r.is_ok() {
                     let id = self.procs[p].space.id();
                     self.detach(id, va, va + len);
                     for i in 0..n {
-                        let back = match shared {
+                        let back = match obj {
                             None => Back::Private(None),
-                            Some((obj, off)) => Back::Shared {
+                            Some((obj, off, true)) => Back::Shared {
                                 obj,
                                 off: (off + i) * PAGE_SIZE,
+                            },
+                            Some((obj, off, false)) => Back::FilePrivate {
+                                obj,
+                                off: (off + i) * PAGE_SIZE,
+                                own: None,
                             },
                         };
                         self.procs[p]
@@ -409,13 +500,18 @@ impl World<'_, '_> {
                 let n = n.min(PAGES - page);
                 let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
                 let mapped = self.procs[p].pages.range(va..va + len).count() as u64 == n;
+                let read_only = prot.contains(VmProt::WRITE)
+                    && self.procs[p].pages.range(va..va + len).any(
+                        |(_, pg)| matches!(pg.back, Back::Shared { obj, .. } if Self::is_file(obj)),
+                    );
                 let r = self.procs[p]
                     .space
                     .mprotect(self.m, VirtAddr(va), len, prot);
-                if r == Err(SpaceError::OutOfMemory) {
-                    return;
-                }
-                if mapped {
+                if read_only {
+                    assert_eq!(r, Err(SpaceError::ReadOnly));
+                } else if r == Err(SpaceError::OutOfMemory) {
+                    // Breaking a shared table found no memory: nothing changed.
+                } else if mapped {
                     r.unwrap();
                     for (_, pg) in self.procs[p].pages.range_mut(va..va + len) {
                         pg.prot = prot;
@@ -441,8 +537,9 @@ impl World<'_, '_> {
                     let id = self.procs[p].space.id();
                     self.detach(id, va, va + len);
                     for (_, pg) in self.procs[p].pages.range_mut(va..va + len) {
-                        if let Back::Private(b) = &mut pg.back {
-                            *b = None;
+                        match &mut pg.back {
+                            Back::Private(b) | Back::FilePrivate { own: b, .. } => *b = None,
+                            Back::Shared { .. } => {}
                         }
                     }
                 } else {
@@ -492,13 +589,10 @@ impl World<'_, '_> {
                 let page = self.pick(p, page);
                 let va = va_of(page);
                 let len = len.min(PAGE_SIZE - off) as usize;
-                let allowed = self.procs[p]
-                    .pages
-                    .get(&va)
-                    .map(|pg| pg.prot.contains(VmProt::WRITE));
+                let expect = self.expect(p, va, |prot| prot.contains(VmProt::WRITE));
                 let data: Vec<u8> = (0..len).map(|i| byte.wrapping_add(i as u8)).collect();
                 let r = write(self.m, &mut self.procs[p].space, va + off, &data);
-                self.outcome(r.map(|_| ()), allowed, va + off);
+                self.outcome(r.map(|_| ()), expect, va + off);
                 if r.is_ok() {
                     let b = self.bytes_mut(p, va);
                     b[off as usize..off as usize + len].copy_from_slice(&data);
@@ -516,16 +610,16 @@ impl World<'_, '_> {
                 let page = self.pick(p, page);
                 let va = va_of(page);
                 let len = len.min(PAGE_SIZE - off) as usize;
-                let allowed = self.procs[p].pages.get(&va).map(|pg| !pg.prot.is_none());
+                let expect = self.expect(p, va, |prot| !prot.is_none());
                 let r = read(self.m, &mut self.procs[p].space, va + off, len);
                 match r {
                     Ok(got) => {
-                        self.outcome(Ok(()), allowed, va + off);
+                        self.outcome(Ok(()), expect, va + off);
                         let pg = &self.procs[p].pages[&va];
                         let want = &self.expected(pg)[off as usize..off as usize + len];
                         assert_eq!(got, want, "read at {:#x}", va + off);
                     }
-                    Err(e) => self.outcome(Err(e), allowed, va + off),
+                    Err(e) => self.outcome(Err(e), expect, va + off),
                 }
             }
             Op::Exec { s, page } => {
@@ -534,50 +628,106 @@ impl World<'_, '_> {
                 let p = self.proc(s);
                 let page = self.pick(p, page);
                 let va = va_of(page);
-                let allowed = self.procs[p]
-                    .pages
-                    .get(&va)
-                    .map(|pg| pg.prot.contains(VmProt::EXEC));
+                let expect = self.expect(p, va, |prot| prot.contains(VmProt::EXEC));
                 let mut f = Faults::default();
                 let r = translate(self.m, &mut self.procs[p].space, va, Access::Exec, &mut f);
-                self.outcome(r.map(|_| ()), allowed, va);
+                self.outcome(r.map(|_| ()), expect, va);
             }
             Op::Pin { s, page, n, write } => {
                 let p = self.proc(s);
                 let page = self.pick(p, page);
                 let (va, n) = (va_of(page), n.min(PAGES - page));
-                let allowed = (0..n).all(|i| {
-                    self.procs[p]
-                        .pages
-                        .get(&(va + i * PAGE_SIZE))
-                        .is_some_and(|pg| {
-                            if write {
-                                pg.prot.contains(VmProt::WRITE)
-                            } else {
-                                !pg.prot.is_none()
-                            }
-                        })
-                });
+                let perm = |prot: VmProt| {
+                    if write {
+                        prot.contains(VmProt::WRITE)
+                    } else {
+                        !prot.is_none()
+                    }
+                };
+                // The first page that cannot be pinned decides the error (pages are pinned
+                // in order).
+                let bad = (0..n)
+                    .map(|i| (i, self.expect(p, va + i * PAGE_SIZE, perm)))
+                    .find(|(_, e)| *e != Expect::Ok);
                 let r = self.procs[p]
                     .space
                     .pin(self.m, VirtAddr(va), n * PAGE_SIZE, write);
                 match r {
                     Ok(handle) => {
-                        assert!(allowed, "pin of {va:#x}+{n} pages succeeded");
+                        assert_eq!(bad, None, "pin of {va:#x}+{n} pages succeeded");
                         let id = self.procs[p].space.id();
                         let targets = (0..n)
                             .map(|i| {
                                 let a = va + i * PAGE_SIZE;
+                                if write {
+                                    // A write pin made every page private.
+                                    self.make_own(p, a);
+                                }
                                 match self.procs[p].pages[&a].back {
-                                    Back::Private(_) => Target::Private { id, va: a },
-                                    Back::Shared { obj, off } => Target::Shared { obj, off },
+                                    Back::Private(_) | Back::FilePrivate { own: Some(_), .. } => {
+                                        Target::Private { id, va: a }
+                                    }
+                                    Back::Shared { obj, off }
+                                    | Back::FilePrivate {
+                                        obj,
+                                        off,
+                                        own: None,
+                                    } => Target::Shared { obj, off },
                                 }
                             })
                             .collect();
                         self.pins.push(Pin { handle, targets });
                     }
-                    Err(FaultError::Segv { .. }) => assert!(!allowed),
-                    Err(FaultError::Oom) => assert!(allowed),
+                    Err(e) => {
+                        let at = |i: u64| VirtAddr(va + i * PAGE_SIZE);
+                        match (e, bad) {
+                            (
+                                FaultError::Segv {
+                                    va: a,
+                                    cause: SegvCause::Unmapped,
+                                },
+                                Some((i, Expect::Unmapped)),
+                            )
+                            | (
+                                FaultError::Segv {
+                                    va: a,
+                                    cause: SegvCause::Access,
+                                },
+                                Some((i, Expect::Denied)),
+                            )
+                            | (FaultError::Bus { va: a }, Some((i, Expect::Bus))) => {
+                                assert_eq!(a, at(i), "pin failed at the wrong page")
+                            }
+                            // Memory can run out on any page up to the first bad one (a write
+                            // pin allocates before it finds a page past the end of a file).
+                            (FaultError::Oom, None | Some((_, Expect::Bus))) => {}
+                            (FaultError::Oom, Some((i, _))) if i > 0 => {}
+                            (e, bad) => panic!("pin of {va:#x}+{n}: {e:?}, reference {bad:?}"),
+                        }
+                        if write {
+                            // The pages before the failure were made private (and stay so).
+                            for i in 0..n {
+                                let a = va + i * PAGE_SIZE;
+                                let Some(RefPage {
+                                    back:
+                                        Back::FilePrivate {
+                                            obj,
+                                            off,
+                                            own: None,
+                                        },
+                                    ..
+                                }) = self.procs[p].pages.get(&a)
+                                else {
+                                    continue;
+                                };
+                                let object = self.objs[*obj].lookup(*off).map(|(pa, _, _)| pa);
+                                let now = self.procs[p].space.peek(self.m, VirtAddr(a));
+                                if now.is_some() && now != object {
+                                    self.make_own(p, a);
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Op::Unpin { i } => {
@@ -593,6 +743,12 @@ impl World<'_, '_> {
                 }
                 let i = i % self.pins.len();
                 let page = page % self.pins[i].targets.len();
+                if let Target::Shared { obj, .. } = self.pins[i].targets[page] {
+                    if Self::is_file(obj) {
+                        // A read pin of a read-only file's page: the device only reads it.
+                        return;
+                    }
+                }
                 let pa = self.pins[i].handle.pages()[page];
                 self.m.write_bytes(PhysAddr(pa.0 + off), &[byte]);
                 match self.pins[i].targets[page] {
@@ -617,26 +773,40 @@ impl World<'_, '_> {
         }
     }
 
-    /// Checks an access's outcome against the reference: `allowed` is `None` for an unmapped
-    /// page, else whether the region allows the access.
-    fn outcome(&self, r: Result<(), FaultError>, allowed: Option<bool>, va: u64) {
-        match (r, allowed) {
-            (Ok(()), Some(true)) | (Err(FaultError::Oom), Some(true)) => {}
+    /// What the reference expects of an access to page `va` of process `p` that needs
+    /// `perm` of the region's permissions.
+    fn expect(&self, p: usize, va: u64, perm: impl Fn(VmProt) -> bool) -> Expect {
+        match self.procs[p].pages.get(&va) {
+            None => Expect::Unmapped,
+            Some(pg) if !perm(pg.prot) => Expect::Denied,
+            Some(pg) if Self::past_eof(&pg.back) => Expect::Bus,
+            Some(_) => Expect::Ok,
+        }
+    }
+
+    /// Checks an access's outcome (at `va`) against the reference.
+    fn outcome(&self, r: Result<(), FaultError>, expect: Expect, va: u64) {
+        match (r, expect) {
+            (Ok(()), Expect::Ok) | (Err(FaultError::Oom), Expect::Ok) => {}
+            // A write past the end of a private file mapping allocates its destination page
+            // before the file's handler finds the end.
+            (Err(FaultError::Oom), Expect::Bus) => {}
+            (Err(FaultError::Bus { va: a }), Expect::Bus) if a.0 == va => {}
             (
                 Err(FaultError::Segv {
                     cause: SegvCause::Unmapped,
                     ..
                 }),
-                None,
+                Expect::Unmapped,
             ) => {}
             (
                 Err(FaultError::Segv {
                     cause: SegvCause::Access,
                     ..
                 }),
-                Some(false),
+                Expect::Denied,
             ) => {}
-            (r, a) => panic!("access at {va:#x}: got {r:?}, reference says {a:?}"),
+            (r, e) => panic!("access at {va:#x}: got {r:?}, reference says {e:?}"),
         }
     }
 
@@ -664,7 +834,8 @@ impl World<'_, '_> {
                 // object page (what `peek` computes, without the walk).
                 let got = match (mapped.get(&va), pg.map(|p| &p.back)) {
                     (Some(&pa), _) => Some(pa),
-                    (None, Some(Back::Shared { obj, off })) => {
+                    (None, Some(Back::Shared { obj, off }))
+                    | (None, Some(Back::FilePrivate { obj, off, .. })) => {
                         self.objs[*obj].lookup(*off).map(|(pa, _, _)| pa.0)
                     }
                     (None, _) => None,
@@ -730,13 +901,31 @@ impl World<'_, '_> {
     }
 }
 
+/// The contents of file `i`: a pattern that differs per byte, page and file.
+fn file_data(i: usize) -> Vec<u8> {
+    (0..FILE_SIZES[i])
+        .map(|b| (b as u8).wrapping_mul(7) ^ (b >> 12) as u8 ^ (0x40 + i as u8))
+        .collect()
+}
+
 fn run(ops: &[Op]) {
     with_machine(|m| {
+        let mut objs: Vec<Shm> = (0..OBJECTS).map(|_| Shm::new()).collect();
+        let mut obj_pages = HashMap::new();
+        for i in 0..FILE_SIZES.len() {
+            let data = file_data(i);
+            objs.push(Shm::file(m, &data).unwrap());
+            for (n, chunk) in data.chunks(KB4).enumerate() {
+                let mut page = [0; KB4];
+                page[..chunk.len()].copy_from_slice(chunk);
+                obj_pages.insert((OBJECTS + i, n as u64 * PAGE_SIZE), Rc::new(page));
+            }
+        }
         let mut w = World {
             m,
             procs: Vec::new(),
-            objs: (0..OBJECTS).map(|_| Shm::new()).collect(),
-            obj_pages: HashMap::new(),
+            objs,
+            obj_pages,
             pins: Vec::new(),
             next_id: 1,
             totals: Vec::new(),

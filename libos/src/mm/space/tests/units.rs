@@ -495,7 +495,7 @@ fn shared_memory_is_shared_across_fork() {
     with_machine(|m| {
         let mut p = new_space(m, 1);
         let obj = Shm::new();
-        let kind = VmaKind::AnonShared {
+        let kind = VmaKind::Shared {
             obj: obj.clone(),
             offset: 0,
         };
@@ -525,7 +525,7 @@ fn shared_memory_is_shared_across_fork() {
         assert_eq!(read(m, &mut p, BASE + 5, 5).unwrap(), b"hello");
         check(m, &[&p, &c]);
         // A second object mapping in the same space, at an offset.
-        let kind = VmaKind::AnonShared {
+        let kind = VmaKind::Shared {
             obj: obj.clone(),
             offset: KB64,
         };
