@@ -486,25 +486,31 @@ impl Root {
         p: &mut P,
         va: VirtAddr,
     ) -> Result<Entry, MapError> {
+        self.alloc_slot(p, va, Level::L3)
+    }
+
+    /// The slot at `target` level (3: a page's entry; 2: the entry of its level-3 table) on
+    /// `va`'s path, allocating the missing tables above it: plan, reserve all, then build and
+    /// link (see [`Root::alloc_pte_entry`]).
+    pub(crate) fn alloc_slot<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        va: VirtAddr,
+        target: Level,
+    ) -> Result<Entry, MapError> {
         let page = va.align_down(PAGE_SIZE);
         let (start, end) = self.check_range(page, PAGE_SIZE)?;
-        let mut plan = PtePlan {
-            tables: 0,
-            target: Level::L3,
-        };
+        let mut plan = PtePlan { tables: 0, target };
         walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
-        let mut op = PteAlloc {
-            slot: None,
-            target: Level::L3,
-        };
+        let mut op = PteAlloc { slot: None, target };
         let r = walk(&mut cx, &mut op, self.table, start, end);
         debug_assert!(r.is_ok(), "allocation walk failed after planning: {r:?}");
         cx.finish();
         r?;
-        Ok(op.slot.expect("the walk reaches level 3"))
+        Ok(op.slot.expect("the walk reaches the target level"))
     }
 
     /// Translates `va` through the tables (not through any TLB).

@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use super::desc::{ApTable, Descriptor, DescriptorKind};
 use super::hal::{OutOfMemory, Platform};
-use super::ops::{Ctx, PteAlloc, PtePlan, Reserve};
+use super::ops::{Ctx, Reserve};
 use super::root::{MapError, Root};
 use super::table::Entry;
 use super::walk::{walk, Reader, ReadDesc, Step, Visitor};
@@ -167,37 +167,23 @@ impl Root {
         table: PhysAddr,
     ) -> Result<(), MapError> {
         let span = va.0 & !(PTE_TABLE_SPAN - 1);
-        let (start, end) = self.check_range(VirtAddr(span), PAGE_SIZE)?;
         if let Some(e) = self.pmd_slot(p, span) {
             if Reader(&*p).read_desc(e.table().pa(), e.index()).is_valid() {
                 return Err(MapError::AlreadyMapped(VirtAddr(span)));
             }
         }
-        let mut plan = PtePlan {
-            tables: 0,
-            target: Level::L2,
-        };
-        walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
-        let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
+        let slot = self.alloc_slot(p, VirtAddr(span), Level::L2)?;
         let scope = self.scope();
-        let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
-        let mut op = PteAlloc {
-            slot: None,
-            target: Level::L2,
-        };
-        let r = walk(&mut cx, &mut op, self.table, start, end);
-        debug_assert!(r.is_ok(), "allocation walk failed after planning: {r:?}");
-        let slot = op.slot.expect("the walk reaches level 2");
-        // Invalid → table: the barrier orders the new intermediate tables (already linked by
-        // the walk, after their own barrier) and the shared table's contents (published when
-        // the other root wrote them) before the link.
+        let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
+        // Invalid → table: the barrier orders the new intermediate tables and the shared
+        // table's contents (published when the other root wrote them) before the link.
         cx.publish();
         cx.write(
             slot,
             Descriptor::table(table).with_ap_table(ApTable::NoWrite),
         );
         cx.finish();
-        r
+        Ok(())
     }
 
     /// Sets `APTable = NoWrite` on this root's level-2 entries for the spans starting at the
