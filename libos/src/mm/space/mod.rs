@@ -17,6 +17,8 @@
 //! * [`Shm`]: memory objects — shared anonymous memory, or read-only files in RAM — backing
 //!   `Shared` and `FilePrivate` regions; [`FileFault`], the context of an object's fault
 //!   handler ("Files", below).
+//! * [`ForkMode`]: how [`Space::fork`] copies a space — entries (`Copy`) or level-3 tables
+//!   shared until first changed (`ShareTables`, "Shared page tables", below).
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
