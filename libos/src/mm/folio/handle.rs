@@ -442,31 +442,8 @@ impl<'m> Folio<'m> {
             self.pa,
             self.mapcount()
         );
-        for i in 0..2 {
-            if let Some((s, n)) = self.slot(i) {
-                if s == from {
-                    self.set_slot(i, (n > nr).then(|| (s, n - nr)));
-                    break;
-                }
-            }
-        }
-        let mut free = None;
-        for i in 0..2 {
-            match self.slot(i) {
-                Some((s, n)) if s == to => {
-                    self.set_slot(i, Some((s, n + nr)));
-                    free = None;
-                    break;
-                }
-                None if free.is_none() => free = Some(i),
-                _ => {}
-            }
-        }
-        if let Some(i) = free {
-            if (0..2).all(|j| self.slot(j).is_none_or(|(s, _)| s != to)) {
-                self.set_slot(i, Some((to, nr)));
-            }
-        }
+        self.slot_sub(from, nr);
+        self.slot_add(to, nr);
         self.update_shared();
     }
 
@@ -722,13 +699,17 @@ impl<'m> Folio<'m> {
         if self.pages.len() > 1 {
             add(self.total_ctr(), d, "total mapcount");
         }
+        self.slot_add(space, d);
+        self.update_shared();
+    }
+
+    /// `d` more mappings of `space` in its slot, taking a free one if it has none (if both
+    /// are taken by other spaces, they stay untracked).
+    fn slot_add(&self, space: SpaceId, d: u32) {
         let mut free = None;
         for i in 0..2 {
             match self.slot(i) {
-                Some((s, n)) if s == space => {
-                    self.set_slot(i, Some((s, n + d)));
-                    return self.update_shared();
-                }
+                Some((s, n)) if s == space => return self.set_slot(i, Some((s, n + d))),
                 None if free.is_none() => free = Some(i),
                 _ => {}
             }
@@ -736,7 +717,6 @@ impl<'m> Folio<'m> {
         if let Some(i) = free {
             self.set_slot(i, Some((space, d)));
         }
-        self.update_shared();
     }
 
     /// `d` mappings in `space` gone, per-page / entire counters already lowered.
@@ -744,6 +724,12 @@ impl<'m> Folio<'m> {
         if self.pages.len() > 1 {
             sub(self.total_ctr(), d);
         }
+        self.slot_sub(space, d);
+        self.update_shared();
+    }
+
+    /// `d` fewer mappings of `space` in its slot, if it has one.
+    fn slot_sub(&self, space: SpaceId, d: u32) {
         for i in 0..2 {
             if let Some((s, n)) = self.slot(i) {
                 if s == space {
@@ -754,7 +740,6 @@ impl<'m> Folio<'m> {
                 }
             }
         }
-        self.update_shared();
     }
 
     /// SHARED := the folio is mapped and no slot accounts for all of its mappings.
