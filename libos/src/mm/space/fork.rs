@@ -97,16 +97,17 @@ impl Space {
         // bounded (at most 512) however large the region is.
         let mut chunk = start;
         'chunks: while chunk < end {
-            let chunk_end = ((chunk & !(pt::TABLE_SPAN - 1)) + pt::TABLE_SPAN).min(end);
+            let chunk_end = (pt::span_of(chunk) + pt::TABLE_SPAN).min(end);
             let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
             // A table under a write limit (shared, or left so by sharing) is not written: the
             // limit already keeps its entries read-only, and its last holder write-protects
             // what is no longer exclusive when it takes it (module docs, "Shared page
             // tables").
-            let limited = self
-                .root
-                .pte_table(m, crate::mm::VirtAddr(chunk))
-                .is_some_and(|t| t.write_protected);
+            let limited = self.limited_tables
+                && self
+                    .root
+                    .pte_table(m, crate::mm::VirtAddr(chunk))
+                    .is_some_and(|t| t.write_protected);
             chunk = chunk_end;
             for run in &runs {
                 if pt::ensure_table(&mut child.root, m, run.va).is_err() {

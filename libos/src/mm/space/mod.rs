@@ -504,6 +504,10 @@ pub struct Space {
     fork_mode: ForkMode,
     /// The shared level-3 tables of this space's fork family.
     tables: Arc<SharedTables>,
+    /// Whether this space ever linked a level-3 table under a write limit (it took part in
+    /// a `ShareTables` fork). Sticky; when false, faults and unmaps skip every shared-table
+    /// lookup.
+    limited_tables: bool,
     /// 2 MiB spans where this space pinned pages (their tables are copied, not shared, at
     /// fork).
     pinned_spans: BTreeSet<u64>,
@@ -585,6 +589,7 @@ impl Space {
             stats: SpaceStats::default(),
             fork_mode: ForkMode::default(),
             tables,
+            limited_tables: false,
             pinned_spans: BTreeSet::new(),
         })
     }
@@ -641,10 +646,7 @@ impl Space {
             Err(SpaceError::ReadOnly)
         } else {
             let broken = match placement {
-                Placement::Fixed(at) => match at.as_u64().checked_add(len) {
-                    Some(end) => self.break_shares_in(m, at.as_u64(), end.min(USER_END), false),
-                    None => Ok(()),
-                },
+                Placement::Fixed(at) => self.break_shares_for(m, at, len, false),
                 _ => Ok(()),
             };
             broken.and_then(|()| {
@@ -834,7 +836,7 @@ impl Space {
             if !backing_ok {
                 return Err(SpaceCheckError::Backing(va));
             }
-            let writable = d.writable() && !limited.contains(&share::span_of(va.as_u64()));
+            let writable = d.writable() && !limited.contains(&pt::span_of(va.as_u64()));
             if folio.is_anon() && writable && !folio.is_anon_exclusive(idx) {
                 return Err(SpaceCheckError::Exclusive(va));
             }
@@ -886,12 +888,13 @@ impl Space {
         if start >= end {
             return;
         }
-        self.drop_shares_in(m, start, end);
         self.forget_pins_in(start, end);
-        // In pieces of at most `ZAP_BATCH` that hold level-3 tables: the references waiting
-        // for a piece's invalidation stay bounded (16384 for 4 KiB folios, 512 KiB of heap),
-        // however large the range; empty stretches cost nothing.
-        let tables = self.root.pte_tables(m, start, end);
+        // Shared tables are unlinked, not unmapped. The rest goes in pieces of at most
+        // `ZAP_BATCH` that hold level-3 tables: the references waiting for a piece's
+        // invalidation stay bounded (16384 for 4 KiB folios, 512 KiB of heap), however large
+        // the range; empty stretches cost nothing.
+        let all = self.root.pte_tables(m, start, end);
+        let tables = self.drop_shares(m, start, end, all);
         let mut i = 0;
         while i < tables.len() {
             let first = tables[i].va.as_u64();

@@ -16,7 +16,12 @@ use crate::mm::{
 };
 
 /// Bytes mapped by one level-3 table.
-pub(super) const TABLE_SPAN: u64 = PAGE_SIZE * ENTRIES as u64;
+pub(super) const TABLE_SPAN: u64 = crate::mm::PTE_TABLE_SPAN;
+
+/// First address of the level-3 table span containing `va`.
+pub(super) fn span_of(va: u64) -> u64 {
+    va & !(TABLE_SPAN - 1)
+}
 
 /// The descriptor for a page at `pa` with `attrs`, young, with the given dirty state.
 pub(super) fn page_desc(attrs: Attrs, pa: u64, dirty: bool) -> Descriptor {
@@ -125,7 +130,7 @@ pub(super) fn scan<P: Platform + ?Sized>(
 ) {
     let mut va = start;
     while va < end {
-        let chunk_end = ((va & !(TABLE_SPAN - 1)) + TABLE_SPAN).min(end);
+        let chunk_end = (span_of(va) + TABLE_SPAN).min(end);
         if let Ok(Some(e)) = root.pte_entry(p, VirtAddr(va)) {
             let table = e.table();
             let first = Level::L3.index_of(va);

@@ -8,8 +8,10 @@ use spin::Mutex;
 
 use super::machine::Machine;
 use super::{pt, FaultError, Space, SpaceError};
-use crate::mm::folio::SpaceId;
-use crate::mm::{PhysAddr, PteTable, VirtAddr, PAGE_SIZE, PTE_TABLE_SPAN};
+use crate::mm::folio::{Folio, SpaceId};
+use crate::mm::{PhysAddr, PteTable, VirtAddr, PAGE_SIZE};
+
+use super::pt::{span_of, TABLE_SPAN};
 
 /// How [`Space::fork`] gives the child its private memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -80,6 +82,15 @@ impl SharedTables {
         moved
     }
 
+    /// How many shared tables `space` links.
+    fn held_by(&self, space: SpaceId) -> usize {
+        self.map
+            .lock()
+            .values()
+            .filter(|s| s.holders.contains(&space))
+            .count()
+    }
+
     /// Every shared table (for checks).
     pub(super) fn all(&self) -> Vec<(PhysAddr, TableShare)> {
         self.map
@@ -90,9 +101,9 @@ impl SharedTables {
     }
 }
 
-/// First address of the 2 MiB span containing `va`.
-pub(super) fn span_of(va: u64) -> u64 {
-    va & !(PTE_TABLE_SPAN - 1)
+/// Whether `[start, end)` covers the whole span at `span`.
+fn covers(start: u64, end: u64, span: u64) -> bool {
+    start <= span && span + TABLE_SPAN <= end
 }
 
 impl Space {
@@ -108,10 +119,7 @@ impl Space {
 
     /// How many level-3 tables this space links that another space links too.
     pub fn shared_tables(&self) -> usize {
-        self.tables.all()
-            .iter()
-            .filter(|(_, s)| s.holders.contains(&self.id))
-            .count()
+        self.tables.held_by(self.id)
     }
 
     /// Makes this space's level-3 table for `va`'s span (if any) its own and writable:
@@ -123,6 +131,9 @@ impl Space {
         m: &mut M,
         va: u64,
     ) -> Result<(), FaultError> {
+        if !self.limited_tables {
+            return Ok(());
+        }
         let Some(t) = self.root.pte_table(m, VirtAddr(va)) else {
             return Ok(());
         };
@@ -148,45 +159,59 @@ impl Space {
         end: u64,
         whole: bool,
     ) -> Result<(), SpaceError> {
-        if start >= end {
+        if start >= end || !self.limited_tables {
             return Ok(());
         }
         for t in self.root.pte_tables(m, start, end) {
             if !t.write_protected || !self.tables.is_shared(t.pa) {
                 continue;
             }
-            let s = t.va.as_u64();
-            let covered = start <= s && s + PTE_TABLE_SPAN <= end;
-            if whole || !covered {
+            if whole || !covers(start, end, t.va.as_u64()) {
                 self.break_share(m, t).map_err(|_| SpaceError::OutOfMemory)?;
             }
         }
         Ok(())
     }
 
-    /// Drops this space's link to every shared table of a span that `[start, end)` covers
-    /// whole (the caller unmaps the range next; partly covered shared tables were broken
-    /// first, see [`Space::break_shares_in`]).
-    pub(super) fn drop_shares_in<'m, M: Machine<'m> + ?Sized>(
+    /// Drops this space's link to every shared table among `tables` (this space's level-3
+    /// tables of `[start, end)`, which the caller unmaps next; partly covered shared tables
+    /// were broken first, see [`Space::break_shares_in`]). Returns the others.
+    pub(super) fn drop_shares<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         start: u64,
         end: u64,
-    ) {
-        if start >= end {
-            return;
+        tables: Vec<PteTable>,
+    ) -> Vec<PteTable> {
+        if !self.limited_tables {
+            return tables;
         }
-        for t in self.root.pte_tables(m, start, end) {
+        let mut kept = Vec::with_capacity(tables.len());
+        for t in tables {
             if !t.write_protected || !self.tables.is_shared(t.pa) {
+                kept.push(t);
                 continue;
             }
-            let s = t.va.as_u64();
             assert!(
-                start <= s && s + PTE_TABLE_SPAN <= end,
-                "a shared table at {s:#x} would be unmapped in part: break it first"
+                covers(start, end, t.va.as_u64()),
+                "a shared table at {} would be unmapped in part: break it first",
+                t.va
             );
             self.drop_share(m, t);
         }
+        kept
+    }
+
+    /// The folio runs of the level-3 table `t` of this space, split further by
+    /// `key(folio, page index)`.
+    fn span_runs<'m, M: Machine<'m> + ?Sized>(
+        &self,
+        m: &M,
+        t: PteTable,
+        mut key: impl FnMut(Folio<'m>, usize) -> bool,
+    ) -> Vec<pt::Run<'m>> {
+        let s = t.va.as_u64();
+        pt::runs(&self.root, m, m.mem(), s, s + TABLE_SPAN, |f, i, _| key(f, i))
     }
 
     /// The private copy: a new table with this space's accounting of every entry, the shared
@@ -212,9 +237,7 @@ impl Space {
         } else {
             self.id
         };
-        let s = t.va.as_u64();
-        let runs = pt::runs(&self.root, m, mem, s, s + PTE_TABLE_SPAN, |_, _, _| false);
-        for run in &runs {
+        for run in &self.span_runs(m, t, |_, _| false) {
             if run.folio.is_anon() {
                 run.folio
                     .try_dup_anon_ptes(dup_for, run.first, run.nr)
@@ -231,14 +254,10 @@ impl Space {
                     .expect("file pages of a shared table are mapped");
             }
         }
-        if share.owner == self.id {
-            // The new owner inherits the slot counts of the shared entries; this space keeps
-            // its counts, which now stand for the copies.
-            let next = self.tables.remove(t.pa, self.id);
-            debug_assert_eq!(next, Some(dup_for));
-        } else {
-            let _ = self.tables.remove(t.pa, self.id);
-        }
+        // If this space was the owner, the next one inherits the slot counts of the shared
+        // entries (the dup above); this space keeps its counts, which stand for the copies.
+        let next = self.tables.remove(t.pa, self.id);
+        debug_assert!(share.owner != self.id || next == Some(dup_for));
         // Anon pages are no longer exclusive to anyone: the copies are read-only (write
         // faults on them are ordinary COW faults). File pages keep their entries.
         self.root.replace_pte_table(m, t.va, new, |_, d| {
@@ -255,11 +274,7 @@ impl Space {
     /// writable but no longer exclusive (another space copied the table meanwhile) become
     /// read-only, then the write limit is lifted.
     fn take_table<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, t: PteTable) {
-        let mem = m.mem();
-        let s = t.va.as_u64();
-        let runs = pt::runs(&self.root, m, mem, s, s + PTE_TABLE_SPAN, |f, i, _| {
-            f.is_anon() && !f.is_anon_exclusive(i)
-        });
+        let runs = self.span_runs(m, t, |f, i| f.is_anon() && !f.is_anon_exclusive(i));
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for r in runs.iter().filter(|r| r.key && r.writable) {
             match ranges.last_mut() {
@@ -277,12 +292,10 @@ impl Space {
     /// Unlinks a shared table from this space without touching its entries; if this space
     /// was their accounting owner, the next holder becomes it (slot transfer per folio run).
     fn drop_share<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, t: PteTable) {
-        let mem = m.mem();
-        let s = t.va.as_u64();
         // Only the owner's leaving moves accounting; the others just unlink.
         let owner = self.tables.get(t.pa).is_some_and(|sh| sh.owner == self.id);
         let runs = if owner {
-            pt::runs(&self.root, m, mem, s, s + PTE_TABLE_SPAN, |_, _, _| false)
+            self.span_runs(m, t, |_, _| false)
         } else {
             Vec::new()
         };
@@ -321,6 +334,8 @@ impl Space {
                 break;
             }
             self.tables.add(t.pa, self.id, child.id);
+            self.limited_tables = true;
+            child.limited_tables = true;
             if !t.write_protected {
                 protect.push(t.va);
             }
@@ -342,11 +357,11 @@ impl Space {
     /// Forgets the pin marks of the spans `[start, end)` covers whole (their entries are
     /// being unmapped).
     pub(super) fn forget_pins_in(&mut self, start: u64, end: u64) {
-        let first = start.next_multiple_of(PTE_TABLE_SPAN);
+        let first = start.next_multiple_of(TABLE_SPAN);
         let spans: Vec<u64> = self
             .pinned_spans
             .range(first..)
-            .take_while(|&&s| s + PTE_TABLE_SPAN <= end)
+            .take_while(|&&s| s + TABLE_SPAN <= end)
             .copied()
             .collect();
         for s in spans {
