@@ -443,7 +443,7 @@ mod boot_tests {
         /// Map a frame in a TTBR0 address space, access it, unmap it: the access faults (no stale
         /// translation), and destroying the space frees every table.
         fn user_map_access_unmap() {
-            let before = runtime::frame_counts().0;
+            let before = runtime::frames_free_or_heap();
             let pa = frame();
             let mut space = AddressSpace::new().unwrap();
             space.map(USER_VA, pa, PAGE, Attrs::USER_RW).unwrap();
@@ -464,7 +464,7 @@ mod boot_tests {
             space.destroy();
             runtime::free_frames(pa, 0).unwrap();
             runtime::free_frames(pa2, 0).unwrap();
-            assert_eq!(runtime::frame_counts().0, before);
+            assert_eq!(runtime::frames_free_or_heap(), before);
         }
     }
 
@@ -558,7 +558,7 @@ mod boot_tests {
         /// The memory manager's translate() agrees with the MMU for pages and blocks, mapped and
         /// unmapped addresses, after mixed map/unmap/protect.
         fn translate_agrees_with_the_mmu() {
-            let before = runtime::frame_counts().0;
+            let before = runtime::frames_free_or_heap();
             let big = runtime::alloc_frames(9).unwrap(); // 2 MiB, block-mappable
             let small: Vec<u64> = (0..8).map(|_| frame()).collect();
             let mut s = AddressSpace::new().unwrap();
@@ -583,14 +583,14 @@ mod boot_tests {
             s.destroy();
             runtime::free_frames(big, 9).unwrap();
             for pa in small { runtime::free_frames(pa, 0).unwrap(); }
-            assert_eq!(runtime::frame_counts().0, before);
+            assert_eq!(runtime::frames_free_or_heap(), before);
         }
     }
 
     crate::boot_test! {
         /// Destroy frees every table of a sparse address space (many tables at every level).
         fn destroy_frees_every_table() {
-            let before = runtime::frame_counts().0;
+            let before = runtime::frames_free_or_heap();
             let pa = frame();
             let mut s = AddressSpace::new().unwrap();
             for i in 0..64u64 {
@@ -604,7 +604,7 @@ mod boot_tests {
             let freed = s.destroy();
             assert!(freed > 64);
             runtime::free_frames(pa, 0).unwrap();
-            assert_eq!(runtime::frame_counts().0, before, "every table frame returned");
+            assert_eq!(runtime::frames_free_or_heap(), before, "every table frame returned");
         }
     }
 
@@ -691,7 +691,7 @@ mod boot_tests {
             use crate::mm::folio::{FolioKind, FolioOrder, GlobalFrames, SpaceId};
             const FOLIO: u64 = 64 << 10;
             let memmap = runtime::memmap();
-            let before = runtime::frame_counts().0;
+            let before = runtime::frames_free_or_heap();
             let space = SpaceId::new(7).unwrap();
             let folios: Vec<_> = (0..4)
                 .map(|_| memmap.alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon).unwrap())
@@ -757,7 +757,7 @@ mod boot_tests {
                 assert!(f.put(&mut GlobalFrames), "freed at the last reference");
             }
             s.destroy();
-            assert_eq!(runtime::frame_counts().0, before, "every frame back");
+            assert_eq!(runtime::frames_free_or_heap(), before, "every frame back");
         }
     }
 }
