@@ -32,20 +32,6 @@ fn now() -> u64 {
     libos::arch::timer::now_ns()
 }
 
-fn delta(a: &Stats, b: &Stats) -> Stats {
-    Stats {
-        desc_writes: b.desc_writes - a.desc_writes,
-        tables_allocated: b.tables_allocated - a.tables_allocated,
-        tables_freed: b.tables_freed - a.tables_freed,
-        tlbi_va: b.tlbi_va - a.tlbi_va,
-        tlbi_range: b.tlbi_range - a.tlbi_range,
-        tlbi_asid: b.tlbi_asid - a.tlbi_asid,
-        tlbi_all: b.tlbi_all - a.tlbi_all,
-        tlbi_batches: b.tlbi_batches - a.tlbi_batches,
-        ..Stats::default()
-    }
-}
-
 fn report(step: &str, mib: u64, mapping: &str, d: &Stats, ns: u64) {
     println!(
         "bench step={step} mib={mib} mapping={mapping} desc_writes={} tlbi={} tlbi_va={} tlbi_range={} tlbi_asid={} tables_alloc={} tables_freed={} ns={ns}",
@@ -82,12 +68,12 @@ fn tables() -> Result<(), &'static str> {
             }
             let t1 = now();
             let s1 = *space.stats();
-            report("map", mib, mapping, &delta(&s0, &s1), t1 - t0);
+            report("map", mib, mapping, &s1.since(&s0), t1 - t0);
             let t2 = now();
             space.unmap(USER_BASE, blocks * BLOCK).map_err(|_| "unmap failed")?;
             let t3 = now();
             let s2 = *space.stats();
-            report("unmap", mib, mapping, &delta(&s1, &s2), t3 - t2);
+            report("unmap", mib, mapping, &s2.since(&s1), t3 - t2);
             space.destroy();
         }
         for pa in frames {
