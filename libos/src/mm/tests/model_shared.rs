@@ -102,6 +102,19 @@ fn share() -> Shared {
 }
 
 impl Shared {
+    /// A new level-3 table for `b`, published: a copy of the shared one, or empty.
+    fn new_table(&mut self, copy_entries: bool) -> PhysAddr {
+        let t = self.e.m.alloc_table().unwrap();
+        if copy_entries {
+            for i in 0..ENTRIES {
+                let d = self.e.m.read(self.l3, i);
+                self.e.m.write(t, i, d);
+            }
+        }
+        self.e.m.publish();
+        t
+    }
+
     /// Drops `b`'s link to the shared table (invalid level-2 descriptor, TLBI by ASID `B`).
     fn drop_b_link(&mut self) {
         self.e.m.write(self.l2b, 0, Descriptor::INVALID);
@@ -296,12 +309,7 @@ fn negative_unshare_without_tlbi_between_break_and_make() {
     let mut s = share();
     s.e.m.fill_all();
     // A private copy of the shared table for b.
-    let copy = s.e.m.alloc_table().unwrap();
-    for i in 0..ENTRIES {
-        let d = s.e.m.read(s.l3, i);
-        s.e.m.write(copy, i, d);
-    }
-    s.e.m.publish();
+    let copy = s.new_table(true);
     s.e.m.write(s.l2b, 0, Descriptor::INVALID);
     s.e.m.write(s.l2b, 0, Descriptor::table(copy));
 }
@@ -310,8 +318,7 @@ fn negative_unshare_without_tlbi_between_break_and_make() {
 #[should_panic(expected = "no TLBI covering it completed")]
 fn negative_unshare_with_tlbi_for_the_other_asid() {
     let mut s = share();
-    let copy = s.e.m.alloc_table().unwrap();
-    s.e.m.publish();
+    let copy = s.new_table(false);
     s.e.m.write(s.l2b, 0, Descriptor::INVALID);
     // ASID A's walk cache is not b's.
     s.e.m.tlb_maintenance(&[va_tlbi(0, A, false)]);
@@ -322,8 +329,7 @@ fn negative_unshare_with_tlbi_for_the_other_asid() {
 #[should_panic(expected = "no TLBI covering it completed")]
 fn negative_unshare_with_leaf_only_tlbi() {
     let mut s = share();
-    let copy = s.e.m.alloc_table().unwrap();
-    s.e.m.publish();
+    let copy = s.new_table(false);
     s.e.m.write(s.l2b, 0, Descriptor::INVALID);
     // A last-level TLBI spares the walk cache holding the level-2 descriptor.
     s.e.m.tlb_maintenance(&[va_tlbi(0, B, true)]);
@@ -334,8 +340,7 @@ fn negative_unshare_with_leaf_only_tlbi() {
 #[should_panic(expected = "next-level table address changed")]
 fn negative_unshare_in_place() {
     let mut s = share();
-    let copy = s.e.m.alloc_table().unwrap();
-    s.e.m.publish();
+    let copy = s.new_table(false);
     s.e.m.write(s.l2b, 0, Descriptor::table(copy));
 }
 
@@ -343,12 +348,7 @@ fn negative_unshare_in_place() {
 fn unshare_by_replacing_with_a_copy() {
     let mut s = share();
     s.e.m.fill_all();
-    let copy = s.e.m.alloc_table().unwrap();
-    for i in 0..ENTRIES {
-        let d = s.e.m.read(s.l3, i);
-        s.e.m.write(copy, i, d);
-    }
-    s.e.m.publish();
+    let copy = s.new_table(true);
     s.e.m.write(s.l2b, 0, Descriptor::INVALID);
     // Covers b's walk cache for the range and b's leaves (and the pending break).
     s.e.m.tlb_maintenance(&[TlbOp::Asid(Asid(B))]);
