@@ -42,13 +42,19 @@ pub struct Board {
     pub virtual_timer_intid: u32,
 }
 
-#[cfg(all(feature = "board-qemu-virt", not(any(feature = "board-raspi3", feature = "board-raspi4"))))]
+#[cfg(all(
+    feature = "board-qemu-virt",
+    not(any(feature = "board-raspi3", feature = "board-raspi4"))
+))]
 /// QEMU `virt`: image at 0x4020_0000, RAM from 1 GiB, GICv2, PL011 at 0x0900_0000, boots at EL1, PSCI over HVC.
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     uart_base: 0x0900_0000,
     uart_clock_hz: 24_000_000,
-    int_controller: IntController::GicV2 { distributor: 0x0800_0000, cpu: 0x0801_0000 },
+    int_controller: IntController::GicV2 {
+        distributor: 0x0800_0000,
+        cpu: 0x0801_0000,
+    },
     default_ram: (0x4000_0000, 128 << 20),
     device_window: (0, 0x4000_0000),
     ram_limit: 0x1_0000_0000,
@@ -57,7 +63,10 @@ pub const BOARD: Board = Board {
     virtual_timer_intid: 27,
 };
 
-#[cfg(all(feature = "board-raspi3", not(any(feature = "board-qemu-virt", feature = "board-raspi4"))))]
+#[cfg(all(
+    feature = "board-raspi3",
+    not(any(feature = "board-qemu-virt", feature = "board-raspi4"))
+))]
 /// Raspberry Pi 3 (BCM2837): 1 GiB RAM from 0, peripherals at 0x3F00_0000, ARM local block at
 /// 0x4000_0000, boots at EL2.
 pub const BOARD: Board = Board {
@@ -73,14 +82,20 @@ pub const BOARD: Board = Board {
     virtual_timer_intid: 27,
 };
 
-#[cfg(all(feature = "board-raspi4", not(any(feature = "board-qemu-virt", feature = "board-raspi3"))))]
+#[cfg(all(
+    feature = "board-raspi4",
+    not(any(feature = "board-qemu-virt", feature = "board-raspi3"))
+))]
 /// Raspberry Pi 4 (BCM2711, low-peripheral mode): RAM from 0, peripherals at 0xFE00_0000, GIC-400
 /// at 0xFF84_0000, boots at EL2.
 pub const BOARD: Board = Board {
     name: "raspi4",
     uart_base: 0xFE20_1000,
     uart_clock_hz: 48_000_000,
-    int_controller: IntController::GicV2 { distributor: 0xFF84_1000, cpu: 0xFF84_2000 },
+    int_controller: IntController::GicV2 {
+        distributor: 0xFF84_1000,
+        cpu: 0xFF84_2000,
+    },
     default_ram: (0, 0x3C00_0000),
     device_window: (0xFC00_0000, 0x1_0000_0000),
     ram_limit: 0xFC00_0000,
@@ -89,7 +104,11 @@ pub const BOARD: Board = Board {
     virtual_timer_intid: 27,
 };
 
-#[cfg(not(any(feature = "board-qemu-virt", feature = "board-raspi3", feature = "board-raspi4")))]
+#[cfg(not(any(
+    feature = "board-qemu-virt",
+    feature = "board-raspi3",
+    feature = "board-raspi4"
+)))]
 compile_error!("choose a board: build through `cargo xtask` or pass --features libos/board-qemu-virt (or board-raspi3, board-raspi4)");
 
 #[cfg(any(

@@ -48,8 +48,10 @@ const MAIR_VALUE: u64 = MAIR_EL1::Attr0_Device::nonGathering_nonReordering_Early
     | MAIR_EL1::Attr2_Normal_Outer::NonCacheable.value
     | MAIR_EL1::Attr2_Normal_Inner::NonCacheable.value;
 
-const BLOCK_NORMAL: u64 = desc::VALID | (MAIR_NORMAL << desc::ATTR_INDEX_SHIFT) | desc::SH_INNER | desc::AF | desc::UXN;
-const BLOCK_DEVICE: u64 = desc::VALID | (MAIR_DEVICE << desc::ATTR_INDEX_SHIFT) | desc::AF | desc::PXN | desc::UXN;
+const BLOCK_NORMAL: u64 =
+    desc::VALID | (MAIR_NORMAL << desc::ATTR_INDEX_SHIFT) | desc::SH_INNER | desc::AF | desc::UXN;
+const BLOCK_DEVICE: u64 =
+    desc::VALID | (MAIR_DEVICE << desc::ATTR_INDEX_SHIFT) | desc::AF | desc::PXN | desc::UXN;
 const TABLE_DESC: u64 = desc::VALID | desc::TABLE;
 
 /// 48-bit virtual addresses in both halves, 4 KiB granules, write-back walks, inner shareable.
@@ -294,8 +296,16 @@ macro_rules! guarded_stack {
 #[repr(C, align(4096))]
 struct GuardedStack<const N: usize>([u8; N]);
 
-guarded_stack!(__exception_stack, 4096 + EXCEPTION_STACK_SIZE, "The exception stack (SP_EL1).");
-guarded_stack!(__boot_stack, 4096 + BOOT_STACK_SIZE, "The boot stack (SP_EL0 of the boot thread).");
+guarded_stack!(
+    __exception_stack,
+    4096 + EXCEPTION_STACK_SIZE,
+    "The exception stack (SP_EL1)."
+);
+guarded_stack!(
+    __boot_stack,
+    4096 + BOOT_STACK_SIZE,
+    "The boot stack (SP_EL0 of the boot thread)."
+);
 
 extern "Rust" {
     /// Provided by `libos`: the machine-independent kernel entry.
@@ -313,7 +323,10 @@ pub struct BootInfo {
 
 /// First Rust code: runs at EL1 in the high half with the boot map, on the boot stack.
 extern "C" fn rust_entry(x0: usize, entry_el: u64) -> ! {
-    let info = BootInfo { x0, entry_el: entry_el as u8 };
+    let info = BootInfo {
+        x0,
+        entry_el: entry_el as u8,
+    };
     // SAFETY: `__tessera_kernel_main` is defined exactly once by libos with this signature.
     unsafe { __tessera_kernel_main(info) }
 }
@@ -352,7 +365,11 @@ pub fn image_sections() -> ImageSections {
     let text_end = a(core::ptr::addr_of!(__text_end));
     let rodata_end = a(core::ptr::addr_of!(__rodata_end));
     let end = a(core::ptr::addr_of!(__image_end)).next_multiple_of(4096);
-    ImageSections { text: (start, text_end), rodata: (text_end, rodata_end), data: (rodata_end, end) }
+    ImageSections {
+        text: (start, text_end),
+        rodata: (text_end, rodata_end),
+        data: (rodata_end, end),
+    }
 }
 
 /// Physical extent of the loaded image: [start, end) including .bss and the boot stack.
@@ -362,6 +379,9 @@ pub fn image_phys_range() -> (usize, usize) {
         static __image_end: u8;
     }
     // Only the addresses of the linker-defined symbols are taken, never their contents.
-    let (s, e) = (core::ptr::addr_of!(__image_start) as usize, core::ptr::addr_of!(__image_end) as usize);
+    let (s, e) = (
+        core::ptr::addr_of!(__image_start) as usize,
+        core::ptr::addr_of!(__image_end) as usize,
+    );
     (s - KERNEL_OFFSET, e - KERNEL_OFFSET)
 }

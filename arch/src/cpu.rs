@@ -62,7 +62,11 @@ fn semihosting_call(op: u64, param: u64) -> Option<u64> {
     // the duration of the call. If semihosting is absent the trap is skipped by the dispatcher
     // (which then records SH_ABSENT) and x0 keeps `op`.
     unsafe { core::arch::asm!("hlt #0xf000", inout("x0") ret, in("x1") param, options(nostack)) };
-    if SEMIHOSTING.load(Ordering::Relaxed) == SH_ABSENT { None } else { Some(ret) }
+    if SEMIHOSTING.load(Ordering::Relaxed) == SH_ABSENT {
+        None
+    } else {
+        Some(ret)
+    }
 }
 
 /// Leaves the machine with `status` (0 = success): semihosting SYS_EXIT where a host listens

@@ -153,7 +153,8 @@ pub fn install(handlers: &'static Handlers) {
 #[no_mangle]
 extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     let kind = Kind::from_raw(kind);
-    if kind == Kind::CurrentSpxSync && frame.ec() == ec::UNKNOWN && crate::cpu::is_semihosting_trap(frame.elr) {
+    if kind == Kind::CurrentSpxSync && frame.ec() == ec::UNKNOWN && crate::cpu::is_semihosting_trap(frame.elr)
+    {
         // Semihosting probe on a machine without a semihosting host: skip the HLT.
         frame.elr += 4;
         return;
@@ -165,7 +166,11 @@ extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     }
     // SAFETY: `install` only stores pointers to `'static` handler tables.
     let handlers = unsafe { &*handlers };
-    let disposition = if kind.is_interrupt() { (handlers.irq)(kind, frame) } else { (handlers.sync)(kind, frame) };
+    let disposition = if kind.is_interrupt() {
+        (handlers.irq)(kind, frame)
+    } else {
+        (handlers.sync)(kind, frame)
+    };
     match disposition {
         Disposition::Resume => {}
         Disposition::Abandon(code) => {
@@ -234,14 +239,23 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
     extern "C" {
         fn __tessera_try_call(f: extern "C" fn(*mut u8), arg: *mut u8, ctx: *mut ResumeContext) -> u64;
     }
-    let mut ctx = ResumeContext { regs: [0; 13], fp: [0; 8], outer: CURRENT_TRY.load(Ordering::Acquire), daif: 0 };
+    let mut ctx = ResumeContext {
+        regs: [0; 13],
+        fp: [0; 8],
+        outer: CURRENT_TRY.load(Ordering::Acquire),
+        daif: 0,
+    };
     let ctx_ptr: *mut ResumeContext = &mut ctx;
     CURRENT_TRY.store(ctx_ptr as usize, Ordering::Release);
     // SAFETY: the assembly saves callee-saved state into `ctx`, which outlives the call; `f` is a
     // plain function pointer.
     let code = unsafe { __tessera_try_call(f, arg, ctx_ptr) };
     CURRENT_TRY.store(ctx.outer, Ordering::Release);
-    if code == 0 { Ok(()) } else { Err(code) }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(code)
+    }
 }
 
 core::arch::global_asm!(
@@ -380,4 +394,6 @@ __tessera_resume:
     frame = const FRAME_SIZE,
 );
 
-const _: () = assert!(core::mem::offset_of!(ResumeContext, daif) == 176 && core::mem::offset_of!(ResumeContext, fp) == 104);
+const _: () = assert!(
+    core::mem::offset_of!(ResumeContext, daif) == 176 && core::mem::offset_of!(ResumeContext, fp) == 104
+);

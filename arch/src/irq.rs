@@ -7,8 +7,8 @@
 
 use crate::board::{phys_to_virt, IntController, BOARD};
 use tock_registers::interfaces::{Readable, Writeable};
-use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
 register_structs! {
     GicDistributor {
@@ -101,7 +101,11 @@ pub fn acknowledge() -> Option<u32> {
     match BOARD.int_controller {
         IntController::GicV2 { cpu, .. } => {
             let id = gicc(cpu).iar.get();
-            if id & 0x3FF == GIC_SPURIOUS { None } else { Some(id) }
+            if id & 0x3FF == GIC_SPURIOUS {
+                None
+            } else {
+                Some(id)
+            }
         }
         IntController::Bcm2836Local { base } => {
             if bcm_local(base).core0_irq_source.get() & BCM_CNTV_IRQ != 0 {

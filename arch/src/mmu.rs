@@ -95,7 +95,10 @@ pub fn drop_identity_map() {
 
 /// Current TTBR0 root (physical) and ASID.
 pub fn ttbr0() -> (u64, u16) {
-    (TTBR0_EL1.read(TTBR0_EL1::BADDR) << 1, TTBR0_EL1.read(TTBR0_EL1::ASID) as u16)
+    (
+        TTBR0_EL1.read(TTBR0_EL1::BADDR) << 1,
+        TTBR0_EL1.read(TTBR0_EL1::ASID) as u16,
+    )
 }
 
 /// Asks the MMU to translate `va` for an EL1 read (or write): the physical address, or `None` if

@@ -179,27 +179,19 @@ mod imp {
         match (asid.is_some(), leaf_only) {
             (true, false) => {
                 // SAFETY: TLB invalidation only (see above); FEAT_TLBIRANGE checked above.
-                unsafe {
-                    asm!("sys #0, c8, c2, #1, {}", in(reg) op, options(nostack, preserves_flags))
-                }
+                unsafe { asm!("sys #0, c8, c2, #1, {}", in(reg) op, options(nostack, preserves_flags)) }
             }
             (false, false) => {
                 // SAFETY: TLB invalidation only (see above); FEAT_TLBIRANGE checked above.
-                unsafe {
-                    asm!("sys #0, c8, c2, #3, {}", in(reg) op, options(nostack, preserves_flags))
-                }
+                unsafe { asm!("sys #0, c8, c2, #3, {}", in(reg) op, options(nostack, preserves_flags)) }
             }
             (true, true) => {
                 // SAFETY: TLB invalidation only (see above); FEAT_TLBIRANGE checked above.
-                unsafe {
-                    asm!("sys #0, c8, c2, #5, {}", in(reg) op, options(nostack, preserves_flags))
-                }
+                unsafe { asm!("sys #0, c8, c2, #5, {}", in(reg) op, options(nostack, preserves_flags)) }
             }
             (false, true) => {
                 // SAFETY: TLB invalidation only (see above); FEAT_TLBIRANGE checked above.
-                unsafe {
-                    asm!("sys #0, c8, c2, #7, {}", in(reg) op, options(nostack, preserves_flags))
-                }
+                unsafe { asm!("sys #0, c8, c2, #7, {}", in(reg) op, options(nostack, preserves_flags)) }
             }
         }
     }
@@ -286,10 +278,7 @@ mod tests {
             (1 << 48) | (0b0110 << 44) | 0x40000
         );
         // Kernel addresses keep VA[55:12]; bits 63:56 are dropped.
-        assert_eq!(
-            va_operand(0xFFFF_8000_0000_0000, 0, 0),
-            0xFF_8000_0000_0000 >> 12
-        );
+        assert_eq!(va_operand(0xFFFF_8000_0000_0000, 0, 0), 0xFF_8000_0000_0000 >> 12);
         assert_eq!(ttl_field(0), 0);
         assert_eq!(ttl_field(4), 0);
     }

@@ -16,7 +16,9 @@ pub struct BootArgs {
 impl BootArgs {
     /// Wraps a command line.
     pub fn new(raw: &str) -> Self {
-        BootArgs { raw: String::from(raw.trim_matches(char::from(0)).trim()) }
+        BootArgs {
+            raw: String::from(raw.trim_matches(char::from(0)).trim()),
+        }
     }
 
     /// The command line as given.
@@ -38,12 +40,15 @@ impl BootArgs {
 
     /// The log level asked for, if any. An unknown value is reported as `Err` with the value.
     pub fn log_level(&self) -> Option<Result<log::LevelFilter, &str>> {
-        self.get("log").map(|v| v.parse::<log::LevelFilter>().map_err(|_| v))
+        self.get("log")
+            .map(|v| v.parse::<log::LevelFilter>().map_err(|_| v))
     }
 
     /// Boot-test filters (`tests=a,b`): empty when all tests run.
     pub fn test_filters(&self) -> Vec<&str> {
-        self.get("tests").map(|v| v.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+        self.get("tests")
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -17,7 +17,10 @@ struct Console {
     capture: Option<String>,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None, capture: None });
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    uart: None,
+    capture: None,
+});
 
 fn make_uart() -> Uart<'static> {
     let va = arch::board::phys_to_virt(arch::BOARD.uart_base);
@@ -64,7 +67,10 @@ pub fn emergency_write_fmt(args: fmt::Arguments) {
         let _ = c.write_fmt(args);
         return;
     }
-    let mut c = Console { uart: Some(make_uart()), capture: None };
+    let mut c = Console {
+        uart: Some(make_uart()),
+        capture: None,
+    };
     let _ = c.write_fmt(args);
 }
 
@@ -121,7 +127,9 @@ static LOGGER: Logger = Logger;
 
 /// Default log level: `TESSERA_LOG` at build time, else `info`.
 pub fn default_level() -> log::LevelFilter {
-    option_env!("TESSERA_LOG").and_then(|v| v.parse().ok()).unwrap_or(log::LevelFilter::Info)
+    option_env!("TESSERA_LOG")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(log::LevelFilter::Info)
 }
 
 /// Installs the logger at `level`.

@@ -65,33 +65,48 @@ pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
 fn top_level_node<'b, 'a>(fdt: &'b fdt::Fdt<'a>, name: &str) -> Option<fdt::node::FdtNode<'b, 'a>> {
     let mut path = String::from("/");
     path.push_str(name);
-    fdt.find_node(&path).or_else(|| fdt.all_nodes().find(|n| n.name == name || n.name.split('@').next() == Some(name)))
+    fdt.find_node(&path).or_else(|| {
+        fdt.all_nodes()
+            .find(|n| n.name == name || n.name.split('@').next() == Some(name))
+    })
 }
 
 /// Parses a blob.
 pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
     let fdt = fdt::Fdt::new(blob).map_err(|e| DtError::Invalid(alloc::format!("{e:?}")))?;
-    let mut info = DtInfo { total_size: fdt.total_size(), ..Default::default() };
+    let mut info = DtInfo {
+        total_size: fdt.total_size(),
+        ..Default::default()
+    };
     for node in fdt.all_nodes() {
         let is_memory = node.property("device_type").and_then(|p| p.as_str()) == Some("memory");
         if is_memory {
             for r in node.reg().into_iter().flatten() {
                 if let Some(size) = r.size {
                     if size > 0 {
-                        info.memory.push(PhysRange { base: r.starting_address as u64, size: size as u64 });
+                        info.memory.push(PhysRange {
+                            base: r.starting_address as u64,
+                            size: size as u64,
+                        });
                     }
                 }
             }
         }
     }
     for r in fdt.memory_reservations() {
-        info.reserved.push(PhysRange { base: r.address() as u64, size: r.size() as u64 });
+        info.reserved.push(PhysRange {
+            base: r.address() as u64,
+            size: r.size() as u64,
+        });
     }
     if let Some(rm) = top_level_node(&fdt, "reserved-memory") {
         for child in rm.children() {
             for r in child.reg().into_iter().flatten() {
                 if let Some(size) = r.size {
-                    info.reserved.push(PhysRange { base: r.starting_address as u64, size: size as u64 });
+                    info.reserved.push(PhysRange {
+                        base: r.starting_address as u64,
+                        size: size as u64,
+                    });
                 }
             }
         }
@@ -101,12 +116,16 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
             info.bootargs = String::from(args);
         }
     }
-    let psci = top_level_node(&fdt, "psci").or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
-    info.psci = psci.and_then(|n| n.property("method")).and_then(|p| p.as_str()).and_then(|m| match m {
-        "hvc" => Some(PsciMethod::Hvc),
-        "smc" => Some(PsciMethod::Smc),
-        _ => None,
-    });
+    let psci = top_level_node(&fdt, "psci")
+        .or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
+    info.psci = psci
+        .and_then(|n| n.property("method"))
+        .and_then(|p| p.as_str())
+        .and_then(|m| match m {
+            "hvc" => Some(PsciMethod::Hvc),
+            "smc" => Some(PsciMethod::Smc),
+            _ => None,
+        });
     if let Some(model) = fdt.root().property("model").and_then(|p| p.as_str()) {
         info.model = String::from(model);
     }
@@ -119,14 +138,17 @@ mod tests {
     use vm_fdt::FdtWriter;
 
     fn blob(with_psci: bool, bootargs: Option<&str>) -> Vec<u8> {
-        let mut w = FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0x4000_0000, 0x1000).unwrap()]).unwrap();
+        let mut w =
+            FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(0x4000_0000, 0x1000).unwrap()])
+                .unwrap();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
         w.property_string("model", "test-board").unwrap();
         let mem = w.begin_node("memory@40000000").unwrap();
         w.property_string("device_type", "memory").unwrap();
-        w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000, 0x1_0000_0000, 0x2000_0000]).unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000, 0x1_0000_0000, 0x2000_0000])
+            .unwrap();
         w.end_node(mem).unwrap();
         if let Some(args) = bootargs {
             let chosen = w.begin_node("chosen").unwrap();
@@ -135,7 +157,8 @@ mod tests {
         }
         if with_psci {
             let psci = w.begin_node("psci").unwrap();
-            w.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()]).unwrap();
+            w.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])
+                .unwrap();
             w.property_string("method", "hvc").unwrap();
             w.end_node(psci).unwrap();
         }
@@ -150,9 +173,24 @@ mod tests {
         let info = parse(&b).unwrap();
         assert_eq!(
             info.memory,
-            [PhysRange { base: 0x4000_0000, size: 0x4000_0000 }, PhysRange { base: 0x1_0000_0000, size: 0x2000_0000 }]
+            [
+                PhysRange {
+                    base: 0x4000_0000,
+                    size: 0x4000_0000
+                },
+                PhysRange {
+                    base: 0x1_0000_0000,
+                    size: 0x2000_0000
+                }
+            ]
         );
-        assert_eq!(info.reserved, [PhysRange { base: 0x4000_0000, size: 0x1000 }]);
+        assert_eq!(
+            info.reserved,
+            [PhysRange {
+                base: 0x4000_0000,
+                size: 0x1000
+            }]
+        );
         assert_eq!(info.bootargs, "log=debug tests=heap");
         assert_eq!(info.psci, Some(PsciMethod::Hvc));
         assert_eq!(info.model, "test-board");
@@ -174,7 +212,10 @@ mod tests {
         let off_struct = be(blob, 8) as usize;
         let mut needle = alloc::vec![0, 0, 0, 1];
         needle.extend_from_slice(name.as_bytes());
-        let start = (off_struct..blob.len() - needle.len()).step_by(4).find(|&i| blob[i..].starts_with(&needle)).unwrap();
+        let start = (off_struct..blob.len() - needle.len())
+            .step_by(4)
+            .find(|&i| blob[i..].starts_with(&needle))
+            .unwrap();
         // Walk tokens to the matching FDT_END_NODE (no nested nodes in the test blob).
         let mut i = start + 4 + (name.len() + 1).div_ceil(4) * 4;
         loop {

@@ -53,7 +53,11 @@ impl Default for FrameAllocator {
 impl FrameAllocator {
     /// An allocator with no memory.
     pub const fn new() -> Self {
-        FrameAllocator { inner: buddy_system_allocator::FrameAllocator::new(), total_frames: 0, free_frames: 0 }
+        FrameAllocator {
+            inner: buddy_system_allocator::FrameAllocator::new(),
+            total_frames: 0,
+            free_frames: 0,
+        }
     }
 
     /// Adds the whole frames inside `range` (partial frames at either end are dropped).
@@ -72,7 +76,10 @@ impl FrameAllocator {
         if order > MAX_ORDER {
             return Err(AllocError::Invalid(FrameError::OrderTooLarge(order)));
         }
-        let frame = self.inner.alloc(1 << order).ok_or(AllocError::OutOfMemory(OutOfMemory))?;
+        let frame = self
+            .inner
+            .alloc(1 << order)
+            .ok_or(AllocError::OutOfMemory(OutOfMemory))?;
         self.free_frames -= 1 << order;
         Ok((frame * FRAME_SIZE) as u64)
     }
@@ -121,7 +128,10 @@ pub fn usable_ranges(ram: &[PhysRange], reserved: &[PhysRange], limit: u64) -> V
     for r in ram {
         let end = r.end().min(limit);
         if end > r.base {
-            out.push(PhysRange { base: r.base, size: end - r.base });
+            out.push(PhysRange {
+                base: r.base,
+                size: end - r.base,
+            });
         }
     }
     for hole in reserved {
@@ -134,10 +144,16 @@ pub fn usable_ranges(ram: &[PhysRange], reserved: &[PhysRange], limit: u64) -> V
                 continue;
             }
             if hs > s {
-                next.push(PhysRange { base: s, size: hs - s });
+                next.push(PhysRange {
+                    base: s,
+                    size: hs - s,
+                });
             }
             if he < e {
-                next.push(PhysRange { base: he, size: e - he });
+                next.push(PhysRange {
+                    base: he,
+                    size: e - he,
+                });
             }
         }
         out = next;
@@ -164,9 +180,19 @@ mod tests {
     #[test]
     fn carves_holes_and_clamps() {
         let ram = [r(0x4000_0000, 0x4000_0000)];
-        let reserved = [r(0x4008_0000, 0x20_0000), r(0x4000_0000, 0x123), r(0x7FFF_F800, 0x10)];
+        let reserved = [
+            r(0x4008_0000, 0x20_0000),
+            r(0x4000_0000, 0x123),
+            r(0x7FFF_F800, 0x10),
+        ];
         let u = usable_ranges(&ram, &reserved, 0x7000_0000);
-        assert_eq!(u, [r(0x4000_1000, 0x7_F000), r(0x4028_0000, 0x7000_0000 - 0x4028_0000)]);
+        assert_eq!(
+            u,
+            [
+                r(0x4000_1000, 0x7_F000),
+                r(0x4028_0000, 0x7000_0000 - 0x4028_0000)
+            ]
+        );
     }
 
     #[test]
@@ -177,7 +203,11 @@ mod tests {
         assert_eq!(total, 1024);
         for order in 0..=MAX_ORDER {
             if let Ok(pa) = a.alloc(order) {
-                assert_eq!(pa % ((FRAME_SIZE as u64) << order), 0, "order {order} block misaligned");
+                assert_eq!(
+                    pa % ((FRAME_SIZE as u64) << order),
+                    0,
+                    "order {order} block misaligned"
+                );
                 a.free(pa, order).unwrap();
             }
         }
@@ -189,7 +219,11 @@ mod tests {
         }
         assert_eq!(frames.len(), 1024);
         assert_eq!(a.alloc(0), Err(AllocError::OutOfMemory(OutOfMemory)));
-        let buddy = frames.iter().copied().find(|p| p % 0x2000 == 0 && frames.contains(&(p + 0x1000))).unwrap();
+        let buddy = frames
+            .iter()
+            .copied()
+            .find(|p| p % 0x2000 == 0 && frames.contains(&(p + 0x1000)))
+            .unwrap();
         frames.retain(|&p| p != buddy && p != buddy + 0x1000);
         a.free(buddy, 0).unwrap();
         a.free(buddy + 0x1000, 0).unwrap();
@@ -205,7 +239,10 @@ mod tests {
     fn bad_arguments() {
         let mut a = FrameAllocator::new();
         a.add_range(r(0, 1 << 20));
-        assert_eq!(a.alloc(MAX_ORDER + 1), Err(AllocError::Invalid(FrameError::OrderTooLarge(11))));
+        assert_eq!(
+            a.alloc(MAX_ORDER + 1),
+            Err(AllocError::Invalid(FrameError::OrderTooLarge(11)))
+        );
         assert_eq!(a.free(0x1000, 1), Err(FrameError::Misaligned(0x1000)));
         assert_eq!(a.free_frames(), 256);
     }

@@ -54,7 +54,9 @@ impl FrameSource for TargetMachine {
 fn linear(pa: PhysAddr, len: u64) -> *mut u8 {
     let cfg = runtime::boot_config();
     assert!(
-        cfg.ram.iter().any(|r| r.base <= pa.0 && pa.0.saturating_add(len) <= r.end()),
+        cfg.ram
+            .iter()
+            .any(|r| r.base <= pa.0 && pa.0.saturating_add(len) <= r.end()),
         "data access outside RAM: {:#x}+{len:#x}",
         pa.0
     );
@@ -93,8 +95,8 @@ impl Machine<'static> for TargetMachine {
     }
 }
 
-use crate::mm::space::{Access, FaultError, FaultKind, Space, SpaceError};
 use crate::mm::folio::SpaceId;
+use crate::mm::space::{Access, FaultError, FaultKind, Space, SpaceError};
 use crate::mm::{Asid, AsidContext, VirtAddr};
 use arch::exception::{ec, Disposition, TrapFrame};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -133,7 +135,10 @@ impl Process {
     /// A process with an empty address space.
     pub fn new() -> Result<Process, SpaceError> {
         let space = Space::new(&mut TargetMachine, new_id(), Asid::RESERVED)?;
-        Ok(Process { space: Some(space), asid: AsidContext::new() })
+        Ok(Process {
+            space: Some(space),
+            asid: AsidContext::new(),
+        })
     }
 
     /// The address space (mmap, munmap, mprotect, madvise, pin, ... take `&mut TargetMachine`).
@@ -144,7 +149,10 @@ impl Process {
     /// Forks: a child whose private memory is copy-on-write and whose shared memory is shared.
     pub fn fork(&mut self) -> Result<Process, SpaceError> {
         let child = self.space().fork(&mut TargetMachine, new_id(), Asid::RESERVED)?;
-        Ok(Process { space: Some(child), asid: AsidContext::new() })
+        Ok(Process {
+            space: Some(child),
+            asid: AsidContext::new(),
+        })
     }
 
     /// Runs `f` with this address space in TTBR0: `f` touches user addresses directly, and page
@@ -217,7 +225,11 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
     match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, kind) {
         Ok(()) => Some(Disposition::Resume),
         Err(error) => {
-            *LAST_SEGFAULT.lock() = Some(Segfault { va: frame.far, access, error });
+            *LAST_SEGFAULT.lock() = Some(Segfault {
+                va: frame.far,
+                access,
+                error,
+            });
             Some(Disposition::Abandon(CODE_SEGV))
         }
     }
@@ -234,7 +246,14 @@ mod boot_tests {
 
     fn anon(p: &mut Process, len: u64, prot: VmProt) -> u64 {
         p.space()
-            .mmap(&mut TargetMachine, Placement::Any, len, prot, VmaKind::AnonPrivate, MapAlign::Size64K)
+            .mmap(
+                &mut TargetMachine,
+                Placement::Any,
+                len,
+                prot,
+                VmaKind::AnonPrivate,
+                MapAlign::Size64K,
+            )
             .expect("mmap")
             .as_u64()
     }

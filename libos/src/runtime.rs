@@ -119,7 +119,8 @@ static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_STATIC_SIZE]);
 /// [`refill_heap_reserve`] tops up from the frame allocator *outside* any lock, after every frame
 /// allocator call and at boot.
 #[global_allocator]
-static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> = buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
+static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> =
+    buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
 
 /// Bytes the heap took from the frame allocator (blocks in the reserve count as taken).
 static HEAP_GROWN_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -134,7 +135,9 @@ fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::
     if layout.size().max(layout.align()) > bytes {
         return;
     }
-    let Some(mut reserve) = HEAP_RESERVE.try_lock() else { return };
+    let Some(mut reserve) = HEAP_RESERVE.try_lock() else {
+        return;
+    };
     if let Some(pa) = reserve.iter_mut().find_map(|b| b.take()) {
         let va = phys_to_virt(pa as usize);
         // SAFETY: the block was taken from the frame allocator for the heap by
@@ -147,9 +150,15 @@ fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::
 /// allocator locked.
 fn refill_heap_reserve() {
     loop {
-        let Some(mut reserve) = HEAP_RESERVE.try_lock() else { return };
-        let Some(slot) = reserve.iter_mut().find(|b| b.is_none()) else { return };
-        let Ok(pa) = FRAMES.lock().alloc(HEAP_BLOCK_ORDER) else { return };
+        let Some(mut reserve) = HEAP_RESERVE.try_lock() else {
+            return;
+        };
+        let Some(slot) = reserve.iter_mut().find(|b| b.is_none()) else {
+            return;
+        };
+        let Ok(pa) = FRAMES.lock().alloc(HEAP_BLOCK_ORDER) else {
+            return;
+        };
         *slot = Some(pa);
         HEAP_GROWN_BYTES.fetch_add(memory::FRAME_SIZE << HEAP_BLOCK_ORDER, Ordering::Relaxed);
     }
@@ -217,12 +226,18 @@ fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
         return None;
     }
     largest.size -= bytes;
-    let carved = PhysRange { base: largest.end(), size: bytes };
+    let carved = PhysRange {
+        base: largest.end(),
+        size: bytes,
+    };
     // SAFETY: the carved range is RAM removed from the usable ranges before the frame allocator
     // or anything else saw it, mapped by the boot map (and later the kernel map) at
     // `phys_to_virt`, and handed to the metadata for the rest of the image's life.
     let storage = unsafe {
-        core::slice::from_raw_parts_mut(phys_to_virt(carved.base as usize) as *mut core::mem::MaybeUninit<u8>, bytes as usize)
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(carved.base as usize) as *mut core::mem::MaybeUninit<u8>,
+            bytes as usize,
+        )
     };
     let map = MemMap::from_bytes(PhysAddr(base), frames, storage).ok()?;
     MEMMAP.call_once(|| map);
@@ -258,7 +273,10 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     crate::console::init_logging(crate::console::default_level());
 
     // SAFETY: the static heap region is used only by the heap, handed over exactly once here.
-    unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_SPACE) as usize, HEAP_STATIC_SIZE) };
+    unsafe {
+        HEAP.lock()
+            .init(core::ptr::addr_of_mut!(HEAP_SPACE) as usize, HEAP_STATIC_SIZE)
+    };
 
     let dtb = find_device_tree(info.x0);
     let dt = dtb.map(|pa| {
@@ -274,7 +292,9 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     let bootargs = BootArgs::new(dt.as_ref().map(|d| d.bootargs.as_str()).unwrap_or(""));
     match bootargs.log_level() {
         Some(Ok(level)) => log::set_max_level(level),
-        Some(Err(bad)) => log::warn!("ignoring unknown log level '{bad}' (use off|error|warn|info|debug|trace)"),
+        Some(Err(bad)) => {
+            log::warn!("ignoring unknown log level '{bad}' (use off|error|warn|info|debug|trace)")
+        }
         None => {}
     }
     arch::cpu::set_psci_conduit(dt.as_ref().and_then(|d| d.psci).map(|m| match m {
@@ -286,21 +306,37 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
         Some(d) => (d.memory.clone(), RamSource::DeviceTree),
         None => {
             let (base, size) = BOARD.default_ram;
-            (alloc::vec![PhysRange { base: base as u64, size: size as u64 }], RamSource::BoardDefault)
+            (
+                alloc::vec![PhysRange {
+                    base: base as u64,
+                    size: size as u64
+                }],
+                RamSource::BoardDefault,
+            )
         }
     };
     let (img_start, img_end) = arch::boot::image_phys_range();
     let mut reserved = alloc::vec![
-        PhysRange { base: 0, size: BOARD.reserved_low as u64 },
-        PhysRange { base: img_start as u64, size: (img_end - img_start) as u64 },
+        PhysRange {
+            base: 0,
+            size: BOARD.reserved_low as u64
+        },
+        PhysRange {
+            base: img_start as u64,
+            size: (img_end - img_start) as u64
+        },
     ];
     if let (Some(pa), Some(d)) = (dtb, dt.as_ref()) {
-        reserved.push(PhysRange { base: pa as u64, size: d.total_size as u64 });
+        reserved.push(PhysRange {
+            base: pa as u64,
+            size: d.total_size as u64,
+        });
         reserved.extend(d.reserved.iter().copied());
     }
     // The boot map covers the low 4 GiB; RAM above it joins once the kernel map replaces it.
     let mut usable = memory::usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
-    let memmap_range = carve_memmap(&mut usable).unwrap_or_else(|| boot_error(format_args!("no room for page metadata in {usable:?}")));
+    let memmap_range = carve_memmap(&mut usable)
+        .unwrap_or_else(|| boot_error(format_args!("no room for page metadata in {usable:?}")));
     {
         let mut frames = FRAMES.lock();
         for r in &usable {
@@ -361,7 +397,11 @@ pub fn exit(status: u32) -> ! {
 // ---------------------------------------------------------------------------------------------
 // Exceptions, interrupts, timers
 
-static HANDLERS: Handlers = Handlers { sync: on_sync, irq: on_irq, fatal: on_fatal };
+static HANDLERS: Handlers = Handlers {
+    sync: on_sync,
+    irq: on_irq,
+    fatal: on_fatal,
+};
 
 /// A handler for data/instruction aborts (a running process installs one): `None` when the fault
 /// is not its business, else what to do (`Resume` to retry the access after resolving it,
@@ -382,7 +422,10 @@ pub fn fault_hook() -> Option<FaultHook> {
 
 fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
-    if matches!(frame.ec(), ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER) {
+    if matches!(
+        frame.ec(),
+        ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER
+    ) {
         let hook = *FAULT_HOOK.lock();
         if let Some(d) = hook.and_then(|h| h(frame)) {
             return d;
@@ -422,9 +465,16 @@ pub fn print_exception(what: &str, kind: Kind, frame: &TrapFrame) {
         frame.ec()
     ));
     if matches!(frame.ec(), 0x20 | 0x21 | 0x24 | 0x25) {
-        w(format_args!(" {} {}", frame.fault_status_name(), if frame.is_write() { "(write)" } else { "(read)" }));
+        w(format_args!(
+            " {} {}",
+            frame.fault_status_name(),
+            if frame.is_write() { "(write)" } else { "(read)" }
+        ));
     }
-    w(format_args!("\n  ELR={:#018x} FAR={:#018x} SPSR={:#010x} SP={:#018x}\n", frame.elr, frame.far, frame.spsr, frame.sp));
+    w(format_args!(
+        "\n  ELR={:#018x} FAR={:#018x} SPSR={:#010x} SP={:#018x}\n",
+        frame.elr, frame.far, frame.spsr, frame.sp
+    ));
     for (i, pair) in frame.x.chunks(4).enumerate() {
         w(format_args!(" "));
         for (j, v) in pair.iter().enumerate() {
@@ -448,7 +498,11 @@ static DEADLINES: [AtomicU64; 2] = [AtomicU64::new(NO_DEADLINE), AtomicU64::new(
 static TIMER_FIRED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 fn rearm() {
-    let next = DEADLINES.iter().map(|d| d.load(Ordering::Acquire)).min().unwrap_or(NO_DEADLINE);
+    let next = DEADLINES
+        .iter()
+        .map(|d| d.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(NO_DEADLINE);
     if next == NO_DEADLINE {
         arch::timer::disarm();
     } else {
@@ -460,7 +514,10 @@ fn rearm() {
 pub fn timer_arm(slot: TimerSlot, ns: u64) {
     let masked = !arch::cpu::interrupts_enabled();
     arch::cpu::mask_interrupts();
-    DEADLINES[slot as usize].store(arch::timer::ticks() + arch::timer::ns_to_ticks(ns), Ordering::Release);
+    DEADLINES[slot as usize].store(
+        arch::timer::ticks() + arch::timer::ns_to_ticks(ns),
+        Ordering::Release,
+    );
     rearm();
     if !masked {
         arch::cpu::unmask_interrupts();

@@ -129,7 +129,12 @@ struct State {
     reason: FixedBuf<1024>,
 }
 
-static STATE: Mutex<State> = Mutex::new(State { in_test: false, catching: 0, caught: None, reason: FixedBuf::new() });
+static STATE: Mutex<State> = Mutex::new(State {
+    in_test: false,
+    catching: 0,
+    caught: None,
+    reason: FixedBuf::new(),
+});
 
 extern "C" fn call_once<F: FnOnce()>(p: *mut u8) {
     // SAFETY: `p` is the `&mut Option<F>` passed by `guarded` below, live for the whole call.
@@ -180,7 +185,12 @@ pub fn catch_fault<F: FnOnce()>(f: F) -> Result<(), FaultInfo> {
 pub fn on_unexpected_exception(frame: &mut TrapFrame) -> Disposition {
     let mut s = STATE.lock();
     if s.catching > 0 {
-        s.caught = Some(FaultInfo { ec: frame.ec(), esr: frame.esr, far: frame.far, elr: frame.elr });
+        s.caught = Some(FaultInfo {
+            ec: frame.ec(),
+            esr: frame.esr,
+            far: frame.far,
+            elr: frame.elr,
+        });
         return Disposition::Abandon(CODE_CAUGHT_FAULT);
     }
     if s.in_test {
@@ -231,8 +241,10 @@ pub struct Summary {
 /// Runs every registered test that passes the command line's `tests=` filter.
 pub fn run_all() -> Summary {
     let filters = runtime::boot_config().bootargs.test_filters();
-    let selected: alloc::vec::Vec<&TestDesc> =
-        registered().iter().filter(|t| crate::bootargs::filter_matches(&filters, t.name)).collect();
+    let selected: alloc::vec::Vec<&TestDesc> = registered()
+        .iter()
+        .filter(|t| crate::bootargs::filter_matches(&filters, t.name))
+        .collect();
     crate::println!("running {} boot tests", selected.len());
     let mut summary = Summary { passed: 0, failed: 0 };
     for t in selected {
@@ -250,7 +262,11 @@ pub fn run_all() -> Summary {
             Ok(()) if frames_after == frames_before => None,
             Ok(()) => {
                 s.reason.clear();
-                let _ = write!(s.reason, "leaked {} physical frames", frames_before as isize - frames_after as isize);
+                let _ = write!(
+                    s.reason,
+                    "leaked {} physical frames",
+                    frames_before as isize - frames_after as isize
+                );
                 Some(s.reason.as_str())
             }
             Err(_) => Some(s.reason.as_str()),

@@ -13,8 +13,8 @@
 
 use crate::devicetree::PhysRange;
 use crate::mm::{
-    Activation, Asid, AsidAllocator, AsidContext, Attrs, Descriptor, MapError, OutOfMemory, PhysAddr, Platform,
-    Root, Stats, TlbOp, Translation, VirtAddr, PAGE_SIZE,
+    Activation, Asid, AsidAllocator, AsidContext, Attrs, Descriptor, MapError, OutOfMemory, PhysAddr,
+    Platform, Root, Stats, TlbOp, Translation, VirtAddr, PAGE_SIZE,
 };
 use crate::runtime;
 use arch::board::{phys_to_virt, BOARD, KERNEL_OFFSET};
@@ -78,7 +78,12 @@ fn ttl(level: Option<crate::mm::Level>) -> u8 {
 
 fn issue(op: &TlbOp) {
     match *op {
-        TlbOp::Va { va, asid, leaf_only, level } => arch::tlb::by_va(va.0, asid.0, leaf_only, ttl(level)),
+        TlbOp::Va {
+            va,
+            asid,
+            leaf_only,
+            level,
+        } => arch::tlb::by_va(va.0, asid.0, leaf_only, ttl(level)),
         TlbOp::VaAllAsids { va, leaf_only, level } => arch::tlb::by_va_all_asids(va.0, leaf_only, ttl(level)),
         TlbOp::Range(r) => arch::tlb::range(arch::tlb::RangeOperand {
             base: r.base.0,
@@ -114,18 +119,39 @@ pub struct KernelMapError {
     pub error: MapError,
 }
 
-fn map_kernel(root: &mut Root, what: &'static str, pa: u64, end: u64, attrs: Attrs, blocks: bool) -> Result<(), KernelMapError> {
+fn map_kernel(
+    root: &mut Root,
+    what: &'static str,
+    pa: u64,
+    end: u64,
+    attrs: Attrs,
+    blocks: bool,
+) -> Result<(), KernelMapError> {
     if end <= pa {
         return Ok(());
     }
-    root.map(&mut MachinePlatform, VirtAddr(pa + KERNEL_OFFSET as u64), PhysAddr(pa), end - pa, attrs, blocks)
-        .map_err(|error| KernelMapError { what, range: (pa, end), error })
+    root.map(
+        &mut MachinePlatform,
+        VirtAddr(pa + KERNEL_OFFSET as u64),
+        PhysAddr(pa),
+        end - pa,
+        attrs,
+        blocks,
+    )
+    .map_err(|error| KernelMapError {
+        what,
+        range: (pa, end),
+        error,
+    })
 }
 
 /// Builds the kernel map over `ram` and switches to it (see the module docs).
 pub fn init_kernel_map(ram: &[PhysRange]) -> Result<(), KernelMapError> {
-    let mut root = Root::new_kernel(&mut MachinePlatform)
-        .map_err(|_| KernelMapError { what: "root table", range: (0, 0), error: MapError::OutOfMemory })?;
+    let mut root = Root::new_kernel(&mut MachinePlatform).map_err(|_| KernelMapError {
+        what: "root table",
+        range: (0, 0),
+        error: MapError::OutOfMemory,
+    })?;
     let img = arch::boot::image_sections();
     let pa = |va: usize| (va - KERNEL_OFFSET) as u64;
     let (img_start, img_end) = (pa(img.text.0), pa(img.data.1));
@@ -134,12 +160,33 @@ pub fn init_kernel_map(ram: &[PhysRange]) -> Result<(), KernelMapError> {
     // Linear map of RAM, skipping the image (mapped below with its own permissions).
     for r in ram {
         let (s, e) = (r.base.next_multiple_of(page), r.end() / page * page);
-        map_kernel(&mut root, "RAM", s, e.min(img_start).max(s), Attrs::KERNEL_RW, true)?;
+        map_kernel(
+            &mut root,
+            "RAM",
+            s,
+            e.min(img_start).max(s),
+            Attrs::KERNEL_RW,
+            true,
+        )?;
         map_kernel(&mut root, "RAM", s.max(img_end), e, Attrs::KERNEL_RW, true)?;
     }
     // The image, W^X, with the guard pages left out of the data section.
-    map_kernel(&mut root, "text", pa(img.text.0), pa(img.text.1), Attrs::KERNEL_RX, false)?;
-    map_kernel(&mut root, "rodata", pa(img.rodata.0), pa(img.rodata.1), Attrs::KERNEL_RO, false)?;
+    map_kernel(
+        &mut root,
+        "text",
+        pa(img.text.0),
+        pa(img.text.1),
+        Attrs::KERNEL_RX,
+        false,
+    )?;
+    map_kernel(
+        &mut root,
+        "rodata",
+        pa(img.rodata.0),
+        pa(img.rodata.1),
+        Attrs::KERNEL_RO,
+        false,
+    )?;
     let mut guards = arch::boot::guard_pages().map(|(s, e)| (pa(s), pa(e)));
     guards.sort();
     let mut cursor = pa(img.data.0);
@@ -211,7 +258,10 @@ impl AddressSpace {
     /// An empty address space (one table frame).
     pub fn new() -> Result<AddressSpace, OutOfMemory> {
         let root = Root::new_user(&mut MachinePlatform, Asid::RESERVED)?;
-        Ok(AddressSpace { root: Some(root), asid: AsidContext::new() })
+        Ok(AddressSpace {
+            root: Some(root),
+            asid: AsidContext::new(),
+        })
     }
 
     fn root(&self) -> &Root {
@@ -225,12 +275,20 @@ impl AddressSpace {
     /// Maps `[va, va + len)` to physical `[pa, pa + len)`, with 2 MiB / 1 GiB blocks where VA and
     /// PA are aligned.
     pub fn map(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
-        self.root_mut().map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, true)
+        self.root_mut()
+            .map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, true)
     }
 
     /// Like [`map`](Self::map), with 4 KiB pages only.
     pub fn map_pages(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
-        self.root_mut().map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, false)
+        self.root_mut().map(
+            &mut MachinePlatform,
+            VirtAddr(va),
+            PhysAddr(pa),
+            len,
+            attrs,
+            false,
+        )
     }
 
     /// Removes the mappings in `[va, va + len)`.
@@ -240,7 +298,8 @@ impl AddressSpace {
 
     /// Changes the attributes of the mappings in `[va, va + len)`.
     pub fn protect(&mut self, va: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
-        self.root_mut().protect(&mut MachinePlatform, VirtAddr(va), len, attrs)
+        self.root_mut()
+            .protect(&mut MachinePlatform, VirtAddr(va), len, attrs)
     }
 
     /// Translates `va` with the memory manager's walker.
@@ -289,7 +348,10 @@ impl Drop for AddressSpace {
     fn drop(&mut self) {
         if let Some(root) = self.root.take() {
             // Destroy rather than leak the tables.
-            let mut s = AddressSpace { root: Some(root), asid: self.asid };
+            let mut s = AddressSpace {
+                root: Some(root),
+                asid: self.asid,
+            };
             s.deactivate();
             if let Some(r) = s.root.take() {
                 r.destroy(&mut MachinePlatform);
@@ -665,7 +727,11 @@ mod boot_tests {
         s.with_root(|r, p| {
             r.unmap_leaves(p, VirtAddr(va), len, |leaf| {
                 let (folio, first) = memmap.folio_page(leaf.pa).expect("a folio page");
-                unmapped.push(folio.remove_ptes(space, first, (leaf.size / PAGE) as usize).expect("mapped"));
+                unmapped.push(
+                    folio
+                        .remove_ptes(space, first, (leaf.size / PAGE) as usize)
+                        .expect("mapped"),
+                );
             })
         })
         .unwrap();
@@ -676,7 +742,11 @@ mod boot_tests {
 
     fn check_counts(s: &mut AddressSpace, space: crate::mm::folio::SpaceId) {
         let memmap = runtime::memmap();
-        let leaves: Vec<_> = s.with_root(|r, p| r.leaves(&*p).map(|l| crate::mm::folio::MappedLeaf::new(space, &l)).collect());
+        let leaves: Vec<_> = s.with_root(|r, p| {
+            r.leaves(&*p)
+                .map(|l| crate::mm::folio::MappedLeaf::new(space, &l))
+                .collect()
+        });
         if let Err(e) = crate::mm::folio::check(memmap, leaves) {
             panic!("mapcount checker: {e:?}");
         }

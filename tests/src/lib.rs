@@ -81,9 +81,7 @@ impl Boot {
 
 /// Boots `image` with `bootargs`, capturing output.
 pub fn boot(image: &BuiltImage, bootargs: &str) -> Boot {
-    let runner = QemuRunner::new(image)
-        .append(bootargs)
-        .timeout(BOOT_TIMEOUT);
+    let runner = QemuRunner::new(image).append(bootargs).timeout(BOOT_TIMEOUT);
     let command = xtask::process::render(&runner.command().expect("QEMU command line"));
     let outcome = runner
         .run_captured(false)

@@ -22,10 +22,7 @@ fn check_generated(board: Board) {
     assert_eq!(fdt.root().model(), board.dtb_model().unwrap());
 
     let memory = fdt.find_node("/memory").expect("/memory node (exact name)");
-    assert_eq!(
-        memory.name, "memory",
-        "QEMU edits the node at exactly /memory"
-    );
+    assert_eq!(memory.name, "memory", "QEMU edits the node at exactly /memory");
     assert_eq!(
         memory.property("device_type").and_then(|p| p.as_str()),
         Some("memory")
@@ -38,10 +35,7 @@ fn check_generated(board: Board) {
     assert_eq!(reg, [(0, Some(0x4000_0000))]);
 
     let chosen = fdt.find_node("/chosen").expect("/chosen node");
-    assert_eq!(
-        chosen.property("bootargs").and_then(|p| p.as_str()),
-        Some("")
-    );
+    assert_eq!(chosen.property("bootargs").and_then(|p| p.as_str()), Some(""));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -10,12 +10,19 @@ fn fatal_exception(test: &str, board: Board) {
     }
     let run = boot(&build("selftest", board, &[]), "crash=fault");
     let log = run.log();
-    assert_eq!(run.code(), Some(3), "unhandled exception must exit with status 3 on {board}\n{log}");
+    assert_eq!(
+        run.code(),
+        Some(3),
+        "unhandled exception must exit with status 3 on {board}\n{log}"
+    );
     assert!(log.contains("FATAL: data abort"), "{log}");
     assert!(log.contains("EC=0x25"), "{log}");
     assert!(log.contains("translation fault (read)"), "{log}");
     assert!(log.contains("FAR=0x0000700000000008"), "{log}");
-    assert!(log.contains("ELR=0xffff"), "ELR in the high-half kernel text\n{log}");
+    assert!(
+        log.contains("ELR=0xffff"),
+        "ELR in the high-half kernel text\n{log}"
+    );
     assert!(log.contains("x30="), "registers printed\n{log}");
     assert!(!log.contains("running "), "no test ran after the fault\n{log}");
 }
@@ -26,8 +33,15 @@ fn fatal_panic(test: &str, board: Board) {
     }
     let run = boot(&build("selftest", board, &[]), "crash=panic");
     let log = run.log();
-    assert_eq!(run.code(), Some(2), "panic must exit with status 2 on {board}\n{log}");
-    assert!(log.contains("panicked: panicked at apps/selftest/src/main.rs:"), "{log}");
+    assert_eq!(
+        run.code(),
+        Some(2),
+        "panic must exit with status 2 on {board}\n{log}"
+    );
+    assert!(
+        log.contains("panicked: panicked at apps/selftest/src/main.rs:"),
+        "{log}"
+    );
     assert!(log.contains("deliberate panic outside a test"), "{log}");
 }
 

@@ -46,20 +46,13 @@ fn deliberate_failures(test: &str, board: Board) {
         let line = line.unwrap_or_else(|| panic!("no 'test ...{name} ...' line on {board}\n{log}"));
         assert!(!line.ok, "{} must be FAILED on {board}\n{log}", line.name);
     }
-    assert_eq!(
-        failed, 3,
-        "exactly the deliberate tests fail on {board}\n{log}"
-    );
+    assert_eq!(failed, 3, "exactly the deliberate tests fail on {board}\n{log}");
     assert!(passed > 0, "{log}");
 
     // Every test ran and was reported once, faults and hangs notwithstanding.
     assert_eq!(r.announced, Some(passed + failed), "{log}");
     assert_eq!(r.tests.len() as u64, passed + failed, "{log}");
-    assert_eq!(
-        (r.passed_lines(), r.failed_lines()),
-        (passed, failed),
-        "{log}"
-    );
+    assert_eq!((r.passed_lines(), r.failed_lines()), (passed, failed), "{log}");
 
     // The ordinary tests still pass after the failing ones: same passes as
     // the plain image.
@@ -74,10 +67,7 @@ fn deliberate_failures(test: &str, board: Board) {
 
 #[test]
 fn deliberate_failures_are_reported_on_qemu_virt() {
-    deliberate_failures(
-        "deliberate_failures_are_reported_on_qemu_virt",
-        Board::QemuVirt,
-    );
+    deliberate_failures("deliberate_failures_are_reported_on_qemu_virt", Board::QemuVirt);
 }
 
 #[test]
@@ -95,18 +85,9 @@ fn filter(test: &str, board: Board) {
         return;
     }
     let all = plain_run(board);
-    assert_eq!(
-        all.code(),
-        Some(0),
-        "plain selftest on {board}\n{}",
-        all.log()
-    );
+    assert_eq!(all.code(), Some(0), "plain selftest on {board}\n{}", all.log());
     let names: Vec<&str> = all.report.tests.iter().map(|t| t.name.as_str()).collect();
-    assert!(
-        names.len() >= 3,
-        "need a few tests to filter\n{}",
-        all.log()
-    );
+    assert!(names.len() >= 3, "need a few tests to filter\n{}", all.log());
     let image = build("selftest", board, &[]);
 
     // One substring: exactly the tests whose name contains it.
@@ -116,12 +97,7 @@ fn filter(test: &str, board: Board) {
     let got: Vec<&str> = run.report.tests.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(got, expect, "tests={pick} on {board}\n{}", run.log());
     assert!(got.len() < names.len());
-    assert_eq!(
-        run.report.announced,
-        Some(expect.len() as u64),
-        "{}",
-        run.log()
-    );
+    assert_eq!(run.report.announced, Some(expect.len() as u64), "{}", run.log());
     assert_eq!(
         run.report.summary,
         Some((expect.len() as u64, 0)),
@@ -140,12 +116,7 @@ fn filter(test: &str, board: Board) {
     let run = boot(&image, &format!("tests={a},{b} log=info"));
     let got: Vec<&str> = run.report.tests.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(got, expect, "tests={a},{b} on {board}\n{}", run.log());
-    assert_eq!(
-        run.report.announced,
-        Some(expect.len() as u64),
-        "{}",
-        run.log()
-    );
+    assert_eq!(run.report.announced, Some(expect.len() as u64), "{}", run.log());
 
     // No match: nothing runs, and that is a success.
     let run = boot(&image, "tests=no-such-boot-test");
@@ -156,10 +127,7 @@ fn filter(test: &str, board: Board) {
 
 #[test]
 fn tests_filter_selects_boot_tests_on_qemu_virt() {
-    filter(
-        "tests_filter_selects_boot_tests_on_qemu_virt",
-        Board::QemuVirt,
-    );
+    filter("tests_filter_selects_boot_tests_on_qemu_virt", Board::QemuVirt);
 }
 
 #[test]

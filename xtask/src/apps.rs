@@ -24,12 +24,8 @@ pub fn list(root: &Path) -> Vec<App> {
         let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
-        let package = package_name(&text).unwrap_or_else(|| {
-            dir.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        });
+        let package = package_name(&text)
+            .unwrap_or_else(|| dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
         apps.push(App { package, dir });
     }
     apps.sort_by(|a, b| a.package.cmp(&b.package));

@@ -56,12 +56,19 @@ pub struct Report {
 
 impl Report {
     fn new(table: Table, notes: String) -> Self {
-        Report { table, summary: String::new(), notes }
+        Report {
+            table,
+            summary: String::new(),
+            notes,
+        }
     }
 
     /// The section body below its title: command, table, summary, notes.
     pub fn body(&self, title: &str, name: &str) -> String {
-        let mut body = format!("## {title}\n\nCommand: `cargo xtask bench {name}`\n\n{}\n", self.table.markdown());
+        let mut body = format!(
+            "## {title}\n\nCommand: `cargo xtask bench {name}`\n\n{}\n",
+            self.table.markdown()
+        );
         if !self.summary.is_empty() {
             body += &format!("{}\n\n", self.summary);
         }
@@ -92,7 +99,9 @@ fn field(r: &Row, k: &str) -> Result<String> {
 }
 
 fn num(r: &Row, k: &str) -> Result<u64> {
-    field(r, k)?.parse::<u64>().with_context(|| format!("bad {k} in {r:?}"))
+    field(r, k)?
+        .parse::<u64>()
+        .with_context(|| format!("bad {k} in {r:?}"))
 }
 
 /// A nanosecond field as microseconds with one decimal.
@@ -107,14 +116,24 @@ fn virt_rows(app: &str, bootargs: &str, timeout: Duration, expected: Option<usiz
 }
 
 /// [`virt_rows`] with extra QEMU arguments (e.g. `-m 3G`: QEMU takes the last `-m`).
-fn virt_rows_with(app: &str, bootargs: &str, qemu_args: &[&str], timeout: Duration, expected: Option<usize>) -> Result<Vec<Row>> {
+fn virt_rows_with(
+    app: &str,
+    bootargs: &str,
+    qemu_args: &[&str],
+    timeout: Duration,
+    expected: Option<usize>,
+) -> Result<Vec<Row>> {
     let board = Board::QemuVirt;
     qemu::require_board(board)?;
     let image = builder::build(&BuildRequest::new(app, board).quiet(true))?;
     let out = run_icount_with(&image, bootargs, qemu_args, timeout)?;
     let rows = parse_bench_lines(&out);
     if rows.is_empty() || expected.is_some_and(|n| rows.len() != n) {
-        bail!("{app} printed {} result lines (expected {expected:?}):\n{}", rows.len(), builder::tail(&out, 30));
+        bail!(
+            "{app} printed {} result lines (expected {expected:?}):\n{}",
+            rows.len(),
+            builder::tail(&out, 30)
+        );
     }
     Ok(rows)
 }
@@ -125,12 +144,26 @@ pub fn run_icount(image: &BuiltImage, bootargs: &str, timeout: Duration) -> Resu
 }
 
 /// [`run_icount`] with extra QEMU arguments, passed after the standard ones.
-pub fn run_icount_with(image: &BuiltImage, bootargs: &str, qemu_args: &[&str], timeout: Duration) -> Result<String> {
-    let mut runner = QemuRunner::new(image).append(bootargs).icount(true).timeout(timeout);
+pub fn run_icount_with(
+    image: &BuiltImage,
+    bootargs: &str,
+    qemu_args: &[&str],
+    timeout: Duration,
+) -> Result<String> {
+    let mut runner = QemuRunner::new(image)
+        .append(bootargs)
+        .icount(true)
+        .timeout(timeout);
     runner.extra_args.extend(qemu_args.iter().map(Into::into));
     let o = runner.run_captured(false)?;
     if !o.success() {
-        bail!("benchmark run of {} on {} failed: {}\n{}", image.app, image.board, o.describe(), builder::tail(&o.stdout, 30));
+        bail!(
+            "benchmark run of {} on {} failed: {}\n{}",
+            image.app,
+            image.board,
+            o.describe(),
+            builder::tail(&o.stdout, 30)
+        );
     }
     Ok(o.stdout)
 }
@@ -160,9 +193,15 @@ pub fn elf_load_sizes(elf: &[u8]) -> Result<(u64, u64)> {
 
 fn boot_bench() -> Result<Report> {
     let mut table = Table {
-        headers: ["board", "boot to main (virtual µs)", "image file", "loaded bytes", "memory incl. .bss + stacks + boot heap"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "board",
+            "boot to main (virtual µs)",
+            "image file",
+            "loaded bytes",
+            "memory incl. .bss + stacks + boot heap",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![],
     };
     for board in Board::ALL {
@@ -174,7 +213,14 @@ fn boot_bench() -> Result<Report> {
         let out = run_icount(&image, "", Duration::from_secs(120))?;
         let ns: u64 = out
             .lines()
-            .find_map(|l| l.trim().strip_prefix("boot to main: ")?.split_whitespace().next()?.parse().ok())
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("boot to main: ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .with_context(|| format!("no 'boot to main: N ns' line from hello on {board}:\n{out}"))?;
         let elf = std::fs::read(&image.elf)?;
         let (loaded, mem) = elf_load_sizes(&elf)?;
@@ -189,11 +235,12 @@ fn boot_bench() -> Result<Report> {
             kib(mem),
         ]);
     }
-    let notes = "Boot to main is counter time from reset to the app's `main` under `-icount shift=0,sleep=off` \
+    let notes =
+        "Boot to main is counter time from reset to the app's `main` under `-icount shift=0,sleep=off` \
                  (one instruction per virtual ns): QEMU's boot stub, the EL2→EL1 drop, `.bss` clearing \
                  (it holds the 8 MiB static heap) and cache maintenance, the boot map, device-tree parsing, \
                  and frame-allocator set-up over all RAM. Release build."
-        .to_string();
+            .to_string();
     Ok(Report::new(table, notes))
 }
 
@@ -201,7 +248,14 @@ fn tables_bench() -> Result<Report> {
     let rows = virt_rows("mmbench", "bench=tables", Duration::from_secs(600), None)?;
     let mut table = Table {
         headers: [
-            "MiB", "mapping", "step", "descriptor writes", "per MiB", "TLBIs (VA / range / ASID)", "tables alloc / freed", "virtual µs",
+            "MiB",
+            "mapping",
+            "step",
+            "descriptor writes",
+            "per MiB",
+            "TLBIs (VA / range / ASID)",
+            "tables alloc / freed",
+            "virtual µs",
             "µs per MiB",
         ]
         .map(String::from)
@@ -217,7 +271,13 @@ fn tables_bench() -> Result<Report> {
             field(r, "step")?,
             num(r, "desc_writes")?.to_string(),
             format!("{:.1}", num(r, "desc_writes")? as f64 / mib as f64),
-            format!("{} ({} / {} / {})", num(r, "tlbi")?, num(r, "tlbi_va")?, num(r, "tlbi_range")?, num(r, "tlbi_asid")?),
+            format!(
+                "{} ({} / {} / {})",
+                num(r, "tlbi")?,
+                num(r, "tlbi_va")?,
+                num(r, "tlbi_range")?,
+                num(r, "tlbi_asid")?
+            ),
             format!("{} / {}", num(r, "tables_alloc")?, num(r, "tables_freed")?),
             micros(r, "ns")?,
             format!("{:.1}", ns as f64 / 1000.0 / mib as f64),
@@ -237,8 +297,15 @@ fn contpte_bench() -> Result<Report> {
     let rows = virt_rows("mmbench", "bench=contpte", Duration::from_secs(900), Some(2))?;
     let mut table = Table {
         headers: [
-            "CONTPTE", "folded blocks", "map: descriptor writes", "map: TLBIs", "map µs", "touch every page µs",
-            "unmap: descriptor writes", "unmap: TLBIs", "unmap µs",
+            "CONTPTE",
+            "folded blocks",
+            "map: descriptor writes",
+            "map: TLBIs",
+            "map µs",
+            "touch every page µs",
+            "unmap: descriptor writes",
+            "unmap: TLBIs",
+            "unmap µs",
         ]
         .map(String::from)
         .to_vec(),
@@ -282,7 +349,11 @@ const FORK_RATIO_MIB: u64 = 256;
 fn fork_row<'a>(rows: &'a [Row], mib: u64, mode: &str, folios: &str) -> Result<&'a Row> {
     let want = mib.to_string();
     rows.iter()
-        .find(|r| r.get("mib") == Some(&want) && r.get("mode").map(String::as_str) == Some(mode) && r.get("folios").map(String::as_str) == Some(folios))
+        .find(|r| {
+            r.get("mib") == Some(&want)
+                && r.get("mode").map(String::as_str) == Some(mode)
+                && r.get("folios").map(String::as_str) == Some(folios)
+        })
         .with_context(|| format!("no fork result for {mib} MiB, {mode}, {folios} folios"))
 }
 
@@ -303,7 +374,11 @@ pub fn fork_summary(rows: &[Row], sizes: &[u64]) -> Result<String> {
     let share = fork_row(rows, FORK_RATIO_MIB, "ShareTables", "64K")?;
     let copy4k = fork_row(rows, FORK_RATIO_MIB, "Copy", "4K")?;
     let copy64k = fork_row(rows, FORK_RATIO_MIB, "Copy", "64K")?;
-    let (s, c4, c64) = (num(share, "fork_ns")?, num(copy4k, "fork_ns")?, num(copy64k, "fork_ns")?);
+    let (s, c4, c64) = (
+        num(share, "fork_ns")?,
+        num(copy4k, "fork_ns")?,
+        num(copy64k, "fork_ns")?,
+    );
     let verdict = if s * 100 < c4 { "meets" } else { "misses" };
     let mut out = format!(
         "Fork of {FORK_RATIO_MIB} MiB in ShareTables mode costs **{}** of Linux-style per-page copying \
@@ -338,11 +413,25 @@ fn fork_bench() -> Result<Report> {
     let sizes: Vec<String> = FORK_SIZES.iter().map(u64::to_string).collect();
     let bootargs = format!("sizes={} modes={}", sizes.join(","), FORK_CONFIGS.join(","));
     let expected = FORK_SIZES.len() * FORK_CONFIGS.len();
-    let rows = virt_rows_with("forkbench", &bootargs, &["-m", FORK_RAM], Duration::from_secs(1800), Some(expected))?;
+    let rows = virt_rows_with(
+        "forkbench",
+        &bootargs,
+        &["-m", FORK_RAM],
+        Duration::from_secs(1800),
+        Some(expected),
+    )?;
     let mut table = Table {
         headers: [
-            "MiB", "mode", "folios", "first touch µs", "fork µs (median of 5)", "first fork µs", "fork: folio runs dup'd / tables shared",
-            "child writes every page µs", "child: tables copied", "munmap µs",
+            "MiB",
+            "mode",
+            "folios",
+            "first touch µs",
+            "fork µs (median of 5)",
+            "first fork µs",
+            "fork: folio runs dup'd / tables shared",
+            "child writes every page µs",
+            "child: tables copied",
+            "munmap µs",
         ]
         .map(String::from)
         .to_vec(),
@@ -356,7 +445,11 @@ fn fork_bench() -> Result<Report> {
             micros(r, "touch_ns")?,
             micros(r, "fork_ns")?,
             micros(r, "fork_first_ns")?,
-            format!("{} / {}", num(r, "fork_dup_batches")?, num(r, "fork_tables_shared")?),
+            format!(
+                "{} / {}",
+                num(r, "fork_dup_batches")?,
+                num(r, "fork_tables_shared")?
+            ),
             micros(r, "child_write_ns")?,
             num(r, "child_table_breaks")?.to_string(),
             micros(r, "munmap_ns")?,
@@ -375,7 +468,11 @@ fn fork_bench() -> Result<Report> {
          needs the parent's memory and the child's copy), `-cpu max`, `-icount shift=0,sleep=off`: \
          virtual ns = instructions. The image checks that every frame is back at the end."
     );
-    Ok(Report { table, summary, notes })
+    Ok(Report {
+        table,
+        summary,
+        notes,
+    })
 }
 
 /// Replaces (or appends) the section `name` of `BENCHMARKS.md`.
@@ -394,12 +491,24 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
 pub fn run(name: &str) -> Result<()> {
     let (title, report) = match name {
         "boot" => ("Boot to main and image size (`hello`)", boot_bench()?),
-        "tables" => ("Translation tables: map / unmap cost per MiB (issue 3)", tables_bench()?),
-        "contpte" => ("CONTPTE: 256 MiB of 64 KiB folios, on vs off (issue 4)", contpte_bench()?),
-        "fork" => ("Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables (issue 5, copy-on-write page tables)", fork_bench()?),
+        "tables" => (
+            "Translation tables: map / unmap cost per MiB (issue 3)",
+            tables_bench()?,
+        ),
+        "contpte" => (
+            "CONTPTE: 256 MiB of 64 KiB folios, on vs off (issue 4)",
+            contpte_bench()?,
+        ),
+        "fork" => (
+            "Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables (issue 5, copy-on-write page tables)",
+            fork_bench()?,
+        ),
         _ => {
             let valid: Vec<&str> = BENCHMARKS.iter().map(|b| b.0).collect();
-            bail!("unknown benchmark '{name}'; valid benchmarks: {}", valid.join(", "));
+            bail!(
+                "unknown benchmark '{name}'; valid benchmarks: {}",
+                valid.join(", ")
+            );
         }
     };
     println!("\n{}", report.table.markdown());
@@ -418,7 +527,10 @@ mod tests {
 
     #[test]
     fn unknown_benchmark_lists_valid_ones() {
-        assert_eq!(run("nope").unwrap_err().to_string(), "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork");
+        assert_eq!(
+            run("nope").unwrap_err().to_string(),
+            "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork"
+        );
     }
 
     #[test]
@@ -431,7 +543,10 @@ mod tests {
 
     #[test]
     fn markdown_table() {
-        let t = Table { headers: vec!["a".into(), "b".into()], rows: vec![vec!["1".into(), "2".into()]] };
+        let t = Table {
+            headers: vec!["a".into(), "b".into()],
+            rows: vec![vec!["1".into(), "2".into()]],
+        };
         assert_eq!(t.markdown(), "| a | b |\n| --- | --- |\n| 1 | 2 |\n");
     }
 
@@ -448,7 +563,14 @@ mod tests {
         assert_eq!(s, "# Benchmarks\n\nintro\n\n<!-- bench:boot -->\nthree\n<!-- /bench:boot -->\n\n<!-- bench:fork -->\ntwo\n<!-- /bench:fork -->\n");
     }
 
-    fn fork_line(mib: u64, mode: &str, folios: &str, fork_ns: u64, child_write_ns: u64, breaks: u64) -> String {
+    fn fork_line(
+        mib: u64,
+        mode: &str,
+        folios: &str,
+        fork_ns: u64,
+        child_write_ns: u64,
+        breaks: u64,
+    ) -> String {
         format!("bench mib={mib} mode={mode} folios={folios} fork_ns={fork_ns} child_write_ns={child_write_ns} child_table_breaks={breaks}\n")
     }
 
@@ -458,26 +580,61 @@ mod tests {
         for mib in [1, 256] {
             out += &fork_line(mib, "Copy", "64K", 20_000 * mib, 100_000 * mib, 0);
             out += &fork_line(mib, "Copy", "4K", 200_000 * mib, 400_000 * mib, 0);
-            out += &fork_line(mib, "ShareTables", "64K", 1_000 + 10 * mib, 105_000 * mib, mib / 2);
+            out += &fork_line(
+                mib,
+                "ShareTables",
+                "64K",
+                1_000 + 10 * mib,
+                105_000 * mib,
+                mib / 2,
+            );
         }
         let rows = parse_bench_lines(&out);
         let s = fork_summary(&rows, &[1, 256]).unwrap();
         // 3560 / 51_200_000 = 0.00695 %.
-        assert!(s.starts_with("Fork of 256 MiB in ShareTables mode costs **0.01 %** of Linux-style per-page copying"), "{s}");
-        assert!(s.contains("(3.6 µs vs 51200.0 µs, median of 5; meets the target of < 1 %)"), "{s}");
-        assert!(s.contains("and 0.07 % of a Copy-mode fork with 64 KiB folios (5120.0 µs)"), "{s}");
-        assert!(s.ends_with("(64 KiB folios): 1 MiB 105.0 % (0 tables copied), 256 MiB 105.0 % (128 tables copied)."), "{s}");
+        assert!(
+            s.starts_with(
+                "Fork of 256 MiB in ShareTables mode costs **0.01 %** of Linux-style per-page copying"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("(3.6 µs vs 51200.0 µs, median of 5; meets the target of < 1 %)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("and 0.07 % of a Copy-mode fork with 64 KiB folios (5120.0 µs)"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with(
+                "(64 KiB folios): 1 MiB 105.0 % (0 tables copied), 256 MiB 105.0 % (128 tables copied)."
+            ),
+            "{s}"
+        );
         let missing = parse_bench_lines(&fork_line(256, "Copy", "4K", 1, 1, 0));
-        assert!(fork_summary(&missing, &[256]).unwrap_err().to_string().contains("ShareTables"));
+        assert!(fork_summary(&missing, &[256])
+            .unwrap_err()
+            .to_string()
+            .contains("ShareTables"));
     }
 
     #[test]
     fn report_body_places_the_summary_between_table_and_notes() {
-        let table = Table { headers: vec!["a".into()], rows: vec![vec!["1".into()]] };
+        let table = Table {
+            headers: vec!["a".into()],
+            rows: vec![vec!["1".into()]],
+        };
         let mut r = Report::new(table, "notes".into());
-        assert_eq!(r.body("T", "x"), "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nnotes\n");
+        assert_eq!(
+            r.body("T", "x"),
+            "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nnotes\n"
+        );
         r.summary = "ratio".into();
-        assert_eq!(r.body("T", "x"), "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nratio\n\nnotes\n");
+        assert_eq!(
+            r.body("T", "x"),
+            "## T\n\nCommand: `cargo xtask bench x`\n\n| a |\n| --- |\n| 1 |\n\nratio\n\nnotes\n"
+        );
     }
 
     #[test]

@@ -69,11 +69,7 @@ impl Board {
     }
 
     pub fn valid_names() -> String {
-        Board::ALL
-            .iter()
-            .map(|b| b.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        Board::ALL.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -92,10 +88,7 @@ impl FromStr for Board {
             "qemu-virt" | "virt" => Ok(Board::QemuVirt),
             "raspi3" | "raspi3b" => Ok(Board::Raspi3),
             "raspi4" | "raspi4b" => Ok(Board::Raspi4),
-            _ => anyhow::bail!(
-                "unknown board '{s}'; valid boards: {}",
-                Board::valid_names()
-            ),
+            _ => anyhow::bail!("unknown board '{s}'; valid boards: {}", Board::valid_names()),
         }
     }
 }

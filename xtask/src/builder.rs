@@ -200,10 +200,7 @@ pub fn build(req: &BuildRequest) -> Result<BuiltImage> {
         );
     }
     let (kernel, dtb) = if req.board.is_raspi() {
-        let img = req
-            .target_dir(&troot)
-            .join(&app.package)
-            .join("kernel8.img");
+        let img = req.target_dir(&troot).join(&app.package).join("kernel8.img");
         objcopy_binary(&elf, &img)?;
         let dtb_path = dtb::path(&troot, req.board);
         dtb::write(req.board, &dtb_path)?;
@@ -262,10 +259,7 @@ mod tests {
         assert_eq!(r.target_dir(t), Path::new("/w/target/boards/raspi3"));
         assert_eq!(r.feature_arg(), "libos/board-raspi3");
         let r = r.features(["deliberate-failure,zeta", "alpha"]);
-        assert_eq!(
-            r.normalized_features(),
-            ["alpha", "deliberate-failure", "zeta"]
-        );
+        assert_eq!(r.normalized_features(), ["alpha", "deliberate-failure", "zeta"]);
         assert_eq!(
             r.target_dir(t),
             Path::new("/w/target/boards/raspi3-alpha-deliberate-failure-zeta")
@@ -285,10 +279,7 @@ mod tests {
     fn cargo_command() {
         let r = BuildRequest::new("hello", Board::Raspi4).features(["x"]);
         let cmd = r.cargo_command("hello", Path::new("/w"), Path::new("/w/target"));
-        let args: Vec<_> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args,
             [

@@ -139,8 +139,7 @@ impl Args {
     fn board(&self, default: Option<Board>) -> Result<Board> {
         match self.last("--board") {
             Some(b) => b.parse(),
-            None => default
-                .ok_or_else(|| anyhow!("--board is required (one of {})", Board::valid_names())),
+            None => default.ok_or_else(|| anyhow!("--board is required (one of {})", Board::valid_names())),
         }
     }
 
@@ -155,9 +154,7 @@ impl Args {
                     .ok()
                     .filter(|s| s.is_finite() && *s > 0.0)
                     .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        anyhow!("--timeout takes a positive number of seconds, not '{t}'")
-                    })
+                    .ok_or_else(|| anyhow!("--timeout takes a positive number of seconds, not '{t}'"))
             })
             .transpose()
     }
@@ -209,11 +206,7 @@ pub fn parse(args: &[String]) -> Result<Cmd> {
             }
         }
         "run" => {
-            let a = Args::scan(
-                rest,
-                &["--board", "--features", "--append", "--timeout"],
-                &[],
-            )?;
+            let a = Args::scan(rest, &["--board", "--features", "--append", "--timeout"], &[])?;
             if a.help() {
                 return Ok(Cmd::Help);
             }
@@ -300,11 +293,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             print!("{USAGE}");
             Ok(0)
         }
-        Cmd::Build {
-            app,
-            board,
-            features,
-        } => {
+        Cmd::Build { app, board, features } => {
             let image = builder::build(&BuildRequest::new(app, board).features(features))?;
             println!("{}", image.elf.display());
             if image.kernel != image.elf {
@@ -431,10 +420,7 @@ mod tests {
     fn errors() {
         let e = p("build hello --board pi5").unwrap_err().to_string();
         assert!(e.contains("valid boards: qemu-virt, raspi3, raspi4"), "{e}");
-        assert!(p("build")
-            .unwrap_err()
-            .to_string()
-            .contains("missing <app>"));
+        assert!(p("build").unwrap_err().to_string().contains("missing <app>"));
         assert!(p("build a b")
             .unwrap_err()
             .to_string()
@@ -480,7 +466,8 @@ mod tests {
             }
         );
         assert_eq!(
-            p("test --board raspi3 --board qemu-virt,raspi3 --boot-only --filter mm,alloc --timeout 60").unwrap(),
+            p("test --board raspi3 --board qemu-virt,raspi3 --boot-only --filter mm,alloc --timeout 60")
+                .unwrap(),
             Cmd::Test {
                 boards: vec![Board::Raspi3, Board::QemuVirt],
                 host: false,
@@ -504,12 +491,7 @@ mod tests {
         assert_eq!(p("").unwrap(), Cmd::Help);
         assert_eq!(p("build --help").unwrap(), Cmd::Help);
         assert_eq!(p("setup").unwrap(), Cmd::Setup);
-        assert_eq!(
-            p("bench fork").unwrap(),
-            Cmd::Bench {
-                name: "fork".into()
-            }
-        );
+        assert_eq!(p("bench fork").unwrap(), Cmd::Bench { name: "fork".into() });
         assert_eq!(
             p("image hello --board raspi4 --out /tmp/sd").unwrap(),
             Cmd::Image {

@@ -34,11 +34,8 @@ pub fn generate(board: Board) -> Result<Vec<u8>> {
     let root = w.begin_node("").map_err(fdt_err)?;
     w.property_u32("#address-cells", 1).map_err(fdt_err)?;
     w.property_u32("#size-cells", 1).map_err(fdt_err)?;
-    w.property_string_list(
-        "compatible",
-        compatible.iter().map(|s| s.to_string()).collect(),
-    )
-    .map_err(fdt_err)?;
+    w.property_string_list("compatible", compatible.iter().map(|s| s.to_string()).collect())
+        .map_err(fdt_err)?;
     w.property_string("model", model).map_err(fdt_err)?;
 
     let chosen = w.begin_node("chosen").map_err(fdt_err)?;
@@ -46,8 +43,7 @@ pub fn generate(board: Board) -> Result<Vec<u8>> {
     w.end_node(chosen).map_err(fdt_err)?;
 
     let memory = w.begin_node("memory").map_err(fdt_err)?;
-    w.property_string("device_type", "memory")
-        .map_err(fdt_err)?;
+    w.property_string("device_type", "memory").map_err(fdt_err)?;
     w.property_array_u32("reg", &PLACEHOLDER_MEMORY)
         .map_err(fdt_err)?;
     w.end_node(memory).map_err(fdt_err)?;

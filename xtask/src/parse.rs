@@ -259,10 +259,7 @@ test alloc::large ... ok\r
         assert_eq!(r.summary, Some((2, 2)));
         assert_eq!(r.passed_lines(), 2);
         assert_eq!(r.failed_lines(), 2);
-        assert_eq!(
-            r.failed_names(),
-            ["deliberate::fail", "deliberate::data_abort"]
-        );
+        assert_eq!(r.failed_names(), ["deliberate::fail", "deliberate::data_abort"]);
     }
 
     #[test]

@@ -110,11 +110,7 @@ fn pump(mut from: impl Read + Send + 'static, echo: Echo) -> JoinHandle<Vec<u8>>
 }
 
 /// Waits for `child`, killing it after `timeout`.
-fn wait(
-    child: &mut Child,
-    timeout: Option<Duration>,
-    start: Instant,
-) -> Result<(Option<ExitStatus>, bool)> {
+fn wait(child: &mut Child, timeout: Option<Duration>, start: Instant) -> Result<(Option<ExitStatus>, bool)> {
     loop {
         if let Some(status) = child.try_wait().context("waiting for child process")? {
             return Ok((Some(status), false));

@@ -234,9 +234,7 @@ mod tests {
             } else {
                 "/t/hello".into()
             },
-            dtb: board
-                .is_raspi()
-                .then(|| PathBuf::from(format!("/t/{board}.dtb"))),
+            dtb: board.is_raspi().then(|| PathBuf::from(format!("/t/{board}.dtb"))),
             append: String::new(),
             icount: false,
             timeout: None,

@@ -12,7 +12,9 @@ pub fn config_txt(board: Board, app: &str) -> Result<String> {
     let model = match board {
         Board::Raspi3 => "Raspberry Pi 3",
         Board::Raspi4 => "Raspberry Pi 4",
-        Board::QemuVirt => bail!("'image' is for the Raspberry Pi boards (raspi3, raspi4); boot qemu-virt with 'cargo xtask run'"),
+        Board::QemuVirt => bail!(
+            "'image' is for the Raspberry Pi boards (raspi3, raspi4); boot qemu-virt with 'cargo xtask run'"
+        ),
     };
     let mut s = format!(
         "\
@@ -83,8 +85,7 @@ pub fn write_image(
     if bootargs.is_empty() {
         // A stale cmdline.txt would silently change the boot.
         if cmdline.exists() {
-            std::fs::remove_file(&cmdline)
-                .with_context(|| format!("removing {}", cmdline.display()))?;
+            std::fs::remove_file(&cmdline).with_context(|| format!("removing {}", cmdline.display()))?;
         }
     } else {
         write(&cmdline, &format!("{bootargs}\n"))?;
@@ -106,7 +107,9 @@ pub fn write_image(
         board_title(board)
     );
     println!("  - the files above, and");
-    println!("  - from the Raspberry Pi firmware (https://github.com/raspberrypi/firmware/tree/master/boot):");
+    println!(
+        "  - from the Raspberry Pi firmware (https://github.com/raspberrypi/firmware/tree/master/boot):"
+    );
     for f in firmware_files(board) {
         println!("      {f}");
     }
@@ -123,8 +126,7 @@ fn board_title(board: Board) -> &'static str {
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
-    std::fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 

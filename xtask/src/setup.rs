@@ -65,10 +65,7 @@ fn rust() -> Result<()> {
         sh(&mut rustup(&["target", "add", TARGET]))?;
     }
     let components = output(&mut rustup(&["component", "list", "--installed"]))?;
-    if components
-        .lines()
-        .any(|l| l.trim().starts_with("llvm-tools"))
-    {
+    if components.lines().any(|l| l.trim().starts_with("llvm-tools")) {
         println!("setup: rustup component llvm-tools: installed");
     } else {
         sh(&mut rustup(&["component", "add", "llvm-tools"]))?;
@@ -194,11 +191,7 @@ fn qemu() -> Result<()> {
                     .with_context(|| format!("writing {BACKPORTS_FILE}"))?;
             } else {
                 let mut c = Command::new("sudo");
-                c.args([
-                    "sh",
-                    "-c",
-                    &format!("echo '{BACKPORTS_LINE}' > {BACKPORTS_FILE}"),
-                ]);
+                c.args(["sh", "-c", &format!("echo '{BACKPORTS_LINE}' > {BACKPORTS_FILE}")]);
                 sh(&mut c)?;
             }
         }
@@ -248,15 +241,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("d/x.list.disabled"), BACKPORTS_LINE).unwrap();
-        assert!(!backports_configured(
-            &dir.join("sources.list"),
-            &dir.join("d")
-        ));
+        assert!(!backports_configured(&dir.join("sources.list"), &dir.join("d")));
         std::fs::write(dir.join("d/backports.list"), BACKPORTS_LINE).unwrap();
-        assert!(backports_configured(
-            &dir.join("sources.list"),
-            &dir.join("d")
-        ));
+        assert!(backports_configured(&dir.join("sources.list"), &dir.join("d")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -75,10 +75,7 @@ impl PhaseResult {
         if let Some(reason) = &self.skipped {
             return format!("{}: skipped: {reason}", self.label);
         }
-        let mut s = format!(
-            "{}: {} passed, {} failed",
-            self.label, self.passed, self.failed
-        );
+        let mut s = format!("{}: {} passed, {} failed", self.label, self.passed, self.failed);
         if !self.detail.is_empty() {
             s.push_str(&format!(" ({})", self.detail));
         }
@@ -167,11 +164,8 @@ pub fn host_result(label: String, o: &Outcome) -> PhaseResult {
         .filter_map(|l| l.strip_prefix("SKIPPED ")?.split(':').next())
         .collect();
     if !skipped.is_empty() {
-        r.detail.push_str(&format!(
-            "; {} skipped: {}",
-            skipped.len(),
-            skipped.join(", ")
-        ));
+        r.detail
+            .push_str(&format!("; {} skipped: {}", skipped.len(), skipped.join(", ")));
     }
     if !o.success() {
         if t.failed == 0 {
@@ -229,10 +223,7 @@ pub fn bootargs(filters: &[String]) -> String {
 }
 
 fn run_board(board: Board, opts: &TestOptions, label: String) -> PhaseResult {
-    println!(
-        "==> boot tests on {board} (QEMU -M {})",
-        board.qemu_machine()
-    );
+    println!("==> boot tests on {board} (QEMU -M {})", board.qemu_machine());
     let fail = |label: String, e: String| PhaseResult {
         label,
         passed: 0,
@@ -273,10 +264,7 @@ pub fn boot_result(label: String, report: &BootReport, o: &Outcome) -> PhaseResu
     let (passed, failed, error) = match report.summary {
         Some((passed, failed)) => {
             let error = if o.timed_out {
-                Some(format!(
-                    "printed its summary but did not exit ({})",
-                    o.describe()
-                ))
+                Some(format!("printed its summary but did not exit ({})", o.describe()))
             } else if failed == 0 && !o.success() {
                 Some(format!(
                     "reported no failures but QEMU ended with {}",
@@ -288,11 +276,7 @@ pub fn boot_result(label: String, report: &BootReport, o: &Outcome) -> PhaseResu
                 None
             };
             // A run that is wrong apart from its tests counts as a failure.
-            (
-                passed,
-                failed + u64::from(error.is_some() && failed == 0),
-                error,
-            )
+            (passed, failed + u64::from(error.is_some() && failed == 0), error)
         }
         None => {
             let mut why = format!("no 'N passed, N failed' line ({})", o.describe());
@@ -398,7 +382,8 @@ mod tests {
 
     #[test]
     fn host_results() {
-        let out = "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let out =
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
         let r = host_result("h".into(), &outcome(Some(0), out));
         assert!(r.ok());
         assert_eq!((r.passed, r.failed), (3, 0));
@@ -412,10 +397,11 @@ mod tests {
         let out = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
         let r = host_result("h".into(), &outcome(Some(101), out));
         assert_eq!((r.passed, r.failed), (3, 2));
-        let mut o = outcome(Some(0), "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n");
-        o.stderr =
-            "SKIPPED hello_on_raspi4: qemu has no machine 'raspi4b'; run 'cargo xtask setup'\n"
-                .into();
+        let mut o = outcome(
+            Some(0),
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n",
+        );
+        o.stderr = "SKIPPED hello_on_raspi4: qemu has no machine 'raspi4b'; run 'cargo xtask setup'\n".into();
         let r = host_result("h".into(), &o);
         assert!(r.ok());
         assert_eq!(
@@ -427,10 +413,7 @@ mod tests {
     #[test]
     fn host_command_line() {
         let cmd = host_command(&["parse".into(), "dtb".into()]);
-        let args: Vec<_> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args,
             [
@@ -455,9 +438,6 @@ mod tests {
     fn skipped_line() {
         let r = PhaseResult::skipped("boot tests on raspi4".into(), "no machine 'raspi4b'".into());
         assert!(r.ok());
-        assert_eq!(
-            r.line(),
-            "boot tests on raspi4: skipped: no machine 'raspi4b'"
-        );
+        assert_eq!(r.line(), "boot tests on raspi4: skipped: no machine 'raspi4b'");
     }
 }

@@ -86,7 +86,6 @@ pub fn llvm_objcopy() -> Option<PathBuf> {
 
 /// Like [`llvm_objcopy`], but errors with the setup hint.
 pub fn require_llvm_objcopy() -> Result<PathBuf> {
-    llvm_objcopy().with_context(|| {
-        format!("llvm-objcopy not found (rustup component llvm-tools); {SETUP_HINT}")
-    })
+    llvm_objcopy()
+        .with_context(|| format!("llvm-objcopy not found (rustup component llvm-tools); {SETUP_HINT}"))
 }

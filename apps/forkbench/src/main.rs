@@ -48,10 +48,26 @@ struct Config {
 }
 
 const CONFIGS: [Config; 4] = [
-    Config { name: "copy-64k", mode: ForkMode::Copy, large: true },
-    Config { name: "copy-4k", mode: ForkMode::Copy, large: false },
-    Config { name: "share-64k", mode: ForkMode::ShareTables, large: true },
-    Config { name: "share-4k", mode: ForkMode::ShareTables, large: false },
+    Config {
+        name: "copy-64k",
+        mode: ForkMode::Copy,
+        large: true,
+    },
+    Config {
+        name: "copy-4k",
+        mode: ForkMode::Copy,
+        large: false,
+    },
+    Config {
+        name: "share-64k",
+        mode: ForkMode::ShareTables,
+        large: true,
+    },
+    Config {
+        name: "share-4k",
+        mode: ForkMode::ShareTables,
+        large: false,
+    },
 ];
 
 /// The configurations run by default.
@@ -99,7 +115,9 @@ fn space_delta(a: &SpaceStats, b: &SpaceStats) -> SpaceStats {
 
 /// munmap of the benchmark region `[BASE, BASE + len)`.
 fn munmap(p: &mut Process, len: u64) -> Result<(), &'static str> {
-    p.space().munmap(&mut TargetMachine, VirtAddr(BASE), len).map_err(|_| "munmap failed")
+    p.space()
+        .munmap(&mut TargetMachine, VirtAddr(BASE), len)
+        .map_err(|_| "munmap failed")
 }
 
 fn fork_once(parent: &mut Process) -> Result<ForkSample, &'static str> {
@@ -114,22 +132,41 @@ fn fork_once(parent: &mut Process) -> Result<ForkSample, &'static str> {
     let t = now();
     child.exit();
     let exit_ns = now() - t;
-    Ok(ForkSample { ns, parent: parent_stats, parent_root, child_root, exit_ns })
+    Ok(ForkSample {
+        ns,
+        parent: parent_stats,
+        parent_root,
+        child_root,
+        exit_ns,
+    })
 }
 
 fn run(mib: u64, cfg: Config) -> Result<(), &'static str> {
     let len = mib << 20;
     let mut parent = Process::new().map_err(|_| "out of memory")?;
     parent.space().set_fork_mode(cfg.mode);
-    let align = if cfg.large { MapAlign::Size64K } else { MapAlign::Page };
+    let align = if cfg.large {
+        MapAlign::Size64K
+    } else {
+        MapAlign::Page
+    };
     parent
         .space()
-        .mmap(&mut TargetMachine, Placement::Fixed(VirtAddr(BASE)), len, VmProt::RW, VmaKind::AnonPrivate, align)
+        .mmap(
+            &mut TargetMachine,
+            Placement::Fixed(VirtAddr(BASE)),
+            len,
+            VmProt::RW,
+            VmaKind::AnonPrivate,
+            align,
+        )
         .map_err(|_| "mmap failed")?;
 
     log::debug!("{mib} MiB {}: first touch", cfg.name);
     let t = now();
-    parent.run(|| touch(BASE, len, 1)).map_err(|_| "segfault in first touch")?;
+    parent
+        .run(|| touch(BASE, len, 1))
+        .map_err(|_| "segfault in first touch")?;
     let touch_ns = now() - t;
 
     log::debug!("{mib} MiB {}: forks", cfg.name);
@@ -147,7 +184,9 @@ fn run(mib: u64, cfg: Config) -> Result<(), &'static str> {
     let cr0 = *child.space().root().stats();
     log::debug!("{mib} MiB {}: child writes", cfg.name);
     let t = now();
-    child.run(|| touch(BASE, len, 2)).map_err(|_| "segfault in the child")?;
+    child
+        .run(|| touch(BASE, len, 2))
+        .map_err(|_| "segfault in the child")?;
     let child_write_ns = now() - t;
     let cs = *child.space().stats();
     let cw = space_delta(&c0, &cs);
@@ -227,7 +266,12 @@ fn main() -> Result<(), &'static str> {
     };
     let mut configs = Vec::new();
     for n in names {
-        configs.push(*CONFIGS.iter().find(|c| c.name == n).ok_or("unknown mode in modes=")?);
+        configs.push(
+            *CONFIGS
+                .iter()
+                .find(|c| c.name == n)
+                .ok_or("unknown mode in modes=")?,
+        );
     }
     for mib in sizes {
         for &cfg in &configs {

@@ -63,14 +63,18 @@ fn tables() -> Result<(), &'static str> {
                 if size == BLOCK {
                     space.map(va, pa, len, Attrs::USER_RW).map_err(|_| "map failed")?;
                 } else {
-                    space.map_pages(va, pa, len, Attrs::USER_RW).map_err(|_| "map failed")?;
+                    space
+                        .map_pages(va, pa, len, Attrs::USER_RW)
+                        .map_err(|_| "map failed")?;
                 }
             }
             let t1 = now();
             let s1 = *space.stats();
             report("map", mib, mapping, &s1.since(&s0), t1 - t0);
             let t2 = now();
-            space.unmap(USER_BASE, blocks * BLOCK).map_err(|_| "unmap failed")?;
+            space
+                .unmap(USER_BASE, blocks * BLOCK)
+                .map_err(|_| "unmap failed")?;
             let t3 = now();
             let s2 = *space.stats();
             report("unmap", mib, mapping, &s2.since(&s1), t3 - t2);
@@ -93,21 +97,36 @@ fn contpte() -> Result<(), &'static str> {
     for enabled in [true, false] {
         let mut folios = Vec::new();
         for _ in 0..count {
-            folios.push(memmap.alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon).map_err(|_| "out of memory")?);
+            folios.push(
+                memmap
+                    .alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon)
+                    .map_err(|_| "out of memory")?,
+            );
         }
         let mut space = AddressSpace::new().map_err(|_| "out of memory")?;
         space.activate();
         let t0 = now();
         let map = space.with_root(|root, p| {
             root.set_contpte(enabled);
-            contpte::map_folios(root, p, VirtAddr(USER_BASE), FOLIO, count as usize, |i| folios[i].pa(), Attrs::USER_RW)
+            contpte::map_folios(
+                root,
+                p,
+                VirtAddr(USER_BASE),
+                FOLIO,
+                count as usize,
+                |i| folios[i].pa(),
+                Attrs::USER_RW,
+            )
         });
         let map = map.map_err(|_| "map failed")?;
         let t1 = now();
         let mut folded = 0u64;
         space.with_root(|root, p| {
             for i in 0..count {
-                if root.pte_get(p, VirtAddr(USER_BASE + i * FOLIO)).is_some_and(|d| d.contiguous()) {
+                if root
+                    .pte_get(p, VirtAddr(USER_BASE + i * FOLIO))
+                    .is_some_and(|d| d.contiguous())
+                {
                     folded += 1;
                 }
             }
@@ -115,15 +134,19 @@ fn contpte() -> Result<(), &'static str> {
         let t2 = now();
         for page in 0..(MIB << 20) / libos::mm::PAGE_SIZE {
             // SAFETY: the page is mapped read-write in the active address space just above.
-            unsafe { core::ptr::write_volatile((USER_BASE + page * libos::mm::PAGE_SIZE) as *mut u8, page as u8) };
+            unsafe {
+                core::ptr::write_volatile((USER_BASE + page * libos::mm::PAGE_SIZE) as *mut u8, page as u8)
+            };
         }
         let t3 = now();
         let mut leaves = 0u64;
         let unmap = space
-            .with_root(|root, p| contpte::unmap_folios(root, p, VirtAddr(USER_BASE), MIB << 20, |l| {
-                debug_assert_eq!(l.level, Level::L3);
-                leaves += 1;
-            }))
+            .with_root(|root, p| {
+                contpte::unmap_folios(root, p, VirtAddr(USER_BASE), MIB << 20, |l| {
+                    debug_assert_eq!(l.level, Level::L3);
+                    leaves += 1;
+                })
+            })
             .map_err(|_| "unmap failed")?;
         let t4 = now();
         space.destroy();

@@ -23,7 +23,11 @@ fn main() -> u32 {
         _ => {}
     }
     let summary = libos::testing::run_all();
-    if summary.failed == 0 { 0 } else { libos::runtime::EXIT_APP_FAILURE }
+    if summary.failed == 0 {
+        0
+    } else {
+        libos::runtime::EXIT_APP_FAILURE
+    }
 }
 
 #[cfg(feature = "deliberate-failure")]

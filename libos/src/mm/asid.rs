@@ -173,8 +173,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
             Some(a) => a,
             None => {
                 self.rollover();
-                self.find_free(1)
-                    .expect("ASID space exhausted by reserved ASIDs")
+                self.find_free(1).expect("ASID space exhausted by reserved ASIDs")
             }
         };
         self.test_and_set(asid);
@@ -238,11 +237,7 @@ impl<const CPUS: usize> AsidAllocator<CPUS> {
                 continue;
             }
             let found = a + (!word).trailing_zeros();
-            return if found < limit {
-                Some(found as u16)
-            } else {
-                None
-            };
+            return if found < limit { Some(found as u16) } else { None };
         }
         None
     }

@@ -176,8 +176,7 @@ impl Attrs {
     /// Kernel read-only data.
     pub const KERNEL_RO: Attrs = Attrs::new(Prot::READ, MemType::Normal, true);
     /// Kernel text.
-    pub const KERNEL_RX: Attrs =
-        Attrs::new(Prot::READ.union(Prot::EXEC_KERNEL), MemType::Normal, true);
+    pub const KERNEL_RX: Attrs = Attrs::new(Prot::READ.union(Prot::EXEC_KERNEL), MemType::Normal, true);
     /// Kernel MMIO.
     pub const DEVICE: Attrs = Attrs::new(Prot::READ.union(Prot::WRITE), MemType::Device, true);
     /// User data.
@@ -228,10 +227,7 @@ impl Attrs {
 
     /// The access permission field for these permissions.
     pub const fn ap(self) -> AccessPerm {
-        match (
-            self.prot.contains(Prot::WRITE),
-            self.prot.contains(Prot::USER),
-        ) {
+        match (self.prot.contains(Prot::WRITE), self.prot.contains(Prot::USER)) {
             (true, false) => AccessPerm::El1Rw,
             (true, true) => AccessPerm::El1RwEl0Rw,
             (false, false) => AccessPerm::El1Ro,
@@ -295,8 +291,8 @@ impl Attrs {
 /// SW_DIRTY that the old entry was dirty, so that write-protection never loses a dirty state.
 /// Idempotent: `reprotect(reprotect(d, a), a) == reprotect(d, a)`.
 pub(crate) const fn reprotect(d: Descriptor, attrs: Attrs) -> Descriptor {
-    let keep = d.0
-        & (bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::AF | bits::CONTIGUOUS | bits::SW);
+    let keep =
+        d.0 & (bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::AF | bits::CONTIGUOUS | bits::SW);
     let mut new = keep | (attrs.descriptor_bits() & !bits::AF);
     if !attrs.prot.contains(Prot::WRITE) && d.dirty() {
         new |= bits::SW_DIRTY;
@@ -307,8 +303,7 @@ pub(crate) const fn reprotect(d: Descriptor, attrs: Attrs) -> Descriptor {
 /// Leaf bits that may change on a live entry without break-before-make: permissions (AP, PXN,
 /// UXN), AF, DBM and the software bits. A change to any other bit (address, AttrIndx, SH, NS,
 /// nG, Contiguous, or the type bits) needs break-before-make.
-pub(crate) const IN_PLACE_MASK: u64 =
-    bits::AP | bits::PXN | bits::UXN | bits::AF | bits::DBM | bits::SW;
+pub(crate) const IN_PLACE_MASK: u64 = bits::AP | bits::PXN | bits::UXN | bits::AF | bits::DBM | bits::SW;
 
 /// Whether replacing the live valid leaf `old` with the valid leaf `new` requires
 /// break-before-make (ARM DDI 0487, "Translation table entry changes that require BBM").

@@ -106,8 +106,8 @@ use super::attrs::Attrs;
 use super::desc::{bits, Descriptor, DescriptorKind};
 use super::hal::Platform;
 use super::ops::{
-    block_covered, find_slot, read_block, ChangeOp, Ctx, LeafChange, MapGeom, MapOp, MapPlan,
-    Reserve, Slot, UnmapOp,
+    block_covered, find_slot, read_block, ChangeOp, Ctx, LeafChange, MapGeom, MapOp, MapPlan, Reserve, Slot,
+    UnmapOp,
 };
 use super::root::{Leaf, MapError, Root};
 use super::stats::Stats;
@@ -170,9 +170,7 @@ fn pages_len(nr: usize) -> Result<u64, MapError> {
     if nr == 0 {
         return Err(MapError::ZeroLength);
     }
-    (nr as u64)
-        .checked_mul(PAGE_SIZE)
-        .ok_or(MapError::VaOverflow)
+    (nr as u64).checked_mul(PAGE_SIZE).ok_or(MapError::VaOverflow)
 }
 
 /// The (at most two) 64 KiB blocks that `[start, end)` touches without covering them whole,

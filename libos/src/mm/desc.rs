@@ -46,10 +46,7 @@ pub enum DescriptorKind {
 impl DescriptorKind {
     /// Whether this is a block or a page.
     pub const fn is_leaf(self) -> bool {
-        matches!(
-            self,
-            DescriptorKind::Block { .. } | DescriptorKind::Page { .. }
-        )
+        matches!(self, DescriptorKind::Block { .. } | DescriptorKind::Page { .. })
     }
 }
 

@@ -116,11 +116,11 @@ mod attrs;
 pub mod contpte;
 mod desc;
 pub mod folio;
-pub mod space;
 mod hal;
 mod ops;
 mod root;
 mod share;
+pub mod space;
 mod stats;
 mod table;
 pub mod tlb;
@@ -133,8 +133,8 @@ pub(crate) mod model;
 mod tests;
 
 pub use addr::{
-    Level, PhysAddr, VirtAddr, ENTRIES, KERNEL_BASE, PAGE_SHIFT, PAGE_SIZE, PA_BITS, PA_END,
-    USER_END, VA_BITS,
+    Level, PhysAddr, VirtAddr, ENTRIES, KERNEL_BASE, PAGE_SHIFT, PAGE_SIZE, PA_BITS, PA_END, USER_END,
+    VA_BITS,
 };
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};

@@ -123,11 +123,7 @@ enum Pending {
     },
     /// A detached subtree (`table` at `level`, mapping from `va`), reported by reading it
     /// after the invalidation and before it is freed.
-    Subtree {
-        table: PhysAddr,
-        level: Level,
-        va: u64,
-    },
+    Subtree { table: PhysAddr, level: Level, va: u64 },
 }
 
 /// The report queue of an unmap with a per-leaf callback.
@@ -169,9 +165,7 @@ pub(crate) fn read_block<C: ReadDesc + ?Sized>(
     for (i, d) in old.iter_mut().enumerate() {
         *d = cx.read_desc(table, first + i);
     }
-    let gathered = old[1..]
-        .iter()
-        .fold(old[0], |g, d| g.gather_young_dirty(*d));
+    let gathered = old[1..].iter().fold(old[0], |g, d| g.gather_young_dirty(*d));
     (old, gathered)
 }
 
@@ -196,13 +190,7 @@ fn report_subtree<P: Platform + ?Sized>(
             }
             _ if level.is_page_level() && d.contiguous() && i % CONT_PTES == 0 => {
                 let (_, g) = read_block(&super::walk::Reader(p), table, i);
-                sink(&leaf_report(
-                    at,
-                    d.output_address(level).0,
-                    CONT_SIZE,
-                    level,
-                    g,
-                ));
+                sink(&leaf_report(at, d.output_address(level).0, CONT_SIZE, level, g));
                 i += CONT_PTES;
                 continue;
             }
@@ -239,12 +227,7 @@ impl<P: Platform + ?Sized> ReadDesc for Ctx<'_, P> {
 }
 
 impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
-    pub(crate) fn new(
-        p: &'a mut P,
-        stats: &'a mut Stats,
-        scope: TlbScope,
-        reserve: Reserve,
-    ) -> Self {
+    pub(crate) fn new(p: &'a mut P, stats: &'a mut Stats, scope: TlbScope, reserve: Reserve) -> Self {
         Ctx {
             p,
             stats,
@@ -685,8 +668,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         let child = self.take_table(e);
         let child_level = child.level();
         let oa = leaf.output_address(level).0;
-        let attr_bits =
-            leaf.0 & !(bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::CONTIGUOUS);
+        let attr_bits = leaf.0 & !(bits::ADDR | bits::VALID | bits::TABLE_OR_PAGE | bits::CONTIGUOUS);
         let step = child_level.entry_size();
         for i in 0..ENTRIES {
             let d = Descriptor::leaf(child_level, PhysAddr(oa + i as u64 * step));
@@ -792,19 +774,11 @@ pub(crate) struct MapPlan {
 
 impl<C: ?Sized> Visitor<C> for MapPlan {
     type Break = MapError;
-    fn visit(
-        &mut self,
-        _: &mut C,
-        e: Entry,
-        d: Descriptor,
-        addr: u64,
-        next: u64,
-    ) -> Step<MapError> {
+    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, addr: u64, next: u64) -> Step<MapError> {
         match d.kind(e.level()) {
             DescriptorKind::Invalid => {
                 let g = self.geom;
-                self.tables +=
-                    tables_for_empty(e.level(), addr, next, &|l, a, b| g.can_leaf(l, a, b));
+                self.tables += tables_for_empty(e.level(), addr, next, &|l, a, b| g.can_leaf(l, a, b));
                 Step::Next
             }
             DescriptorKind::Table { next: t } => Step::Descend(e.child(t)),
@@ -837,9 +811,8 @@ impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for MapOp {
         match d.kind(level) {
             DescriptorKind::Invalid => {
                 if self.geom.can_leaf(level, addr, next) {
-                    let mut leaf = Descriptor(
-                        Descriptor::leaf(level, PhysAddr(self.geom.pa_at(addr))).0 | self.bits,
-                    );
+                    let mut leaf =
+                        Descriptor(Descriptor::leaf(level, PhysAddr(self.geom.pa_at(addr))).0 | self.bits);
                     if self.fold && level.is_page_level() && self.geom.block_foldable(addr) {
                         leaf = leaf.with_contiguous(true);
                         if addr.is_multiple_of(CONT_SIZE) {
@@ -858,14 +831,7 @@ impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for MapOp {
         }
     }
 
-    fn leave(
-        &mut self,
-        cx: &mut Ctx<'_, P>,
-        e: Entry,
-        child: Table,
-        _: u64,
-        _: u64,
-    ) -> Result<(), MapError> {
+    fn leave(&mut self, cx: &mut Ctx<'_, P>, e: Entry, child: Table, _: u64, _: u64) -> Result<(), MapError> {
         cx.link_if_new(e, child);
         Ok(())
     }
@@ -878,14 +844,7 @@ pub(crate) struct SplitPlan {
 
 impl<C: ?Sized> Visitor<C> for SplitPlan {
     type Break = core::convert::Infallible;
-    fn visit(
-        &mut self,
-        _: &mut C,
-        e: Entry,
-        d: Descriptor,
-        addr: u64,
-        next: u64,
-    ) -> Step<Self::Break> {
+    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, addr: u64, next: u64) -> Step<Self::Break> {
         let level = e.level();
         let full = covers_entry(level, addr, next);
         match d.kind(level) {
@@ -1019,11 +978,7 @@ impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for ChangeOp {
                     if new == d {
                         return Step::Next;
                     }
-                    if level.is_page_level()
-                        && d.contiguous()
-                        && cx.live()
-                        && leaf_change_needs_bbm(d, new)
-                    {
+                    if level.is_page_level() && d.contiguous() && cx.live() && leaf_change_needs_bbm(d, new) {
                         // Memory type / nG of a whole folded block: all 16 entries break
                         // together, so the group never holds two memory types.
                         debug_assert_eq!(e.index() % CONT_PTES, 0, "folded block covered in part");
@@ -1130,14 +1085,7 @@ pub(crate) struct PteAlloc {
 
 impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for PteAlloc {
     type Break = MapError;
-    fn visit(
-        &mut self,
-        cx: &mut Ctx<'_, P>,
-        e: Entry,
-        d: Descriptor,
-        addr: u64,
-        _: u64,
-    ) -> Step<MapError> {
+    fn visit(&mut self, cx: &mut Ctx<'_, P>, e: Entry, d: Descriptor, addr: u64, _: u64) -> Step<MapError> {
         let level = e.level();
         match d.kind(level) {
             _ if level == self.target => {
@@ -1151,14 +1099,7 @@ impl<P: Platform + ?Sized> Visitor<Ctx<'_, P>> for PteAlloc {
         }
     }
 
-    fn leave(
-        &mut self,
-        cx: &mut Ctx<'_, P>,
-        e: Entry,
-        child: Table,
-        _: u64,
-        _: u64,
-    ) -> Result<(), MapError> {
+    fn leave(&mut self, cx: &mut Ctx<'_, P>, e: Entry, child: Table, _: u64, _: u64) -> Result<(), MapError> {
         cx.link_if_new(e, child);
         Ok(())
     }

@@ -8,8 +8,8 @@ use super::attrs::{Attrs, AttrsError};
 use super::desc::{Descriptor, DescriptorKind};
 use super::hal::{OutOfMemory, Platform};
 use super::ops::{
-    ChangeOp, Ctx, FirstLeaf, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, Reports,
-    Reserve, SplitPlan, UnmapOp,
+    ChangeOp, Ctx, FirstLeaf, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, Reports, Reserve,
+    SplitPlan, UnmapOp,
 };
 use super::stats::Stats;
 use super::table::{Entry, Table};
@@ -352,12 +352,7 @@ impl Root {
     /// are unlinked and freed after the walk-cache invalidation; subtrees entirely inside the
     /// range are unlinked with one write. Fails (changing nothing) only if the split tables
     /// cannot be allocated.
-    pub fn unmap<P: Platform + ?Sized>(
-        &mut self,
-        p: &mut P,
-        va: VirtAddr,
-        len: u64,
-    ) -> Result<(), MapError> {
+    pub fn unmap<P: Platform + ?Sized>(&mut self, p: &mut P, va: VirtAddr, len: u64) -> Result<(), MapError> {
         let (start, end) = self.check_range(va, len)?;
         let mut op = UnmapOp { free_tables: true };
         self.run_split_op(p, start, end, &mut op, None)
@@ -386,13 +381,7 @@ impl Root {
     ///
     /// `f` must not touch this root (it is borrowed). Fails, changing nothing and calling `f`
     /// for nothing, only if a split table cannot be allocated.
-    pub fn unmap_leaves<P, F>(
-        &mut self,
-        p: &mut P,
-        va: VirtAddr,
-        len: u64,
-        mut f: F,
-    ) -> Result<(), MapError>
+    pub fn unmap_leaves<P, F>(&mut self, p: &mut P, va: VirtAddr, len: u64, mut f: F) -> Result<(), MapError>
     where
         P: Platform + ?Sized,
         F: FnMut(&Leaf),
@@ -462,11 +451,7 @@ impl Root {
     /// block). Changes nothing. Entries are changed only through the PTE-level operations
     /// (`set_ptes`, `clear_ptes`, …), which keep folded blocks consistent and do the TLB
     /// maintenance.
-    pub fn pte_entry<P: Platform + ?Sized>(
-        &self,
-        p: &P,
-        va: VirtAddr,
-    ) -> Result<Option<Entry>, MapError> {
+    pub fn pte_entry<P: Platform + ?Sized>(&self, p: &P, va: VirtAddr) -> Result<Option<Entry>, MapError> {
         self.check_range(va.align_down(PAGE_SIZE), PAGE_SIZE)?;
         match super::ops::find_slot(&mut Reader(p), self.table, va.0) {
             None => Ok(None),

@@ -32,7 +32,7 @@ use super::hal::{OutOfMemory, Platform};
 use super::ops::{Ctx, Reserve};
 use super::root::{MapError, Root};
 use super::table::Entry;
-use super::walk::{walk, Reader, ReadDesc, Step, Visitor};
+use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
 
 /// Bytes mapped by one level-3 table (the span of one level-2 entry).
 pub const PTE_TABLE_SPAN: u64 = PAGE_SIZE * ENTRIES as u64;
@@ -86,14 +86,7 @@ struct CollectPmds<'a> {
 
 impl<C: ?Sized> Visitor<C> for CollectPmds<'_> {
     type Break = core::convert::Infallible;
-    fn visit(
-        &mut self,
-        _: &mut C,
-        e: Entry,
-        d: Descriptor,
-        _: u64,
-        _: u64,
-    ) -> Step<Self::Break> {
+    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, _: u64, _: u64) -> Step<Self::Break> {
         match d.kind(e.level()) {
             DescriptorKind::Table { next } if e.level() == Level::L2 => {
                 self.out.push(PteTable {
@@ -178,10 +171,7 @@ impl Root {
         // Invalid → table: the barrier orders the new intermediate tables and the shared
         // table's contents (published when the other root wrote them) before the link.
         cx.publish();
-        cx.write(
-            slot,
-            Descriptor::table(table).with_ap_table(ApTable::NoWrite),
-        );
+        cx.write(slot, Descriptor::table(table).with_ap_table(ApTable::NoWrite));
         cx.finish();
         Ok(())
     }
@@ -241,11 +231,7 @@ impl Root {
     /// Unlinks the level-3 table of `va`'s span from this root **without freeing it** (another
     /// root still links it), and invalidates the span (walk cache included). Returns the
     /// table's address, or `None` if there was none.
-    pub fn detach_pte_table<P: Platform + ?Sized>(
-        &mut self,
-        p: &mut P,
-        va: VirtAddr,
-    ) -> Option<PhysAddr> {
+    pub fn detach_pte_table<P: Platform + ?Sized>(&mut self, p: &mut P, va: VirtAddr) -> Option<PhysAddr> {
         let e = self.pmd_slot(p, va.0)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
@@ -263,10 +249,7 @@ impl Root {
     }
 
     /// A fresh, unlinked level-3 table frame for [`Root::replace_pte_table`].
-    pub fn alloc_pte_table<P: Platform + ?Sized>(
-        &mut self,
-        p: &mut P,
-    ) -> Result<NewPteTable, OutOfMemory> {
+    pub fn alloc_pte_table<P: Platform + ?Sized>(&mut self, p: &mut P) -> Result<NewPteTable, OutOfMemory> {
         let pa = p.alloc_table()?;
         self.stats.tables_allocated += 1;
         Ok(NewPteTable { pa })

@@ -109,29 +109,20 @@ pub fn plan_flush(req: &FlushRequest, has_range: bool, mut emit: impl FnMut(TlbO
             TlbScope::AllAsids => None,
             TlbScope::Asid(a) => Some(a),
         };
-        range_ops(
-            req.start,
-            pages,
-            |base, pages_or_range| match pages_or_range {
-                None => emit(va_op(req.scope, base, req.leaf_only, hint)),
-                Some((scale, num)) => emit(TlbOp::Range(TlbRange {
-                    base: VirtAddr(base),
-                    scale,
-                    num,
-                    asid,
-                    leaf_only: req.leaf_only,
-                    level: hint,
-                })),
-            },
-        );
+        range_ops(req.start, pages, |base, pages_or_range| match pages_or_range {
+            None => emit(va_op(req.scope, base, req.leaf_only, hint)),
+            Some((scale, num)) => emit(TlbOp::Range(TlbRange {
+                base: VirtAddr(base),
+                scale,
+                num,
+                asid,
+                leaf_only: req.leaf_only,
+                level: hint,
+            })),
+        });
     } else if count <= MAX_TLBI_OPS {
         for i in 0..count {
-            emit(va_op(
-                req.scope,
-                req.start + i * req.stride,
-                req.leaf_only,
-                hint,
-            ));
+            emit(va_op(req.scope, req.start + i * req.stride, req.leaf_only, hint));
         }
     } else {
         emit(scope_op(req.scope));

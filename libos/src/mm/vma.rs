@@ -372,26 +372,10 @@ impl<H: Clone + Eq> VmaKind<H> {
     fn continues(&self, prev: &Self, prev_len: u64) -> bool {
         match (prev, self) {
             (VmaKind::AnonPrivate, VmaKind::AnonPrivate) => true,
-            (
-                VmaKind::Shared {
-                    obj: o1,
-                    offset: f1,
-                },
-                VmaKind::Shared {
-                    obj: o2,
-                    offset: f2,
-                },
-            )
-            | (
-                VmaKind::FilePrivate {
-                    obj: o1,
-                    offset: f1,
-                },
-                VmaKind::FilePrivate {
-                    obj: o2,
-                    offset: f2,
-                },
-            ) => o1 == o2 && f1.checked_add(prev_len) == Some(*f2),
+            (VmaKind::Shared { obj: o1, offset: f1 }, VmaKind::Shared { obj: o2, offset: f2 })
+            | (VmaKind::FilePrivate { obj: o1, offset: f1 }, VmaKind::FilePrivate { obj: o2, offset: f2 }) => {
+                o1 == o2 && f1.checked_add(prev_len) == Some(*f2)
+            }
             _ => false,
         }
     }
@@ -613,10 +597,9 @@ impl VmaError {
             | VmaError::BadOffset => EINVAL,
             VmaError::Reserved => EPERM,
             VmaError::Exists => EEXIST,
-            VmaError::Overflow
-            | VmaError::NoSpace
-            | VmaError::NotMapped
-            | VmaError::TooManyMappings => ENOMEM,
+            VmaError::Overflow | VmaError::NoSpace | VmaError::NotMapped | VmaError::TooManyMappings => {
+                ENOMEM
+            }
         }
     }
 }
@@ -809,11 +792,7 @@ impl<H: Clone + Eq> VmaTree<H> {
 
     /// The regions intersecting `[start, end)`, in address order, unclipped. Empty if
     /// `end <= start`.
-    pub fn overlapping(
-        &self,
-        start: VirtAddr,
-        end: VirtAddr,
-    ) -> impl Iterator<Item = &Vma<H>> + '_ {
+    pub fn overlapping(&self, start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = &Vma<H>> + '_ {
         self.overlap_iter(start.as_u64(), end.as_u64())
     }
 
@@ -1010,16 +989,12 @@ impl<H: Clone + Eq> VmaTree<H> {
     fn try_hint(&self, h: u64, len: u64, align: u64) -> Option<u64> {
         let s = h.checked_add(align - 1)? & !(align - 1);
         let e = s.checked_add(len)?;
-        (s >= MMAP_MIN_ADDR && e <= USER_END && self.overlap_iter(s, e).next().is_none())
-            .then_some(s)
+        (s >= MMAP_MIN_ADDR && e <= USER_END && self.overlap_iter(s, e).next().is_none()).then_some(s)
     }
 
     /// First fit in the search window, in the configured direction.
     fn find_gap(&self, len: u64, align: u64) -> Option<u64> {
-        let (low, high) = (
-            self.config.search_low.as_u64(),
-            self.config.search_high.as_u64(),
-        );
+        let (low, high) = (self.config.search_low.as_u64(), self.config.search_high.as_u64());
         if len > high - low {
             return None;
         }
@@ -1137,15 +1112,9 @@ mod tests {
         }
     }
     fn fixed(t: &mut T, at: u64, pages: u64, prot: VmProt, kind: VmaKind) -> Vec<Vma> {
-        t.mmap(
-            Placement::Fixed(va(at)),
-            pages * P,
-            prot,
-            kind,
-            MapAlign::Page,
-        )
-        .unwrap()
-        .replaced
+        t.mmap(Placement::Fixed(va(at)), pages * P, prot, kind, MapAlign::Page)
+            .unwrap()
+            .replaced
     }
     /// `(start, end, prot, offset)` of every region.
     fn layout(t: &T) -> Vec<(u64, u64, VmProt, Option<u64>)> {
@@ -1177,24 +1146,12 @@ mod tests {
             .unwrap();
         assert_eq!(b.addr, va(USER_END - 5 * P));
         // Same permissions and kind: one region.
-        assert_eq!(
-            layout(&t),
-            vec![(USER_END - 5 * P, USER_END, VmProt::RW, None)]
-        );
+        assert_eq!(layout(&t), vec![(USER_END - 5 * P, USER_END, VmProt::RW, None)]);
         // 64 KiB alignment: highest aligned fit below, separate region (different flags).
         let c = t
-            .mmap(
-                Placement::Any,
-                16 * P,
-                VmProt::RW,
-                anon(),
-                MapAlign::Size64K,
-            )
+            .mmap(Placement::Any, 16 * P, VmProt::RW, anon(), MapAlign::Size64K)
             .unwrap();
-        assert_eq!(
-            c.addr,
-            va((USER_END - 5 * P - 16 * P) & !(LARGE_FOLIO_SIZE - 1))
-        );
+        assert_eq!(c.addr, va((USER_END - 5 * P - 16 * P) & !(LARGE_FOLIO_SIZE - 1)));
         assert_eq!(t.len(), 2);
         assert_eq!(t.find(c.addr).unwrap().flags, VmaFlags::LARGE_FOLIOS);
         let d = t
@@ -1332,27 +1289,16 @@ mod tests {
         let mut t = T::new();
         fixed(&mut t, B, 4, VmProt::RW, anon());
         let before = snapshot(&t);
-        let mm = |t: &mut T, place, len, kind, align| {
-            t.mmap(place, len, VmProt::RW, kind, align).map(|_| ())
-        };
+        let mm = |t: &mut T, place, len, kind, align| t.mmap(place, len, VmProt::RW, kind, align).map(|_| ());
         let f = |a| Placement::Fixed(va(a));
         let cases: Vec<(Result<(), VmaError>, VmaError)> = vec![
             (mm(&mut t, f(B + 1), P, anon(), MapAlign::Page), Unaligned),
             (mm(&mut t, f(B), P + 1, anon(), MapAlign::Page), Unaligned),
-            (
-                mm(&mut t, Placement::Any, 3, anon(), MapAlign::Page),
-                Unaligned,
-            ),
+            (mm(&mut t, Placement::Any, 3, anon(), MapAlign::Page), Unaligned),
             (mm(&mut t, f(B), 0, anon(), MapAlign::Page), ZeroLength),
-            (
-                mm(&mut t, Placement::Any, 0, anon(), MapAlign::Page),
-                ZeroLength,
-            ),
+            (mm(&mut t, Placement::Any, 0, anon(), MapAlign::Page), ZeroLength),
             (mm(&mut t, f(USER_END), P, anon(), MapAlign::Page), NotUser),
-            (
-                mm(&mut t, f(KERNEL_BASE), P, anon(), MapAlign::Page),
-                NotUser,
-            ),
+            (mm(&mut t, f(KERNEL_BASE), P, anon(), MapAlign::Page), NotUser),
             (mm(&mut t, f(!(P - 1)), P, anon(), MapAlign::Page), NotUser),
             (
                 mm(&mut t, f(USER_END - P), 2 * P, anon(), MapAlign::Page),
@@ -1390,24 +1336,12 @@ mod tests {
             (t.munmap(va(KERNEL_BASE), P).map(|_| ()), NotUser),
             (t.munmap(va(B), !(P - 1)).map(|_| ()), Overflow),
             (t.munmap(va(USER_END - P), 2 * P).map(|_| ()), Overflow),
-            (
-                t.mprotect(va(B), P + 1, VmProt::READ).map(|_| ()),
-                Unaligned,
-            ),
+            (t.mprotect(va(B), P + 1, VmProt::READ).map(|_| ()), Unaligned),
             (t.mprotect(va(B), 0, VmProt::READ).map(|_| ()), ZeroLength),
-            (
-                t.mprotect(va(B), 5 * P, VmProt::READ).map(|_| ()),
-                NotMapped,
-            ),
-            (
-                t.mprotect(va(B - P), 2 * P, VmProt::READ).map(|_| ()),
-                NotMapped,
-            ),
+            (t.mprotect(va(B), 5 * P, VmProt::READ).map(|_| ()), NotMapped),
+            (t.mprotect(va(B - P), 2 * P, VmProt::READ).map(|_| ()), NotMapped),
             (t.mprotect(va(0), P, VmProt::READ).map(|_| ()), NotMapped),
-            (
-                t.mprotect(va(USER_END), P, VmProt::READ).map(|_| ()),
-                NotUser,
-            ),
+            (t.mprotect(va(USER_END), P, VmProt::READ).map(|_| ()), NotUser),
             (t.madvise_dontneed(va(B), 5 * P).map(|_| ()), NotMapped),
             (t.madvise_dontneed(va(B + 3), P).map(|_| ()), Unaligned),
             (t.madvise_dontneed(va(B), 0).map(|_| ()), ZeroLength),
@@ -1456,9 +1390,7 @@ mod tests {
         assert_eq!(t.munmap(va(B + 20 * P), 100 * P), Ok(vec![]));
         assert_eq!(snapshot(&t), before);
         // Everything.
-        let removed = t
-            .munmap(va(MMAP_MIN_ADDR), USER_END - MMAP_MIN_ADDR)
-            .unwrap();
+        let removed = t.munmap(va(MMAP_MIN_ADDR), USER_END - MMAP_MIN_ADDR).unwrap();
         assert_eq!(removed.len(), 3);
         assert!(t.is_empty());
         assert_eq!(t.mapped_bytes(), 0);
@@ -1506,10 +1438,7 @@ mod tests {
         fixed(&mut t, B + 2 * P, 2, VmProt::RW, shared(1, 0));
         fixed(&mut t, B + 5 * P, 2, VmProt::RW, anon());
         let before = snapshot(&t);
-        assert_eq!(
-            t.mprotect(va(B), 7 * P, VmProt::READ),
-            Err(VmaError::NotMapped)
-        );
+        assert_eq!(t.mprotect(va(B), 7 * P, VmProt::READ), Err(VmaError::NotMapped));
         assert_eq!(snapshot(&t), before);
         let ch = t.mprotect(va(B + P), 3 * P, VmProt::NONE).unwrap();
         assert_eq!(ch.len(), 2);
@@ -1536,10 +1465,7 @@ mod tests {
         assert_eq!(pieces[1].kind, shared(2, 0));
         assert_eq!(pieces[1].end, va(B + 5 * P));
         assert_eq!(snapshot(&t), before);
-        assert_eq!(
-            t.madvise_dontneed(va(B + 7 * P), 2 * P),
-            Err(VmaError::NotMapped)
-        );
+        assert_eq!(t.madvise_dontneed(va(B + 7 * P), 2 * P), Err(VmaError::NotMapped));
     }
 
     #[test]
@@ -1628,10 +1554,7 @@ mod tests {
         fixed(&mut t, end, 2, VmProt::READ, anon());
         assert_eq!(t.len(), MAX_MAPPINGS);
         // Splitting its middle would add two.
-        assert_eq!(
-            t.mprotect(va(end), P, VmProt::RW),
-            Err(VmaError::TooManyMappings)
-        );
+        assert_eq!(t.mprotect(va(end), P, VmProt::RW), Err(VmaError::TooManyMappings));
         // Making page 1 RW merges pages 0..=2: two fewer.
         t.mprotect(va(B + P), P, VmProt::RW).unwrap();
         assert_eq!(t.len(), MAX_MAPPINGS - 2);
@@ -1787,14 +1710,8 @@ mod tests {
             obj: obj.clone(),
             offset: 0,
         };
-        t.mmap(
-            Placement::Fixed(va(B)),
-            8 * P,
-            VmProt::RW,
-            kind,
-            MapAlign::Page,
-        )
-        .unwrap();
+        t.mmap(Placement::Fixed(va(B)), 8 * P, VmProt::RW, kind, MapAlign::Page)
+            .unwrap();
         assert_eq!(count(&obj), 1);
         t.mprotect(va(B + 2 * P), P, VmProt::READ).unwrap();
         assert_eq!(count(&obj), 3);
@@ -1916,9 +1833,7 @@ mod props {
                 let obj = match &v.kind {
                     VmaKind::AnonPrivate => None,
                     VmaKind::Shared { obj, offset } => Some((obj.0, offset + i as u64 * P, true)),
-                    VmaKind::FilePrivate { obj, offset } => {
-                        Some((obj.0, offset + i as u64 * P, false))
-                    }
+                    VmaKind::FilePrivate { obj, offset } => Some((obj.0, offset + i as u64 * P, false)),
                 };
                 m.insert(
                     pg,
@@ -2134,9 +2049,7 @@ mod props {
         let a = align.bytes();
         let free = |s: u64, e: u64| m.range(s / P..e / P).next().is_none();
         let offset_ok = |len: u64| match obj {
-            Some((_, off, _)) => {
-                off.is_multiple_of(P) && off as u128 + len as u128 <= u64::MAX as u128
-            }
+            Some((_, off, _)) => off.is_multiple_of(P) && off as u128 + len as u128 <= u64::MAX as u128,
             None => true,
         };
         match place {
@@ -2169,10 +2082,7 @@ mod props {
                 if let Place::Hint(h) = place {
                     let s = (h as u128).div_ceil(a as u128) * a as u128;
                     let e = s + len as u128;
-                    if s >= MMAP_MIN_ADDR as u128
-                        && e <= USER_END as u128
-                        && free(s as u64, e as u64)
-                    {
+                    if s >= MMAP_MIN_ADDR as u128 && e <= USER_END as u128 && free(s as u64, e as u64) {
                         return Ok(s as u64);
                     }
                 }
@@ -2352,8 +2262,7 @@ mod props {
                     });
                     match (want, t.mprotect(VirtAddr::new(addr), len, prot)) {
                         (Ok((changed, next)), Ok(got)) => {
-                            let new_pieces: Vec<Vma> =
-                                got.iter().map(|c| c.piece.clone()).collect();
+                            let new_pieces: Vec<Vma> = got.iter().map(|c| c.piece.clone()).collect();
                             let mut seen = Map::new();
                             for (c, (k, pg)) in got
                                 .iter()
@@ -2431,10 +2340,7 @@ mod props {
     }
 
     fn cfg_s() -> impl Strategy<Value = VmaConfig> {
-        let dir = prop_oneof![
-            Just(SearchDirection::TopDown),
-            Just(SearchDirection::BottomUp)
-        ];
+        let dir = prop_oneof![Just(SearchDirection::TopDown), Just(SearchDirection::BottomUp)];
         let max = prop_oneof![Just(3usize), Just(8), Just(MAX_MAPPINGS)];
         (dir, max).prop_map(|(direction, max_mappings)| VmaConfig {
             search_low: VirtAddr::new(LOW),

@@ -74,13 +74,7 @@ pub(crate) trait Visitor<C: ?Sized> {
 
 /// Walks `table` over `[start, end)` (wrapping end; the range must lie within the table's span
 /// and be non-empty).
-pub(crate) fn walk<C, V>(
-    cx: &mut C,
-    v: &mut V,
-    table: Table,
-    start: u64,
-    end: u64,
-) -> Result<(), V::Break>
+pub(crate) fn walk<C, V>(cx: &mut C, v: &mut V, table: Table, start: u64, end: u64) -> Result<(), V::Break>
 where
     C: ReadDesc + ?Sized,
     V: Visitor<C> + ?Sized,

@@ -155,21 +155,51 @@ impl fmt::Display for CheckError {
         match self {
             CheckError::BadLeaf(l) => write!(f, "leaf cannot map folio memory: {l:?}"),
             CheckError::LeafOnFreeFrame(l) => write!(f, "leaf maps a free frame: {l:?}"),
-            CheckError::PteMapcount { folio, page, stored, actual } => write!(
+            CheckError::PteMapcount {
+                folio,
+                page,
+                stored,
+                actual,
+            } => write!(
                 f,
                 "folio {folio} page {page}: PTE mapcount {stored}, mapped by {actual} pages"
             ),
-            CheckError::EntireMapcount { folio, stored, actual } => {
-                write!(f, "folio {folio}: entire mapcount {stored}, mapped by {actual} blocks")
+            CheckError::EntireMapcount {
+                folio,
+                stored,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "folio {folio}: entire mapcount {stored}, mapped by {actual} blocks"
+                )
             }
-            CheckError::TotalMapcount { folio, stored, actual } => {
-                write!(f, "folio {folio}: total mapcount {stored}, mapped by {actual} leaves")
+            CheckError::TotalMapcount {
+                folio,
+                stored,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "folio {folio}: total mapcount {stored}, mapped by {actual} leaves"
+                )
             }
-            CheckError::Refcount { folio, refcount, mapcount, pincount } => write!(
+            CheckError::Refcount {
+                folio,
+                refcount,
+                mapcount,
+                pincount,
+            } => write!(
                 f,
                 "folio {folio}: refcount {refcount} < mapcount {mapcount} + pincount {pincount} (or 0)"
             ),
-            CheckError::Slot { folio, slot, space, stored, actual } => write!(
+            CheckError::Slot {
+                folio,
+                slot,
+                space,
+                stored,
+                actual,
+            } => write!(
                 f,
                 "folio {folio} slot {slot}: space {space} count {stored}, but it has {actual} mappings"
             ),
@@ -177,9 +207,16 @@ impl fmt::Display for CheckError {
                 write!(f, "folio {folio}: shared flag {stored} disagrees with the slots")
             }
             CheckError::SharedUnsound { folio, spaces } => {
-                write!(f, "folio {folio}: not marked shared but mapped by {spaces} spaces")
+                write!(
+                    f,
+                    "folio {folio}: not marked shared but mapped by {spaces} spaces"
+                )
             }
-            CheckError::Exclusive { folio, page, mapcount } => write!(
+            CheckError::Exclusive {
+                folio,
+                page,
+                mapcount,
+            } => write!(
                 f,
                 "folio {folio} page {page}: anon-exclusive with mapcount {mapcount} (or file)"
             ),
@@ -303,12 +340,7 @@ fn count_leaf(
     Ok(())
 }
 
-fn check_folio(
-    folio: Folio<'_>,
-    pages: &[PageMeta],
-    h: usize,
-    rc: &Recount,
-) -> Result<(), CheckError> {
+fn check_folio(folio: Folio<'_>, pages: &[PageMeta], h: usize, rc: &Recount) -> Result<(), CheckError> {
     let pa = folio.pa();
     let order = folio.order().get() as u32;
     let n = pages.len();

@@ -192,11 +192,7 @@ impl<'m> Folio<'m> {
             return false;
         }
         let old = self.head().w[head::REFS].fetch_sub(n, Ordering::Release);
-        assert!(
-            old >= n,
-            "folio {}: refcount underflow ({old} - {n})",
-            self.pa
-        );
+        assert!(old >= n, "folio {}: refcount underflow ({old} - {n})", self.pa);
         if old != n {
             return false;
         }
@@ -214,9 +210,7 @@ impl<'m> Folio<'m> {
             self.pincount()
         );
         debug_assert!(
-            self.pages
-                .iter()
-                .all(|p| p.mapcount.load(Ordering::Relaxed) == 0),
+            self.pages.iter().all(|p| p.mapcount.load(Ordering::Relaxed) == 0),
             "folio {} freed with a page still PTE-mapped",
             self.pa
         );
@@ -318,12 +312,7 @@ impl<'m> Folio<'m> {
     /// Removes one PTE mapping in `space` of each page `first..first + nr`. Every page must
     /// have one ([`FolioError::NotMapped`]). The pages lose their anon-exclusive flag. The
     /// `nr` references the mappings held come back as an [`Unmapped`].
-    pub fn remove_ptes(
-        &self,
-        space: SpaceId,
-        first: usize,
-        nr: usize,
-    ) -> Result<Unmapped<'m>, FolioError> {
+    pub fn remove_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
         let range = self.range(first, nr)?;
         let _g = self.lock();
         if let Some(i) = range.clone().find(|&i| self.pte_mapcount(i) == 0) {
@@ -367,12 +356,7 @@ impl<'m> Folio<'m> {
     /// does not change); the others lose it. To keep nothing use
     /// [`remove_entire`](Self::remove_entire); to unmap a hole in the middle, convert all 512
     /// pages and then [`remove_ptes`](Self::remove_ptes) the hole.
-    pub fn split_entire(
-        &self,
-        space: SpaceId,
-        first: usize,
-        nr: usize,
-    ) -> Result<Unmapped<'m>, FolioError> {
+    pub fn split_entire(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
         self.require_pmd()?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
@@ -401,12 +385,7 @@ impl<'m> Folio<'m> {
     /// Refused with [`FolioError::MaybePinned`], **changing nothing**, if the folio may be
     /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
     /// the child instead (the pinned page stays exclusive to the parent).
-    pub fn try_dup_anon_ptes(
-        &self,
-        child: SpaceId,
-        first: usize,
-        nr: usize,
-    ) -> Result<(), FolioError> {
+    pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
@@ -641,11 +620,7 @@ impl<'m> Folio<'m> {
 
     fn take_refs(&self, n: u32) {
         let old = self.head().w[head::REFS].fetch_add(n, Ordering::AcqRel);
-        assert!(
-            old != 0,
-            "folio {}: reference taken on a freed folio",
-            self.pa
-        );
+        assert!(old != 0, "folio {}: reference taken on a freed folio", self.pa);
         assert!(old <= MAX_COUNT - n, "folio {}: refcount overflow", self.pa);
     }
 

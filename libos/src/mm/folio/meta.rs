@@ -164,14 +164,9 @@ impl fmt::Display for MemMapError {
         match self {
             MemMapError::UnalignedBase(b) => write!(f, "memory map base {b} is not page aligned"),
             MemMapError::BadRange { base, frames } => {
-                write!(
-                    f,
-                    "memory map {base} + {frames} frames is empty or beyond 2^48"
-                )
+                write!(f, "memory map {base} + {frames} frames is empty or beyond 2^48")
             }
-            MemMapError::UnalignedStorage => {
-                f.write_str("page metadata storage is not 32-byte aligned")
-            }
+            MemMapError::UnalignedStorage => f.write_str("page metadata storage is not 32-byte aligned"),
             MemMapError::StorageTooSmall { needed, given } => {
                 write!(f, "page metadata storage has {given} bytes, needs {needed}")
             }
@@ -201,10 +196,7 @@ impl<'a> MemMap<'a> {
     /// is checked in debug builds and by [`check`](super::check).
     pub fn new(base: PhysAddr, storage: &'a mut [PageMeta]) -> Result<MemMap<'a>, MemMapError> {
         Self::validate(base, storage.len())?;
-        debug_assert!(
-            storage.iter().all(PageMeta::is_clean),
-            "page metadata not zeroed"
-        );
+        debug_assert!(storage.iter().all(PageMeta::is_clean), "page metadata not zeroed");
         Ok(MemMap {
             base_pfn: base.0 >> PAGE_SHIFT,
             pages: storage,
@@ -363,12 +355,7 @@ impl<'a> MemMap<'a> {
     /// # Panics
     /// If a frame of the block is not free: the frame source handed out a block that is in
     /// use.
-    pub(super) fn init_folio(
-        &self,
-        pa: PhysAddr,
-        order: FolioOrder,
-        anon: bool,
-    ) -> Option<Folio<'a>> {
+    pub(super) fn init_folio(&self, pa: PhysAddr, order: FolioOrder, anon: bool) -> Option<Folio<'a>> {
         let n = order.pages();
         if !pa.is_aligned(order.bytes()) {
             return None;

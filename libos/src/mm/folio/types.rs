@@ -152,10 +152,7 @@ impl fmt::Display for FolioError {
                 )
             }
             FolioError::PageRange { first, nr } => {
-                write!(
-                    f,
-                    "pages {first}+{nr} are not a non-empty range of the folio"
-                )
+                write!(f, "pages {first}+{nr} are not a non-empty range of the folio")
             }
             FolioError::NotAnon => f.write_str("anon operation on a file folio"),
             FolioError::NotFile => f.write_str("file operation on an anon folio"),
@@ -172,16 +169,10 @@ impl fmt::Display for FolioError {
                 write!(f, "page {page} is anon-exclusive; duplicate it instead")
             }
             FolioError::MaybePinned { page } => {
-                write!(
-                    f,
-                    "page {page} is anon-exclusive in a possibly pinned folio"
-                )
+                write!(f, "page {page} is anon-exclusive in a possibly pinned folio")
             }
             FolioError::NotExclusive { page } => {
-                write!(
-                    f,
-                    "anon page {page} is not exclusive; unshare it before pinning"
-                )
+                write!(f, "anon page {page} is not exclusive; unshare it before pinning")
             }
             FolioError::NotPinned => f.write_str("the folio is not pinned"),
         }

@@ -91,8 +91,7 @@ impl Model {
                     Ok(cur) => {
                         let same_shape = cur.level == e.level
                             && cur.desc.output_address(cur.level).0 == e.base() + j * size;
-                        let mask =
-                            bits::ATTR_INDX | bits::SH | bits::NS | bits::NG | bits::CONTIGUOUS;
+                        let mask = bits::ATTR_INDX | bits::SH | bits::NS | bits::NG | bits::CONTIGUOUS;
                         let same_attrs = (cur.desc.0 ^ e.desc.0) & mask == 0;
                         let now = allowed.unwrap_or_else(|| Perms::of(cur.desc, cur.hier));
                         let perms_ok = Perms::of(e.desc, e.hier).within(now);

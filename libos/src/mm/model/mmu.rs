@@ -2,8 +2,7 @@
 
 use super::{Hier, Model, ModelRoot, Tag, TlbLeaf, WalkEntry, Writer};
 use crate::mm::{
-    bits, AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, Platform, TlbOp, VirtAddr,
-    KERNEL_BASE,
+    bits, AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, Platform, TlbOp, VirtAddr, KERNEL_BASE,
 };
 
 /// Entries in a contiguous group (4 KiB granule, every level).
@@ -176,11 +175,7 @@ pub(crate) fn op_hits(op: &TlbOp, t: &Target) -> bool {
             leaf_only,
             level,
         } => in_range(va) && tag_ok(Some(asid)) && level_ok(leaf_only, level),
-        TlbOp::VaAllAsids {
-            va,
-            leaf_only,
-            level,
-        } => in_range(va) && level_ok(leaf_only, level),
+        TlbOp::VaAllAsids { va, leaf_only, level } => in_range(va) && level_ok(leaf_only, level),
         TlbOp::Range(r) => {
             let r_last = r.base.0.wrapping_add(r.len() - 1);
             r.base.0 <= last && r_last >= t.va && tag_ok(r.asid) && level_ok(r.leaf_only, r.level)
@@ -255,11 +250,7 @@ impl Model {
                             level,
                         });
                     }
-                    return Ok(WalkResult {
-                        desc: d,
-                        level,
-                        hier,
-                    });
+                    return Ok(WalkResult { desc: d, level, hier });
                 }
             }
         }
@@ -288,12 +279,7 @@ impl Model {
     /// Translates through the TLB, then the walk cache, then the tables, filling the caches
     /// as the hardware may (for a leaf with the Contiguous bit: a per-entry and a combined
     /// entry). Does not check permissions.
-    pub fn translate_cached(
-        &mut self,
-        root: PhysAddr,
-        asid: u16,
-        va: VirtAddr,
-    ) -> Result<WalkResult, Fault> {
+    pub fn translate_cached(&mut self, root: PhysAddr, asid: u16, va: VirtAddr) -> Result<WalkResult, Fault> {
         if let Some(e) = self.tlb_lookup(asid, va.0) {
             let size = e.level.entry_size();
             let at = e.base() + ((va.0 & !(size - 1)) - e.va);
@@ -308,12 +294,7 @@ impl Model {
 
     /// The walk part of [`Self::translate_cached`]: walks (from the walk cache) and caches
     /// what it found.
-    fn walk_and_fill(
-        &mut self,
-        root: PhysAddr,
-        asid: u16,
-        va: VirtAddr,
-    ) -> Result<WalkResult, Fault> {
+    fn walk_and_fill(&mut self, root: PhysAddr, asid: u16, va: VirtAddr) -> Result<WalkResult, Fault> {
         let kernel = va.0 >= KERNEL_BASE;
         let walk_tag = if kernel { Tag::Global } else { Tag::Asid(asid) };
         // Deepest walk-cache entry for this VA and ASID.
@@ -401,9 +382,7 @@ impl Model {
             let va = base.wrapping_add((i as u64) << level.shift());
             match d.kind(level) {
                 DescriptorKind::Invalid => {}
-                DescriptorKind::Table { next } => {
-                    self.collect_leaves(next.0, level.next().unwrap(), va, out)
-                }
+                DescriptorKind::Table { next } => self.collect_leaves(next.0, level.next().unwrap(), va, out),
                 _ => out.push((va, level)),
             }
         }
@@ -477,12 +456,7 @@ impl Model {
     /// a shared level-3 table, the one write into it the model accepts. The write is checked
     /// like the engine's [`Platform::write`] (AF and AP may change in place). Returns the
     /// updated descriptor, or `None` if nothing maps `entry_va`.
-    pub fn hw_update(
-        &mut self,
-        root: PhysAddr,
-        entry_va: VirtAddr,
-        write: bool,
-    ) -> Option<Descriptor> {
+    pub fn hw_update(&mut self, root: PhysAddr, entry_va: VirtAddr, write: bool) -> Option<Descriptor> {
         let mut table = root.0;
         let mut level = Level::L0;
         let mut hier = Hier::default();

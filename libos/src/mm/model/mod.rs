@@ -91,8 +91,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::mm::{
-    Asid, Descriptor, DescriptorKind, Level, OutOfMemory, PhysAddr, Platform, TlbOp, ENTRIES,
-    KERNEL_BASE, PAGE_SIZE,
+    Asid, Descriptor, DescriptorKind, Level, OutOfMemory, PhysAddr, Platform, TlbOp, ENTRIES, KERNEL_BASE,
+    PAGE_SIZE,
 };
 
 pub use mmu::{AccessKind, El, Fault, FaultKind, Perms};
@@ -374,10 +374,7 @@ impl Model {
 
     /// The contents of every allocated frame.
     pub fn snapshot(&self) -> Snapshot {
-        self.frames
-            .iter()
-            .map(|(pa, f)| (*pa, f.to_vec()))
-            .collect()
+        self.frames.iter().map(|(pa, f)| (*pa, f.to_vec())).collect()
     }
 
     fn event(&mut self, e: Event) {
@@ -396,10 +393,7 @@ impl Model {
             self.frames.contains_key(&pa.0),
             "root {pa:?} is not an allocated frame"
         );
-        assert!(
-            !self.roots.contains_key(&pa.0),
-            "root {pa:?} registered twice"
-        );
+        assert!(!self.roots.contains_key(&pa.0), "root {pa:?} registered twice");
         self.roots.insert(pa.0, kind);
         let va_base = match kind {
             ModelRoot::Kernel => KERNEL_BASE,
@@ -411,10 +405,7 @@ impl Model {
     /// Unregisters a root: no TTBR points to it any more. Its tables become unreachable
     /// (cached entries remain until invalidated).
     pub fn retire_root(&mut self, pa: PhysAddr) {
-        assert!(
-            self.roots.remove(&pa.0).is_some(),
-            "retiring unknown root {pa:?}"
-        );
+        assert!(self.roots.remove(&pa.0).is_some(), "retiring unknown root {pa:?}");
         self.unlink(pa.0, pa.0);
     }
 
@@ -450,14 +441,7 @@ impl Model {
     /// Marks the tree under `frame` live for `root`, `frame` being the `level` table for the
     /// VA range from `va_base`. A level-3 table already linked from other roots at the same
     /// VA base gets one more link (a shared table); any other second link panics.
-    fn link(
-        &mut self,
-        frame: u64,
-        root: u64,
-        level: Level,
-        va_base: u64,
-        parent: Option<(u64, usize)>,
-    ) {
+    fn link(&mut self, frame: u64, root: u64, level: Level, va_base: u64, parent: Option<(u64, usize)>) {
         let Some(contents) = self.frames.get(&frame) else {
             panic!(
                 "table descriptor {} points to {frame:#x}, which is not an allocated table frame",
@@ -476,11 +460,7 @@ impl Model {
                 None
             };
             if let Some(why) = why {
-                let new = Link {
-                    root,
-                    level,
-                    va_base,
-                };
+                let new = Link { root, level, va_base };
                 panic!(
                     "table frame {frame:#x} linked twice: {} points to it as the {level} table for VA \
                      {va_base:#x} of {}, but it is already the {} table for VA {:#x} of {} ({why})",
@@ -510,11 +490,10 @@ impl Model {
                 .collect(),
             None => Vec::new(),
         };
-        self.links.entry(frame).or_default().push(Link {
-            root,
-            level,
-            va_base,
-        });
+        self.links
+            .entry(frame)
+            .or_default()
+            .push(Link { root, level, va_base });
         if let Some(child_level) = level.next() {
             for (i, next) in children {
                 let va = va_base.wrapping_add((i as u64) << level.shift());
@@ -664,11 +643,7 @@ impl Platform for Model {
                 }
             );
         }
-        if let Some(w) = self
-            .walk_cache
-            .iter()
-            .find(|w| w.desc.next_table() == table)
-        {
+        if let Some(w) = self.walk_cache.iter().find(|w| w.desc.next_table() == table) {
             panic!(
                 "table frame {table:?} freed while a walk-cache entry still references it: {} \
                  descriptor {} for VA {:#x} ({:?}) — missing non-leaf TLBI",
@@ -726,13 +701,7 @@ pub(crate) enum Writer {
 impl Model {
     /// [`Platform::write`], also used by the simulated hardware updates (which may set AF in
     /// a shared table, where software may not write).
-    pub(crate) fn write_desc(
-        &mut self,
-        table: PhysAddr,
-        index: usize,
-        new: Descriptor,
-        writer: Writer,
-    ) {
+    pub(crate) fn write_desc(&mut self, table: PhysAddr, index: usize, new: Descriptor, writer: Writer) {
         let t = table.0;
         let Some(frame) = self.frames.get(&t) else {
             panic!(
@@ -839,9 +808,7 @@ impl Model {
         if writer == Writer::Hardware && (old.0 ^ new.0) & !crate::mm::bits::AF == 0 {
             return;
         }
-        let va = shared[0]
-            .va_base
-            .wrapping_add((index as u64) << level.shift());
+        let va = shared[0].va_base.wrapping_add((index as u64) << level.shift());
         panic!(
             "{} write into a level-3 table shared by {} roots ({}; table {table:?}[{index}], VA \
              {va:#x}): {} replaced by {}: shared tables are read-only; break the sharing first",
@@ -903,13 +870,8 @@ impl Model {
                     let _ = write!(msg, "unencodable range TLBI: {op:?}");
                 } else if r.level == Some(Level::L0) {
                     let _ = write!(msg, "range TLBI TTL cannot name level 0: {op:?}");
-                } else if (r.base.0 >= KERNEL_BASE)
-                    != (r.base.0.wrapping_add(r.len() - 1) >= KERNEL_BASE)
-                {
-                    let _ = write!(
-                        msg,
-                        "range TLBI crosses a half of the address space: {op:?}"
-                    );
+                } else if (r.base.0 >= KERNEL_BASE) != (r.base.0.wrapping_add(r.len() - 1) >= KERNEL_BASE) {
+                    let _ = write!(msg, "range TLBI crosses a half of the address space: {op:?}");
                 }
             }
             TlbOp::Asid(_) | TlbOp::All => {}

@@ -8,9 +8,7 @@ use super::machine::Machine;
 use super::{pt, Access, FaultError, FaultKind, Space};
 use crate::mm::folio::{Folio, FolioKind, FolioOrder};
 use crate::mm::vma::{VmProt, Vma, VmaKind};
-use crate::mm::{
-    AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE,
-};
+use crate::mm::{AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
 
 use super::shm::Shm;
 
@@ -75,10 +73,7 @@ impl<'m> FileFault<'_, 'm> {
     /// # Panics
     /// After [`install`](Self::install).
     pub fn dest(&self) -> PhysAddr {
-        self.dest
-            .as_ref()
-            .expect("destination already installed")
-            .pa()
+        self.dest.as_ref().expect("destination already installed").pa()
     }
 
     /// The page currently mapped at [`va`](Self::va) (a read-only mapping of the object's
@@ -113,9 +108,7 @@ impl<'m> FileFault<'_, 'm> {
                 .expect("a user page maps an allocated folio");
             debug_assert!(!folio.is_anon(), "the old entry maps the object's page");
             pt::clear(root, m, va, 1);
-            folio
-                .remove_ptes(id, idx, 1)
-                .expect("the entry mapped the page")
+            folio.remove_ptes(id, idx, 1).expect("the entry mapped the page")
         });
         dest.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
         let desc = pt::page_desc(self.attrs, dest.pa().0, true);
@@ -211,9 +204,7 @@ impl Space {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
                 VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
-                VmaKind::FilePrivate { obj, .. } if need.write => {
-                    self.file_cow(m, vma, obj, page, None)
-                }
+                VmaKind::FilePrivate { obj, .. } if need.write => self.file_cow(m, vma, obj, page, None),
                 VmaKind::FilePrivate { obj, .. } => self.object_fault(m, vma, obj, page),
             };
         };
@@ -287,9 +278,7 @@ impl Space {
             return Err(FaultError::Oom);
         }
         m.zero(folio.pa(), PAGE_SIZE);
-        folio
-            .add_anon_ptes(self.id, 0, 1, true)
-            .expect("fresh folio");
+        folio.add_anon_ptes(self.id, 0, 1, true).expect("fresh folio");
         let desc = pt::page_desc(attrs, folio.pa().0, true);
         pt::set(&mut self.root, m, page, desc, 1, false);
         folio.put(m);
@@ -309,9 +298,7 @@ impl Space {
         page: u64,
     ) -> Result<(), FaultError> {
         let mem = m.mem();
-        let off = vma
-            .object_offset(VirtAddr(page))
-            .expect("page inside its region");
+        let off = vma.object_offset(VirtAddr(page)).expect("page inside its region");
         if obj.past_eof(off) {
             return Err(FaultError::Bus { va: VirtAddr(page) });
         }
@@ -325,10 +312,7 @@ impl Space {
         let (folio, fresh) = match obj.lookup(off) {
             Some((_, fpa, _)) => (mem.folio(fpa).expect("object folio"), false),
             None => {
-                assert!(
-                    !obj.is_read_only(),
-                    "a file object has every page before its end"
-                );
+                assert!(!obj.is_read_only(), "a file object has every page before its end");
                 let off64 = off & !(CONT_SIZE - 1);
                 let big = block.is_some() && !obj.any_in(off64, CONT_SIZE);
                 let folio = match big
@@ -397,9 +381,7 @@ impl Space {
         page: u64,
         old: Option<Descriptor>,
     ) -> Result<(), FaultError> {
-        let offset = vma
-            .object_offset(VirtAddr(page))
-            .expect("page inside its region");
+        let offset = vma.object_offset(VirtAddr(page)).expect("page inside its region");
         debug_assert!(vma.prot.contains(VmProt::WRITE), "the write was allowed");
         let attrs = pt::user_attrs(vma.prot.pte_prot());
         let dest = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
@@ -491,8 +473,7 @@ impl Space {
                 let old = folio
                     .remove_ptes(id, 0, CONT_PTES)
                     .expect("the block mapped the folio");
-                new.add_anon_ptes(id, 0, CONT_PTES, true)
-                    .expect("fresh folio");
+                new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
                 let desc = pt::page_desc(attrs, new.pa().0, true);
                 pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
                 new.put(m);
@@ -506,9 +487,7 @@ impl Space {
         let new = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
         m.copy(new.pa(), d.address(), PAGE_SIZE);
         pt::clear(&mut self.root, m, page, 1);
-        let old = folio
-            .remove_ptes(id, idx, 1)
-            .expect("the entry mapped the page");
+        let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
         new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
         let desc = pt::page_desc(attrs, new.pa().0, true);
         pt::set(&mut self.root, m, page, desc, 1, false);

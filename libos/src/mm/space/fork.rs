@@ -155,15 +155,13 @@ impl Space {
                                     }
                                 }
                                 Err(FolioError::MaybePinned { .. }) => {
-                                    let Ok(new) =
-                                        mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon)
+                                    let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon)
                                     else {
                                         result = Err(NoMemory);
                                         break;
                                     };
                                     m.copy(new.pa(), crate::mm::PhysAddr(pa), PAGE_SIZE);
-                                    new.add_anon_ptes(child.id, 0, 1, true)
-                                        .expect("fresh folio");
+                                    new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
                                     let d = pt::page_desc(attrs, new.pa().0, true)
                                         .with_young(!vma.prot.is_none());
                                     pt::set(&mut child.root, m, va, d, 1, false);

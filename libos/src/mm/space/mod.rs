@@ -422,9 +422,7 @@ impl fmt::Display for SpaceError {
         match self {
             SpaceError::Vma(e) => write!(f, "{e}"),
             SpaceError::OutOfMemory => f.write_str("out of memory"),
-            SpaceError::ReadOnly => {
-                f.write_str("a read-only file cannot be mapped shared and writable")
-            }
+            SpaceError::ReadOnly => f.write_str("a read-only file cannot be mapped shared and writable"),
         }
     }
 }
@@ -547,11 +545,7 @@ pub enum SpaceCheckError {
 impl Space {
     /// An empty address space `id` whose root runs with `asid`, with the default region
     /// configuration.
-    pub fn new<'m, M: Machine<'m> + ?Sized>(
-        m: &mut M,
-        id: SpaceId,
-        asid: Asid,
-    ) -> Result<Space, SpaceError> {
+    pub fn new<'m, M: Machine<'m> + ?Sized>(m: &mut M, id: SpaceId, asid: Asid) -> Result<Space, SpaceError> {
         Space::with_config(m, id, asid, VmaConfig::default())
     }
 
@@ -818,9 +812,7 @@ impl Space {
             if !perms_ok {
                 return Err(SpaceCheckError::Permissions(va));
             }
-            let (folio, idx) = mem
-                .folio_page(leaf.pa)
-                .ok_or(SpaceCheckError::StrayLeaf(va))?;
+            let (folio, idx) = mem.folio_page(leaf.pa).ok_or(SpaceCheckError::StrayLeaf(va))?;
             let object_page = |obj: &Shm| {
                 vma.object_offset(va)
                     .and_then(|off| obj.lookup(off))
@@ -829,9 +821,7 @@ impl Space {
             let backing_ok = match &vma.kind {
                 VmaKind::AnonPrivate => folio.is_anon(),
                 VmaKind::Shared { obj, .. } => !folio.is_anon() && object_page(obj),
-                VmaKind::FilePrivate { obj, .. } => {
-                    folio.is_anon() || (!d.writable() && object_page(obj))
-                }
+                VmaKind::FilePrivate { obj, .. } => folio.is_anon() || (!d.writable() && object_page(obj)),
             };
             if !backing_ok {
                 return Err(SpaceCheckError::Backing(va));
@@ -947,12 +937,7 @@ impl Space {
         if runs.is_empty() {
             return;
         }
-        pt::clear(
-            &mut self.root,
-            m,
-            start,
-            ((end - start) / PAGE_SIZE) as usize,
-        );
+        pt::clear(&mut self.root, m, start, ((end - start) / PAGE_SIZE) as usize);
         for run in runs {
             let attrs = match prot {
                 Some(p) if !run.key => pt::user_attrs(Some(p.without(crate::mm::Prot::WRITE))),
@@ -995,18 +980,12 @@ fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
 /// Runs every check over several live spaces at once: each space's [`Space::check`], then
 /// the folio checker over all their leaves (the spaces must be every address space mapping
 /// folios of `m.mem()`).
-pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(
-    m: &M,
-    spaces: &[&Space],
-) -> Result<(), SpaceCheckError> {
+pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, spaces: &[&Space]) -> Result<(), SpaceCheckError> {
     let mut all = Vec::new();
     for s in spaces {
         let leaves = pt::leaves(&s.root, m);
         s.check_leaves(m, &leaves)?;
-        all.extend(
-            s.accounted_leaves(m, &leaves)
-                .map(|l| MappedLeaf::new(s.id, l)),
-        );
+        all.extend(s.accounted_leaves(m, &leaves).map(|l| MappedLeaf::new(s.id, l)));
     }
     share::check_sharing(m, spaces)?;
     crate::mm::folio::check(m.mem(), all).map_err(SpaceCheckError::Folios)?;

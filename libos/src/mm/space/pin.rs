@@ -164,10 +164,7 @@ impl Space {
                     return Ok(d.address());
                 }
                 Err(FolioError::NotExclusive { .. }) => {
-                    let need = Need {
-                        write,
-                        unshare: true,
-                    };
+                    let need = Need { write, unshare: true };
                     self.fault_in(m, &vma, page, need)?;
                 }
                 Err(e) => panic!("pin of a mapped page refused: {e:?}"),

@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use crate::mm::folio::{Folio, FolioOrder, MemMap};
 use crate::mm::{
-    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, Root,
-    VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
+    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, Root, VirtAddr,
+    CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
 };
 
 /// Bytes mapped by one level-3 table.
@@ -25,9 +25,7 @@ pub(super) fn span_of(va: u64) -> u64 {
 
 /// The descriptor for a page at `pa` with `attrs`, young, with the given dirty state.
 pub(super) fn page_desc(attrs: Attrs, pa: u64, dirty: bool) -> Descriptor {
-    attrs
-        .leaf(Level::L3, crate::mm::PhysAddr(pa))
-        .with_dirty(dirty)
+    attrs.leaf(Level::L3, crate::mm::PhysAddr(pa)).with_dirty(dirty)
 }
 
 /// The attributes of a user page with permissions `prot` (from `VmProt::pte_prot`), or the
@@ -47,14 +45,8 @@ pub(super) fn get<P: Platform + ?Sized>(root: &Root, p: &P, va: u64) -> Option<D
 
 /// Makes sure the level-3 table for `va` exists (allocating the missing tables, all or
 /// nothing). After this, mapping pages of that table cannot fail.
-pub(super) fn ensure_table<P: Platform + ?Sized>(
-    root: &mut Root,
-    p: &mut P,
-    va: u64,
-) -> Result<(), ()> {
-    root.alloc_pte_entry(p, VirtAddr(va))
-        .map(|_| ())
-        .map_err(|_| ())
+pub(super) fn ensure_table<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64) -> Result<(), ()> {
+    root.alloc_pte_entry(p, VirtAddr(va)).map(|_| ()).map_err(|_| ())
 }
 
 /// Maps `nr` pages from `va` (inside one level-3 table that exists) after the template `pte`;
@@ -96,12 +88,7 @@ pub(super) fn wrprotect<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u6
 }
 
 /// Applies `upd` to the entry of `va`. Returns whether anything changed.
-pub(super) fn update<P: Platform + ?Sized>(
-    root: &mut Root,
-    p: &mut P,
-    va: u64,
-    upd: AccessUpdate,
-) -> bool {
+pub(super) fn update<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, upd: AccessUpdate) -> bool {
     root.set_access_flags(p, VirtAddr(va), upd)
         .expect("the entry is mapped and the attributes are valid")
 }
@@ -147,11 +134,7 @@ pub(super) fn scan<P: Platform + ?Sized>(
 }
 
 /// The 16 raw entries of the 64 KiB block at `block` (all invalid if its table is missing).
-pub(super) fn block_entries<P: Platform + ?Sized>(
-    root: &Root,
-    p: &P,
-    block: u64,
-) -> [Descriptor; CONT_PTES] {
+pub(super) fn block_entries<P: Platform + ?Sized>(root: &Root, p: &P, block: u64) -> [Descriptor; CONT_PTES] {
     let mut out = [Descriptor::INVALID; CONT_PTES];
     if let Ok(Some(e)) = root.pte_entry(p, VirtAddr(block)) {
         let first = e.index();
@@ -168,12 +151,7 @@ pub(super) fn block_empty<P: Platform + ?Sized>(root: &Root, p: &P, block: u64) 
 }
 
 /// Whether the 64 KiB block at `block` maps the 64 KiB folio at `folio_pa` page for page.
-pub(super) fn block_maps<P: Platform + ?Sized>(
-    root: &Root,
-    p: &P,
-    block: u64,
-    folio_pa: u64,
-) -> bool {
+pub(super) fn block_maps<P: Platform + ?Sized>(root: &Root, p: &P, block: u64, folio_pa: u64) -> bool {
     block_entries(root, p, block)
         .iter()
         .enumerate()
@@ -294,12 +272,7 @@ pub(super) fn leaves<P: Platform + ?Sized>(root: &Root, p: &P) -> Vec<Leaf> {
 
 /// The leaves in `[start, end)` (through [`scan`]: one walk per level-3 table).
 #[cfg(test)]
-pub(super) fn leaves_in<P: Platform + ?Sized>(
-    root: &Root,
-    p: &P,
-    start: u64,
-    end: u64,
-) -> Vec<Leaf> {
+pub(super) fn leaves_in<P: Platform + ?Sized>(root: &Root, p: &P, start: u64, end: u64) -> Vec<Leaf> {
     let mut out = Vec::new();
     scan(root, p, start, end, |va, d| {
         out.push(Leaf {

@@ -216,11 +216,7 @@ impl Space {
 
     /// The private copy: a new table with this space's accounting of every entry, the shared
     /// one left to the others.
-    fn break_share<'m, M: Machine<'m> + ?Sized>(
-        &mut self,
-        m: &mut M,
-        t: PteTable,
-    ) -> Result<(), FaultError> {
+    fn break_share<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, t: PteTable) -> Result<(), FaultError> {
         let mem = m.mem();
         let new = self.root.alloc_pte_table(m).map_err(|_| FaultError::Oom)?;
         let share = self.tables.get(t.pa).expect("breaking a shared table");
@@ -260,12 +256,11 @@ impl Space {
         debug_assert!(share.owner != self.id || next == Some(dup_for));
         // Anon pages are no longer exclusive to anyone: the copies are read-only (write
         // faults on them are ordinary COW faults). File pages keep their entries.
-        self.root.replace_pte_table(m, t.va, new, |_, d| {
-            match mem.folio_page(d.address()) {
+        self.root
+            .replace_pte_table(m, t.va, new, |_, d| match mem.folio_page(d.address()) {
                 Some((f, _)) if f.is_anon() => d.with_writable(false),
                 _ => d,
-            }
-        });
+            });
         self.stats.table_breaks += 1;
         Ok(())
     }
@@ -382,9 +377,7 @@ impl Space {
             .root
             .pte_tables(m, 0, crate::mm::USER_END)
             .iter()
-            .filter(|t| {
-                t.write_protected && self.tables.get(t.pa).is_some_and(|s| s.owner != self.id)
-            })
+            .filter(|t| t.write_protected && self.tables.get(t.pa).is_some_and(|s| s.owner != self.id))
             .map(|t| t.va.as_u64())
             .collect();
         leaves
@@ -411,9 +404,7 @@ pub(super) fn check_sharing<'m, M: Machine<'m> + ?Sized>(
     let mut links: BTreeMap<u64, (u64, Vec<SpaceId>, bool)> = BTreeMap::new();
     for s in spaces {
         for t in s.root.pte_tables(m, 0, crate::mm::USER_END) {
-            let e = links
-                .entry(t.pa.0)
-                .or_insert((t.va.as_u64(), Vec::new(), true));
+            let e = links.entry(t.pa.0).or_insert((t.va.as_u64(), Vec::new(), true));
             if e.0 != t.va.as_u64() {
                 return Err(SharedTable(t.va, "one table linked at two spans"));
             }
@@ -441,7 +432,10 @@ pub(super) fn check_sharing<'m, M: Machine<'m> + ?Sized>(
             a.sort_by_key(|i| i.get());
             b.sort_by_key(|i| i.get());
             if a != b {
-                return Err(SharedTable(va, "holders differ from the spaces linking the table"));
+                return Err(SharedTable(
+                    va,
+                    "holders differ from the spaces linking the table",
+                ));
             }
             if !limited {
                 return Err(SharedTable(va, "shared table linked without the write limit"));
@@ -452,11 +446,12 @@ pub(super) fn check_sharing<'m, M: Machine<'m> + ?Sized>(
         if linkers.len() < 2 {
             continue;
         }
-        let recorded = spaces
-            .iter()
-            .any(|s| s.tables.is_shared(PhysAddr(table)));
+        let recorded = spaces.iter().any(|s| s.tables.is_shared(PhysAddr(table)));
         if !recorded {
-            return Err(SharedTable(VirtAddr(*span), "table linked by two spaces, not recorded"));
+            return Err(SharedTable(
+                VirtAddr(*span),
+                "table linked by two spaces, not recorded",
+            ));
         }
         for i in 0..crate::mm::ENTRIES {
             let d = m.read(PhysAddr(table), i);

@@ -48,10 +48,7 @@ fn rollover_with_two_bit_asids() {
     assert_eq!(act.asid, Asid(1));
     // The space that was running keeps its number in the new generation.
     let act = a.activate(0, &mut s[2]);
-    assert_eq!(
-        (act.asid, act.changed, act.flush_tlb),
-        (Asid(3), false, false)
-    );
+    assert_eq!((act.asid, act.changed, act.flush_tlb), (Asid(3), false, false));
     assert_eq!(s[2].generation(), 2);
     // An old-generation space whose number was taken gets a new one.
     let act = a.activate(0, &mut s[0]);

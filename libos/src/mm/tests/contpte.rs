@@ -42,10 +42,7 @@ fn check(e: &mut Env) {
 /// The Contiguous bit of each of the `n` pages from `at` (`None`: unmapped).
 fn cont_bits(e: &Env, at: u64, n: u64) -> Vec<Option<bool>> {
     (0..n)
-        .map(|i| {
-            e.u.translate(&e.m, va(at + i * KB4))
-                .map(|t| t.desc.contiguous())
-        })
+        .map(|i| e.u.translate(&e.m, va(at + i * KB4)).map(|t| t.desc.contiguous()))
         .collect()
 }
 
@@ -53,10 +50,7 @@ fn cont_bits(e: &Env, at: u64, n: u64) -> Vec<Option<bool>> {
 fn folded(e: &Env, block: u64) -> bool {
     let bits = cont_bits(e, block, 16);
     let n = bits.iter().filter(|b| **b == Some(true)).count();
-    assert!(
-        n == 0 || n == 16,
-        "half-folded block at {block:#x}: {bits:?}"
-    );
+    assert!(n == 0 || n == 16, "half-folded block at {block:#x}: {bits:?}");
     n == 16
 }
 
@@ -102,8 +96,7 @@ fn fold_only_on_exactly_qualifying_runs() {
     assert!(!folded(&e, v) && !folded(&e, v + KB64));
     // Misaligned PA.
     let v = next();
-    e.u.set_ptes(&mut e.m, va(v), pte(RAM + KB4), 16, true)
-        .unwrap();
+    e.u.set_ptes(&mut e.m, va(v), pte(RAM + KB4), 16, true).unwrap();
     assert!(!folded(&e, v));
     // Fewer than 16.
     let v = next();
@@ -117,8 +110,7 @@ fn fold_only_on_exactly_qualifying_runs() {
     let v = next();
     e.u.set_ptes(&mut e.m, va(v), pte(RAM), 8, true).unwrap();
     let ro = Attrs::USER_RO.leaf(Level::L3, PhysAddr(RAM + 8 * KB4));
-    e.u.set_ptes(&mut e.m, va(v + 8 * KB4), ro, 8, true)
-        .unwrap();
+    e.u.set_ptes(&mut e.m, va(v + 8 * KB4), ro, 8, true).unwrap();
     assert!(!folded(&e, v));
     // Non-consecutive PAs: the second half maps another frame range.
     let v = next();
@@ -131,11 +123,7 @@ fn fold_only_on_exactly_qualifying_runs() {
     e.u.set_ptes(&mut e.m, va(v + 8 * KB4), pte(RAM + 8 * KB4), 32, true)
         .unwrap();
     assert_eq!(
-        (
-            folded(&e, v),
-            folded(&e, v + KB64),
-            folded(&e, v + 2 * KB64)
-        ),
+        (folded(&e, v), folded(&e, v + KB64), folded(&e, v + 2 * KB64)),
         (false, true, false)
     );
     // CONTPTE switched off.
@@ -180,8 +168,7 @@ fn single_writes_fold_when_the_last_one_completes_the_block() {
         for (n, &i) in idx.iter().enumerate() {
             // Clean and old, except one page young and one dirty: the fold gathers them.
             let d = pte(RAM + i * KB4).with_young(i == 3).with_dirty(i == 9);
-            e.u.set_ptes(&mut e.m, va(UVA + i * KB4), d, 1, true)
-                .unwrap();
+            e.u.set_ptes(&mut e.m, va(UVA + i * KB4), d, 1, true).unwrap();
             check(&mut e);
             assert_eq!(folded(&e, UVA), n == 15, "after {} writes", n + 1);
         }
@@ -223,11 +210,7 @@ fn clear_unfolds_only_the_partially_covered_end_blocks() {
     assert_eq!(s.tlbi_batches, 3);
     let bits = cont_bits(&e, UVA, 48);
     for (i, b) in bits.iter().enumerate() {
-        let want = if (8..40).contains(&i) {
-            None
-        } else {
-            Some(false)
-        };
+        let want = if (8..40).contains(&i) { None } else { Some(false) };
         assert_eq!(*b, want, "page {i}");
     }
     // The level-3 table stays (PTE-level clears never free tables).
@@ -239,8 +222,7 @@ fn clear_unfolds_only_the_partially_covered_end_blocks() {
 fn whole_blocks_clear_without_unfolding_in_one_invalidation() {
     for range in [false, true] {
         let mut e = Env::new(range);
-        e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 256, true)
-            .unwrap();
+        e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 256, true).unwrap();
         check(&mut e);
         e.u.reset_stats();
         let old = e.u.get_and_clear_ptes(&mut e.m, va(UVA), 256).unwrap();
@@ -280,16 +262,9 @@ fn get_and_clear_and_pte_get_gather_access_and_dirty() {
         assert!(g.young() && g.dirty(), "page {i}: {g:?}");
         // The raw entry itself may say otherwise.
         let raw = e.u.translate(&e.m, va(UVA + i * KB4)).map(|t| t.desc);
-        assert_eq!(
-            raw.map(|d| d.dirty()),
-            Some(i == 12),
-            "raw dirty of page {i}"
-        );
+        assert_eq!(raw.map(|d| d.dirty()), Some(i == 12), "raw dirty of page {i}");
     }
-    let old =
-        e.u.get_and_clear_ptes(&mut e.m, va(UVA), 16)
-            .unwrap()
-            .unwrap();
+    let old = e.u.get_and_clear_ptes(&mut e.m, va(UVA), 16).unwrap().unwrap();
     check(&mut e);
     assert!(old.young() && old.dirty());
     assert_eq!(old.address(), PhysAddr(RAM));
@@ -309,10 +284,7 @@ fn wrprotect_keeps_whole_blocks_folded_and_the_dirty_state() {
     check(&mut e);
     let s = *e.u.stats();
     assert_eq!((s.unfolds, s.bbm), (1, 1), "only the partial block breaks");
-    assert_eq!(
-        s.tlbi_batches, 2,
-        "its unfold, then one batch for the change"
-    );
+    assert_eq!(s.tlbi_batches, 2, "its unfold, then one batch for the change");
     assert!(folded(&e, UVA) && !folded(&e, UVA + KB64) && folded(&e, UVA + 2 * KB64));
     for i in 0..48 {
         let t = e.u.translate(&e.m, va(UVA + i * KB4)).unwrap();
@@ -344,35 +316,22 @@ fn protect_of_a_whole_folded_block_memory_type_is_one_break() {
     e.u.protect(&mut e.m, va(UVA), 2 * KB64, nc).unwrap();
     check(&mut e);
     let s = *e.u.stats();
-    assert_eq!(
-        (s.bbm, s.unfolds, s.folds),
-        (2, 0, 0),
-        "one break per block"
-    );
+    assert_eq!((s.bbm, s.unfolds, s.folds), (2, 0, 0), "one break per block");
     assert!(folded(&e, UVA) && folded(&e, UVA + KB64) && folded(&e, UVA + 2 * KB64));
     assert_eq!(e.u.translate(&e.m, va(UVA + KB4)).unwrap().attrs, nc);
     // Part of a block: unfolded, then page by page.
     e.u.reset_stats();
-    e.u.protect(&mut e.m, va(UVA + 2 * KB64), 4 * KB4, nc)
-        .unwrap();
+    e.u.protect(&mut e.m, va(UVA + 2 * KB64), 4 * KB4, nc).unwrap();
     check(&mut e);
     let s = *e.u.stats();
-    assert_eq!(
-        (s.unfolds, s.bbm),
-        (1, 5),
-        "the unfold, then one break per page"
-    );
+    assert_eq!((s.unfolds, s.bbm), (1, 5), "the unfold, then one break per page");
     assert!(!folded(&e, UVA + 2 * KB64));
     assert_eq!(
-        e.u.translate(&e.m, va(UVA + 2 * KB64 + 3 * KB4))
-            .unwrap()
-            .attrs,
+        e.u.translate(&e.m, va(UVA + 2 * KB64 + 3 * KB4)).unwrap().attrs,
         nc
     );
     assert_eq!(
-        e.u.translate(&e.m, va(UVA + 2 * KB64 + 4 * KB4))
-            .unwrap()
-            .attrs,
+        e.u.translate(&e.m, va(UVA + 2 * KB64 + 4 * KB4)).unwrap().attrs,
         Attrs::USER_RW
     );
     e.teardown();
@@ -601,14 +560,8 @@ fn unmap_leaves_reports_every_leaf_once_in_order_after_the_tlbi() {
         // pages.
         folio(&mut p, &mut u, base + MB2, RAM + 8 * KB64);
         folio(&mut p, &mut u, base + MB2 + KB64, RAM + 9 * KB64);
-        u.set_ptes(
-            &mut p,
-            va(base + MB2 + 40 * KB4),
-            pte(RAM + 0x20_0000),
-            3,
-            false,
-        )
-        .unwrap();
+        u.set_ptes(&mut p, va(base + MB2 + 40 * KB4), pte(RAM + 0x20_0000), 3, false)
+            .unwrap();
         // A 2 MiB block, of which the range removes the first 12 KiB.
         u.map(
             &mut p,
@@ -630,14 +583,8 @@ fn unmap_leaves_reports_every_leaf_once_in_order_after_the_tlbi() {
             for j in [0, pages / 2, pages - 1] {
                 let at = l.va.0 + j * KB4;
                 assert!(m.table_walk(upa, va(at)).is_err(), "{at:#x} still mapped");
-                assert!(
-                    !m.tlb_covers(A, at),
-                    "{at:#x} still in the TLB when reported"
-                );
-                assert!(
-                    !m.break_pending(at),
-                    "{at:#x} reported before its TLBI completed"
-                );
+                assert!(!m.tlb_covers(A, at), "{at:#x} still in the TLB when reported");
+                assert!(!m.break_pending(at), "{at:#x} reported before its TLBI completed");
             }
             got.push((l.va.0, l.pa.0, l.size, l.level, l.desc.contiguous()));
         })
@@ -645,20 +592,8 @@ fn unmap_leaves_reports_every_leaf_once_in_order_after_the_tlbi() {
         let want = vec![
             (base - KB64, RAM, KB64, Level::L3, true),
             (base, RAM + 4 * KB64, KB64, Level::L3, true),
-            (
-                base + 20 * KB4,
-                RAM + 0x10_0000 + 20 * KB4,
-                KB4,
-                Level::L3,
-                false,
-            ),
-            (
-                base + 21 * KB4,
-                RAM + 0x10_0000 + 21 * KB4,
-                KB4,
-                Level::L3,
-                false,
-            ),
+            (base + 20 * KB4, RAM + 0x10_0000 + 20 * KB4, KB4, Level::L3, false),
+            (base + 21 * KB4, RAM + 0x10_0000 + 21 * KB4, KB4, Level::L3, false),
             (
                 base + 300 * KB4,
                 RAM + 0x10_0000 + 300 * KB4,
@@ -675,13 +610,7 @@ fn unmap_leaves_reports_every_leaf_once_in_order_after_the_tlbi() {
             ),
             (base + MB2, RAM + 8 * KB64, KB64, Level::L3, true),
             (base + MB2 + KB64, RAM + 9 * KB64, KB64, Level::L3, true),
-            (
-                base + MB2 + 40 * KB4,
-                RAM + 0x20_0000,
-                KB4,
-                Level::L3,
-                false,
-            ),
+            (base + MB2 + 40 * KB4, RAM + 0x20_0000, KB4, Level::L3, false),
             (
                 base + MB2 + 41 * KB4,
                 RAM + 0x20_0000 + KB4,
@@ -750,20 +679,10 @@ fn pte_entry_lookup_and_allocation() {
     e.u.set_ptes(&mut e.m, va(UVA + 0x1000), pte(RAM), 1, true)
         .unwrap();
     let (t, i, _, d) = slot_of(&e.m, e.u.pa(), va(UVA + 0x1000));
-    assert_eq!(
-        (t, i, d),
-        (slot.table().pa(), slot.index(), slot.read(&e.m))
-    );
+    assert_eq!((t, i, d), (slot.table().pa(), slot.index(), slot.read(&e.m)));
     // A block is in the way.
-    e.u.map(
-        &mut e.m,
-        va(UVA + GB1),
-        PhysAddr(GB1),
-        GB1,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, va(UVA + GB1), PhysAddr(GB1), GB1, Attrs::USER_RW, true)
+        .unwrap();
     assert_eq!(
         e.u.alloc_pte_entry(&mut e.m, va(UVA + GB1 + MB2)),
         Err(MapError::BlockMapped(va(UVA + GB1 + MB2)))
@@ -786,13 +705,7 @@ fn pte_entry_lookup_and_allocation() {
     );
     let global = Attrs::new(Prot::READ | Prot::USER, MemType::Normal, true);
     assert!(matches!(
-        e.u.set_ptes(
-            &mut e.m,
-            va(UVA),
-            global.leaf(Level::L3, PhysAddr(RAM)),
-            1,
-            true
-        ),
+        e.u.set_ptes(&mut e.m, va(UVA), global.leaf(Level::L3, PhysAddr(RAM)), 1, true),
         Err(MapError::BadAttrs(_))
     ));
     check(&mut e);
@@ -850,10 +763,7 @@ fn pte_operations_fail_cleanly_at_every_allocation() {
         },
     );
     assert_eq!(n, 1, "one new level-3 table");
-    let n = every_failure_point(
-        |_| {},
-        |e| e.u.alloc_pte_entry(&mut e.m, va(UVA)).map(|_| ()),
-    );
+    let n = every_failure_point(|_| {}, |e| e.u.alloc_pte_entry(&mut e.m, va(UVA)).map(|_| ()));
     assert_eq!(n, 3);
     // Clearing part of a 2 MiB block splits it; a folded block at the other end unfolds.
     let n = every_failure_point(
@@ -929,13 +839,8 @@ fn model_flags_non_consecutive_output_addresses() {
 fn model_flags_differing_permissions() {
     let mut e = Env::new(false);
     raw_group(&mut e, |i| {
-        let a = if i == 4 {
-            Attrs::USER_RO
-        } else {
-            Attrs::USER_RW
-        };
-        a.leaf(Level::L3, PhysAddr(RAM + i * KB4))
-            .with_contiguous(true)
+        let a = if i == 4 { Attrs::USER_RO } else { Attrs::USER_RW };
+        a.leaf(Level::L3, PhysAddr(RAM + i * KB4)).with_contiguous(true)
     });
     e.m.check_contiguous();
 }
@@ -968,8 +873,7 @@ fn model_accepts_what_the_hardware_may_leave_differing() {
 #[should_panic(expected = "Contiguous bit changed")]
 fn model_flags_a_fold_without_break_before_make() {
     let mut e = Env::new(false);
-    e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 16, false)
-        .unwrap();
+    e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 16, false).unwrap();
     let slot = e.u.pte_entry(&e.m, va(UVA)).unwrap().unwrap();
     for i in 0..16 {
         let d = e.m.read(slot.table().pa(), i);
@@ -981,8 +885,7 @@ fn model_flags_a_fold_without_break_before_make() {
 #[should_panic(expected = "no TLBI covering it completed")]
 fn model_flags_a_fold_whose_break_invalidated_one_page_only() {
     let mut e = Env::new(false);
-    e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 16, false)
-        .unwrap();
+    e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 16, false).unwrap();
     e.m.fill_all();
     let t = e.u.pte_entry(&e.m, va(UVA)).unwrap().unwrap().table().pa();
     let old: Vec<Descriptor> = (0..16).map(|i| e.m.read(t, i)).collect();

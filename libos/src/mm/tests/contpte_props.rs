@@ -257,9 +257,10 @@ impl Reference {
             return false;
         };
         first.pa.is_multiple_of(KB64)
-            && ps.iter().enumerate().all(|(i, p)| {
-                p.is_some_and(|p| p.pa == first.pa + i as u64 * KB4 && p.attrs == first.attrs)
-            })
+            && ps
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.is_some_and(|p| p.pa == first.pa + i as u64 * KB4 && p.attrs == first.attrs))
     }
 
     /// Unfolds the folded blocks `[start, end)` covers only in part.
@@ -440,9 +441,7 @@ impl Harness {
                 match op {
                     Op::Clear { .. } => u.clear_ptes(m, VirtAddr(start), nr as usize).unwrap(),
                     Op::GetAndClear { .. } => {
-                        let got = u
-                            .get_and_clear_ptes(m, VirtAddr(start), nr as usize)
-                            .unwrap();
+                        let got = u.get_and_clear_ptes(m, VirtAddr(start), nr as usize).unwrap();
                         let got = got.map(|d| (d.address().0, d.young(), d.dirty()));
                         assert_eq!(got, gathered, "{op:?}");
                     }

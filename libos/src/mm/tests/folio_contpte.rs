@@ -117,8 +117,7 @@ use super::super::folio::{
 };
 use super::super::model::{AccessKind, El, FaultKind, Model, ModelRoot};
 use super::super::{
-    AccessUpdate, Asid, Attrs, Descriptor, DescriptorKind, Leaf, Level, MapError, PhysAddr, Root,
-    VirtAddr,
+    AccessUpdate, Asid, Attrs, Descriptor, DescriptorKind, Leaf, Level, MapError, PhysAddr, Root, VirtAddr,
 };
 
 const KB4: u64 = 4 << 10;
@@ -322,9 +321,9 @@ impl Reference {
         };
         first.pa.is_multiple_of(KB64)
             && (0..16).all(|i| {
-                self.pages.get(&(ri, b + i * KB4)).is_some_and(|p| {
-                    !p.block && p.pa == first.pa + i * KB4 && p.writable == first.writable
-                })
+                self.pages
+                    .get(&(ri, b + i * KB4))
+                    .is_some_and(|p| !p.block && p.pa == first.pa + i * KB4 && p.writable == first.writable)
             })
     }
 
@@ -409,11 +408,7 @@ impl Reference {
         for k in stale {
             self.stale_ro.remove(&k);
         }
-        let gone: Vec<_> = self
-            .folded
-            .range((ri, block_of(s))..(ri, e))
-            .copied()
-            .collect();
+        let gone: Vec<_> = self.folded.range((ri, block_of(s))..(ri, e)).copied().collect();
         for k in gone {
             assert!(k.1 >= s && k.1 + KB64 <= e, "partial block left folded");
             self.folded.remove(&k);
@@ -766,11 +761,7 @@ impl<'m> World<'m> {
                 let (s, e) = self.resolve(root % n, span);
                 self.unmap(root % n, s, e);
             }
-            Op::Protect {
-                root,
-                span,
-                writable,
-            } => {
+            Op::Protect { root, span, writable } => {
                 let (s, e) = self.resolve(root % n, span);
                 self.change(root % n, s, e, Some(writable));
             }
@@ -811,9 +802,7 @@ impl<'m> World<'m> {
                     v
                 };
                 let root_pa = self.sp[ri].root.pa();
-                self.m
-                    .hw_update(root_pa, VirtAddr(entry), write)
-                    .expect("mapped");
+                self.m.hw_update(root_pa, VirtAddr(entry), write).expect("mapped");
             }
             Op::Dup { from, to, span } => {
                 let from = from % n;
@@ -944,10 +933,7 @@ impl<'m> World<'m> {
         let f = match self.mem.alloc_folio(&mut self.fr, order, FolioKind::Anon) {
             Ok(f) => f,
             Err(FolioError::OutOfMemory) => {
-                assert!(
-                    self.fr.buddy.free_frames() < 1024 + order.pages(),
-                    "spurious OOM"
-                );
+                assert!(self.fr.buddy.free_frames() < 1024 + order.pages(), "spurious OOM");
                 return;
             }
             Err(e) => panic!("alloc_folio: {e}"),
@@ -960,14 +946,9 @@ impl<'m> World<'m> {
         let conflict = self.r.first_mapped(ri, va, end);
         let (m, sp) = (&mut self.m, &mut self.sp[ri]);
         if by_map {
-            let res = sp.root.map(
-                m,
-                VirtAddr(va),
-                PhysAddr(pa),
-                nr * KB4,
-                attrs(writable),
-                true,
-            );
+            let res = sp
+                .root
+                .map(m, VirtAddr(va), PhysAddr(pa), nr * KB4, attrs(writable), true);
             if conflict.is_some() {
                 assert!(matches!(res, Err(MapError::AlreadyMapped(_))), "{res:?}");
                 self.tally.conflicts += 1;
@@ -981,8 +962,7 @@ impl<'m> World<'m> {
                 f.add_anon_entire(sp.id, true).unwrap();
             } else {
                 // `Root::map` never folds, even where the pages would qualify.
-                f.add_anon_ptes(sp.id, first as usize, nr as usize, true)
-                    .unwrap();
+                f.add_anon_ptes(sp.id, first as usize, nr as usize, true).unwrap();
             }
             self.r.insert(ri, va, pa, nr, writable, as_block);
         } else {
@@ -999,21 +979,14 @@ impl<'m> World<'m> {
                 return self.drop_unmapped(f);
             }
             res.unwrap();
-            f.add_anon_ptes(sp.id, first as usize, nr as usize, true)
-                .unwrap();
+            f.add_anon_ptes(sp.id, first as usize, nr as usize, true).unwrap();
             // Blocks covered whole at a 64 KiB aligned PA are written folded directly.
             let direct = (0..nr)
                 .map(|i| va + i * KB4)
-                .filter(|&v| {
-                    v == block_of(v) && v + KB64 <= end && (pa + (v - va)).is_multiple_of(KB64)
-                })
+                .filter(|&v| v == block_of(v) && v + KB64 <= end && (pa + (v - va)).is_multiple_of(KB64))
                 .count() as u64;
             let mapped = sp.root.stats().cont_blocks_mapped - before;
-            assert_eq!(
-                mapped,
-                if fold_ok { direct } else { 0 },
-                "blocks written folded"
-            );
+            assert_eq!(mapped, if fold_ok { direct } else { 0 }, "blocks written folded");
             self.r.insert(ri, va, pa, nr, writable, false);
             if fold_ok {
                 self.r.fold_touched(ri, va, end);
@@ -1029,9 +1002,7 @@ impl<'m> World<'m> {
             .live
             .values()
             .map(|&i| self.recs[i].f)
-            .filter(|f| {
-                f.order() >= FolioOrder::CONT && (0..f.nr_pages()).any(|i| f.page_mapcount(i) == 0)
-            })
+            .filter(|f| f.order() >= FolioOrder::CONT && (0..f.nr_pages()).any(|i| f.page_mapcount(i) == 0))
             .collect();
         if large.is_empty() {
             return;
@@ -1084,8 +1055,7 @@ impl<'m> World<'m> {
             return;
         }
         res.unwrap();
-        f.add_anon_ptes(sp.id, first as usize, nr as usize, true)
-            .unwrap();
+        f.add_anon_ptes(sp.id, first as usize, nr as usize, true).unwrap();
         self.r.insert(ri, va, pa, nr, writable, false);
         self.r.fold_touched(ri, va, end);
     }
@@ -1125,9 +1095,7 @@ impl<'m> World<'m> {
         let (m, sp) = (&mut self.m, &mut self.sp[ri]);
         match protect {
             Some(w) => sp.root.protect(m, VirtAddr(s), e - s, attrs(w)),
-            None => sp
-                .root
-                .wrprotect_ptes(m, VirtAddr(s), ((e - s) / KB4) as usize),
+            None => sp.root.wrprotect_ptes(m, VirtAddr(s), ((e - s) / KB4) as usize),
         }
         .unwrap();
         self.r.unfold_partial(ri, s, e);
@@ -1157,10 +1125,7 @@ impl<'m> World<'m> {
         let (m, sp) = (&mut self.m, &mut self.sp[ri]);
         let Some((v, p)) = self.r.nth(ri, sel) else {
             let v = VirtAddr(WIN + (sel as u64 % WIN_PAGES) * KB4);
-            assert_eq!(
-                sp.root.set_access_flags(m, v, upd),
-                Err(MapError::NotMapped(v))
-            );
+            assert_eq!(sp.root.set_access_flags(m, v, upd), Err(MapError::NotMapped(v)));
             return;
         };
         let res = sp.root.set_access_flags(m, VirtAddr(v), upd);
@@ -1202,10 +1167,7 @@ impl<'m> World<'m> {
             let fix = match (res, want) {
                 (Ok(pa), Some(p)) => {
                     assert_eq!(pa.0, p.pa, "access to {v:#x}");
-                    assert!(
-                        !write || p.writable,
-                        "write through a read-only page {v:#x}"
-                    );
+                    assert!(!write || p.writable, "write through a read-only page {v:#x}");
                     return;
                 }
                 (Err(f), None) => {
@@ -1314,10 +1276,7 @@ impl<'m> World<'m> {
                         .map(m, VirtAddr(va), PhysAddr(pa), MB2, Attrs::USER_RO, true)
                         .unwrap();
                     assert_eq!(child.translate(m, VirtAddr(va)).unwrap().level, Level::L2);
-                    self.sp[from]
-                        .root
-                        .wrprotect_ptes(m, VirtAddr(va), 512)
-                        .unwrap();
+                    self.sp[from].root.wrprotect_ptes(m, VirtAddr(va), 512).unwrap();
                     self.r.insert(to, va, pa, 512, false, true);
                     self.tally.dup_entire += 1;
                     self.r.set_writable(from, va, va + MB2, false);
@@ -1432,19 +1391,13 @@ impl<'m> World<'m> {
             );
         }
         for &(i, b) in &self.r.folded {
-            assert!(
-                self.r.qualifies(i, b),
-                "reference folded a non-qualifying block"
-            );
+            assert!(self.r.qualifies(i, b), "reference folded a non-qualifying block");
         }
         // Exact reference counts.
         let mut mapcounts: BTreeMap<u64, u32> = BTreeMap::new();
         for (&(_, v), p) in &self.r.pages {
             if !p.block || v == pmd_of(v) {
-                let f = self
-                    .mem
-                    .folio(PhysAddr(p.pa))
-                    .expect("mapped frame in a folio");
+                let f = self.mem.folio(PhysAddr(p.pa)).expect("mapped frame in a folio");
                 *mapcounts.entry(f.pa().0).or_default() += 1;
             }
         }
@@ -1465,14 +1418,7 @@ impl<'m> World<'m> {
         assert_eq!(self.fr.frames_out(), frames, "frames handed out");
     }
 
-    fn expect_pages(
-        &self,
-        seen: &mut Vec<((usize, u64), Pg)>,
-        i: usize,
-        l: &Leaf,
-        n: u64,
-        block: bool,
-    ) {
+    fn expect_pages(&self, seen: &mut Vec<((usize, u64), Pg)>, i: usize, l: &Leaf, n: u64, block: bool) {
         for p in 0..n {
             let pg = Pg {
                 pa: l.pa.0 + p * KB4,
@@ -1530,10 +1476,7 @@ impl<'m> World<'m> {
             assert_eq!(s.root.destroy(&mut self.m), tables);
             destroyed += tables;
         }
-        assert_eq!(
-            destroyed, live_tables,
-            "table frames not reachable from a root"
-        );
+        assert_eq!(destroyed, live_tables, "table frames not reachable from a root");
         self.m.check_all();
         assert_eq!(self.m.live_frames(), 0, "table frames leaked");
         assert_eq!(self.m.counters.allocs, self.m.counters.frees);
@@ -1640,9 +1583,7 @@ fn folded_folio_partially_unmapped_then_reprotected() {
 
     // Mapped whole at a 64 KiB aligned VA, PA aligned by construction: written folded.
     let pte = Attrs::USER_RW.leaf(Level::L3, f.pa());
-    s.root
-        .set_ptes(&mut m, VirtAddr(va), pte, 16, true)
-        .unwrap();
+    s.root.set_ptes(&mut m, VirtAddr(va), pte, 16, true).unwrap();
     f.add_anon_ptes(s.id, 0, 16, true).unwrap();
     assert_eq!(s.root.stats().cont_blocks_mapped, 1);
     let mut mapped = [true; 16];
@@ -1674,18 +1615,12 @@ fn folded_folio_partially_unmapped_then_reprotected() {
     for u in pending {
         assert!(!u.release(&mut fr));
     }
-    assert_eq!(
-        f.refcount(),
-        1 + 14,
-        "refcount falls by exactly 2 on release"
-    );
+    assert_eq!(f.refcount(), 1 + 14, "refcount falls by exactly 2 on release");
     check(&m, &s.root, &mapped, &writable, false);
 
     // Reprotect page 3 read-only: a permission change in place, counts unchanged.
     m.fill_all();
-    s.root
-        .protect(&mut m, page_va(3), KB4, Attrs::USER_RO)
-        .unwrap();
+    s.root.protect(&mut m, page_va(3), KB4, Attrs::USER_RO).unwrap();
     writable[3] = false;
     check(&m, &s.root, &mapped, &writable, false);
     assert_eq!(f.refcount(), 1 + 14);
@@ -1714,11 +1649,7 @@ fn folded_folio_partially_unmapped_then_reprotected() {
     let sum = folio::check(&mem, []).unwrap();
     assert_eq!((sum.folios, sum.free_frames), (0, FRAMES));
     fr.assert_all_back();
-    assert_eq!(
-        m.tables_under(s.root.pa()),
-        1,
-        "empty tables freed by the unmap"
-    );
+    assert_eq!(m.tables_under(s.root.pa()), 1, "empty tables freed by the unmap");
     m.retire_root(s.root.pa());
     assert_eq!(s.root.destroy(&mut m), 1);
     m.check_all();
@@ -1845,14 +1776,8 @@ fn scripted_folio_sequence() {
     for op in &ops {
         w.apply(op);
     }
-    let total = |f: fn(&super::super::Stats) -> u64| -> u64 {
-        w.sp.iter().map(|s| f(s.root.stats())).sum()
-    };
-    let (folds, unfolds, splits) = (
-        total(|s| s.folds),
-        total(|s| s.unfolds),
-        total(|s| s.splits),
-    );
+    let total = |f: fn(&super::super::Stats) -> u64| -> u64 { w.sp.iter().map(|s| f(s.root.stats())).sum() };
+    let (folds, unfolds, splits) = (total(|s| s.folds), total(|s| s.unfolds), total(|s| s.splits));
     let t = &w.tally;
     assert!(folds >= 2, "folds {folds}");
     assert!(unfolds >= 2, "unfolds {unfolds}");
@@ -1862,11 +1787,7 @@ fn scripted_folio_sequence() {
         "{t:?}"
     );
     assert!(t.pins == 1 && t.cow_faults == 1, "{t:?}");
-    assert_eq!(
-        w.live.len(),
-        5,
-        "all five folios still mapped after the puts"
-    );
+    assert_eq!(w.live.len(), 5, "all five folios still mapped after the puts");
     assert!(w.live.values().all(|&i| w.recs[i].own == 0));
     w.teardown();
 }
@@ -1893,9 +1814,7 @@ fn block_map_over_an_empty_pte_table() {
         .alloc_folio(&mut fr, FolioOrder::SMALL, FolioKind::Anon)
         .unwrap();
     let pte = Attrs::USER_RW.leaf(Level::L3, small.pa());
-    s.root
-        .set_ptes(&mut m, VirtAddr(WIN), pte, 1, false)
-        .unwrap();
+    s.root.set_ptes(&mut m, VirtAddr(WIN), pte, 1, false).unwrap();
     s.root.clear_ptes(&mut m, VirtAddr(WIN), 1).unwrap();
     assert!(s.root.translate(&m, VirtAddr(WIN)).is_none());
     assert!(small.put(&mut fr));

@@ -79,11 +79,7 @@ impl Env {
 
 /// The slot holding the leaf (or the first invalid entry) for `va`, found by reading the
 /// tables directly: `(table, index, level, descriptor)`.
-pub(crate) fn slot_of(
-    m: &Model,
-    root: PhysAddr,
-    va: VirtAddr,
-) -> (PhysAddr, usize, Level, Descriptor) {
+pub(crate) fn slot_of(m: &Model, root: PhysAddr, va: VirtAddr) -> (PhysAddr, usize, Level, Descriptor) {
     let mut table = root;
     let mut level = Level::L0;
     loop {

@@ -86,15 +86,8 @@ fn permission_model() {
     let kva = |o: u64| VirtAddr(KERNEL_BASE + o);
     e.k.map(&mut e.m, kva(0), PhysAddr(RAM), KB4, Attrs::KERNEL_RW, true)
         .unwrap();
-    e.k.map(
-        &mut e.m,
-        kva(0x1000),
-        PhysAddr(RAM),
-        KB4,
-        Attrs::KERNEL_RX,
-        true,
-    )
-    .unwrap();
+    e.k.map(&mut e.m, kva(0x1000), PhysAddr(RAM), KB4, Attrs::KERNEL_RX, true)
+        .unwrap();
     user_page(&mut e, 0x1000, Attrs::USER_RW);
     user_page(
         &mut e,
@@ -277,15 +270,8 @@ fn negative_break_with_tlbi_for_another_asid() {
 #[should_panic(expected = "no TLBI covering it completed")]
 fn negative_block_split_with_leaf_tlbi_at_the_wrong_level() {
     let mut e = Env::new(false);
-    e.u.map(
-        &mut e.m,
-        VirtAddr(0),
-        PhysAddr(0),
-        MB2,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, VirtAddr(0), PhysAddr(0), MB2, Attrs::USER_RW, true)
+        .unwrap();
     let (t, i, level, d) = slot_of(&e.m, e.u.pa(), VirtAddr(0));
     assert_eq!(level, Level::L2);
     let l3 = e.m.alloc_table().unwrap();
@@ -414,9 +400,7 @@ fn negative_table_linked_before_publication() {
 }
 
 fn cont_page(oa: u64) -> Descriptor {
-    Attrs::USER_RW
-        .leaf(Level::L3, PhysAddr(oa))
-        .with_contiguous(true)
+    Attrs::USER_RW.leaf(Level::L3, PhysAddr(oa)).with_contiguous(true)
 }
 
 #[test]
@@ -465,9 +449,7 @@ fn negative_contiguous_group_missing_bit() {
 fn negative_contiguous_group_mixed_attributes() {
     let mut e = Env::new(false);
     user_page(&mut e, 0x1000, Attrs::USER_RW);
-    hand_made_group(&mut e, MB2, |j| {
-        cont_page(RAM + j as u64 * KB4).with_uxn(j != 3)
-    });
+    hand_made_group(&mut e, MB2, |j| cont_page(RAM + j as u64 * KB4).with_uxn(j != 3));
     e.m.check_contiguous();
 }
 

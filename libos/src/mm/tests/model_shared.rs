@@ -179,8 +179,7 @@ fn aptable_limits_are_per_root() {
     let (u, b) = (s.e.u.pa(), s.b.pa());
     // A stricter limit on b's own descriptor only (a reduction: TLBI for ASID B).
     let td = s.e.m.read(s.l2b, 0);
-    s.e.m
-        .write(s.l2b, 0, td.with_ap_table(ApTable::NoWriteNoEl0));
+    s.e.m.write(s.l2b, 0, td.with_ap_table(ApTable::NoWriteNoEl0));
     s.e.m.tlb_maintenance(&[va_tlbi(0, B, false)]);
     let m = &mut s.e.m;
     m.fill_all();
@@ -225,10 +224,7 @@ fn hardware_access_flag_update_in_a_shared_table() {
     let (mut e, b, l1b) = two_roots();
     let u = e.u.pa();
     let (t, i, _, d) = slot_of(&e.m, u, VirtAddr(0x1000));
-    let clean = d
-        .with_dbm(true)
-        .with_ap(AccessPerm::El1RoEl0Ro)
-        .with_af(false);
+    let clean = d.with_dbm(true).with_ap(AccessPerm::El1RoEl0Ro).with_af(false);
     e.m.write(t, i, clean);
     let l2a = l2_of(&e.m, u);
     let td = e.m.read(l2a, 0).with_ap_table(ApTable::NoWrite);
@@ -296,8 +292,7 @@ fn unshare_by_dropping_a_link_then_write() {
     s.e.m.fill_all();
     s.e.m.check_all();
     assert_eq!(
-        s.e.m
-            .access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Read),
         Ok(PhysAddr(RAM + 0x5000))
     );
     s.teardown();
@@ -361,13 +356,11 @@ fn unshare_by_replacing_with_a_copy() {
     assert_eq!(t, copy);
     s.e.m.write(t, i, d.with_ap(AccessPerm::El1RwEl0Rw));
     assert_eq!(
-        s.e.m
-            .access(b, B, VirtAddr(0x2000), El::El0, AccessKind::Write),
+        s.e.m.access(b, B, VirtAddr(0x2000), El::El0, AccessKind::Write),
         Ok(PhysAddr(RAM + 0x1000))
     );
     assert_eq!(
-        s.e.m
-            .access(u, A, VirtAddr(0x2000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x2000), El::El0, AccessKind::Write),
         perm_fault()
     );
     s.e.m.fill_all();
@@ -457,14 +450,12 @@ fn clearing_aptable_in_place_on_the_sole_link_is_accepted() {
     // Cached entries are stricter than the tables now: tolerated, a spurious fault at most.
     s.e.m.check_tlb_coherent();
     assert_eq!(
-        s.e.m
-            .access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
         perm_fault()
     );
     s.e.m.tlb_maintenance(&[TlbOp::Asid(USER_ASID)]);
     assert_eq!(
-        s.e.m
-            .access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
         Ok(PhysAddr(RAM))
     );
     s.teardown();

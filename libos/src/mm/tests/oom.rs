@@ -125,11 +125,7 @@ fn unmap_split_fails_cleanly_at_every_allocation() {
         },
         // Straddles the two 1 GiB blocks, unaligned at both ends: four split tables.
         |e| {
-            e.u.unmap(
-                &mut e.m,
-                VirtAddr(2 * GB1 - 3 * MB2 - KB4),
-                5 * MB2 + 2 * KB4,
-            )
+            e.u.unmap(&mut e.m, VirtAddr(2 * GB1 - 3 * MB2 - KB4), 5 * MB2 + 2 * KB4)
         },
         false,
     );
@@ -169,15 +165,8 @@ fn copy_fails_cleanly_at_every_allocation() {
     // created in setup. On failure the copy unmaps what it did (live writes allowed), and the
     // tables must be back as before.
     fn setup(e: &mut Env) {
-        e.u.map(
-            &mut e.m,
-            VirtAddr(0),
-            PhysAddr(0),
-            2 * MB2,
-            Attrs::USER_RW,
-            true,
-        )
-        .unwrap();
+        e.u.map(&mut e.m, VirtAddr(0), PhysAddr(0), 2 * MB2, Attrs::USER_RW, true)
+            .unwrap();
         e.u.map(
             &mut e.m,
             VirtAddr(GB1 - KB4),
@@ -201,10 +190,9 @@ fn copy_fails_cleanly_at_every_allocation() {
         let mut dst = Root::new_user(&mut e.m, Asid(11)).map_err(MapError::from)?;
         e.m.add_root(dst.pa(), ModelRoot::User { asid: Asid(11) });
         let snap = e.m.snapshot();
-        let r =
-            e.u.copy_range(&mut e.m, &mut dst, VirtAddr(0), 2 * GB512, |l| {
-                Some((l.pa, l.attrs))
-            });
+        let r = e.u.copy_range(&mut e.m, &mut dst, VirtAddr(0), 2 * GB512, |l| {
+            Some((l.pa, l.attrs))
+        });
         if r.is_err() {
             assert_eq!(
                 e.m.snapshot(),
@@ -212,14 +200,8 @@ fn copy_fails_cleanly_at_every_allocation() {
                 "copy failure did not restore the destination"
             );
         } else {
-            let src: Vec<_> =
-                e.u.leaves(&e.m)
-                    .map(|l| (l.va, l.pa, l.attrs, l.level))
-                    .collect();
-            let got: Vec<_> = dst
-                .leaves(&e.m)
-                .map(|l| (l.va, l.pa, l.attrs, l.level))
-                .collect();
+            let src: Vec<_> = e.u.leaves(&e.m).map(|l| (l.va, l.pa, l.attrs, l.level)).collect();
+            let got: Vec<_> = dst.leaves(&e.m).map(|l| (l.va, l.pa, l.attrs, l.level)).collect();
             assert_eq!(src, got);
         }
         e.m.check_all();

@@ -253,11 +253,7 @@ impl Harness {
             }
             let probe = VirtAddr(va + (n as u64 * 8) % KB4);
             let t = root.translate(m, probe).expect("mapped");
-            assert_eq!(
-                (t.pa.0, t.attrs),
-                (pa + probe.0 % KB4, a),
-                "translate {probe:?}"
-            );
+            assert_eq!((t.pa.0, t.attrs), (pa + probe.0 % KB4, a), "translate {probe:?}");
             let w = m.table_walk(root.pa(), probe).expect("model walk");
             assert_eq!(w.pa(probe.0), t.pa, "model walk {probe:?}");
             assert_eq!(w.desc, t.desc);

@@ -141,10 +141,7 @@ fn descriptor_fields_round_trip() {
     assert!(t.ap_table().denies_el0() && t.ap_table().denies_write());
     assert!(t.pxn_table() && t.uxn_table() && t.ns_table());
     assert_eq!(t.next_table(), PhysAddr(0x8_0000_3000));
-    assert_eq!(
-        t.with_address(PhysAddr(0x5000)).next_table(),
-        PhysAddr(0x5000)
-    );
+    assert_eq!(t.with_address(PhysAddr(0x5000)).next_table(), PhysAddr(0x5000));
 }
 
 #[test]
@@ -161,9 +158,7 @@ fn descriptor_kind_per_level() {
     }
     assert_eq!(
         table.kind(Level::L3),
-        DescriptorKind::Page {
-            oa: PhysAddr(0x7000)
-        }
+        DescriptorKind::Page { oa: PhysAddr(0x7000) }
     );
     assert_eq!(
         block.kind(Level::L0),
@@ -309,28 +304,12 @@ fn policy_small_ranges_use_per_va_ops() {
             level: Some(Level::L3)
         }]
     );
-    let ops = plan(
-        req(s, 0x10_0000, MAX_TLBI_OPS, KB4, true, Some(Level::L3)),
-        false,
-    );
+    let ops = plan(req(s, 0x10_0000, MAX_TLBI_OPS, KB4, true, Some(Level::L3)), false);
     assert_eq!(ops.len() as u64, MAX_TLBI_OPS);
-    assert!(ops.iter().all(|o| matches!(
-        o,
-        TlbOp::Va {
-            leaf_only: true,
-            ..
-        }
-    )));
+    assert!(ops.iter().all(|o| matches!(o, TlbOp::Va { leaf_only: true, .. })));
     // Kernel: all-ASID forms, non-leaf without hint.
     let ops = plan(
-        req(
-            TlbScope::AllAsids,
-            KERNEL_BASE,
-            3,
-            MB2,
-            false,
-            Some(Level::L2),
-        ),
+        req(TlbScope::AllAsids, KERNEL_BASE, 3, MB2, false, Some(Level::L2)),
         false,
     );
     assert_eq!(ops.len(), 3);
@@ -355,26 +334,12 @@ fn policy_small_ranges_use_per_va_ops() {
 #[test]
 fn policy_large_ranges_fall_back() {
     let ops = plan(
-        req(
-            TlbScope::Asid(Asid(3)),
-            0,
-            MAX_TLBI_OPS + 1,
-            KB4,
-            true,
-            None,
-        ),
+        req(TlbScope::Asid(Asid(3)), 0, MAX_TLBI_OPS + 1, KB4, true, None),
         false,
     );
     assert_eq!(ops, [TlbOp::Asid(Asid(3))]);
     let ops = plan(
-        req(
-            TlbScope::AllAsids,
-            KERNEL_BASE,
-            MAX_TLBI_OPS + 1,
-            KB4,
-            true,
-            None,
-        ),
+        req(TlbScope::AllAsids, KERNEL_BASE, MAX_TLBI_OPS + 1, KB4, true, None),
         false,
     );
     assert_eq!(ops, [TlbOp::All]);
@@ -391,14 +356,7 @@ fn policy_large_ranges_fall_back() {
     );
     // Beyond what range ops encode: by ASID again.
     let ops = plan(
-        req(
-            TlbScope::Asid(Asid(3)),
-            0,
-            MAX_TLBI_RANGE_PAGES,
-            KB4,
-            true,
-            None,
-        ),
+        req(TlbScope::Asid(Asid(3)), 0, MAX_TLBI_RANGE_PAGES, KB4, true, None),
         true,
     );
     assert_eq!(ops, [TlbOp::Asid(Asid(3))]);
@@ -459,9 +417,7 @@ fn ka(off: u64) -> VirtAddr {
 /// Checks `va` translates to `pa` with `attrs` in the engine and through the model MMU.
 fn expect_mapped(e: &mut Env, kernel: bool, va: VirtAddr, pa: u64, attrs: Attrs) {
     let (m, r) = e.split(kernel);
-    let t = r
-        .translate(m, va)
-        .unwrap_or_else(|| panic!("{va:?} not mapped"));
+    let t = r.translate(m, va).unwrap_or_else(|| panic!("{va:?} not mapped"));
     assert_eq!(t.pa, PhysAddr(pa), "{va:?}");
     assert_eq!(t.attrs, attrs, "{va:?}");
     let asid = r.asid().map_or(0, |a| a.0);
@@ -492,13 +448,7 @@ fn map_single_page() {
     .unwrap();
     e.check();
     expect_mapped(&mut e, false, VirtAddr(0x40_1000), RAM, Attrs::USER_RW);
-    expect_mapped(
-        &mut e,
-        false,
-        VirtAddr(0x40_1abc),
-        RAM + 0xabc,
-        Attrs::USER_RW,
-    );
+    expect_mapped(&mut e, false, VirtAddr(0x40_1abc), RAM + 0xabc, Attrs::USER_RW);
     expect_unmapped(&mut e, false, VirtAddr(0x40_2000));
     let t = e.u.translate(&e.m, VirtAddr(0x40_1000)).unwrap();
     assert_eq!(t.level, Level::L3);
@@ -525,15 +475,8 @@ fn map_single_page() {
 fn map_uses_blocks_when_aligned() {
     let mut e = Env::new(false);
     // 1 GiB block: VA and PA 1 GiB aligned.
-    e.u.map(
-        &mut e.m,
-        VirtAddr(GB1),
-        PhysAddr(GB1),
-        GB1,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, VirtAddr(GB1), PhysAddr(GB1), GB1, Attrs::USER_RW, true)
+        .unwrap();
     assert_eq!(
         e.u.translate(&e.m, VirtAddr(GB1 + 0x1234)).unwrap().level,
         Level::L1
@@ -569,10 +512,7 @@ fn map_uses_blocks_when_aligned() {
         true,
     )
     .unwrap();
-    assert_eq!(
-        e.u.translate(&e.m, VirtAddr(8 * GB1)).unwrap().level,
-        Level::L3
-    );
+    assert_eq!(e.u.translate(&e.m, VirtAddr(8 * GB1)).unwrap().level, Level::L3);
     // Blocks not allowed: pages only.
     e.u.map(
         &mut e.m,
@@ -583,10 +523,7 @@ fn map_uses_blocks_when_aligned() {
         false,
     )
     .unwrap();
-    assert_eq!(
-        e.u.translate(&e.m, VirtAddr(9 * GB1)).unwrap().level,
-        Level::L3
-    );
+    assert_eq!(e.u.translate(&e.m, VirtAddr(9 * GB1)).unwrap().level, Level::L3);
     e.check();
     for (va, pa) in [
         (GB1, GB1),
@@ -743,10 +680,7 @@ fn map_errors_change_nothing() {
     ];
     for (kernel, va, pa, len, attrs, want) in cases {
         let (m, r) = e.split(kernel);
-        assert_eq!(
-            r.map(m, VirtAddr(va), PhysAddr(pa), len, attrs, true),
-            Err(want)
-        );
+        assert_eq!(r.map(m, VirtAddr(va), PhysAddr(pa), len, attrs, true), Err(want));
     }
     // Unmap/protect validate the same way.
     assert_eq!(
@@ -757,11 +691,7 @@ fn map_errors_change_nothing() {
         e.u.protect(&mut e.m, VirtAddr(0), KB4, Attrs::DEVICE),
         Err(MapError::BadAttrs(AttrsError::GlobalInUserSpace))
     );
-    assert_eq!(
-        e.m.snapshot(),
-        before,
-        "a refused operation wrote something"
-    );
+    assert_eq!(e.m.snapshot(), before, "a refused operation wrote something");
     assert_eq!(
         e.m.counters, counters,
         "a refused operation allocated or invalidated"
@@ -773,22 +703,9 @@ fn map_errors_change_nothing() {
 fn top_of_kernel_half() {
     let mut e = Env::new(false);
     let last_page = VirtAddr(!0xFFFu64);
-    e.k.map(
-        &mut e.m,
-        last_page,
-        PhysAddr(RAM),
-        KB4,
-        Attrs::KERNEL_RW,
-        true,
-    )
-    .unwrap();
-    expect_mapped(
-        &mut e,
-        true,
-        VirtAddr(u64::MAX),
-        RAM + 0xFFF,
-        Attrs::KERNEL_RW,
-    );
+    e.k.map(&mut e.m, last_page, PhysAddr(RAM), KB4, Attrs::KERNEL_RW, true)
+        .unwrap();
+    expect_mapped(&mut e, true, VirtAddr(u64::MAX), RAM + 0xFFF, Attrs::KERNEL_RW);
     // The last 1 GiB minus that page... is taken; map the GiB below as a block.
     let gb = VirtAddr(0u64.wrapping_sub(2 * GB1));
     e.k.map(&mut e.m, gb, PhysAddr(GB1), GB1, Attrs::KERNEL_RO, true)
@@ -804,20 +721,13 @@ fn top_of_kernel_half() {
     e.check();
     expect_unmapped(&mut e, true, last_page);
     expect_mapped(&mut e, true, gb, GB1, Attrs::KERNEL_RO);
-    assert_eq!(
-        e.k.translate(&e.m, VirtAddr(0u64.wrapping_sub(GB1 + MB2))),
-        None
-    );
+    assert_eq!(e.k.translate(&e.m, VirtAddr(0u64.wrapping_sub(GB1 + MB2))), None);
     // The block was split (break-before-make) to unmap its last 2 MiB.
     assert_eq!(e.k.stats().splits, 1);
     // The whole half, at once.
     e.m.fill_all();
-    e.k.unmap(
-        &mut e.m,
-        VirtAddr(KERNEL_BASE),
-        0u64.wrapping_sub(KERNEL_BASE),
-    )
-    .unwrap();
+    e.k.unmap(&mut e.m, VirtAddr(KERNEL_BASE), 0u64.wrapping_sub(KERNEL_BASE))
+        .unwrap();
     e.check();
     assert_eq!(e.k.leaves(&e.m).count(), 0);
     assert_eq!(e.m.tables_under(e.k.pa()), 1);
@@ -825,13 +735,7 @@ fn top_of_kernel_half() {
     let top = VirtAddr(0u64.wrapping_sub(GB1));
     e.k.map(&mut e.m, top, PhysAddr(GB1), GB1, Attrs::KERNEL_RW, true)
         .unwrap();
-    expect_mapped(
-        &mut e,
-        true,
-        VirtAddr(u64::MAX),
-        2 * GB1 - 1,
-        Attrs::KERNEL_RW,
-    );
+    expect_mapped(&mut e, true, VirtAddr(u64::MAX), 2 * GB1 - 1, Attrs::KERNEL_RW);
     e.teardown();
 }
 
@@ -899,15 +803,8 @@ fn top_of_user_half_and_level0_boundary() {
 #[test]
 fn unmap_splits_blocks_and_frees_empty_tables() {
     let mut e = Env::new(false);
-    e.u.map(
-        &mut e.m,
-        VirtAddr(GB1),
-        PhysAddr(GB1),
-        GB1,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, VirtAddr(GB1), PhysAddr(GB1), GB1, Attrs::USER_RW, true)
+        .unwrap();
     e.m.fill_all();
     e.u.reset_stats();
     // One page in the middle of the 1 GiB block: L1 block -> L2 table (511 blocks + 1 table)
@@ -928,20 +825,8 @@ fn unmap_splits_blocks_and_frees_empty_tables() {
         "one TLBI for the block; the page was never live as a page"
     );
     expect_unmapped(&mut e, false, VirtAddr(hole));
-    expect_mapped(
-        &mut e,
-        false,
-        VirtAddr(hole - KB4),
-        hole - KB4,
-        Attrs::USER_RW,
-    );
-    expect_mapped(
-        &mut e,
-        false,
-        VirtAddr(hole + KB4),
-        hole + KB4,
-        Attrs::USER_RW,
-    );
+    expect_mapped(&mut e, false, VirtAddr(hole - KB4), hole - KB4, Attrs::USER_RW);
+    expect_mapped(&mut e, false, VirtAddr(hole + KB4), hole + KB4, Attrs::USER_RW);
     expect_mapped(&mut e, false, VirtAddr(GB1), GB1, Attrs::USER_RW);
     assert_eq!(e.u.translate(&e.m, VirtAddr(GB1)).unwrap().level, Level::L2);
     assert_eq!(
@@ -977,11 +862,7 @@ fn unmap_of_a_whole_subtree_is_one_write() {
     // L2 entry (covers the L3 table) detached; then L1 and L0 entries of emptied tables.
     assert_eq!(s.desc_writes, 3);
     assert_eq!(s.tables_freed, 3);
-    assert_eq!(
-        s.tlbi_total(),
-        1,
-        "512 pages > MAX_TLBI_OPS: one ASID flush"
-    );
+    assert_eq!(s.tlbi_total(), 1, "512 pages > MAX_TLBI_OPS: one ASID flush");
     assert_eq!(s.tlbi_asid, 1);
     e.teardown();
 }
@@ -1023,8 +904,7 @@ fn unmap_small_range_uses_leaf_tlbis_with_level_hint() {
     // Unmapping the rest frees the L3 table: non-leaf TLBIs, no hint.
     e.m.fill_all();
     e.m.clear_log();
-    e.u.unmap(&mut e.m, VirtAddr(0x4000_0000), 16 * KB4)
-        .unwrap();
+    e.u.unmap(&mut e.m, VirtAddr(0x4000_0000), 16 * KB4).unwrap();
     e.check();
     let ops: Vec<TlbOp> =
         e.m.log
@@ -1053,31 +933,17 @@ fn unmap_small_range_uses_leaf_tlbis_with_level_hint() {
 #[test]
 fn range_tlbi_when_available() {
     let mut e = Env::new(true);
-    e.k.map(
-        &mut e.m,
-        ka(0),
-        PhysAddr(RAM),
-        300 * KB4,
-        Attrs::KERNEL_RW,
-        true,
-    )
-    .unwrap();
+    e.k.map(&mut e.m, ka(0), PhysAddr(RAM), 300 * KB4, Attrs::KERNEL_RW, true)
+        .unwrap();
     e.m.fill_all();
     e.k.reset_stats();
-    e.k.protect(&mut e.m, ka(0), 300 * KB4, Attrs::KERNEL_RO)
-        .unwrap();
+    e.k.protect(&mut e.m, ka(0), 300 * KB4, Attrs::KERNEL_RO).unwrap();
     e.check();
     let s = *e.k.stats();
     assert_eq!(s.bbm, 0, "a permission change is done in place");
     assert!(s.tlbi_range >= 1 && s.tlbi_total() <= 5, "{s:?}");
     assert_eq!(s.tlbi_all, 0);
-    expect_mapped(
-        &mut e,
-        true,
-        ka(299 * KB4),
-        RAM + 299 * KB4,
-        Attrs::KERNEL_RO,
-    );
+    expect_mapped(&mut e, true, ka(299 * KB4), RAM + 299 * KB4, Attrs::KERNEL_RO);
     e.teardown();
 }
 
@@ -1100,10 +966,7 @@ fn protect_in_place_and_with_bbm() {
         .unwrap();
     e.check();
     let s = *e.u.stats();
-    assert_eq!(
-        (s.bbm, s.desc_writes, s.tlbi_va, s.tlbi_batches),
-        (0, 8, 8, 1)
-    );
+    assert_eq!((s.bbm, s.desc_writes, s.tlbi_va, s.tlbi_batches), (0, 8, 8, 1));
     // A write through the TLB now faults.
     let f =
         e.m.access(
@@ -1123,22 +986,14 @@ fn protect_in_place_and_with_bbm() {
     // Memory type: break-before-make for each page.
     e.m.fill_all();
     let nc = Attrs::new(Prot::READ | Prot::USER, MemType::NonCacheable, false);
-    e.u.protect(&mut e.m, VirtAddr(0x10_0000), 8 * KB4, nc)
-        .unwrap();
+    e.u.protect(&mut e.m, VirtAddr(0x10_0000), 8 * KB4, nc).unwrap();
     e.check();
     assert_eq!(e.u.stats().bbm, 8);
     expect_mapped(&mut e, false, VirtAddr(0x10_7000), RAM + 0x7000, nc);
     // Holes are skipped.
-    e.u.protect(&mut e.m, VirtAddr(0), MB2, Attrs::USER_RX)
-        .unwrap();
+    e.u.protect(&mut e.m, VirtAddr(0), MB2, Attrs::USER_RX).unwrap();
     e.check();
-    expect_mapped(
-        &mut e,
-        false,
-        VirtAddr(0x10_3000),
-        RAM + 0x3000,
-        Attrs::USER_RX,
-    );
+    expect_mapped(&mut e, false, VirtAddr(0x10_3000), RAM + 0x3000, Attrs::USER_RX);
     expect_unmapped(&mut e, false, VirtAddr(0x10_8000));
     e.teardown();
 }
@@ -1146,15 +1001,8 @@ fn protect_in_place_and_with_bbm() {
 #[test]
 fn protect_part_of_a_block_splits_it() {
     let mut e = Env::new(false);
-    e.k.map(
-        &mut e.m,
-        ka(GB1),
-        PhysAddr(GB1),
-        GB1,
-        Attrs::KERNEL_RW,
-        true,
-    )
-    .unwrap();
+    e.k.map(&mut e.m, ka(GB1), PhysAddr(GB1), GB1, Attrs::KERNEL_RW, true)
+        .unwrap();
     e.m.fill_all();
     e.k.reset_stats();
     // A 2 MiB-aligned piece plus some pages: 1 GiB -> 2 MiB blocks, one of them -> pages.
@@ -1181,25 +1029,15 @@ fn protect_part_of_a_block_splits_it() {
         start + MB2 + 3 * KB4,
         Attrs::KERNEL_RW,
     );
-    assert_eq!(
-        e.k.translate(&e.m, ka(start + MB2)).unwrap().level,
-        Level::L3
-    );
+    assert_eq!(e.k.translate(&e.m, ka(start + MB2)).unwrap().level, Level::L3);
     e.teardown();
 }
 
 #[test]
 fn copy_range_between_address_spaces() {
     let mut e = Env::new(false);
-    e.u.map(
-        &mut e.m,
-        VirtAddr(0),
-        PhysAddr(0),
-        2 * MB2,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, VirtAddr(0), PhysAddr(0), 2 * MB2, Attrs::USER_RW, true)
+        .unwrap();
     e.u.map(
         &mut e.m,
         VirtAddr(4 * MB2),
@@ -1222,8 +1060,7 @@ fn copy_range_between_address_spaces() {
             4 * MB2 - MB2 / 2 + 3 * KB4,
             |l| {
                 seen.push((l.va.0, l.size, l.level));
-                (l.va.0 != 4 * MB2 + KB4)
-                    .then_some((l.pa, l.attrs.with_prot(Prot::READ | Prot::USER)))
+                (l.va.0 != 4 * MB2 + KB4).then_some((l.pa, l.attrs.with_prot(Prot::READ | Prot::USER)))
             },
         )
         .unwrap();
@@ -1242,10 +1079,7 @@ fn copy_range_between_address_spaces() {
     let ro = Attrs::USER_RO;
     let t = dst.translate(&e.m, VirtAddr(MB2 + 5)).unwrap();
     assert_eq!((t.pa, t.attrs, t.level), (PhysAddr(MB2 + 5), ro, Level::L2));
-    assert_eq!(
-        dst.translate(&e.m, VirtAddr(MB2 / 2)).unwrap().level,
-        Level::L3
-    );
+    assert_eq!(dst.translate(&e.m, VirtAddr(MB2 / 2)).unwrap().level, Level::L3);
     assert_eq!(dst.translate(&e.m, VirtAddr(MB2 / 2 - KB4)), None);
     assert_eq!(dst.translate(&e.m, VirtAddr(4 * MB2 + KB4)), None);
     assert_eq!(
@@ -1270,15 +1104,8 @@ fn copy_range_between_address_spaces() {
 fn stats_agree_with_the_model() {
     let mut e = Env::new(false);
     let base = e.m.counters;
-    e.u.map(
-        &mut e.m,
-        VirtAddr(GB1),
-        PhysAddr(GB1),
-        GB1,
-        Attrs::USER_RW,
-        true,
-    )
-    .unwrap();
+    e.u.map(&mut e.m, VirtAddr(GB1), PhysAddr(GB1), GB1, Attrs::USER_RW, true)
+        .unwrap();
     e.u.map(
         &mut e.m,
         VirtAddr(0x1000),
@@ -1289,8 +1116,7 @@ fn stats_agree_with_the_model() {
     )
     .unwrap();
     e.m.fill_all();
-    e.u.unmap(&mut e.m, VirtAddr(GB1 + MB2 + KB4), 3 * MB2)
-        .unwrap();
+    e.u.unmap(&mut e.m, VirtAddr(GB1 + MB2 + KB4), 3 * MB2).unwrap();
     e.u.protect(&mut e.m, VirtAddr(0x3000), 10 * KB4, Attrs::USER_RO)
         .unwrap();
     e.u.unmap(&mut e.m, VirtAddr(0x1000), 40 * KB4).unwrap();

@@ -21,15 +21,9 @@ struct Scene<'m> {
 
 fn scene<'m>(mem: &MemMap<'m>, fr: &mut Frames) -> Scene<'m> {
     let mut lv = Leaves::default();
-    let f9 = mem
-        .alloc_folio(fr, FolioOrder::PMD, FolioKind::File)
-        .unwrap();
-    let f4 = mem
-        .alloc_folio(fr, FolioOrder::CONT, FolioKind::Anon)
-        .unwrap();
-    let f0 = mem
-        .alloc_folio(fr, FolioOrder::SMALL, FolioKind::File)
-        .unwrap();
+    let f9 = mem.alloc_folio(fr, FolioOrder::PMD, FolioKind::File).unwrap();
+    let f4 = mem.alloc_folio(fr, FolioOrder::CONT, FolioKind::Anon).unwrap();
+    let f0 = mem.alloc_folio(fr, FolioOrder::SMALL, FolioKind::File).unwrap();
     for s in [A, B] {
         f9.add_file_entire(sp(s)).unwrap();
         lv.map_block(sp(s), VA, &f9);
@@ -88,9 +82,7 @@ fn consistent_scene_passes_and_outside_leaves_are_ignored() {
     assert_eq!((sum.leaves, sum.ignored_leaves), (20, 2));
     assert_eq!(sum.allocated_frames, 529);
     assert_eq!(sum.free_frames, FRAMES - 529);
-    assert!(
-        s.f9.maybe_mapped_shared() && !s.f4.maybe_mapped_shared() && !s.f0.maybe_mapped_shared()
-    );
+    assert!(s.f9.maybe_mapped_shared() && !s.f4.maybe_mapped_shared() && !s.f0.maybe_mapped_shared());
 }
 
 #[test]
@@ -183,10 +175,7 @@ fn impossible_leaves_are_caught() {
         bad(RAM, 1 << 30, Level::L1),
         Err(CheckError::BadLeaf(_))
     ));
-    assert!(matches!(
-        bad(f4, 8192, Level::L3),
-        Err(CheckError::BadLeaf(_))
-    ));
+    assert!(matches!(bad(f4, 8192, Level::L3), Err(CheckError::BadLeaf(_))));
     // Straddling the start of the map.
     assert_eq!(
         bad(RAM - (1 << 20), 2 << 20, Level::L2),
@@ -194,9 +183,7 @@ fn impossible_leaves_are_caught() {
     );
     // A page leaf on a free frame.
     let free = free_frame(&mem);
-    assert!(
-        matches!(bad(free.0, 4096, Level::L3), Err(CheckError::LeafOnFreeFrame(l)) if l.pa == free)
-    );
+    assert!(matches!(bad(free.0, 4096, Level::L3), Err(CheckError::LeafOnFreeFrame(l)) if l.pa == free));
 }
 
 #[test]

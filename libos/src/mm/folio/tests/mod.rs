@@ -72,11 +72,7 @@ impl Frames {
         while let Ok(pa) = self.buddy.alloc(MAX_ORDER) {
             big.push(pa);
         }
-        assert_eq!(
-            big.len(),
-            FRAMES >> MAX_ORDER,
-            "free blocks did not coalesce"
-        );
+        assert_eq!(big.len(), FRAMES >> MAX_ORDER, "free blocks did not coalesce");
         for pa in big {
             self.buddy.free(pa, MAX_ORDER).unwrap();
         }
@@ -88,19 +84,12 @@ impl Frames {
 impl FrameSource for Frames {
     fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
         let pa = FrameSource::alloc(&mut self.buddy, order)?;
-        assert!(
-            self.out.insert(pa.0, order).is_none(),
-            "{pa} handed out twice"
-        );
+        assert!(self.out.insert(pa.0, order).is_none(), "{pa} handed out twice");
         self.allocs += 1;
         Ok(pa)
     }
     fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
-        assert_eq!(
-            self.out.remove(&pa.0),
-            Some(order),
-            "free of {pa} with {order:?}"
-        );
+        assert_eq!(self.out.remove(&pa.0), Some(order), "free of {pa} with {order:?}");
         self.frees += 1;
         FrameSource::free(&mut self.buddy, pa, order);
     }
@@ -116,14 +105,7 @@ pub(crate) struct Leaves(pub BTreeMap<(u32, u64), (u64, Level)>);
 
 impl Leaves {
     /// Records PTE leaves for `nr` pages of `folio` from `first` at `va`.
-    pub fn map_ptes(
-        &mut self,
-        space: SpaceId,
-        va: u64,
-        folio: &Folio<'_>,
-        first: usize,
-        nr: usize,
-    ) {
+    pub fn map_ptes(&mut self, space: SpaceId, va: u64, folio: &Folio<'_>, first: usize, nr: usize) {
         for i in 0..nr {
             let pa = folio.page_pa(first + i).0;
             let old = self
@@ -135,10 +117,7 @@ impl Leaves {
     /// Removes PTE leaves for `nr` pages at `va`.
     pub fn unmap_ptes(&mut self, space: SpaceId, va: u64, nr: usize) {
         for i in 0..nr {
-            assert!(self
-                .0
-                .remove(&(space.get(), va + i as u64 * 4096))
-                .is_some());
+            assert!(self.0.remove(&(space.get(), va + i as u64 * 4096)).is_some());
         }
     }
     /// Records a block leaf of `folio` at `va`.

@@ -245,11 +245,7 @@ impl<'m> St<'m> {
     }
 
     fn alloc(&mut self, mem: &MemMap<'m>, order: FolioOrder, anon: bool) -> Option<usize> {
-        let kind = if anon {
-            FolioKind::Anon
-        } else {
-            FolioKind::File
-        };
+        let kind = if anon { FolioKind::Anon } else { FolioKind::File };
         match mem.alloc_folio(&mut self.fr, order, kind) {
             Ok(h) => {
                 self.fs.push(MF {
@@ -264,10 +260,7 @@ impl<'m> St<'m> {
                 Some(self.fs.len() - 1)
             }
             Err(FolioError::OutOfMemory) => {
-                assert!(
-                    self.fr.buddy.free_frames() < 1024 + order.pages(),
-                    "spurious OOM"
-                );
+                assert!(self.fr.buddy.free_frames() < 1024 + order.pages(), "spurious OOM");
                 None
             }
             Err(e) => panic!("alloc: {e:?}"),
@@ -325,12 +318,7 @@ impl<'m> St<'m> {
     }
 
     fn exit(&mut self, s: u32) {
-        let keys: Vec<_> = self
-            .maps
-            .keys()
-            .copied()
-            .filter(|&(ss, _, _)| ss == s)
-            .collect();
+        let keys: Vec<_> = self.maps.keys().copied().filter(|&(ss, _, _)| ss == s).collect();
         for (s, w, k) in keys {
             match &self.maps[&(s, w, k)] {
                 Map::Entire => self.unmap_entire(s, w, k),
@@ -569,8 +557,7 @@ impl<'m> St<'m> {
                                     child.extend(first..first + nr);
                                     continue;
                                 }
-                                let refused =
-                                    first_excl(first..first + nr, &self.fs).filter(|_| pinned);
+                                let refused = first_excl(first..first + nr, &self.fs).filter(|_| pinned);
                                 let got = h.try_dup_anon_ptes(sp(to), first, nr);
                                 if let Some(page) = refused {
                                     assert_eq!(got, Err(FolioError::MaybePinned { page }));
@@ -594,8 +581,7 @@ impl<'m> St<'m> {
             Op::Pin { f, page, excl } => {
                 let Some(k) = self.pick(f) else { return };
                 let h = self.fs[k].h;
-                let excl_pages: Vec<usize> =
-                    (0..h.nr_pages()).filter(|&p| self.fs[k].excl[p]).collect();
+                let excl_pages: Vec<usize> = (0..h.nr_pages()).filter(|&p| self.fs[k].excl[p]).collect();
                 let p = if excl && !excl_pages.is_empty() {
                     excl_pages[page as usize % excl_pages.len()]
                 } else {
@@ -664,9 +650,7 @@ impl<'m> St<'m> {
                     && c.entire == 1
                     && c.total() == 1
                     && (mf.excl.iter().all(|&e| e)
-                        || (c.only_space() == Some(s)
-                            && mf.pins == 0
-                            && self.refcount(k) == 1 + extra_refs));
+                        || (c.only_space() == Some(s) && mf.pins == 0 && self.refcount(k) == 1 + extra_refs));
                 let got = mf.h.try_reuse_anon_entire(sp(s), extra_refs);
                 self.compare_reuse(k, got, exact);
                 if got {
@@ -847,14 +831,8 @@ proptest! {
 fn scripted_sequence_matches_the_model() {
     use Op::*;
     run(&[
-        Alloc {
-            order: 9,
-            anon: true,
-        },
-        Alloc {
-            order: 4,
-            anon: true,
-        },
+        Alloc { order: 9, anon: true },
+        Alloc { order: 4, anon: true },
         Alloc {
             order: 0,
             anon: false,

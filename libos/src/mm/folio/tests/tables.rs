@@ -82,9 +82,7 @@ fn folios_through_real_page_tables() {
         })
         .unwrap();
     assert_eq!(copied, 1);
-    a.root
-        .protect(&mut m, VirtAddr(VA), MB2, Attrs::USER_RO)
-        .unwrap();
+    a.root.protect(&mut m, VirtAddr(VA), MB2, Attrs::USER_RO).unwrap();
     assert!(f9.maybe_mapped_shared() && f9.entire_mapcount() == 2);
     chk(&m, &a, &b);
 
@@ -118,9 +116,7 @@ fn folios_through_real_page_tables() {
     assert!(!u.release(&mut fr));
     assert!(!f9.maybe_mapped_shared());
     assert!(f9.try_reuse_anon_entire(a.id, 1));
-    a.root
-        .protect(&mut m, VirtAddr(VA), MB2, Attrs::USER_RW)
-        .unwrap();
+    a.root.protect(&mut m, VirtAddr(VA), MB2, Attrs::USER_RW).unwrap();
     chk(&m, &a, &b);
 
     // Teardown: unmap everything, release after the unmaps, drop the owners' references.

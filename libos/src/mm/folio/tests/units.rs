@@ -24,8 +24,7 @@ fn page_meta_is_32_bytes_and_zero_means_free() {
 fn memmap_from_bytes_zeroes_and_validates() {
     // Over-allocate u128s (16-byte aligned) and pick a 32-byte aligned window.
     let frames = 64;
-    let mut raw: Vec<MaybeUninit<u8>> =
-        vec![MaybeUninit::new(0xAA); MemMap::bytes_needed(frames) + 64];
+    let mut raw: Vec<MaybeUninit<u8>> = vec![MaybeUninit::new(0xAA); MemMap::bytes_needed(frames) + 64];
     let off = raw.as_ptr().align_offset(32);
     {
         let bytes = &mut raw[off..];
@@ -241,10 +240,7 @@ fn anon_ptes_exclusive_map_and_unmap() {
         .unwrap();
     f.add_anon_ptes(sp(A), 0, 16, true).unwrap();
     lv.map_ptes(sp(A), 0x10000, &f, 0, 16);
-    assert_eq!(
-        (f.refcount(), f.mapcount(), f.entire_mapcount()),
-        (17, 16, 0)
-    );
+    assert_eq!((f.refcount(), f.mapcount(), f.entire_mapcount()), (17, 16, 0));
     assert!((0..16).all(|i| f.is_anon_exclusive(i) && f.page_mapcount(i) == 1));
     assert!(!f.maybe_mapped_shared());
     assert!(f.mapped_exclusively_by(sp(A)) && !f.mapped_exclusively_by(sp(B)));
@@ -315,10 +311,7 @@ fn range_and_kind_errors_change_nothing() {
         assert_eq!(f.remove_ptes(sp(A), first, nr).unwrap_err(), e);
         assert_eq!(
             g.try_dup_anon_ptes(sp(A), first, nr.max(2)),
-            Err(FolioError::PageRange {
-                first,
-                nr: nr.max(2)
-            })
+            Err(FolioError::PageRange { first, nr: nr.max(2) })
         );
     }
     assert_eq!(f.add_anon_ptes(sp(A), 0, 1, true), Err(FolioError::NotAnon));
@@ -326,22 +319,13 @@ fn range_and_kind_errors_change_nothing() {
     assert_eq!(f.try_clear_anon_exclusive(0, 1), Err(FolioError::NotAnon));
     assert_eq!(g.add_file_ptes(sp(A), 0, 1), Err(FolioError::NotFile));
     assert_eq!(f.add_file_entire(sp(A)), Err(FolioError::NotPmdMappable));
-    assert_eq!(
-        g.add_anon_entire(sp(A), true),
-        Err(FolioError::NotPmdMappable)
-    );
-    assert_eq!(
-        f.remove_entire(sp(A)).unwrap_err(),
-        FolioError::NotPmdMappable
-    );
+    assert_eq!(g.add_anon_entire(sp(A), true), Err(FolioError::NotPmdMappable));
+    assert_eq!(f.remove_entire(sp(A)).unwrap_err(), FolioError::NotPmdMappable);
     assert_eq!(
         f.split_entire(sp(A), 0, 1).unwrap_err(),
         FolioError::NotPmdMappable
     );
-    assert_eq!(
-        g.try_dup_anon_entire(sp(A)),
-        Err(FolioError::NotPmdMappable)
-    );
+    assert_eq!(g.try_dup_anon_entire(sp(A)), Err(FolioError::NotPmdMappable));
     assert_eq!(
         g.remove_ptes(sp(A), 0, 1).unwrap_err(),
         FolioError::NotMapped { page: 0 }
@@ -371,12 +355,7 @@ fn order0_total_is_the_page_mapcount() {
         lv.map_ptes(sp(s), va, &f, 0, 1);
     }
     assert_eq!(
-        (
-            f.mapcount(),
-            f.pte_mapcount(0),
-            f.page_mapcount(0),
-            f.refcount()
-        ),
+        (f.mapcount(), f.pte_mapcount(0), f.page_mapcount(0), f.refcount()),
         (3, 3, 3, 4)
     );
     assert_eq!(f.entire_mapcount(), 0);
@@ -406,10 +385,7 @@ fn entire_mapping_split_and_partial_unmap() {
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::PMD, FolioKind::Anon)
         .unwrap();
-    assert_eq!(
-        f.remove_entire(sp(A)).unwrap_err(),
-        FolioError::NoEntireMapping
-    );
+    assert_eq!(f.remove_entire(sp(A)).unwrap_err(), FolioError::NoEntireMapping);
     assert_eq!(
         f.split_entire(sp(A), 0, 512).unwrap_err(),
         FolioError::NoEntireMapping
@@ -417,8 +393,7 @@ fn entire_mapping_split_and_partial_unmap() {
     f.add_anon_entire(sp(A), true).unwrap();
     lv.map_block(sp(A), va, &f);
     assert_eq!((f.refcount(), f.mapcount(), f.entire_mapcount()), (2, 1, 1));
-    assert!((0..512)
-        .all(|i| f.page_mapcount(i) == 1 && f.pte_mapcount(i) == 0 && f.is_anon_exclusive(i)));
+    assert!((0..512).all(|i| f.page_mapcount(i) == 1 && f.pte_mapcount(i) == 0 && f.is_anon_exclusive(i)));
     lv.check(&mem).unwrap();
     let before = snapshot(&f);
     assert_eq!(
@@ -440,10 +415,7 @@ fn entire_mapping_split_and_partial_unmap() {
     lv.unmap_block(sp(A), va);
     lv.map_ptes(sp(A), va + 100 * 4096, &f, 100, 400);
     assert_eq!(u.refs(), 1);
-    assert_eq!(
-        (f.refcount(), f.mapcount(), f.entire_mapcount()),
-        (402, 400, 0)
-    );
+    assert_eq!((f.refcount(), f.mapcount(), f.entire_mapcount()), (402, 400, 0));
     assert!((0..512).all(|i| f.is_anon_exclusive(i) == (100..500).contains(&i)));
     assert_eq!(f.tracked_spaces(), [Some((sp(A), 400)), None]);
     lv.check(&mem).unwrap();
@@ -535,10 +507,7 @@ fn fork_dup_shares_then_reuse_after_the_child_unmaps() {
     assert!(!f.try_reuse_anon(sp(A), 16, 0), "out of range");
     let u = f.remove_ptes(sp(A), 0, 16).unwrap();
     assert!(!f.try_reuse_anon(sp(A), 6, 1), "unmapped");
-    assert!(
-        u.release(&mut fr),
-        "the last mapping reference frees the folio"
-    );
+    assert!(u.release(&mut fr), "the last mapping reference frees the folio");
     fr.assert_all_back();
 }
 
@@ -642,10 +611,7 @@ fn entire_fork_pin_and_reuse() {
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::PMD, FolioKind::Anon)
         .unwrap();
-    assert_eq!(
-        f.try_dup_anon_entire(sp(B)),
-        Err(FolioError::NoEntireMapping)
-    );
+    assert_eq!(f.try_dup_anon_entire(sp(B)), Err(FolioError::NoEntireMapping));
     f.add_anon_entire(sp(A), true).unwrap();
     f.pin(77).unwrap();
     let before = snapshot(&f);

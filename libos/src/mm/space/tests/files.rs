@@ -87,11 +87,7 @@ fn a_file_object_holds_its_data_in_large_folios_where_aligned() {
         assert_eq!(obj.lookup(16 * PAGE_SIZE).unwrap().2, FolioOrder::SMALL);
         assert_eq!(m.frames_out(), 21);
         for n in 0..21 {
-            assert_eq!(
-                obj_bytes(m, &obj, n as u64 * PAGE_SIZE),
-                page(&d, n),
-                "page {n}"
-            );
+            assert_eq!(obj_bytes(m, &obj, n as u64 * PAGE_SIZE), page(&d, n), "page {n}");
         }
         assert!(!obj.past_eof(20 * PAGE_SIZE + 4095));
         assert!(obj.past_eof(21 * PAGE_SIZE));
@@ -115,15 +111,7 @@ fn reads_map_the_file_pages_themselves() {
         let out = m.frames_out();
         let mut s = new_space(m, 1);
         map(m, &mut s, BASE, 2 * KB64, VmProt::READ, shared(&obj, 0)).unwrap();
-        map(
-            m,
-            &mut s,
-            BASE + 4 * KB64,
-            2 * KB64,
-            VmProt::RW,
-            private(&obj, 0),
-        )
-        .unwrap();
+        map(m, &mut s, BASE + 4 * KB64, 2 * KB64, VmProt::RW, private(&obj, 0)).unwrap();
         for base in [BASE, BASE + 4 * KB64] {
             for n in [0, 5, 16, 19] {
                 let va = base + n as u64 * PAGE_SIZE;
@@ -178,11 +166,7 @@ fn a_private_write_copies_the_page_once_and_changes_nothing_else() {
         let f = write(m, &mut s, BASE + 17 * PAGE_SIZE + 8, b"private").unwrap();
         assert_eq!(f.n, 1, "one fault");
         assert_eq!(s.stats().file_cow, 1);
-        assert_eq!(
-            s.stats().shm_pages_mapped,
-            CONT_PTES as u64,
-            "not map-then-copy"
-        );
+        assert_eq!(s.stats().shm_pages_mapped, CONT_PTES as u64, "not map-then-copy");
         assert_eq!(m.frames_out(), out + 1, "one page");
         let new = pa_of(m, &s, BASE + 17 * PAGE_SIZE).unwrap();
         assert_ne!(new, obj_page(&obj, 17 * PAGE_SIZE));
@@ -218,10 +202,7 @@ fn a_private_write_copies_the_page_once_and_changes_nothing_else() {
         for n in [3, 17] {
             let off = n as u64 * PAGE_SIZE;
             assert_eq!(obj_bytes(m, &obj, off), page(&d, n));
-            assert_eq!(
-                read(m, &mut s, BASE + 4 * KB64 + off, KB4).unwrap(),
-                page(&d, n)
-            );
+            assert_eq!(read(m, &mut s, BASE + 4 * KB64 + off, KB4).unwrap(), page(&d, n));
             assert_eq!(read(m, &mut o, BASE + off, KB4).unwrap(), page(&d, n));
         }
         // The copies are ordinary private anon pages: exclusive, writable.
@@ -232,10 +213,7 @@ fn a_private_write_copies_the_page_once_and_changes_nothing_else() {
         assert!(folio.is_anon() && folio.is_anon_exclusive(idx));
         // DONTNEED drops the copies: the file's data again.
         s.madvise_dontneed(m, VirtAddr(BASE), 2 * KB64).unwrap();
-        assert_eq!(
-            read(m, &mut s, BASE + 3 * PAGE_SIZE, KB4).unwrap(),
-            page(&d, 3)
-        );
+        assert_eq!(read(m, &mut s, BASE + 3 * PAGE_SIZE, KB4).unwrap(), page(&d, 3));
         assert_eq!(m.frames_out(), out);
         check(m, &[&s, &o]);
         obj.release(m);
@@ -262,24 +240,8 @@ fn a_read_only_file_is_never_mapped_shared_and_writable() {
         assert_eq!(s.regions().len(), 1);
         // Read-only (and executable) shared mappings are fine, so are writable private ones.
         map(m, &mut s, BASE + KB64, KB64, VmProt::READ, shared(&obj, 0)).unwrap();
-        map(
-            m,
-            &mut s,
-            BASE + 2 * KB64,
-            KB64,
-            VmProt::RX,
-            shared(&obj, 0),
-        )
-        .unwrap();
-        map(
-            m,
-            &mut s,
-            BASE + 3 * KB64,
-            KB64,
-            VmProt::RW,
-            private(&obj, 0),
-        )
-        .unwrap();
+        map(m, &mut s, BASE + 2 * KB64, KB64, VmProt::RX, shared(&obj, 0)).unwrap();
+        map(m, &mut s, BASE + 3 * KB64, KB64, VmProt::RW, private(&obj, 0)).unwrap();
         read(m, &mut s, BASE + KB64, 1).unwrap();
         // A write to the shared mapping is a segmentation fault, not a write to the file.
         let e = write(m, &mut s, BASE + KB64 + 5, b"x").unwrap_err();
@@ -310,10 +272,8 @@ fn a_read_only_file_is_never_mapped_shared_and_writable() {
         drop(regions);
         assert_eq!(read(m, &mut s, BASE + KB64 + 5, 1).unwrap(), [d[5]]);
         check(m, &[&s]);
-        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::NONE)
-            .unwrap();
-        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::RX)
-            .unwrap();
+        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::NONE).unwrap();
+        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::RX).unwrap();
         s.mprotect(m, VirtAddr(BASE + 3 * KB64), KB64, VmProt::READ)
             .unwrap();
         s.mprotect(m, VirtAddr(BASE + 3 * KB64), KB64, VmProt::RW)
@@ -339,15 +299,7 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         map(m, &mut s, BASE, KB64, VmProt::READ, shared(&obj, 0)).unwrap();
         map(m, &mut s, BASE + KB64, KB64, VmProt::RW, private(&obj, 0)).unwrap();
         // A mapping starting past the end.
-        map(
-            m,
-            &mut s,
-            BASE + 2 * KB64,
-            KB64,
-            VmProt::RW,
-            private(&obj, KB64),
-        )
-        .unwrap();
+        map(m, &mut s, BASE + 2 * KB64, KB64, VmProt::RW, private(&obj, KB64)).unwrap();
         let out = m.frames_out();
         // Inside the last page: data, then zeroes.
         assert_eq!(
@@ -356,10 +308,7 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         );
         for base in [BASE, BASE + KB64] {
             let va = base + 2 * PAGE_SIZE + 77;
-            assert_eq!(
-                read(m, &mut s, va, 1),
-                Err(FaultError::Bus { va: VirtAddr(va) })
-            );
+            assert_eq!(read(m, &mut s, va, 1), Err(FaultError::Bus { va: VirtAddr(va) }));
             assert_eq!(s.peek(m, VirtAddr(va)), None);
         }
         let before = m.model.snapshot();
@@ -378,8 +327,7 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         assert_eq!(m.model.snapshot(), before, "the tables did not change");
         // A pin fails at the first page past the end (releasing the pins it took).
         assert_eq!(
-            s.pin(m, VirtAddr(BASE + KB64), 3 * PAGE_SIZE, false)
-                .unwrap_err(),
+            s.pin(m, VirtAddr(BASE + KB64), 3 * PAGE_SIZE, false).unwrap_err(),
             FaultError::Bus {
                 va: VirtAddr(BASE + KB64 + 2 * PAGE_SIZE)
             }
@@ -388,18 +336,12 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         assert_eq!(s.stats().bus, 5);
         assert_eq!(s.stats().file_cow, 0);
         assert_eq!(
-            FaultError::Bus {
-                va: VirtAddr(0x1000)
-            }
-            .to_string(),
+            FaultError::Bus { va: VirtAddr(0x1000) }.to_string(),
             "bus error at 0x1000: past the end of the file"
         );
         // The pages before the end still work, privately too.
         write(m, &mut s, BASE + KB64 + PAGE_SIZE + 9, b"ok").unwrap();
-        assert_eq!(
-            read(m, &mut s, BASE + PAGE_SIZE + 9, 1).unwrap(),
-            [d[KB4 + 9]]
-        );
+        assert_eq!(read(m, &mut s, BASE + PAGE_SIZE + 9, 1).unwrap(), [d[KB4 + 9]]);
         check(m, &[&s]);
         obj.release(m);
         teardown(m, vec![s]);
@@ -420,10 +362,7 @@ fn fork_shares_file_pages_and_private_copies_stay_copy_on_write() {
         let mut c = fork(m, &mut p, 2).unwrap();
         check(m, &[&p, &c]);
         assert_eq!(p.stats().fork_file_batches, 1, "one run: the folded block");
-        assert!(
-            folded(m, &c, BASE),
-            "the child maps the file folio folded too"
-        );
+        assert!(folded(m, &c, BASE), "the child maps the file folio folded too");
         for n in [0, 9] {
             let va = BASE + n as u64 * PAGE_SIZE;
             assert_eq!(pa_of(m, &c, va), Some(obj_page(&obj, n as u64 * PAGE_SIZE)));
@@ -437,10 +376,7 @@ fn fork_shares_file_pages_and_private_copies_stay_copy_on_write() {
         // The child writes a file page: its own copy. The parent's view is unchanged.
         write(m, &mut c, BASE + 9 * PAGE_SIZE, b"child").unwrap();
         assert_eq!(c.stats().file_cow, 1);
-        assert_eq!(
-            read(m, &mut p, BASE + 9 * PAGE_SIZE, KB4).unwrap(),
-            page(&d, 9)
-        );
+        assert_eq!(read(m, &mut p, BASE + 9 * PAGE_SIZE, KB4).unwrap(), page(&d, 9));
         check(m, &[&p, &c]);
         // The private copy made before fork is anon copy-on-write as usual.
         write(m, &mut c, BASE + KB64 + 2 * PAGE_SIZE, b"CHILD").unwrap();
@@ -450,21 +386,14 @@ fn fork_shares_file_pages_and_private_copies_stay_copy_on_write() {
             b"parent"
         );
         write(m, &mut p, BASE + KB64 + 2 * PAGE_SIZE, b"P").unwrap();
-        assert_eq!(
-            p.stats().cow_reuse_4k,
-            1,
-            "the parent's copy is its own again"
-        );
+        assert_eq!(p.stats().cow_reuse_4k, 1, "the parent's copy is its own again");
         assert_eq!(pa_of(m, &p, BASE + KB64 + 2 * PAGE_SIZE), Some(copy));
         check(m, &[&p, &c]);
         // Exits in either order leave the file intact.
         c.exit(m);
         check(m, &[&p]);
         assert_eq!(obj_bytes(m, &obj, 9 * PAGE_SIZE), page(&d, 9));
-        assert_eq!(
-            read(m, &mut p, BASE + 9 * PAGE_SIZE, KB4).unwrap(),
-            page(&d, 9)
-        );
+        assert_eq!(read(m, &mut p, BASE + 9 * PAGE_SIZE, KB4).unwrap(), page(&d, 9));
         obj.release(m);
         teardown(m, vec![p]);
     });
@@ -480,9 +409,7 @@ fn pins_of_private_file_mappings() {
         // A read pin pins the file's page itself; a write pin makes a private copy first.
         let r = s.pin(m, VirtAddr(BASE), PAGE_SIZE, false).unwrap();
         assert_eq!(r.pages()[0].0, obj_page(&obj, 0));
-        let w = s
-            .pin(m, VirtAddr(BASE + PAGE_SIZE), PAGE_SIZE, true)
-            .unwrap();
+        let w = s.pin(m, VirtAddr(BASE + PAGE_SIZE), PAGE_SIZE, true).unwrap();
         assert_ne!(w.pages()[0].0, obj_page(&obj, PAGE_SIZE));
         assert_eq!(s.stats().file_cow, 1);
         check(m, &[&s]);
@@ -522,17 +449,11 @@ fn private_mapping_of_a_shared_memory_object() {
         let folios = obj.folios();
         write(m, &mut b, BASE + KB64 + 6 * PAGE_SIZE, b"z").unwrap();
         assert_eq!(obj.folios(), folios, "a write copies from nothing");
-        assert_eq!(
-            read(m, &mut b, BASE + KB64 + 6 * PAGE_SIZE, 2).unwrap(),
-            b"z\0"
-        );
+        assert_eq!(read(m, &mut b, BASE + KB64 + 6 * PAGE_SIZE, 2).unwrap(), b"z\0");
         let block = BASE + 2 * KB64;
         assert_eq!(read(m, &mut b, block + 3, 1).unwrap(), [0]);
         assert_eq!(obj.folios(), folios + 1);
-        assert!(
-            folded(m, &b, block),
-            "a fresh 64 KiB object folio, mapped whole"
-        );
+        assert!(folded(m, &b, block), "a fresh 64 KiB object folio, mapped whole");
         assert!(!b.root().pte_get(m, VirtAddr(block)).unwrap().writable());
         write(m, &mut a, BASE + KB64 - 1, b"!").unwrap();
         check(m, &[&a, &b]);

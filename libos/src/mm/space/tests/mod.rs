@@ -184,14 +184,8 @@ impl FrameSource for TestMachine<'_> {
         if self.should_fail() {
             return Err(OutOfMemory);
         }
-        let pa = self
-            .buddy
-            .alloc(order.get() as usize)
-            .map_err(|_| OutOfMemory)?;
-        assert!(
-            self.out.insert(pa, order).is_none(),
-            "{pa:#x} handed out twice"
-        );
+        let pa = self.buddy.alloc(order.get() as usize).map_err(|_| OutOfMemory)?;
+        assert!(self.out.insert(pa, order).is_none(), "{pa:#x} handed out twice");
         Ok(PhysAddr(pa))
     }
     fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
@@ -373,7 +367,5 @@ pub(crate) fn teardown(m: &mut TestMachine<'_>, spaces: Vec<Space>) {
 
 /// Whether the entry of `va` in `s` has the Contiguous bit.
 pub(crate) fn folded(m: &TestMachine<'_>, s: &Space, va: u64) -> bool {
-    s.root()
-        .pte_get(m, VirtAddr(va))
-        .is_some_and(|d| d.contiguous())
+    s.root().pte_get(m, VirtAddr(va)).is_some_and(|d| d.contiguous())
 }

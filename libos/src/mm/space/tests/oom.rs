@@ -37,10 +37,7 @@ fn every_point(mut scenario: impl FnMut(&mut TestMachine<'_>, u64, bool) -> bool
     for n in 1.. {
         let once = with_machine(|m| scenario(m, n, false));
         let persistent = with_machine(|m| scenario(m, n, true));
-        assert_eq!(
-            once, persistent,
-            "the n-th allocation is reached either way"
-        );
+        assert_eq!(once, persistent, "the n-th allocation is reached either way");
         if !once {
             return n - 1;
         }
@@ -103,9 +100,7 @@ fn parent(m: &mut TestMachine<'_>) -> (Space, Writes, PinHandle) {
     p.madvise_dontneed(m, VirtAddr(BASE + 3 * KB64), 8 * PAGE_SIZE)
         .unwrap();
     // Pin one page of the second block.
-    let pin = p
-        .pin(m, VirtAddr(BASE + KB64 + 7 * PAGE_SIZE), 1, true)
-        .unwrap();
+    let pin = p.pin(m, VirtAddr(BASE + KB64 + 7 * PAGE_SIZE), 1, true).unwrap();
     // PROT_NONE with contents.
     p.mprotect(
         m,
@@ -434,11 +429,7 @@ fn file_cow_fails_cleanly_at_every_allocation() {
             let (pa, _, _) = obj.lookup(off).unwrap();
             let mut b = vec![0; KB4];
             m.read_bytes(pa, &mut b);
-            assert_eq!(
-                b,
-                file_page(&d, (off & !(PAGE_SIZE - 1)) as usize),
-                "the file"
-            );
+            assert_eq!(b, file_page(&d, (off & !(PAGE_SIZE - 1)) as usize), "the file");
         }
         assert!(!obj.release(m));
         teardown(m, vec![s]);

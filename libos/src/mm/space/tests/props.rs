@@ -351,9 +351,7 @@ impl World<'_, '_> {
         match &page.back {
             Back::Private(b) => b.as_deref().unwrap_or(&ZERO),
             Back::FilePrivate { own: Some(b), .. } => b,
-            Back::Shared { obj, off } | Back::FilePrivate { obj, off, .. } => {
-                self.obj_bytes(*obj, *off)
-            }
+            Back::Shared { obj, off } | Back::FilePrivate { obj, off, .. } => self.obj_bytes(*obj, *off),
         }
     }
 
@@ -381,12 +379,7 @@ impl World<'_, '_> {
     /// object's), as a write or a write pin does.
     fn make_own(&mut self, p: usize, va: u64) {
         let pg = &self.procs[p].pages[&va];
-        if let Back::FilePrivate {
-            obj,
-            off,
-            own: None,
-        } = pg.back
-        {
+        if let Back::FilePrivate { obj, off, own: None } = pg.back {
             let bytes = Rc::new(*self.obj_bytes(obj, off));
             let pg = self.procs[p].pages.get_mut(&va).unwrap();
             pg.back = Back::FilePrivate {
@@ -429,11 +422,7 @@ impl World<'_, '_> {
                 } else {
                     Placement::Fixed(VirtAddr(va))
                 };
-                let align = if big {
-                    MapAlign::Size64K
-                } else {
-                    MapAlign::Page
-                };
+                let align = if big { MapAlign::Size64K } else { MapAlign::Page };
                 let kind = match obj {
                     None => VmaKind::AnonPrivate,
                     Some((obj, off, true)) => VmaKind::Shared {
@@ -501,12 +490,11 @@ impl World<'_, '_> {
                 let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
                 let mapped = self.procs[p].pages.range(va..va + len).count() as u64 == n;
                 let read_only = prot.contains(VmProt::WRITE)
-                    && self.procs[p].pages.range(va..va + len).any(
-                        |(_, pg)| matches!(pg.back, Back::Shared { obj, .. } if Self::is_file(obj)),
-                    );
-                let r = self.procs[p]
-                    .space
-                    .mprotect(self.m, VirtAddr(va), len, prot);
+                    && self.procs[p]
+                        .pages
+                        .range(va..va + len)
+                        .any(|(_, pg)| matches!(pg.back, Back::Shared { obj, .. } if Self::is_file(obj)));
+                let r = self.procs[p].space.mprotect(self.m, VirtAddr(va), len, prot);
                 if read_only {
                     assert_eq!(r, Err(SpaceError::ReadOnly));
                 } else if r == Err(SpaceError::OutOfMemory) {
@@ -526,9 +514,7 @@ impl World<'_, '_> {
                 let n = n.min(PAGES - page);
                 let (va, len) = (va_of(page), n * PAGE_SIZE);
                 let mapped = self.procs[p].pages.range(va..va + len).count() as u64 == n;
-                let r = self.procs[p]
-                    .space
-                    .madvise_dontneed(self.m, VirtAddr(va), len);
+                let r = self.procs[p].space.madvise_dontneed(self.m, VirtAddr(va), len);
                 if r == Err(SpaceError::OutOfMemory) {
                     return;
                 }
@@ -552,16 +538,17 @@ impl World<'_, '_> {
                 }
                 let p = self.proc(s);
                 let id = self.next_id;
-                let mode = if share { ForkMode::ShareTables } else { ForkMode::Copy };
+                let mode = if share {
+                    ForkMode::ShareTables
+                } else {
+                    ForkMode::Copy
+                };
                 self.procs[p].space.set_fork_mode(mode);
                 match fork(self.m, &mut self.procs[p].space, id) {
                     Ok(child) => {
                         self.next_id += 1;
                         let pages = self.procs[p].pages.clone();
-                        self.procs.push(Proc {
-                            space: child,
-                            pages,
-                        });
+                        self.procs.push(Proc { space: child, pages });
                     }
                     Err(e) => assert_eq!(e, SpaceError::OutOfMemory),
                 }
@@ -667,12 +654,9 @@ impl World<'_, '_> {
                                     Back::Private(_) | Back::FilePrivate { own: Some(_), .. } => {
                                         Target::Private { id, va: a }
                                     }
-                                    Back::Shared { obj, off }
-                                    | Back::FilePrivate {
-                                        obj,
-                                        off,
-                                        own: None,
-                                    } => Target::Shared { obj, off },
+                                    Back::Shared { obj, off } | Back::FilePrivate { obj, off, own: None } => {
+                                        Target::Shared { obj, off }
+                                    }
                                 }
                             })
                             .collect();
@@ -709,12 +693,7 @@ impl World<'_, '_> {
                             for i in 0..n {
                                 let a = va + i * PAGE_SIZE;
                                 let Some(RefPage {
-                                    back:
-                                        Back::FilePrivate {
-                                            obj,
-                                            off,
-                                            own: None,
-                                        },
+                                    back: Back::FilePrivate { obj, off, own: None },
                                     ..
                                 }) = self.procs[p].pages.get(&a)
                                 else {

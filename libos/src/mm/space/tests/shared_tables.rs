@@ -172,8 +172,7 @@ fn unmapping_a_whole_span_drops_a_reference_and_part_of_one_breaks_it() {
         assert_eq!(c.stats().table_breaks, 2);
         check(m, &[&p, &c]);
         assert_eq!(read(m, &mut c, BASE + 2 * SPAN, 5).unwrap(), b"third");
-        p.madvise_dontneed(m, VirtAddr(BASE + SPAN + KB64), KB64)
-            .unwrap();
+        p.madvise_dontneed(m, VirtAddr(BASE + SPAN + KB64), KB64).unwrap();
         check(m, &[&p, &c]);
         assert_eq!(read(m, &mut p, BASE + SPAN + KB64 + 3, 1).unwrap(), [0]);
         assert_eq!(read(m, &mut c, BASE + SPAN + KB64 + 3, 1).unwrap(), [34]);

@@ -13,20 +13,9 @@ fn private() -> VmaKind<Shm> {
 
 /// Maps `len` private bytes at `va`.
 fn map(m: &mut TestMachine<'_>, s: &mut Space, va: u64, len: u64, prot: VmProt, big: bool) {
-    let align = if big {
-        MapAlign::Size64K
-    } else {
-        MapAlign::Page
-    };
+    let align = if big { MapAlign::Size64K } else { MapAlign::Page };
     let at = s
-        .mmap(
-            m,
-            Placement::Fixed(VirtAddr(va)),
-            len,
-            prot,
-            private(),
-            align,
-        )
+        .mmap(m, Placement::Fixed(VirtAddr(va)), len, prot, private(), align)
         .unwrap();
     assert_eq!(at, VirtAddr(va));
 }
@@ -163,11 +152,7 @@ fn partially_mapped_block_copies_one_page() {
         assert_eq!(c.stats().cow_copy_4k, 1, "the child copies one page");
         assert!(!folded(m, &c, BASE));
         write(m, &mut p, BASE + PAGE_SIZE, b"p").unwrap();
-        assert_eq!(
-            p.stats().cow_copy_64k,
-            1,
-            "the parent still maps the whole block"
-        );
+        assert_eq!(p.stats().cow_copy_64k, 1, "the parent still maps the whole block");
         check(m, &[&p, &c]);
         assert_eq!(read(m, &mut c, BASE + 8 * PAGE_SIZE, 1).unwrap(), [0]);
         assert_eq!(read(m, &mut p, BASE, 1).unwrap(), b"a");
@@ -209,29 +194,16 @@ fn pinned_page_is_copied_for_the_child_at_fork() {
         check(m, &[&p, &c]);
         // Every page of the pinned 64 KiB folio was exclusive: all copied for the child.
         assert_eq!(p.stats().fork_copies, 16);
-        assert_eq!(
-            p.stats().fork_dup_batches,
-            1,
-            "the other folio, in one batch"
-        );
+        assert_eq!(p.stats().fork_dup_batches, 1, "the other folio, in one batch");
         assert_eq!(pa_of(m, &p, BASE + 3 * PAGE_SIZE), Some(pinned.0));
         let child_pa = pa_of(m, &c, BASE + 3 * PAGE_SIZE).unwrap();
         assert_ne!(child_pa, pinned.0);
-        assert_eq!(
-            read(m, &mut c, BASE + 3 * PAGE_SIZE, 11).unwrap(),
-            b"before fork"
-        );
+        assert_eq!(read(m, &mut c, BASE + 3 * PAGE_SIZE, 11).unwrap(), b"before fork");
 
         // The device writes through the pin: the parent sees it, the child does not.
         m.write_bytes(pinned, b"DMA");
-        assert_eq!(
-            read(m, &mut p, BASE + 3 * PAGE_SIZE, 11).unwrap(),
-            b"DMAore fork"
-        );
-        assert_eq!(
-            read(m, &mut c, BASE + 3 * PAGE_SIZE, 11).unwrap(),
-            b"before fork"
-        );
+        assert_eq!(read(m, &mut p, BASE + 3 * PAGE_SIZE, 11).unwrap(), b"DMAore fork");
+        assert_eq!(read(m, &mut c, BASE + 3 * PAGE_SIZE, 11).unwrap(), b"before fork");
         // The parent's pinned page stayed writable: no fault, no copy.
         let f = write(m, &mut p, BASE + 3 * PAGE_SIZE + 20, b"w").unwrap();
         assert_eq!(f.n, 0);
@@ -319,14 +291,7 @@ fn segmentation_faults() {
     with_machine(|m| {
         let mut s = new_space(m, 1);
         map(m, &mut s, BASE, PAGE_SIZE, VmProt::READ, false);
-        map(
-            m,
-            &mut s,
-            BASE + 2 * PAGE_SIZE,
-            PAGE_SIZE,
-            VmProt::RW,
-            false,
-        );
+        map(m, &mut s, BASE + 2 * PAGE_SIZE, PAGE_SIZE, VmProt::RW, false);
         let segv = |va: u64, cause| FaultError::Segv {
             va: VirtAddr(va),
             cause,
@@ -365,8 +330,7 @@ fn segmentation_faults() {
                 Err(segv(va, access))
             );
         }
-        s.mprotect(m, VirtAddr(va), PAGE_SIZE, VmProt::READ)
-            .unwrap();
+        s.mprotect(m, VirtAddr(va), PAGE_SIZE, VmProt::READ).unwrap();
         assert_eq!(read(m, &mut s, va, 4).unwrap(), b"kept");
         assert_eq!(write(m, &mut s, va, b"y"), Err(segv(va, access)));
         s.mprotect(m, VirtAddr(va), PAGE_SIZE, VmProt::RW).unwrap();
@@ -375,10 +339,7 @@ fn segmentation_faults() {
         assert_eq!(read(m, &mut s, va, 4).unwrap(), b"Kept");
         assert!(s.stats().segv >= 8);
         // Pins fail like faults, changing nothing.
-        assert_eq!(
-            s.pin(m, VirtAddr(BASE), 1, true).unwrap_err(),
-            segv(BASE, access)
-        );
+        assert_eq!(s.pin(m, VirtAddr(BASE), 1, true).unwrap_err(), segv(BASE, access));
         assert!(s.pin(m, VirtAddr(BASE), 3 * PAGE_SIZE, false).is_err());
         check(m, &[&s]);
         teardown(m, vec![s]);
@@ -400,11 +361,7 @@ fn fork_is_batched_per_folio() {
         let cost = p.root().stats().since(&before);
         assert_eq!(p.stats().fork_dup_batches, 16, "one dup per 64 KiB folio");
         assert_eq!(p.stats().fork_dup_pages, 256);
-        assert_eq!(
-            p.stats().fork_wrprotects,
-            1,
-            "one write-protect for the range"
-        );
+        assert_eq!(p.stats().fork_wrprotects, 1, "one write-protect for the range");
         assert_eq!(cost.tlbi_batches, 1, "one invalidation batch in the parent");
         assert_eq!(cost.unfolds, 0, "the parent's blocks stay folded");
         assert_eq!(c.root().stats().cont_blocks_mapped, 16);
@@ -513,10 +470,7 @@ fn shared_memory_is_shared_across_fork() {
         assert!(folded(m, &p, BASE));
         let mut c = fork(m, &mut p, 2).unwrap();
         assert_eq!(read(m, &mut c, BASE + 5, 5).unwrap(), b"hello");
-        assert!(
-            folded(m, &c, BASE),
-            "the child maps the object's folio whole"
-        );
+        assert!(folded(m, &c, BASE), "the child maps the object's folio whole");
         write(m, &mut c, BASE + KB64 + 3, b"from child").unwrap();
         assert_eq!(read(m, &mut p, BASE + KB64 + 3, 10).unwrap(), b"from child");
         assert_eq!(pa_of(m, &p, BASE + KB64), pa_of(m, &c, BASE + KB64));
@@ -538,10 +492,7 @@ fn shared_memory_is_shared_across_fork() {
             MapAlign::Size64K,
         )
         .unwrap();
-        assert_eq!(
-            read(m, &mut p, BASE + 4 * KB64 + 3, 10).unwrap(),
-            b"from child"
-        );
+        assert_eq!(read(m, &mut p, BASE + 4 * KB64 + 3, 10).unwrap(), b"from child");
         check(m, &[&p, &c]);
         p.exit(m);
         assert_eq!(obj.folios(), 2, "the child still maps the object");
@@ -569,8 +520,7 @@ fn munmap_mprotect_and_fixed_replacement_release_pages() {
         s.munmap(m, VirtAddr(BASE), KB64).unwrap();
         assert_eq!(m.frames_out(), 48);
         // mprotect read-only keeps the blocks folded.
-        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::READ)
-            .unwrap();
+        s.mprotect(m, VirtAddr(BASE + KB64), KB64, VmProt::READ).unwrap();
         assert!(folded(m, &s, BASE + KB64));
         assert_eq!(read(m, &mut s, BASE + KB64, 3).unwrap(), b"abc");
         check(m, &[&s]);
@@ -581,9 +531,7 @@ fn munmap_mprotect_and_fixed_replacement_release_pages() {
         // Bad arguments change nothing.
         let snapshot = m.model.snapshot();
         assert!(s.munmap(m, VirtAddr(BASE + 1), PAGE_SIZE).is_err());
-        assert!(s
-            .mprotect(m, VirtAddr(BASE), 2 * KB64, VmProt::READ)
-            .is_err());
+        assert!(s.mprotect(m, VirtAddr(BASE), 2 * KB64, VmProt::READ).is_err());
         assert!(s.madvise_dontneed(m, VirtAddr(BASE), KB64).is_err());
         assert!(s
             .mmap(
@@ -611,8 +559,7 @@ fn mprotect_never_makes_cow_pages_writable() {
         let mut c = fork(m, &mut p, 2).unwrap();
         write(m, &mut p, BASE + KB64 + PAGE_SIZE, b"own").unwrap();
         for prot in [VmProt::READ, VmProt::NONE, VmProt::RW] {
-            p.mprotect(m, VirtAddr(BASE), KB64 + 2 * PAGE_SIZE, prot)
-                .unwrap();
+            p.mprotect(m, VirtAddr(BASE), KB64 + 2 * PAGE_SIZE, prot).unwrap();
             check(m, &[&p, &c]);
         }
         // The shared pages are still read-only: writing copies them.
@@ -629,10 +576,7 @@ fn mprotect_never_makes_cow_pages_writable() {
         assert_eq!(f.n, 1);
         assert_eq!(p.stats().young_set, before.young_set + 1);
         assert_eq!(p.stats().cow_reuse_4k, before.cow_reuse_4k);
-        assert_eq!(
-            read(m, &mut p, BASE + KB64 + PAGE_SIZE, 4).unwrap(),
-            b"own!"
-        );
+        assert_eq!(read(m, &mut p, BASE + KB64 + PAGE_SIZE, 4).unwrap(), b"own!");
         assert_eq!(read(m, &mut c, BASE, 5).unwrap(), b"block");
         assert_eq!(read(m, &mut c, BASE + KB64, 4).unwrap(), b"page");
         check(m, &[&p, &c]);
