@@ -12,8 +12,10 @@ pub const KERNEL_OFFSET: usize = 0xFFFF_0000_0000_0000;
 pub enum IntController {
     /// Arm GICv2 (GIC-400 on the Pi 4): distributor and CPU interface bases.
     GicV2 { distributor: usize, cpu: usize },
-    /// The BCM2836/7 "ARM local" block of the Pi 3: per-core timer routing and IRQ source registers.
-    Bcm2836Local { base: usize },
+    /// The BCM2836/7 "ARM local" block of the Pi 3: per-core timer routing and IRQ source registers;
+    /// `legacy` is the BCM2835 ARM interrupt controller behind it (the GPU's peripheral
+    /// interrupts), which Tessera masks.
+    Bcm2836Local { base: usize, legacy: usize },
 }
 
 /// Everything the boot code and drivers need to know about one board.
@@ -23,15 +25,22 @@ pub struct Board {
     pub name: &'static str,
     /// PL011 UART (serial0) base.
     pub uart_base: usize,
-    /// PL011 reference clock in Hz (only used if the console has to program the baud rate).
+    /// PL011 reference clock in Hz, from which the console computes its baud-rate divisors (on a
+    /// Pi, `config.txt` sets it with `init_uart_clock`).
     pub uart_clock_hz: u32,
+    /// The GPIO block that routes the UART's pins, where the board has one.
+    pub gpio: Option<(usize, crate::gpio::Kind)>,
     /// How the timer interrupt reaches the core.
     pub int_controller: IntController,
-    /// RAM assumed when the device tree does not say (base, size).
+    /// RAM assumed when the device tree does not say (base, size). On a Pi this must stay below the
+    /// VideoCore's share at the top of the first GiB (with the default 76 MiB `gpu_mem`, ARM memory
+    /// ends at 0x3B40_0000).
     pub default_ram: (usize, usize),
     /// Physical window mapped as Device memory by the boot map (2 MiB granularity): [lo, hi).
     pub device_window: (usize, usize),
-    /// Usable RAM is clamped below this address (peripherals / VideoCore start here).
+    /// Usable RAM is clamped below this address (peripherals / VideoCore start here). The boot map
+    /// maps [`Board::default_ram`]'s base up to here as Normal memory, the device window as Device,
+    /// and nothing else.
     pub ram_limit: usize,
     /// Where to look for a device tree when x0 does not point at one (QEMU virt puts it at the start
     /// of RAM when booting an ELF image).
@@ -51,6 +60,7 @@ pub const BOARD: Board = Board {
     name: "qemu-virt",
     uart_base: 0x0900_0000,
     uart_clock_hz: 24_000_000,
+    gpio: None,
     int_controller: IntController::GicV2 {
         distributor: 0x0800_0000,
         cpu: 0x0801_0000,
@@ -73,8 +83,12 @@ pub const BOARD: Board = Board {
     name: "raspi3",
     uart_base: 0x3F20_1000,
     uart_clock_hz: 48_000_000,
-    int_controller: IntController::Bcm2836Local { base: 0x4000_0000 },
-    default_ram: (0, 0x3C00_0000),
+    gpio: Some((0x3F20_0000, crate::gpio::Kind::Bcm2837)),
+    int_controller: IntController::Bcm2836Local {
+        base: 0x4000_0000,
+        legacy: 0x3F00_B200,
+    },
+    default_ram: (0, 0x3B40_0000),
     device_window: (0x3F00_0000, 0x4020_0000),
     ram_limit: 0x3F00_0000,
     dtb_fallback: None,
@@ -92,11 +106,12 @@ pub const BOARD: Board = Board {
     name: "raspi4",
     uart_base: 0xFE20_1000,
     uart_clock_hz: 48_000_000,
+    gpio: Some((0xFE20_0000, crate::gpio::Kind::Bcm2711)),
     int_controller: IntController::GicV2 {
         distributor: 0xFF84_1000,
         cpu: 0xFF84_2000,
     },
-    default_ram: (0, 0x3C00_0000),
+    default_ram: (0, 0x3B40_0000),
     device_window: (0xFC00_0000, 0x1_0000_0000),
     ram_limit: 0xFC00_0000,
     dtb_fallback: None,
@@ -104,11 +119,14 @@ pub const BOARD: Board = Board {
     virtual_timer_intid: 27,
 };
 
-#[cfg(not(any(
-    feature = "board-qemu-virt",
-    feature = "board-raspi3",
-    feature = "board-raspi4"
-)))]
+#[cfg(all(
+    target_os = "none",
+    not(any(
+        feature = "board-qemu-virt",
+        feature = "board-raspi3",
+        feature = "board-raspi4"
+    ))
+))]
 compile_error!("choose a board: build through `cargo xtask` or pass --features libos/board-qemu-virt (or board-raspi3, board-raspi4)");
 
 #[cfg(any(

@@ -7,8 +7,9 @@
 //!    masked. QEMU `virt` enters at EL1 directly.
 //! 3. At EL1: enable FP/SIMD (`CPACR_EL1.FPEN`) before any Rust code can run (the target uses
 //!    NEON registers freely), zero `.bss`, and build the *boot map*: one level-0 table, one level-1
-//!    table and four level-2 tables that map the low 4 GiB of physical memory with 2 MiB blocks,
-//!    Normal write-back memory except the board's device window, which is Device-nGnRE, XN.
+//!    table and four level-2 tables that map the low 4 GiB of physical memory with 2 MiB blocks:
+//!    the board's RAM window (from its RAM base up to `ram_limit`) as Normal write-back memory, the
+//!    device window as Device-nGnRE, XN, and nothing else.
 //!    Because translation ignores VA bits [63:48], the same tables serve as TTBR0 (identity, so the
 //!    instruction after the MMU is switched on still fetches) and TTBR1 (`KERNEL_OFFSET + pa`).
 //! 4. MMU and caches on; SP_EL1 set to the exception stack and SP_EL0 (selected) to the boot
@@ -164,20 +165,29 @@ _start:
     add     x5, x5, #1
     cmp     x5, #4
     b.lo    5b
+    // Block j at x4 = j << 21: Device inside the device window, Normal inside the RAM window,
+    // invalid elsewhere (no speculative access to holes).
     ldr     x6, ={dev_lo}
     ldr     x7, ={dev_hi}
     ldr     x8, ={block_normal}
     ldr     x9, ={block_device}
+    ldr     x11, ={ram_lo}
+    ldr     x12, ={ram_hi}
     mov     x5, #0
 6:  lsl     x4, x5, #21
-    mov     x10, x8
     cmp     x4, x6
-    b.lo    7f
+    b.lo    61f
     cmp     x4, x7
+    b.hs    61f
+    orr     x10, x9, x4
+    b       7f
+61: mov     x10, xzr
+    cmp     x4, x11
+    b.lo    7f
+    cmp     x4, x12
     b.hs    7f
-    mov     x10, x9
-7:  orr     x10, x10, x4
-    str     x10, [x3, x5, lsl #3]
+    orr     x10, x8, x4
+7:  str     x10, [x3, x5, lsl #3]
     add     x5, x5, #1
     cmp     x5, #2048
     b.lo    6b
@@ -248,6 +258,8 @@ _start:
     table = const TABLE_DESC,
     dev_lo = const BOARD.device_window.0,
     dev_hi = const BOARD.device_window.1,
+    ram_lo = const BOARD.default_ram.0,
+    ram_hi = const BOARD.ram_limit,
     block_normal = const BLOCK_NORMAL,
     block_device = const BLOCK_DEVICE,
     mair = const MAIR_VALUE,

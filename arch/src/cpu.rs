@@ -69,13 +69,32 @@ fn semihosting_call(op: u64, param: u64) -> Option<u64> {
     }
 }
 
-/// Leaves the machine with `status` (0 = success): semihosting SYS_EXIT where a host listens
-/// (QEMU with `-semihosting`), else PSCI SYSTEM_OFF (status lost), else parks the core.
+/// Leaves the machine with `status` (0 = success): [`semihosting_exit`], else [`system_off`], else
+/// [`park`]. Prints nothing (it serves before the console exists too); `libos::exit` says on the
+/// console how a real board stopped.
 pub fn exit(status: u32) -> ! {
+    semihosting_exit(status);
+    system_off();
+    park()
+}
+
+/// Semihosting SYS_EXIT with `status`, where a host listens (QEMU with `-semihosting`): does not
+/// return then. Returns when semihosting is absent (a real board).
+pub fn semihosting_exit(status: u32) {
     const SYS_EXIT: u64 = 0x18;
     const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
     let block = [ADP_STOPPED_APPLICATION_EXIT, status as u64];
     semihosting_call(SYS_EXIT, block.as_ptr() as u64);
+}
+
+/// Whether the device tree named a PSCI conduit, i.e. [`system_off`] can power the machine off.
+pub fn has_psci() -> bool {
+    PSCI.load(Ordering::Relaxed) != 0
+}
+
+/// PSCI SYSTEM_OFF through the device tree's conduit: does not return where it works. Returns when
+/// there is no PSCI (the Pi's firmware provides none) or the call failed.
+pub fn system_off() {
     match PSCI.load(Ordering::Relaxed) {
         1 => {
             let _ = smccc::psci::system_off::<smccc::Hvc>();
@@ -85,7 +104,6 @@ pub fn exit(status: u32) -> ! {
         }
         _ => {}
     }
-    park()
 }
 
 /// Stops this core for good (interrupts masked, low-power wait).

@@ -8,7 +8,9 @@
 //! or treat it as fatal. A fatal exception prints the ESR class, FAR, ELR and all registers and stops
 //! the machine with a failing exit status.
 
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+#[cfg(target_os = "none")]
+use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which of the sixteen vectors was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +35,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_raw(v: u64) -> Kind {
+    /// The vector with number `v` (0..16, the order of the vector table).
+    pub fn from_raw(v: u64) -> Kind {
         assert!(v < 16);
         // SAFETY: `Kind` is `repr(u64)` with exactly the discriminants 0..16, and v < 16.
         unsafe { core::mem::transmute::<u64, Kind>(v) }
@@ -67,58 +70,32 @@ pub struct TrapFrame {
 const FRAME_SIZE: usize = 288;
 const _: () = assert!(core::mem::size_of::<TrapFrame>() <= FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
 
-/// ESR_EL1 exception classes used by Tessera.
-pub mod ec {
-    pub const UNKNOWN: u64 = 0x00;
-    pub const SVC64: u64 = 0x15;
-    pub const INSTR_ABORT_LOWER: u64 = 0x20;
-    pub const INSTR_ABORT_SAME: u64 = 0x21;
-    pub const PC_ALIGNMENT: u64 = 0x22;
-    pub const DATA_ABORT_LOWER: u64 = 0x24;
-    pub const DATA_ABORT_SAME: u64 = 0x25;
-    pub const SP_ALIGNMENT: u64 = 0x26;
-    pub const SERROR: u64 = 0x2F;
-    pub const BRK64: u64 = 0x3C;
-}
+pub use crate::esr::ec;
 
 impl TrapFrame {
     /// ESR exception class.
     pub fn ec(&self) -> u64 {
-        (self.esr >> 26) & 0x3f
+        crate::esr::class(self.esr)
     }
 
     /// A short name for the exception class.
     pub fn ec_name(&self) -> &'static str {
-        match self.ec() {
-            ec::UNKNOWN => "unknown/undefined instruction",
-            ec::SVC64 => "SVC",
-            ec::INSTR_ABORT_LOWER | ec::INSTR_ABORT_SAME => "instruction abort",
-            ec::PC_ALIGNMENT => "PC alignment fault",
-            ec::DATA_ABORT_LOWER | ec::DATA_ABORT_SAME => "data abort",
-            ec::SP_ALIGNMENT => "SP alignment fault",
-            ec::SERROR => "SError",
-            ec::BRK64 => "BRK",
-            _ => "other",
-        }
+        crate::esr::class_name(self.esr)
+    }
+
+    /// For aborts: the decoded syndrome (`None` for other classes).
+    pub fn abort(&self) -> Option<crate::esr::Abort> {
+        crate::esr::abort(self.esr)
     }
 
     /// For aborts: fault status code (DFSC/IFSC) name.
     pub fn fault_status_name(&self) -> &'static str {
-        let fsc = self.esr & 0x3f;
-        match fsc {
-            0b000100..=0b000111 => "translation fault",
-            0b001000..=0b001011 => "access flag fault",
-            0b001100..=0b001111 => "permission fault",
-            0b100001 => "alignment fault",
-            0b010000 => "synchronous external abort",
-            0b110000 => "TLB conflict abort",
-            _ => "other fault",
-        }
+        crate::esr::fault_status(self.esr).name()
     }
 
     /// For data aborts: true when the access was a write (ESR.ISS.WnR).
     pub fn is_write(&self) -> bool {
-        self.esr & (1 << 6) != 0
+        crate::esr::is_write(self.esr)
     }
 }
 
@@ -143,17 +120,24 @@ pub struct Handlers {
     pub fatal: fn(Kind, &TrapFrame) -> !,
 }
 
+#[cfg(target_os = "none")]
 static HANDLERS: AtomicPtr<Handlers> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Installs the exception hooks (done once by libos during early boot).
+#[cfg(target_os = "none")]
 pub fn install(handlers: &'static Handlers) {
     HANDLERS.store(handlers as *const Handlers as *mut Handlers, Ordering::Release);
 }
 
+#[cfg(target_os = "none")]
 #[no_mangle]
 extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     let kind = Kind::from_raw(kind);
-    if kind == Kind::CurrentSpxSync && frame.ec() == ec::UNKNOWN && crate::cpu::is_semihosting_trap(frame.elr)
+    // Kernel code runs on SP_EL0, so the probe arrives as `CurrentSp0Sync`; from an exception
+    // handler (SP_EL1) it would be `CurrentSpxSync`.
+    if matches!(kind, Kind::CurrentSp0Sync | Kind::CurrentSpxSync)
+        && frame.ec() == ec::UNKNOWN
+        && crate::cpu::is_semihosting_trap(frame.elr)
     {
         // Semihosting probe on a machine without a semihosting host: skip the HLT.
         frame.elr += 4;
@@ -199,6 +183,7 @@ pub fn in_try_call() -> bool {
     CURRENT_TRY.load(Ordering::Acquire) != 0
 }
 
+#[cfg(target_os = "none")]
 fn redirect_to_resume(frame: &mut TrapFrame, code: u64) -> bool {
     let ctx = CURRENT_TRY.load(Ordering::Acquire);
     if ctx == 0 {
@@ -215,6 +200,7 @@ fn redirect_to_resume(frame: &mut TrapFrame, code: u64) -> bool {
 
 /// Abandons the innermost [`try_call`] from ordinary code (e.g. the panic handler), making it return
 /// `Err(code)`. Returns only if no `try_call` is active.
+#[cfg(target_os = "none")]
 pub fn abandon(code: u64) {
     let ctx = CURRENT_TRY.load(Ordering::Acquire);
     if ctx != 0 {
@@ -235,6 +221,7 @@ pub fn abandon(code: u64) {
 /// # Safety
 /// `f(arg)` must be safe to call: `arg` is whatever `f` expects (typically a pointer to a live
 /// closure on the caller's stack).
+#[cfg(target_os = "none")]
 pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u64> {
     extern "C" {
         fn __tessera_try_call(f: extern "C" fn(*mut u8), arg: *mut u8, ctx: *mut ResumeContext) -> u64;
@@ -258,6 +245,7 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
     }
 }
 
+#[cfg(target_os = "none")]
 core::arch::global_asm!(
     r#"
 .macro VECTOR kind
@@ -397,3 +385,22 @@ __tessera_resume:
 const _: () = assert!(
     core::mem::offset_of!(ResumeContext, daif) == 176 && core::mem::offset_of!(ResumeContext, fp) == 104
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_kinds() {
+        assert_eq!(Kind::from_raw(0), Kind::CurrentSp0Sync);
+        assert_eq!(Kind::from_raw(9), Kind::Lower64Irq);
+        let interrupts: Vec<u64> = (0..16).filter(|&v| Kind::from_raw(v).is_interrupt()).collect();
+        assert_eq!(interrupts, [1, 2, 5, 6, 9, 10, 13, 14]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn no_seventeenth_vector() {
+        Kind::from_raw(16);
+    }
+}

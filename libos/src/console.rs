@@ -1,16 +1,67 @@
 //! The console: the board's PL011 UART (through Arm's `arm-pl011-uart` driver), `print!`/`println!`,
 //! and the `log` facade.
 //!
-//! The UART is used as the firmware (or QEMU) left it configured; Tessera does not reprogram the
-//! baud rate, so a real Pi keeps `config.txt`'s settings. Output can instead be captured into a
-//! buffer, which the boot-time tests use to check formatting end to end.
+//! [`init`] configures the UART itself rather than trusting what the firmware left: on a Pi it
+//! first gives GPIO14/15 to the UART (ALT0, pulls off), then waits for the UART to finish sending,
+//! disables it, programs the baud-rate divisors for [`BAUD`] from the board's UART clock, 8N1 with
+//! the FIFOs on, masks and clears its interrupts, and enables it (PL011 TRM, DDI 0183G, 3.3.6
+//! "Integer and fractional baud rate registers" and 3.3.8 "Control register": disable, wait while
+//! BUSY, reprogram, enable). A full TX FIFO never hangs the kernel: a byte waits at most
+//! [`TX_WAIT_NS`], then it is dropped and counted ([`dropped_bytes`]), and while the UART stays
+//! stuck further bytes are dropped without waiting. Output can instead be captured into a buffer,
+//! which the boot-time tests use to check formatting end to end.
 
 use alloc::string::String;
-use arm_pl011_uart::{PL011Registers, Uart};
+use arm_pl011_uart::{DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart};
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
+
+/// The console's baud rate (8N1).
+pub const BAUD: u32 = 115_200;
+/// How long one byte may wait for room in the TX FIFO: about 40 characters' time at [`BAUD`], more
+/// than a draining 32-byte FIFO needs.
+pub const TX_WAIT_NS: u64 = 4_000_000;
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static TX_STUCK: AtomicBool = AtomicBool::new(false);
+
+/// Bytes dropped because the UART's TX FIFO stayed full.
+pub fn dropped_bytes() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Waits until `full` says the TX FIFO has room, for at most `budget_ns` by the clock `now_ns`;
+/// returns whether the byte may be written. A byte that times out is dropped and counted in
+/// `dropped`, and `stuck` is set: until `full` clears again, later bytes are dropped at once
+/// instead of each waiting out the budget.
+pub fn wait_for_room(
+    full: impl Fn() -> bool,
+    now_ns: impl Fn() -> u64,
+    budget_ns: u64,
+    stuck: &AtomicBool,
+    dropped: &AtomicU64,
+) -> bool {
+    if full() {
+        if stuck.load(Ordering::Relaxed) {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let start = now_ns();
+        while full() {
+            if now_ns().wrapping_sub(start) >= budget_ns {
+                stuck.store(true, Ordering::Relaxed);
+                dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+    }
+    stuck.store(false, Ordering::Relaxed);
+    true
+}
 
 struct Console {
     uart: Option<Uart<'static>>,
@@ -31,9 +82,39 @@ fn make_uart() -> Uart<'static> {
     Uart::new(regs)
 }
 
-/// Brings the console up. Called first thing by the runtime, before anything can fail.
+/// Brings the console up: pins, then the UART (see the module docs). Called first thing by the
+/// runtime, before anything can fail.
 pub fn init() {
-    CONSOLE.lock().uart = Some(make_uart());
+    if let Some((base, kind)) = arch::BOARD.gpio {
+        // SAFETY: the board's GPIO block, mapped Device by the boot map for the image's life; only
+        // the console touches it, once, here.
+        let gpio = unsafe { &*(arch::board::phys_to_virt(base) as *const arch::gpio::Registers) };
+        // 150 cycles of the slowest core clock the Pi runs at are well under a microsecond.
+        arch::gpio::route_uart0(gpio, kind, || arch::timer::spin_ns(1_000));
+    }
+    let mut uart = make_uart();
+    // Let whatever the firmware was sending go out before the line is reprogrammed.
+    let start = arch::timer::now_ns();
+    while uart.is_busy() && arch::timer::now_ns() - start < 10 * TX_WAIT_NS {}
+    let line = LineConfig {
+        data_bits: DataBits::Bits8,
+        parity: Parity::None,
+        stop_bits: StopBits::One,
+    };
+    // Only fails for a clock too slow for the baud rate, which no board has: keep the firmware's
+    // settings then.
+    if uart.enable(line, BAUD, arch::BOARD.uart_clock_hz).is_ok() {
+        uart.set_interrupt_masks(arm_pl011_uart::Interrupts::empty());
+        uart.clear_interrupts(arm_pl011_uart::Interrupts::all());
+    }
+    CONSOLE.lock().uart = Some(uart);
+}
+
+/// Waits (at most a few milliseconds) until the UART has sent everything queued.
+pub fn flush() {
+    let uart = make_uart();
+    let start = arch::timer::now_ns();
+    while uart.is_busy() && arch::timer::now_ns() - start < 10 * TX_WAIT_NS {}
 }
 
 impl Write for Console {
@@ -45,13 +126,24 @@ impl Write for Console {
         if let Some(uart) = self.uart.as_mut() {
             for b in s.bytes() {
                 if b == b'\n' {
-                    uart.write_char('\r')?;
+                    send(uart, b'\r');
                 }
-                while uart.is_tx_fifo_full() {}
-                uart.write_word(b);
+                send(uart, b);
             }
         }
         Ok(())
+    }
+}
+
+fn send(uart: &mut Uart<'static>, b: u8) {
+    if wait_for_room(
+        || uart.is_tx_fifo_full(),
+        arch::timer::now_ns,
+        TX_WAIT_NS,
+        &TX_STUCK,
+        &DROPPED,
+    ) {
+        uart.write_word(b);
     }
 }
 
@@ -144,6 +236,76 @@ mod boot_tests {
         /// The console's UART is a PL011: its PrimeCell identification registers read back valid.
         fn uart_is_a_pl011() {
             assert!(super::uart_identified());
+        }
+    }
+
+    crate::boot_test! {
+        /// The console programmed the PL011 itself: baud divisors for 115200 from the board's
+        /// UART clock (IBRD/FBRD, computed by hand here), 8N1 with FIFOs (LCR_H 0x70), UART, TX
+        /// and RX enabled, interrupts masked.
+        fn uart_is_programmed_for_115200_8n1() {
+            let base = arch::board::phys_to_virt(arch::BOARD.uart_base);
+            // SAFETY: reads of the PL011's registers, mapped Device; reading has no side effect.
+            let reg = |off: usize| unsafe { core::ptr::read_volatile((base + off) as *const u32) };
+            let (ibrd, fbrd) = match arch::BOARD.uart_clock_hz {
+                // 48 MHz / (16 * 115200) = 26.0417: 26 and round(0.0417 * 64) = 3.
+                48_000_000 => (26, 3),
+                // 24 MHz / (16 * 115200) = 13.0208: 13 and round(0.0208 * 64) = 1.
+                24_000_000 => (13, 1),
+                other => panic!("no hand-computed divisors for a {other} Hz UART clock"),
+            };
+            assert_eq!((reg(0x24), reg(0x28)), (ibrd, fbrd), "UARTIBRD, UARTFBRD");
+            assert_eq!(reg(0x2C), 0x70, "UARTLCR_H: WLEN 8 bits, FIFOs enabled, no parity, 1 stop bit");
+            assert_eq!(reg(0x30) & 0x301, 0x301, "UARTCR: UARTEN, TXE, RXE");
+            assert_eq!(reg(0x38), 0, "UARTIMSC: all interrupts masked");
+        }
+    }
+
+    crate::boot_test! {
+        /// On a Pi the UART's pins carry the UART: GPIO14/15 on function ALT0.
+        fn uart_pins_are_routed_to_the_pl011() {
+            let Some((base, _)) = arch::BOARD.gpio else {
+                return;
+            };
+            // SAFETY: the board's GPIO block, mapped Device; only read here.
+            let gpio = unsafe { &*(arch::board::phys_to_virt(base) as *const arch::gpio::Registers) };
+            for pin in arch::gpio::UART0_PINS {
+                assert_eq!(arch::gpio::function(gpio, pin), arch::gpio::Function::Alt0 as u32, "GPIO{pin}");
+            }
+        }
+    }
+
+    crate::boot_test! {
+        /// A TX FIFO that stays full costs one bounded wait, then bytes are dropped at once and
+        /// counted; once there is room again bytes go out and the stuck state ends.
+        fn a_full_tx_fifo_drops_bytes_instead_of_hanging() {
+            use super::wait_for_room;
+            use core::sync::atomic::{AtomicBool, AtomicU64};
+            let (stuck, dropped) = (AtomicBool::new(false), AtomicU64::new(0));
+            let now = arch::timer::now_ns;
+            let budget = 2_000_000;
+            let t0 = now();
+            assert!(!wait_for_room(|| true, now, budget, &stuck, &dropped));
+            let waited = now() - t0;
+            assert!(waited >= budget, "gave up after {waited} ns, before the budget");
+            assert_eq!(dropped.load(core::sync::atomic::Ordering::Relaxed), 1);
+            let t1 = now();
+            for _ in 0..100 {
+                assert!(!wait_for_room(|| true, now, budget, &stuck, &dropped));
+            }
+            assert!(now() - t1 < budget, "a stuck UART must not make every byte wait");
+            assert_eq!(dropped.load(core::sync::atomic::Ordering::Relaxed), 101);
+            assert!(wait_for_room(|| false, now, budget, &stuck, &dropped));
+            assert!(!stuck.load(core::sync::atomic::Ordering::Relaxed));
+            // A FIFO that drains within the budget loses nothing.
+            let calls = core::cell::Cell::new(0);
+            let full = || {
+                calls.set(calls.get() + 1);
+                calls.get() < 50
+            };
+            assert!(wait_for_room(full, now, budget, &stuck, &dropped));
+            assert_eq!(dropped.load(core::sync::atomic::Ordering::Relaxed), 101);
+            assert_eq!(super::dropped_bytes(), 0, "the real console dropped nothing");
         }
     }
 

@@ -33,6 +33,9 @@ pub struct DtInfo {
     pub memory: Vec<PhysRange>,
     /// `/memreserve/` entries and static `/reserved-memory` children with a `reg`.
     pub reserved: Vec<PhysRange>,
+    /// The `/reserved-memory` children marked `no-map` (also in `reserved`): memory the kernel must
+    /// not map at all, so not even cacheable speculation reaches it.
+    pub no_map: Vec<PhysRange>,
     /// `/chosen/bootargs` (empty when absent).
     pub bootargs: String,
     /// `/psci` or `arm,psci*` node's method.
@@ -101,12 +104,17 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
     }
     if let Some(rm) = top_level_node(&fdt, "reserved-memory") {
         for child in rm.children() {
+            let no_map = child.property("no-map").is_some();
             for r in child.reg().into_iter().flatten() {
                 if let Some(size) = r.size {
-                    info.reserved.push(PhysRange {
+                    let range = PhysRange {
                         base: r.starting_address as u64,
                         size: size as u64,
-                    });
+                    };
+                    info.reserved.push(range);
+                    if no_map {
+                        info.no_map.push(range);
+                    }
                 }
             }
         }
@@ -150,6 +158,19 @@ mod tests {
         w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000, 0x1_0000_0000, 0x2000_0000])
             .unwrap();
         w.end_node(mem).unwrap();
+        let rm = w.begin_node("reserved-memory").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        w.property_null("ranges").unwrap();
+        let fw = w.begin_node("firmware@7f000000").unwrap();
+        w.property_array_u64("reg", &[0x7f00_0000, 0x10_0000]).unwrap();
+        w.property_null("no-map").unwrap();
+        w.end_node(fw).unwrap();
+        let cma = w.begin_node("linux,cma").unwrap();
+        w.property_array_u64("reg", &[0x6000_0000, 0x400_0000]).unwrap();
+        w.property_null("reusable").unwrap();
+        w.end_node(cma).unwrap();
+        w.end_node(rm).unwrap();
         if let Some(args) = bootargs {
             let chosen = w.begin_node("chosen").unwrap();
             w.property_string("bootargs", args).unwrap();
@@ -184,12 +205,19 @@ mod tests {
                 }
             ]
         );
+        let range = |base, size| PhysRange { base, size };
         assert_eq!(
             info.reserved,
-            [PhysRange {
-                base: 0x4000_0000,
-                size: 0x1000
-            }]
+            [
+                range(0x4000_0000, 0x1000),
+                range(0x7f00_0000, 0x10_0000),
+                range(0x6000_0000, 0x400_0000)
+            ]
+        );
+        assert_eq!(
+            info.no_map,
+            [range(0x7f00_0000, 0x10_0000)],
+            "only the no-map child"
         );
         assert_eq!(info.bootargs, "log=debug tests=heap");
         assert_eq!(info.psci, Some(PsciMethod::Hvc));

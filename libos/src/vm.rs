@@ -145,7 +145,8 @@ fn map_kernel(
     })
 }
 
-/// Builds the kernel map over `ram` and switches to it (see the module docs).
+/// Builds the kernel map over `ram` and switches to it (see the module docs). `ram` is what the
+/// linear map covers: RAM without the firmware's `no-map` regions, which stay unmapped.
 pub fn init_kernel_map(ram: &[PhysRange]) -> Result<(), KernelMapError> {
     let mut root = Root::new_kernel(&mut MachinePlatform).map_err(|_| KernelMapError {
         what: "root table",

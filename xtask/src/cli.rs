@@ -1,300 +1,155 @@
-//! Command-line parsing and the `cargo xtask` commands.
+//! The `cargo xtask` command line (parsed with `clap`) and what each command does.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
-use crate::builder::{self, BuildRequest};
-use crate::qemu::{self, QemuRunner};
+use crate::builder::{self, BuildRequest, BuiltImage};
+use crate::qemu::QemuRunner;
 use crate::testcmd::{self, TestOptions};
 use crate::{bench, process, sdcard, setup, Board};
 
-pub const USAGE: &str = "\
-usage: cargo xtask <command> [options]
+/// Tessera's build driver: builds an app into a bootable image per board, boots it under QEMU,
+/// runs the test suite and the benchmarks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    propagate_version = true
+)]
+#[command(after_help = "Boards: qemu-virt (default), raspi3, raspi4.\n\
+Boot arguments (--append): tests=<substr>[,<substr>...] log=<off|error|warn|info|debug|trace>")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
 
-commands:
-  build <app> [--board B] [--features F,...]
-        build an app for a board (default board: qemu-virt)
-  run <app> [--board B] [--features F,...] [--append BOOTARGS] [--timeout SECS]
-        build and boot under QEMU with the serial console on the terminal;
-        exits with the guest's status
-  image <app> --board raspi3|raspi4 [--features F,...] [--out DIR] [--append BOOTARGS]
-        write kernel8.img + config.txt (+ cmdline.txt) for a real Raspberry Pi
-  test [--board B]... [--host-only|--boot-only] [--filter F[,F...]] [--timeout SECS]
-        host tests (cargo test) and the selftest boot tests on every board
-        QEMU can run; ends with a line 'N passed, N failed'
-  setup
-        install the Rust target, llvm-tools and QEMU (Debian bookworm)
-  bench <name>
-        run a benchmark under QEMU with -icount
+/// Which app, for which board, with which extra cargo features.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct AppArgs {
+    /// The app: a crate under `apps/` (hello, selftest, mmbench, forkbench, ...).
+    pub app: String,
+    /// The board to build for.
+    #[arg(long, default_value = "qemu-virt")]
+    pub board: Board,
+    /// Extra cargo features of the app (comma separated, repeatable).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+}
 
-boards: qemu-virt, raspi3, raspi4
-bootargs: tests=<substr>[,<substr>...] log=<error|warn|info|debug|trace>
-";
+impl AppArgs {
+    fn request(&self) -> BuildRequest {
+        BuildRequest::new(self.app.clone(), self.board).features(self.features.iter().cloned())
+    }
+}
 
-/// A parsed command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A command.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum Cmd {
-    Help,
-    Build {
-        app: String,
-        board: Board,
-        features: Vec<String>,
-    },
+    /// Build an app for a board; prints the paths of the ELF, image and DTB.
+    Build(AppArgs),
+    /// Build an app and boot it under QEMU, the serial console on this terminal; exits with the
+    /// guest's status. Installs what is missing first (see `setup`).
     Run {
-        app: String,
-        board: Board,
-        features: Vec<String>,
+        #[command(flatten)]
+        app: AppArgs,
+        /// The kernel command line.
+        #[arg(long, default_value = "")]
         append: String,
+        /// Stop QEMU after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
         timeout: Option<Duration>,
+        /// Start halted with QEMU's gdbstub listening, and print the debugger command to attach.
+        #[arg(long)]
+        gdb: bool,
+        /// The gdbstub's TCP port (with --gdb).
+        #[arg(long, default_value_t = 1234, requires = "gdb")]
+        gdb_port: u16,
+        /// Boot without semihosting, as on a real board: the exit status does not reach QEMU,
+        /// which ends through PSCI SYSTEM_OFF where the board has PSCI (else stop it with --timeout).
+        #[arg(long)]
+        no_semihosting: bool,
     },
+    /// Write `kernel8.img` and `config.txt` (and `cmdline.txt`) for a real Raspberry Pi's SD card.
     Image {
+        /// The app.
         app: String,
+        /// raspi3 or raspi4.
+        #[arg(long)]
         board: Board,
+        /// Extra cargo features of the app (comma separated, repeatable).
+        #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
+        /// The output directory (default: target/sdcard/<board>).
+        #[arg(long)]
         out: Option<PathBuf>,
+        /// The kernel command line (written to cmdline.txt).
+        #[arg(long, default_value = "")]
         append: String,
     },
+    /// Formatting and lint checks, host tests, and the boot tests on every board; ends with one line
+    /// `N passed, N failed`. Installs what is missing first (see `setup`).
     Test {
+        /// Only these boards (comma separated, repeatable; default: all).
+        #[arg(long = "board", value_delimiter = ',')]
         boards: Vec<Board>,
-        host: bool,
-        boot: bool,
+        /// Only the checks and host tests.
+        #[arg(long, conflicts_with = "boot_only")]
+        host_only: bool,
+        /// Only the boot tests.
+        #[arg(long)]
+        boot_only: bool,
+        /// Run only tests whose name contains one of these (comma separated, repeatable).
+        #[arg(long = "filter", value_delimiter = ',')]
         filters: Vec<String>,
+        /// Per-board time limit for the boot tests, in seconds.
+        #[arg(long, value_parser = parse_seconds, default_value = "300")]
         timeout: Duration,
     },
+    /// Install what is missing (Rust target, llvm-tools, QEMU >= 9 on Debian), then boot `hello` on
+    /// every board to show that QEMU works.
     Setup,
+    /// Run a benchmark under QEMU in virtual time and write its table to BENCHMARKS.md.
     Bench {
+        /// boot, tables or fork.
         name: String,
     },
 }
 
-/// Option/positional scanner.
-struct Args {
-    items: std::collections::VecDeque<String>,
-    positional: Vec<String>,
-    opts: Vec<(String, Option<String>)>,
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("a positive number of seconds, not '{s}'"))
 }
 
-impl Args {
-    /// Splits `args` into positionals and options. `valued` lists the
-    /// options that take a value (`--opt V` or `--opt=V`).
-    fn scan(args: &[String], valued: &[&str], flags: &[&str]) -> Result<Args> {
-        let mut a = Args {
-            items: args.iter().cloned().collect(),
-            positional: vec![],
-            opts: vec![],
-        };
-        while let Some(arg) = a.items.pop_front() {
-            if arg == "-h" || arg == "--help" {
-                a.opts.push(("--help".into(), None));
-            } else if let Some(opt) = arg.strip_prefix("--").filter(|_| arg.len() > 2) {
-                let (name, inline) = match opt.split_once('=') {
-                    Some((n, v)) => (format!("--{n}"), Some(v.to_string())),
-                    None => (arg.clone(), None),
-                };
-                if valued.contains(&name.as_str()) {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => a
-                            .items
-                            .pop_front()
-                            .ok_or_else(|| anyhow!("option {name} needs a value"))?,
-                    };
-                    a.opts.push((name, Some(value)));
-                } else if flags.contains(&name.as_str()) && inline.is_none() {
-                    a.opts.push((name, None));
-                } else {
-                    bail!("unknown option '{arg}'\n\n{USAGE}");
-                }
-            } else if arg.starts_with('-') && arg != "-" {
-                bail!("unknown option '{arg}'\n\n{USAGE}");
-            } else {
-                a.positional.push(arg);
-            }
-        }
-        Ok(a)
-    }
-
-    fn help(&self) -> bool {
-        self.opts.iter().any(|(n, _)| n == "--help")
-    }
-
-    fn values(&self, name: &str) -> Vec<String> {
-        self.opts
-            .iter()
-            .filter(|(n, _)| n == name)
-            .filter_map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn last(&self, name: &str) -> Option<String> {
-        self.values(name).pop()
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.opts.iter().any(|(n, _)| n == name)
-    }
-
-    fn board(&self, default: Option<Board>) -> Result<Board> {
-        match self.last("--board") {
-            Some(b) => b.parse(),
-            None => default.ok_or_else(|| anyhow!("--board is required (one of {})", Board::valid_names())),
-        }
-    }
-
-    fn features(&self) -> Vec<String> {
-        comma_list(&self.values("--features"))
-    }
-
-    fn timeout(&self) -> Result<Option<Duration>> {
-        self.last("--timeout")
-            .map(|t| {
-                t.parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| anyhow!("--timeout takes a positive number of seconds, not '{t}'"))
-            })
-            .transpose()
-    }
-
-    /// Exactly one positional (`what` names it in errors).
-    fn one_positional(&self, what: &str) -> Result<String> {
-        match self.positional.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => bail!("missing <{what}>\n\n{USAGE}"),
-            [_, extra, ..] => bail!("unexpected argument '{extra}'"),
-        }
-    }
-
-    fn no_positional(&self) -> Result<()> {
-        match self.positional.first() {
-            Some(p) => bail!("unexpected argument '{p}'"),
-            None => Ok(()),
-        }
-    }
+/// Parses the arguments after `xtask` (errors and `--help` as clap formats them).
+pub fn parse<I, T>(args: I) -> Result<Cmd, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = std::iter::once(std::ffi::OsString::from("xtask")).chain(args.into_iter().map(Into::into));
+    Cli::try_parse_from(args).map(|c| c.cmd)
 }
 
-fn comma_list(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Parses the arguments after `xtask`.
-pub fn parse(args: &[String]) -> Result<Cmd> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Ok(Cmd::Help);
-    };
-    const APP_OPTS: [&str; 2] = ["--board", "--features"];
-    let cmd = match cmd.as_str() {
-        "help" | "-h" | "--help" => Cmd::Help,
-        "build" => {
-            let a = Args::scan(rest, &APP_OPTS, &[])?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            Cmd::Build {
-                app: a.one_positional("app")?,
-                board: a.board(Some(Board::QemuVirt))?,
-                features: a.features(),
-            }
-        }
-        "run" => {
-            let a = Args::scan(rest, &["--board", "--features", "--append", "--timeout"], &[])?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            Cmd::Run {
-                app: a.one_positional("app")?,
-                board: a.board(Some(Board::QemuVirt))?,
-                features: a.features(),
-                append: a.last("--append").unwrap_or_default(),
-                timeout: a.timeout()?,
-            }
-        }
-        "image" => {
-            let a = Args::scan(rest, &["--board", "--features", "--out", "--append"], &[])?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            let board = a.board(None)?;
-            if !board.is_raspi() {
-                bail!("'image' is for the Raspberry Pi boards (raspi3, raspi4); boot qemu-virt with 'cargo xtask run'");
-            }
-            Cmd::Image {
-                app: a.one_positional("app")?,
-                board,
-                features: a.features(),
-                out: a.last("--out").map(PathBuf::from),
-                append: a.last("--append").unwrap_or_default(),
-            }
-        }
-        "test" => {
-            let a = Args::scan(
-                rest,
-                &["--board", "--filter", "--timeout"],
-                &["--host-only", "--boot-only"],
-            )?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            a.no_positional()?;
-            let (host_only, boot_only) = (a.flag("--host-only"), a.flag("--boot-only"));
-            if host_only && boot_only {
-                bail!("--host-only and --boot-only exclude each other");
-            }
-            let mut boards = Vec::new();
-            for b in comma_list(&a.values("--board")) {
-                let b: Board = b.parse()?;
-                if !boards.contains(&b) {
-                    boards.push(b);
-                }
-            }
-            Cmd::Test {
-                boards,
-                host: !boot_only,
-                boot: !host_only,
-                filters: comma_list(&a.values("--filter")),
-                timeout: a.timeout()?.unwrap_or(testcmd::DEFAULT_BOOT_TIMEOUT),
-            }
-        }
-        "setup" => {
-            let a = Args::scan(rest, &[], &[])?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            a.no_positional()?;
-            Cmd::Setup
-        }
-        "bench" => {
-            let a = Args::scan(rest, &[], &[])?;
-            if a.help() {
-                return Ok(Cmd::Help);
-            }
-            Cmd::Bench {
-                name: a.one_positional("name")?,
-            }
-        }
-        other => bail!("unknown command '{other}'\n\n{USAGE}"),
-    };
-    Ok(cmd)
+/// The debugger command that attaches to a `--gdb` boot of `image`.
+pub fn gdb_command(image: &BuiltImage, port: u16) -> String {
+    format!(
+        "gdb-multiarch -q {} -ex 'target remote localhost:{port}'",
+        image.elf.display()
+    )
 }
 
 /// Runs a command; returns the process exit code.
 pub fn execute(cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Help => {
-            print!("{USAGE}");
-            Ok(0)
-        }
-        Cmd::Build { app, board, features } => {
-            let image = builder::build(&BuildRequest::new(app, board).features(features))?;
+        Cmd::Build(app) => {
+            let image = builder::build(&app.request())?;
             println!("{}", image.elf.display());
             if image.kernel != image.elf {
                 println!("{}", image.kernel.display());
@@ -306,18 +161,29 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Run {
             app,
-            board,
-            features,
             append,
             timeout,
+            gdb,
+            gdb_port,
+            no_semihosting,
         } => {
-            // Check QEMU before spending time on the build.
-            qemu::require_board(board)?;
-            let image = builder::build(&BuildRequest::new(app, board).features(features))?;
-            let mut runner = QemuRunner::new(&image).append(append);
+            // Tools first: a missing QEMU is reported before time goes into the build.
+            setup::ensure_ready(&[app.board])?;
+            let image = builder::build(&app.request())?;
+            let mut runner = QemuRunner::new(&image)
+                .append(append)
+                .semihosting(!no_semihosting)
+                .gdb(gdb.then_some(gdb_port));
             runner.timeout = timeout;
             let cmd = runner.command()?;
             eprintln!("running {}", process::render(&cmd));
+            if gdb {
+                eprintln!(
+                    "QEMU is halted at the first instruction, waiting for a debugger; in another terminal:\n  \
+                     {}\n(Debian: apt-get install gdb-multiarch; quit QEMU with Ctrl-A X)",
+                    gdb_command(&image, gdb_port)
+                );
+            }
             let o = runner.run_interactive()?;
             if !o.success() {
                 eprintln!("xtask: QEMU: {}", o.describe());
@@ -331,20 +197,42 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             out,
             append,
         } => {
+            if !board.is_raspi() {
+                bail!(
+                    "'image' is for the Raspberry Pi boards (raspi3, raspi4); boot qemu-virt with \
+                     'cargo xtask run'"
+                );
+            }
             sdcard::write_image(&app, board, &features, out, &append)?;
             Ok(0)
         }
         Cmd::Test {
-            boards,
-            host,
-            boot,
+            mut boards,
+            host_only,
+            boot_only,
             filters,
             timeout,
         } => {
+            let mut seen = Vec::new();
+            boards.retain(|b| {
+                let new = !seen.contains(b);
+                seen.push(*b);
+                new
+            });
+            if !host_only {
+                let wanted = if boards.is_empty() {
+                    Board::ALL.to_vec()
+                } else {
+                    boards.clone()
+                };
+                setup::ensure_ready(&wanted)?;
+            } else {
+                setup::ensure_rust()?;
+            }
             let ok = testcmd::run(&TestOptions {
                 boards,
-                host,
-                boot,
+                host: !boot_only,
+                boot: !host_only,
                 filters,
                 timeout,
             })?;
@@ -355,6 +243,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench { name } => {
+            setup::ensure_ready(&[Board::QemuVirt])?;
             bench::run(&name)?;
             Ok(0)
         }
@@ -363,8 +252,14 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
 
 /// `main` of the `xtask` binary.
 pub fn main() -> i32 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args).and_then(execute) {
+    let cmd = match parse(std::env::args_os().skip(1)) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match execute(cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -377,80 +272,85 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<Cmd> {
-        parse(&s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+    fn p(s: &str) -> Result<Cmd, clap::Error> {
+        parse(s.split_whitespace())
+    }
+
+    fn err(s: &str) -> String {
+        p(s).unwrap_err().to_string()
+    }
+
+    fn app(name: &str, board: Board, features: &[&str]) -> AppArgs {
+        AppArgs {
+            app: name.into(),
+            board,
+            features: features.iter().map(|f| f.to_string()).collect(),
+        }
     }
 
     #[test]
     fn build_and_run() {
         assert_eq!(
             p("build hello").unwrap(),
-            Cmd::Build {
-                app: "hello".into(),
-                board: Board::QemuVirt,
-                features: vec![]
-            }
+            Cmd::Build(app("hello", Board::QemuVirt, &[]))
         );
         assert_eq!(
             p("build selftest --board=raspi3 --features a,b --features c").unwrap(),
-            Cmd::Build {
-                app: "selftest".into(),
-                board: Board::Raspi3,
-                features: vec!["a".into(), "b".into(), "c".into()]
-            }
+            Cmd::Build(app("selftest", Board::Raspi3, &["a", "b", "c"]))
         );
-        let mut args: Vec<String> = ["run", "selftest", "--board", "raspi4", "--append"]
-            .map(String::from)
-            .to_vec();
-        args.push("tests=mm log=debug".into());
-        args.extend(["--timeout", "30"].map(String::from));
+        let args = [
+            "run",
+            "selftest",
+            "--board",
+            "raspi4",
+            "--append",
+            "tests=mm log=debug",
+            "--timeout",
+            "30",
+        ];
         assert_eq!(
-            parse(&args).unwrap(),
+            parse(args).unwrap(),
             Cmd::Run {
-                app: "selftest".into(),
-                board: Board::Raspi4,
-                features: vec![],
+                app: app("selftest", Board::Raspi4, &[]),
                 append: "tests=mm log=debug".into(),
                 timeout: Some(Duration::from_secs(30)),
+                gdb: false,
+                gdb_port: 1234,
+                no_semihosting: false,
             }
         );
+        assert!(matches!(
+            p("run hello --gdb --gdb-port 4321 --no-semihosting").unwrap(),
+            Cmd::Run {
+                gdb: true,
+                gdb_port: 4321,
+                no_semihosting: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn errors() {
-        let e = p("build hello --board pi5").unwrap_err().to_string();
-        assert!(e.contains("valid boards: qemu-virt, raspi3, raspi4"), "{e}");
-        assert!(p("build").unwrap_err().to_string().contains("missing <app>"));
-        assert!(p("build a b")
-            .unwrap_err()
-            .to_string()
-            .contains("unexpected argument 'b'"));
-        assert!(p("build a --bogus")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown option '--bogus'"));
-        assert!(p("run a --timeout")
-            .unwrap_err()
-            .to_string()
-            .contains("needs a value"));
-        assert!(p("run a --timeout -3")
-            .unwrap_err()
-            .to_string()
-            .contains("positive"));
-        assert!(p("frobnicate")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown command 'frobnicate'"));
-        assert!(p("image hello")
-            .unwrap_err()
-            .to_string()
-            .contains("--board is required"));
-        assert!(p("image hello --board qemu-virt")
-            .unwrap_err()
-            .to_string()
-            .contains("Raspberry Pi"));
-        assert!(p("test --host-only --boot-only").is_err());
-        assert!(p("test --host-only=yes").is_err());
+        assert!(err("build hello --board pi5").contains("valid boards: qemu-virt, raspi3, raspi4"));
+        assert!(err("build").contains("<APP>"));
+        assert!(err("build a b").contains("unexpected argument 'b'"));
+        assert!(err("build a --bogus").contains("unexpected argument '--bogus'"));
+        assert!(err("run a --timeout").contains("a value is required"));
+        assert!(err("run a --timeout=-3").contains("positive"));
+        assert!(err("run a --timeout 0").contains("positive"));
+        assert!(err("run a --gdb-port 9").contains("--gdb"));
+        assert!(err("frobnicate").contains("unrecognized subcommand 'frobnicate'"));
+        assert!(err("image hello").contains("--board <BOARD>"));
+        assert!(err("test --host-only --boot-only").contains("cannot be used with"));
+        assert!(err("test --host-only=yes").contains("--host-only"));
+    }
+
+    #[test]
+    fn image_is_for_the_pi() {
+        let cmd = p("image hello --board qemu-virt").unwrap();
+        let e = execute(cmd).unwrap_err().to_string();
+        assert!(e.contains("Raspberry Pi"), "{e}");
     }
 
     #[test]
@@ -459,8 +359,8 @@ mod tests {
             p("test").unwrap(),
             Cmd::Test {
                 boards: vec![],
-                host: true,
-                boot: true,
+                host_only: false,
+                boot_only: false,
                 filters: vec![],
                 timeout: Duration::from_secs(300)
             }
@@ -469,27 +369,24 @@ mod tests {
             p("test --board raspi3 --board qemu-virt,raspi3 --boot-only --filter mm,alloc --timeout 60")
                 .unwrap(),
             Cmd::Test {
-                boards: vec![Board::Raspi3, Board::QemuVirt],
-                host: false,
-                boot: true,
+                boards: vec![Board::Raspi3, Board::QemuVirt, Board::Raspi3],
+                host_only: false,
+                boot_only: true,
                 filters: vec!["mm".into(), "alloc".into()],
                 timeout: Duration::from_secs(60),
             }
         );
-        assert!(matches!(
-            p("test --host-only").unwrap(),
-            Cmd::Test {
-                host: true,
-                boot: false,
-                ..
-            }
-        ));
     }
 
     #[test]
-    fn misc() {
-        assert_eq!(p("").unwrap(), Cmd::Help);
-        assert_eq!(p("build --help").unwrap(), Cmd::Help);
+    fn help_and_misc() {
+        let help = p("--help").unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        let text = help.to_string();
+        for cmd in ["build", "run", "image", "test", "setup", "bench"] {
+            assert!(text.contains(cmd), "{cmd} missing from\n{text}");
+        }
+        assert!(p("run --help").unwrap_err().to_string().contains("--gdb"));
         assert_eq!(p("setup").unwrap(), Cmd::Setup);
         assert_eq!(p("bench fork").unwrap(), Cmd::Bench { name: "fork".into() });
         assert_eq!(
@@ -502,5 +399,29 @@ mod tests {
                 append: String::new()
             }
         );
+        Cli::command_for_debug_assert();
+    }
+
+    #[test]
+    fn gdb_command_line() {
+        let image = BuiltImage {
+            app: "hello".into(),
+            board: Board::QemuVirt,
+            features: vec![],
+            elf: "/w/target/hello".into(),
+            kernel: "/w/target/hello".into(),
+            dtb: None,
+        };
+        assert_eq!(
+            gdb_command(&image, 1234),
+            "gdb-multiarch -q /w/target/hello -ex 'target remote localhost:1234'"
+        );
+    }
+
+    impl Cli {
+        fn command_for_debug_assert() {
+            use clap::CommandFactory;
+            Cli::command().debug_assert();
+        }
     }
 }

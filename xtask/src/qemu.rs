@@ -102,6 +102,9 @@ pub fn require_board(board: Board) -> Result<QemuInfo> {
     Ok(info)
 }
 
+/// `qemu-virt`'s RAM unless a runner says otherwise.
+pub const DEFAULT_VIRT_MEMORY_MIB: u32 = 1024;
+
 /// One QEMU invocation booting an image on a board.
 #[derive(Clone, Debug)]
 pub struct QemuRunner {
@@ -113,9 +116,16 @@ pub struct QemuRunner {
     pub dtb: Option<PathBuf>,
     /// Kernel command line (`-append`); empty means none.
     pub append: String,
+    /// RAM for `qemu-virt` in MiB (`-m`; the raspi machines have a fixed size).
+    pub memory_mib: u32,
     /// Deterministic instruction counting for benchmarks:
     /// `-icount shift=0,sleep=off`.
     pub icount: bool,
+    /// Attach QEMU's semihosting (the exit status reaches the host). Without it the guest runs as
+    /// on a real board: it finds no semihosting host and halts through PSCI or by parking.
+    pub semihosting: bool,
+    /// Start halted with QEMU's gdbstub listening on this TCP port (`-S -gdb tcp::PORT`).
+    pub gdb_port: Option<u16>,
     /// Kill QEMU after this long.
     pub timeout: Option<Duration>,
     /// Anything else to pass to QEMU (appended last).
@@ -130,10 +140,23 @@ impl QemuRunner {
             kernel: image.kernel.clone(),
             dtb: image.dtb.clone(),
             append: String::new(),
+            memory_mib: DEFAULT_VIRT_MEMORY_MIB,
             icount: false,
+            semihosting: true,
+            gdb_port: None,
             timeout: None,
             extra_args: Vec::new(),
         }
+    }
+
+    pub fn semihosting(mut self, on: bool) -> Self {
+        self.semihosting = on;
+        self
+    }
+
+    pub fn gdb(mut self, port: Option<u16>) -> Self {
+        self.gdb_port = port;
+        self
     }
 
     pub fn append(mut self, bootargs: impl Into<String>) -> Self {
@@ -143,6 +166,11 @@ impl QemuRunner {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
         self
     }
 
@@ -158,13 +186,17 @@ impl QemuRunner {
         push("-M");
         push(self.board.qemu_machine());
         if self.board == Board::QemuVirt {
-            for s in ["-cpu", "max,pauth-impdef=on", "-smp", "1", "-m", "1G"] {
+            for s in ["-cpu", "max,pauth-impdef=on", "-smp", "1", "-m"] {
                 push(s);
             }
+            push(&format!("{}M", self.memory_mib));
         }
         // No display; serial0 (the PL011) on stdio; no monitor, so stdin is
         // not multiplexed with it (with `-nographic` alone, stdio would be
-        // `mon:stdio`). A guest reset (watchdog, PSCI reset) ends QEMU.
+        // `mon:stdio`). A guest reset (watchdog, PSCI reset) ends QEMU. No
+        // network device: `virt` would otherwise add a virtio NIC whose boot
+        // ROM (`efi-virtio.rom`, Debian's `ipxe-qemu`) is only a recommended
+        // package, and QEMU refuses to start without it.
         for s in [
             "-nographic",
             "-monitor",
@@ -172,10 +204,19 @@ impl QemuRunner {
             "-serial",
             "stdio",
             "-no-reboot",
-            "-semihosting-config",
-            "enable=on,target=native",
+            "-nic",
+            "none",
         ] {
             push(s);
+        }
+        if self.semihosting {
+            push("-semihosting-config");
+            push("enable=on,target=native");
+        }
+        if let Some(port) = self.gdb_port {
+            push("-S");
+            push("-gdb");
+            push(&format!("tcp::{port}"));
         }
         if self.icount {
             push("-icount");
@@ -236,7 +277,10 @@ mod tests {
             },
             dtb: board.is_raspi().then(|| PathBuf::from(format!("/t/{board}.dtb"))),
             append: String::new(),
+            memory_mib: DEFAULT_VIRT_MEMORY_MIB,
             icount: false,
+            semihosting: true,
+            gdb_port: None,
             timeout: None,
             extra_args: vec![],
         }
@@ -251,15 +295,15 @@ mod tests {
             .join(" ")
     }
 
-    const COMMON: &str =
-        "-nographic -monitor none -serial stdio -no-reboot -semihosting-config enable=on,target=native";
+    const COMMON: &str = "-nographic -monitor none -serial stdio -no-reboot -nic none \
+         -semihosting-config enable=on,target=native";
 
     #[test]
     fn qemu_virt_command_line() {
         let r = runner(Board::QemuVirt).append("tests=mm log=debug");
         assert_eq!(
             args(&r),
-            format!("-M virt -cpu max,pauth-impdef=on -smp 1 -m 1G {COMMON} -kernel /t/hello -append tests=mm log=debug")
+            format!("-M virt -cpu max,pauth-impdef=on -smp 1 -m 1024M {COMMON} -kernel /t/hello -append tests=mm log=debug")
         );
         // -append is a single argument
         let a = r.args().unwrap();
@@ -280,6 +324,16 @@ mod tests {
         assert_eq!(
             args(&r),
             format!("-M raspi4b {COMMON} -icount shift=0,sleep=off -kernel /t/kernel8.img -dtb /t/raspi4.dtb -append log=info")
+        );
+    }
+
+    #[test]
+    fn without_semihosting_and_with_gdb() {
+        let r = runner(Board::Raspi3).semihosting(false).gdb(Some(1234));
+        assert_eq!(
+            args(&r),
+            "-M raspi3b -nographic -monitor none -serial stdio -no-reboot -nic none -S -gdb tcp::1234 \
+             -kernel /t/kernel8.img -dtb /t/raspi3.dtb"
         );
     }
 

@@ -1,8 +1,12 @@
 //! `cargo xtask setup`: install what is missing on a Debian bookworm machine
-//! (idempotent; fast when everything is present).
+//! (idempotent; fast when everything is present), then boot `hello` on every
+//! board. `run`, `test` and `bench` call [`ensure_ready`] first, so the
+//! README's two commands work as the first commands on a fresh machine.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -15,10 +19,64 @@ const APT_SOURCES: &str = "/etc/apt/sources.list";
 const APT_SOURCES_DIR: &str = "/etc/apt/sources.list.d";
 
 pub fn run() -> Result<()> {
-    rust()?;
-    qemu()?;
+    rust(true)?;
+    if let Some(problem) = qemu_problem(true) {
+        install_qemu(&problem)?;
+    }
+    for board in Board::ALL {
+        boot_hello(board)?;
+    }
     println!("setup: done");
     Ok(())
+}
+
+/// The Rust target and llvm-tools, added with rustup when missing (quietly when present).
+pub fn ensure_rust() -> Result<()> {
+    rust(false)
+}
+
+/// What `run`, `test` and `bench` need before they build: the Rust pieces, and a QEMU that has
+/// the machines of `boards`. A missing QEMU is installed when running as root without a terminal
+/// (as CI does); otherwise this stops with the one command that installs it.
+pub fn ensure_ready(boards: &[Board]) -> Result<()> {
+    rust(false)?;
+    let Some(problem) = qemu_problem(false) else {
+        return Ok(());
+    };
+    if is_root() && !std::io::stdin().is_terminal() {
+        install_qemu(&problem)?;
+    } else {
+        bail!(
+            "{problem}.\nInstall it with:\n    cargo xtask setup\n\
+             (installs qemu-system-arm >= 9 from Debian bookworm-backports, without recommended packages{})",
+            if is_root() { "" } else { ", through sudo" }
+        );
+    }
+    let info = crate::qemu::require_board(boards.first().copied().unwrap_or(Board::QemuVirt))?;
+    for &b in boards {
+        info.check_board(b).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Builds `hello` for `board` and boots it exactly as `cargo xtask run` does: it must greet and
+/// exit 0, else the QEMU installation is broken and the error says how.
+fn boot_hello(board: Board) -> Result<()> {
+    let image = crate::builder::build(&crate::builder::BuildRequest::new("hello", board).quiet(true))
+        .with_context(|| format!("building hello for {board}"))?;
+    let runner = crate::qemu::QemuRunner::new(&image).timeout(Duration::from_secs(120));
+    let command = process::render(&runner.command()?);
+    let o = runner.run_captured(false)?;
+    if o.success() && o.stdout.contains("Hello from Tessera") {
+        println!("setup: hello boots on {board} ({})", o.describe());
+        return Ok(());
+    }
+    bail!(
+        "hello does not boot on {board}: QEMU {}\n$ {command}\n--- serial ---\n{}\n--- QEMU's stderr ---\n{}",
+        o.describe(),
+        o.stdout.trim_end(),
+        o.stderr.trim_end()
+    )
 }
 
 /// Runs a command, echoing it, failing on a non-zero status.
@@ -54,13 +112,15 @@ fn rustup(args: &[&str]) -> Command {
     c
 }
 
-fn rust() -> Result<()> {
+fn rust(verbose: bool) -> Result<()> {
     if Command::new("rustup").arg("--version").output().is_err() {
         bail!("rustup not found; install Rust with rustup (https://rustup.rs) first");
     }
     let targets = output(&mut rustup(&["target", "list", "--installed"]))?;
     if targets.lines().any(|l| l.trim() == TARGET) {
-        println!("setup: Rust target {TARGET}: installed");
+        if verbose {
+            println!("setup: Rust target {TARGET}: installed");
+        }
     } else {
         sh(&mut rustup(&["target", "add", TARGET]))?;
     }
@@ -74,7 +134,7 @@ fn rust() -> Result<()> {
 }
 
 /// `None` if QEMU is fine, else why not.
-fn qemu_problem() -> Option<String> {
+fn qemu_problem(verbose: bool) -> Option<String> {
     let bin = crate::qemu::qemu_binary();
     let version = Command::new(&bin).arg("--version").output();
     let Ok(version) = version else {
@@ -91,6 +151,9 @@ fn qemu_problem() -> Option<String> {
         .filter(|m| !machines.iter().any(|x| x == m))
         .collect();
     if missing.is_empty() {
+        if !verbose {
+            return None;
+        }
         println!(
             "setup: {}: {} (machines virt, raspi3b, raspi4b present)",
             bin.display(),
@@ -168,10 +231,7 @@ fn mentions_backports(text: &str) -> bool {
     })
 }
 
-fn qemu() -> Result<()> {
-    let Some(problem) = qemu_problem() else {
-        return Ok(());
-    };
+fn install_qemu(problem: &str) -> Result<()> {
     println!("setup: {problem}; installing QEMU");
     if Command::new("apt-get").arg("--version").output().is_err() {
         bail!("{problem}; install QEMU >= 9 (qemu-system-aarch64) with your package manager");
@@ -208,7 +268,7 @@ fn qemu() -> Result<()> {
     }
     install.push("qemu-system-arm");
     sh(&mut apt(&install))?;
-    if let Some(problem) = qemu_problem() {
+    if let Some(problem) = qemu_problem(true) {
         bail!("after installing qemu-system-arm: {problem}");
     }
     Ok(())
