@@ -81,7 +81,11 @@ impl Boot {
 
 /// Boots `image` with `bootargs`, capturing output.
 pub fn boot(image: &BuiltImage, bootargs: &str) -> Boot {
-    let runner = QemuRunner::new(image).append(bootargs).timeout(BOOT_TIMEOUT);
+    boot_with(QemuRunner::new(image).append(bootargs).timeout(BOOT_TIMEOUT))
+}
+
+/// Boots with `runner` (the command line `cargo xtask run` would use, adjusted), capturing output.
+pub fn boot_with(runner: QemuRunner) -> Boot {
     let command = xtask::process::render(&runner.command().expect("QEMU command line"));
     let outcome = runner
         .run_captured(false)

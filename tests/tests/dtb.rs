@@ -1,10 +1,12 @@
 //! The DTB generated for the raspi boards: a valid FDT with the nodes QEMU
 //! edits, and QEMU really fills in `/memory` and `/chosen/bootargs`.
 
-use std::process::Command;
+use std::time::Duration;
 
 use tessera_tests::{board_available, scratch_dir, Board};
+use xtask::builder::BuiltImage;
 use xtask::dtb;
+use xtask::qemu::QemuRunner;
 
 fn check_generated(board: Board) {
     let dir = scratch_dir(&format!("dtb-{board}"));
@@ -68,30 +70,24 @@ fn check_qemu_edits(test: &str, board: Board, ram: usize) {
     std::fs::write(&kernel, [0u8; 64]).unwrap();
     let dumped = dir.join("out.dtb");
     let bootargs = "tests=alloc,mm log=debug";
-    let out = Command::new(xtask::qemu::qemu_binary())
-        .args([
-            "-M",
-            board.qemu_machine(),
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "null",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-dtb")
-        .arg(&ours)
-        .args(["-append", bootargs])
-        .arg("-machine")
-        .arg(format!("dumpdtb={}", dumped.display()))
-        .output()
-        .unwrap();
+    // The command line `cargo xtask run` uses, plus `dumpdtb`.
+    let mut runner = QemuRunner::new(&BuiltImage {
+        app: "none".into(),
+        board,
+        features: vec![],
+        elf: kernel.clone(),
+        kernel,
+        dtb: Some(ours),
+    })
+    .append(bootargs)
+    .timeout(Duration::from_secs(60));
+    runner.extra_args = vec!["-machine".into(), format!("dumpdtb={}", dumped.display()).into()];
+    let out = runner.run_captured(false).unwrap();
     assert!(
-        out.status.success(),
+        out.success(),
         "QEMU rejected the {board} DTB: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        out.describe(),
+        out.stderr
     );
     let blob = std::fs::read(&dumped).unwrap();
     let fdt = fdt::Fdt::new(&blob).unwrap();

@@ -1,6 +1,9 @@
 //! `hello` prints its greeting and exits 0 on every board.
 
-use tessera_tests::{board_available, boot, build, Board};
+use std::time::Duration;
+
+use tessera_tests::{board_available, boot, boot_with, build, Board};
+use xtask::qemu::QemuRunner;
 
 fn hello(test: &str, board: Board) {
     if !board_available(test, board) {
@@ -39,4 +42,76 @@ fn hello_on_raspi3() {
 #[test]
 fn hello_on_raspi4() {
     hello("hello_on_raspi4", Board::Raspi4);
+}
+
+/// Booted as on a real board, without semihosting: the probe must not print an exception report;
+/// `qemu-virt` powers off through PSCI (QEMU exits 0), a Pi, which has no PSCI, says it halted and
+/// parks (QEMU keeps running until the test stops it).
+fn halts_without_semihosting(test: &str, board: Board) {
+    if !board_available(test, board) {
+        return;
+    }
+    let image = build("hello", board, &[]);
+    let parks = board.is_raspi();
+    let limit = Duration::from_secs(if parks { 20 } else { 120 });
+    let run = boot_with(QemuRunner::new(&image).semihosting(false).timeout(limit));
+    let log = run.log();
+    assert!(
+        !run.outcome.stdout.contains("FATAL"),
+        "exception report at exit on {board}\n{log}"
+    );
+    assert!(run.outcome.stdout.contains("Hello from Tessera"), "{log}");
+    if parks {
+        assert!(run.outcome.timed_out, "a parked Pi keeps QEMU running\n{log}");
+        assert!(
+            run.outcome
+                .stdout
+                .contains("tessera: halted with exit status 0; reset or power-cycle the board"),
+            "{log}"
+        );
+    } else {
+        assert_eq!(run.code(), Some(0), "PSCI SYSTEM_OFF ends QEMU cleanly\n{log}");
+        assert!(
+            run.outcome.stdout.contains("powering off (PSCI SYSTEM_OFF)"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn halts_without_semihosting_on_qemu_virt() {
+    halts_without_semihosting("halts_without_semihosting_on_qemu_virt", Board::QemuVirt);
+}
+
+#[test]
+fn halts_without_semihosting_on_raspi3() {
+    halts_without_semihosting("halts_without_semihosting_on_raspi3", Board::Raspi3);
+}
+
+#[test]
+fn halts_without_semihosting_on_raspi4() {
+    halts_without_semihosting("halts_without_semihosting_on_raspi4", Board::Raspi4);
+}
+
+/// RAM is whatever the device tree says, not a size built into the image: `qemu-virt` with
+/// 1536 MiB reports (and uses) 1536 MiB.
+#[test]
+fn ram_size_follows_the_device_tree() {
+    let test = "ram_size_follows_the_device_tree";
+    if !board_available(test, Board::QemuVirt) {
+        return;
+    }
+    let image = build("hello", Board::QemuVirt, &[]);
+    let run = boot_with(
+        QemuRunner::new(&image)
+            .memory_mib(1536)
+            .append("log=debug")
+            .timeout(Duration::from_secs(120)),
+    );
+    let log = run.log();
+    assert_eq!(run.code(), Some(0), "{log}");
+    assert!(
+        log.contains("RAM [PhysRange { base: 1073741824, size: 1610612736 }] from DeviceTree"),
+        "{log}"
+    );
 }

@@ -126,7 +126,9 @@ fn rust(verbose: bool) -> Result<()> {
     }
     let components = output(&mut rustup(&["component", "list", "--installed"]))?;
     if components.lines().any(|l| l.trim().starts_with("llvm-tools")) {
-        println!("setup: rustup component llvm-tools: installed");
+        if verbose {
+            println!("setup: rustup component llvm-tools: installed");
+        }
     } else {
         sh(&mut rustup(&["component", "add", "llvm-tools"]))?;
     }

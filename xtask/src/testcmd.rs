@@ -1,5 +1,7 @@
-//! `cargo xtask test`: host tests, then the boot tests of `selftest` on every
-//! available board, then a closing `N passed, N failed` line.
+//! `cargo xtask test`: the house-style checks (`cargo fmt --check`, clippy with
+//! `-D warnings` on the host crates and on the kernel target), host tests, then
+//! the boot tests of `selftest` on every available board, then a closing
+//! `N passed, N failed` line. Each check counts as one test.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,8 +14,10 @@ use crate::process::{self, Echo, Outcome};
 use crate::qemu::{self, QemuRunner};
 use crate::{toolchain, workspace_root, Board};
 
-/// The host packages tested by the host phase.
-pub const HOST_PACKAGES: [&str; 3] = ["libos", "xtask", "tessera-tests"];
+/// The host packages tested by the host phase (and linted on the host).
+pub const HOST_PACKAGES: [&str; 4] = ["arch", "libos", "xtask", "tessera-tests"];
+/// The apps, linted for the kernel target.
+pub const TARGET_PACKAGES: [&str; 4] = ["hello", "selftest", "mmbench", "forkbench"];
 /// The app whose boot tests the boot phase runs.
 pub const SELFTEST_APP: &str = "selftest";
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -91,6 +95,11 @@ impl PhaseResult {
 pub fn run(opts: &TestOptions) -> Result<bool> {
     let mut results = Vec::new();
     if opts.host {
+        results.extend(
+            check_commands()
+                .into_iter()
+                .map(|(label, mut cmd)| check_phase(label, &mut cmd)),
+        );
         results.push(host_phase(&opts.filters));
     }
     if opts.boot {
@@ -109,7 +118,66 @@ pub fn run(opts: &TestOptions) -> Result<bool> {
     Ok(ok)
 }
 
-/// `cargo test -p libos -p xtask -p tessera-tests --no-fail-fast [-- filters]`.
+/// The checks: formatting, then clippy with `-D warnings` on the host crates (all targets) and on
+/// the apps for the kernel target (which covers `arch` and `libos` as the images use them).
+pub fn check_commands() -> Vec<(String, Command)> {
+    let cargo = || {
+        let mut c = Command::new(toolchain::cargo());
+        c.current_dir(workspace_root());
+        c
+    };
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    let mut host = cargo();
+    host.arg("clippy");
+    for p in HOST_PACKAGES {
+        host.args(["-p", p]);
+    }
+    host.args(["--all-targets", "--", "-D", "warnings"]);
+    let mut target = cargo();
+    target.arg("clippy");
+    for p in TARGET_PACKAGES {
+        target.args(["-p", p]);
+    }
+    target
+        .args([
+            "--target",
+            crate::TARGET,
+            "--features",
+            &Board::QemuVirt.feature(),
+        ])
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", crate::target_root().join("clippy"));
+    vec![
+        ("cargo fmt --check".to_string(), fmt),
+        ("clippy (host)".to_string(), host),
+        (format!("clippy ({})", crate::TARGET), target),
+    ]
+}
+
+fn check_phase(label: String, cmd: &mut Command) -> PhaseResult {
+    println!("==> {label}: {}", process::render(cmd));
+    let (passed, failed, error) = match process::run_captured(cmd, None, Echo::None, Echo::None) {
+        Ok(o) if o.success() => (1, 0, None),
+        Ok(o) => {
+            // Show what failed: rustfmt's diff or clippy's diagnostics.
+            print!("{}", o.stdout);
+            eprint!("{}", o.stderr);
+            (0, 1, Some(o.describe()))
+        }
+        Err(e) => (0, 1, Some(format!("{e:#}"))),
+    };
+    PhaseResult {
+        label,
+        passed,
+        failed,
+        skipped: None,
+        error,
+        detail: String::new(),
+    }
+}
+
+/// `cargo test -p arch -p libos -p xtask -p tessera-tests --no-fail-fast [-- filters]`.
 pub fn host_command(filters: &[String]) -> Command {
     let mut cmd = Command::new(toolchain::cargo());
     cmd.current_dir(workspace_root()).arg("test");
@@ -419,6 +487,8 @@ mod tests {
             [
                 "test",
                 "-p",
+                "arch",
+                "-p",
                 "libos",
                 "-p",
                 "xtask",
@@ -432,6 +502,33 @@ mod tests {
         );
         assert_eq!(bootargs(&["parse".into(), "dtb".into()]), "tests=parse,dtb");
         assert_eq!(bootargs(&[]), "");
+    }
+
+    #[test]
+    fn checks_are_fmt_and_clippy_with_denied_warnings() {
+        let cmds = check_commands();
+        let line = |i: usize| {
+            cmds[i]
+                .1
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(line(0), "fmt --all --check");
+        assert_eq!(
+            line(1),
+            "clippy -p arch -p libos -p xtask -p tessera-tests --all-targets -- -D warnings"
+        );
+        assert_eq!(
+            line(2),
+            "clippy -p hello -p selftest -p mmbench -p forkbench --target aarch64-unknown-none \
+             --features libos/board-qemu-virt -- -D warnings"
+        );
+        let r = check_phase("sh".into(), Command::new("sh").args(["-c", "echo bad; exit 1"]));
+        assert_eq!((r.passed, r.failed, r.ok()), (0, 1, false));
+        let r = check_phase("sh".into(), Command::new("true").arg(""));
+        assert_eq!((r.passed, r.failed, r.ok()), (1, 0, true));
     }
 
     #[test]
