@@ -27,7 +27,7 @@ pub mod console;
 pub mod process;
 #[cfg(target_os = "none")]
 pub mod runtime;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "boot-tests"))]
 pub mod testing;
 #[cfg(target_os = "none")]
 pub mod vm;

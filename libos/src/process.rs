@@ -171,7 +171,7 @@ impl Process {
         let outer_hook = runtime::fault_hook();
         runtime::set_fault_hook(Some(on_abort));
         let mut out = None;
-        let r = crate::testing::abandonable(|| out = Some(f()));
+        let r = crate::runtime::abandonable(|| out = Some(f()));
         runtime::set_fault_hook(outer_hook);
         CURRENT.store(outer, Ordering::Release);
         match r {

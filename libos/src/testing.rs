@@ -136,25 +136,16 @@ static STATE: Mutex<State> = Mutex::new(State {
     reason: FixedBuf::new(),
 });
 
-extern "C" fn call_once<F: FnOnce()>(p: *mut u8) {
-    // SAFETY: `p` is the `&mut Option<F>` passed by `guarded` below, live for the whole call.
-    let f = unsafe { (*(p as *mut Option<F>)).take() };
-    if let Some(f) = f {
-        f()
-    }
-}
-
-/// Runs `f` inside an abandonable call (see [`arch::exception::try_call`]): `Err(code)` when a
-/// fault, panic or watchdog abandoned it.
-pub fn abandonable<F: FnOnce()>(f: F) -> Result<(), u64> {
-    guarded(f)
-}
-
 fn guarded<F: FnOnce()>(f: F) -> Result<(), u64> {
-    let mut slot = Some(f);
-    // SAFETY: `call_once::<F>` takes exactly the `&mut Option<F>` passed, which outlives the call.
-    unsafe { exception::try_call(call_once::<F>, &mut slot as *mut Option<F> as *mut u8) }
+    runtime::abandonable(f)
 }
+
+/// The hooks [`run_all`] registers with the runtime.
+pub static HOOKS: runtime::Hooks = runtime::Hooks {
+    unexpected_exception: on_unexpected_exception,
+    watchdog: on_watchdog,
+    panic: on_panic,
+};
 
 /// Runs `f`, which is expected to take a synchronous exception (e.g. a data abort): returns the
 /// fault, or `Ok(())` if `f` completed without one. A panic inside `f` propagates as usual.
@@ -182,7 +173,7 @@ pub fn catch_fault<F: FnOnce()>(f: F) -> Result<(), FaultInfo> {
 }
 
 /// Exception hook: called by the runtime for a synchronous exception nothing else handled.
-pub fn on_unexpected_exception(frame: &mut TrapFrame) -> Disposition {
+fn on_unexpected_exception(frame: &mut TrapFrame) -> Disposition {
     let mut s = STATE.lock();
     if s.catching > 0 {
         s.caught = Some(FaultInfo {
@@ -210,7 +201,7 @@ pub fn on_unexpected_exception(frame: &mut TrapFrame) -> Disposition {
 }
 
 /// Panic hook: inside a test, record the message and abandon the test.
-pub fn on_panic(info: &core::panic::PanicInfo) {
+fn on_panic(info: &core::panic::PanicInfo) {
     let mut s = STATE.lock();
     if s.in_test {
         s.reason.clear();
@@ -221,7 +212,7 @@ pub fn on_panic(info: &core::panic::PanicInfo) {
 }
 
 /// Watchdog hook: abandon the running test.
-pub fn on_watchdog() -> Option<Disposition> {
+fn on_watchdog() -> Option<Disposition> {
     let mut s = STATE.lock();
     if s.in_test {
         s.reason.clear();
@@ -240,6 +231,7 @@ pub struct Summary {
 
 /// Runs every registered test that passes the command line's `tests=` filter.
 pub fn run_all() -> Summary {
+    runtime::set_hooks(&HOOKS);
     let filters = runtime::boot_config().bootargs.test_filters();
     let selected: alloc::vec::Vec<&TestDesc> = registered()
         .iter()
@@ -289,7 +281,6 @@ pub fn run_all() -> Summary {
     summary
 }
 
-#[cfg(feature = "boot-tests")]
 mod boot_tests {
     use super::*;
     use arch::exception::ec;

@@ -1,0 +1,83 @@
+//! Physical frames: the frame allocator every frame comes from, and the page metadata array
+//! (Tessera's `struct page`) carved out of RAM at boot.
+
+use super::heap::{self, HEAP_GROWN_BYTES};
+use crate::devicetree::PhysRange;
+use crate::memory::{self, AllocError, FrameAllocator, FrameError};
+use arch::board::phys_to_virt;
+use core::sync::atomic::Ordering;
+use spin::{Mutex, Once};
+
+pub(super) static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
+
+/// Allocates 2^order physical frames; returns the physical address.
+pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
+    let r = FRAMES.lock().alloc(order);
+    heap::refill_heap_reserve();
+    r
+}
+
+/// Frees frames obtained from [`alloc_frames`].
+pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
+    let r = FRAMES.lock().free(pa, order);
+    heap::refill_heap_reserve();
+    r
+}
+
+/// Frames that are free or owned by the kernel heap (its reserve and what it grew into; the heap
+/// never gives frames back): the boot-test runner's leak check compares this before and after
+/// each test.
+pub fn frames_free_or_heap() -> usize {
+    frame_counts().0 + HEAP_GROWN_BYTES.load(Ordering::Relaxed) / memory::FRAME_SIZE
+}
+
+/// (free frames, total frames).
+pub fn frame_counts() -> (usize, usize) {
+    let f = FRAMES.lock();
+    (f.free_frames(), f.total_frames())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page metadata
+
+static MEMMAP: Once<crate::mm::folio::MemMap<'static>> = Once::new();
+
+/// The page metadata of every frame the frame allocator can hand out (Tessera's `struct page`
+/// array), set up at boot.
+pub fn memmap() -> &'static crate::mm::folio::MemMap<'static> {
+    MEMMAP.get().expect("page metadata used before boot set it up")
+}
+
+/// Carves the page-metadata array for the span of `usable` out of the top of the largest usable
+/// range (before the frame allocator gets the ranges, as Linux's memblock does), zeroes it —
+/// zero is the metadata of a free frame — and installs [`memmap`]. Returns the carved range.
+pub(super) fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
+    use crate::mm::folio::MemMap;
+    use crate::mm::PhysAddr;
+    let page = memory::FRAME_SIZE as u64;
+    let base = usable.iter().map(|r| r.base).min()?;
+    let end = usable.iter().map(|r| r.end()).max()?;
+    let frames = ((end - base) / page) as usize;
+    let bytes = (MemMap::bytes_needed(frames) as u64).next_multiple_of(page);
+    let largest = usable.iter_mut().max_by_key(|r| r.size)?;
+    if largest.size < bytes + page {
+        return None;
+    }
+    largest.size -= bytes;
+    let carved = PhysRange {
+        base: largest.end(),
+        size: bytes,
+    };
+    // SAFETY: the carved range is RAM removed from the usable ranges before the frame allocator
+    // or anything else saw it, mapped by the boot map (and later the kernel map) at
+    // `phys_to_virt`, and handed to the metadata for the rest of the image's life.
+    let storage = unsafe {
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(carved.base as usize) as *mut core::mem::MaybeUninit<u8>,
+            bytes as usize,
+        )
+    };
+    let map = MemMap::from_bytes(PhysAddr(base), frames, storage).ok()?;
+    MEMMAP.call_once(|| map);
+    Some(carved)
+}

@@ -1,0 +1,107 @@
+//! Exceptions, interrupts and panics: the hooks installed in `arch::exception`, the abort hook a
+//! running process installs, the fatal report, and the panic handler.
+
+use super::{exit, hooks, timer, EXIT_FATAL_EXCEPTION, EXIT_PANIC};
+use arch::exception::{self, Disposition, Handlers, Kind, TrapFrame};
+use spin::Mutex;
+
+pub(super) static HANDLERS: Handlers = Handlers {
+    sync: on_sync,
+    irq: on_irq,
+    fatal: on_fatal,
+};
+
+/// A handler for data/instruction aborts (a running process installs one): `None` when the fault
+/// is not its business, else what to do (`Resume` to retry the access after resolving it,
+/// `Abandon` to end the enclosing abandonable call with an error).
+pub type FaultHook = fn(&mut TrapFrame) -> Option<Disposition>;
+
+static FAULT_HOOK: Mutex<Option<FaultHook>> = Mutex::new(None);
+
+/// Installs (or removes) the abort handler hook.
+pub fn set_fault_hook(hook: Option<FaultHook>) {
+    *FAULT_HOOK.lock() = hook;
+}
+
+/// The installed abort handler hook.
+pub fn fault_hook() -> Option<FaultHook> {
+    *FAULT_HOOK.lock()
+}
+
+fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
+    use arch::exception::ec;
+    if matches!(
+        frame.ec(),
+        ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER
+    ) {
+        let hook = *FAULT_HOOK.lock();
+        if let Some(d) = hook.and_then(|h| h(frame)) {
+            return d;
+        }
+    }
+    match hooks::hooks() {
+        Some(h) => (h.unexpected_exception)(frame),
+        None => Disposition::Fatal,
+    }
+}
+
+fn on_irq(_kind: Kind, _frame: &mut TrapFrame) -> Disposition {
+    let mut disposition = Disposition::Resume;
+    while let Some(id) = arch::irq::acknowledge() {
+        if id == arch::irq::timer_id() {
+            if let Some(d) = timer::timers_fired() {
+                disposition = d;
+            }
+        } else {
+            log::warn!("unexpected interrupt {id}");
+        }
+        arch::irq::end_of_interrupt(id);
+    }
+    disposition
+}
+
+fn on_fatal(kind: Kind, frame: &TrapFrame) -> ! {
+    print_exception("FATAL", kind, frame);
+    exit(EXIT_FATAL_EXCEPTION)
+}
+
+/// Prints an exception report: class, syndrome, addresses and registers.
+pub fn print_exception(what: &str, kind: Kind, frame: &TrapFrame) {
+    use crate::console::emergency_write_fmt as w;
+    w(format_args!(
+        "{what}: {} ({:?}) ESR={:#010x} EC={:#04x}",
+        frame.ec_name(),
+        kind,
+        frame.esr,
+        frame.ec()
+    ));
+    if matches!(frame.ec(), 0x20 | 0x21 | 0x24 | 0x25) {
+        w(format_args!(
+            " {} {}",
+            frame.fault_status_name(),
+            if frame.is_write() { "(write)" } else { "(read)" }
+        ));
+    }
+    w(format_args!(
+        "\n  ELR={:#018x} FAR={:#018x} SPSR={:#010x} SP={:#018x}\n",
+        frame.elr, frame.far, frame.spsr, frame.sp
+    ));
+    for (i, pair) in frame.x.chunks(4).enumerate() {
+        w(format_args!(" "));
+        for (j, v) in pair.iter().enumerate() {
+            w(format_args!(" x{:<2}={:#018x}", i * 4 + j, v));
+        }
+        w(format_args!("\n"));
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    if exception::in_try_call() {
+        if let Some(h) = hooks::hooks() {
+            (h.panic)(info);
+        }
+    }
+    crate::console::emergency_write_fmt(format_args!("\npanicked: {info}\n"));
+    exit(EXIT_PANIC)
+}
