@@ -294,7 +294,7 @@ mod tests {
         // BaseADDR = VA[48:12]: bit 48 set for the upper half.
         assert_eq!(op & ((1 << 37) - 1), (1 << 36) | 0x400);
         assert_eq!(range_pages(0, 0), 2);
-        // The lead's hand-computed vectors (libos/src/vm.rs boot test).
+        // Hand-computed vectors (also checked on the real MMU by a libos/src/vm.rs boot test).
         let op = RangeOperand {
             base: 0x1234_5000,
             scale: 1,

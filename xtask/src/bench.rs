@@ -342,7 +342,7 @@ const FORK_CONFIGS: [&str; 3] = ["copy-64k", "copy-4k", "share-64k"];
 /// it need more than 2 GiB; 3 GiB is all qemu-virt RAM below the board's 4 GiB RAM limit
 /// (RAM starts at 1 GiB).
 const FORK_RAM: &str = "3G";
-/// The size the summary compares at (the issue's figure).
+/// The size the summary compares at (the size the headline figure is quoted at).
 const FORK_RATIO_MIB: u64 = 256;
 
 /// The row of `rows` for `mib`, `mode` and `folios`.
@@ -491,16 +491,10 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
 pub fn run(name: &str) -> Result<()> {
     let (title, report) = match name {
         "boot" => ("Boot to main and image size (`hello`)", boot_bench()?),
-        "tables" => (
-            "Translation tables: map / unmap cost per MiB (issue 3)",
-            tables_bench()?,
-        ),
-        "contpte" => (
-            "CONTPTE: 256 MiB of 64 KiB folios, on vs off (issue 4)",
-            contpte_bench()?,
-        ),
+        "tables" => ("Translation tables: map / unmap cost per MiB", tables_bench()?),
+        "contpte" => ("CONTPTE: 256 MiB of 64 KiB folios, on vs off", contpte_bench()?),
         "fork" => (
-            "Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables (issue 5, copy-on-write page tables)",
+            "Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables",
             fork_bench()?,
         ),
         _ => {

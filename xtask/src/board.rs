@@ -30,7 +30,7 @@ impl Board {
         format!("libos/board-{}", self.name())
     }
 
-    /// The lead's linker script for this board.
+    /// The linker script for this board.
     pub fn linker_script(self, root: &Path) -> PathBuf {
         root.join("linker").join(format!("{}.ld", self.name()))
     }

@@ -1,4 +1,4 @@
-//! The fork benchmark (issue 5, and copy-on-write page tables), run by `cargo xtask bench fork`
+//! The fork benchmark (batched PTE copy and copy-on-write page tables), run by `cargo xtask bench fork`
 //! under `-icount shift=0,sleep=off` (one instruction per virtual nanosecond).
 //!
 //! For each size (1, 16, 64, 256, 1024 MiB) and each configuration — `Copy` fork mode with

@@ -1,4 +1,4 @@
-//! Folios over real translation tables with CONTPTE (issue 4's combined property test):
+//! Folios over real translation tables with CONTPTE (the combined property test):
 //! random map / unmap / protect / access / fork-like dup / pin / put sequences over anon folios
 //! of orders 0, 4 and 9 in two or three user address spaces (distinct ASIDs and [`SpaceId`]s)
 //! sharing one hardware model, one [`MemMap`] and one frame source, with the model's checks and
