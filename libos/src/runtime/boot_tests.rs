@@ -1,6 +1,6 @@
 //! Boot tests of the runtime: frames, heap, timer, device tree, interrupt controller, entry.
 
-use super::heap::HEAP_GROWN_BYTES;
+use super::frames::HEAP_GROWN_BYTES;
 use super::*;
 use crate::memory::{AllocError, FrameError, OutOfMemory, FRAME_SIZE, MAX_ORDER};
 use alloc::boxed::Box;

@@ -1,26 +1,53 @@
-//! Physical frames: the frame allocator every frame comes from, and the page metadata array
-//! (Tessera's `struct page`) carved out of RAM at boot.
+//! Physical frames: the frame allocator every frame comes from, the reserve of blocks it keeps
+//! topped up for the kernel heap to grow into, and the page metadata array (Tessera's
+//! `struct page`) carved out of RAM at boot.
 
-use super::heap::{self, HEAP_GROWN_BYTES};
 use crate::devicetree::PhysRange;
 use crate::memory::{self, AllocError, FrameAllocator, FrameError};
 use arch::board::phys_to_virt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
+
+/// Bytes the heap took from the frame allocator (blocks in the reserve count as taken).
+pub(super) static HEAP_GROWN_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Blocks set aside for the heap to grow into (physical addresses, each `HEAP_BLOCK_ORDER`).
+const HEAP_RESERVE_BLOCKS: usize = 2;
+pub(super) const HEAP_BLOCK_ORDER: usize = memory::MAX_ORDER;
+pub(super) static HEAP_RESERVE: Mutex<[Option<u64>; HEAP_RESERVE_BLOCKS]> =
+    Mutex::new([None; HEAP_RESERVE_BLOCKS]);
+
+/// Tops the heap reserve up from the frame allocator. Never called with the heap or the frame
+/// allocator locked.
+pub(super) fn refill_heap_reserve() {
+    loop {
+        let Some(mut reserve) = HEAP_RESERVE.try_lock() else {
+            return;
+        };
+        let Some(slot) = reserve.iter_mut().find(|b| b.is_none()) else {
+            return;
+        };
+        let Ok(pa) = FRAMES.lock().alloc(HEAP_BLOCK_ORDER) else {
+            return;
+        };
+        *slot = Some(pa);
+        HEAP_GROWN_BYTES.fetch_add(memory::FRAME_SIZE << HEAP_BLOCK_ORDER, Ordering::Relaxed);
+    }
+}
 
 pub(super) static FRAMES: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::new());
 
 /// Allocates 2^order physical frames; returns the physical address.
 pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
     let r = FRAMES.lock().alloc(order);
-    heap::refill_heap_reserve();
+    refill_heap_reserve();
     r
 }
 
 /// Frees frames obtained from [`alloc_frames`].
 pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
     let r = FRAMES.lock().free(pa, order);
-    heap::refill_heap_reserve();
+    refill_heap_reserve();
     r
 }
 

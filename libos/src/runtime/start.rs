@@ -164,7 +164,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
             boot_error(format_args!("no usable RAM (ram {ram:?}, reserved {reserved:?})"));
         }
     }
-    heap::refill_heap_reserve();
+    frames::refill_heap_reserve();
 
     // Replace the boot map with the kernel's own W^X map; TTBR0 becomes free for address spaces.
     // The linear map covers RAM but the firmware's no-map regions: nothing may reach those, not
