@@ -73,15 +73,21 @@ pub fn require_target() -> Result<()> {
     Ok(())
 }
 
-/// Path of `llvm-objcopy` from the `llvm-tools` component, if installed.
-pub fn llvm_objcopy() -> Option<PathBuf> {
+/// Path of the tool `name` (`llvm-objcopy`, `llvm-nm`, ...) from the `llvm-tools` component, if
+/// installed.
+pub fn llvm_tool(name: &str) -> Option<PathBuf> {
     let path = sysroot()
         .ok()?
         .join("lib/rustlib")
         .join(host_triple().ok()?)
         .join("bin")
-        .join(format!("llvm-objcopy{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     path.is_file().then_some(path)
+}
+
+/// Path of `llvm-objcopy` from the `llvm-tools` component, if installed.
+pub fn llvm_objcopy() -> Option<PathBuf> {
+    llvm_tool("llvm-objcopy")
 }
 
 /// Like [`llvm_objcopy`], but errors with the setup hint.
