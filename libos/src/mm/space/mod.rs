@@ -635,19 +635,26 @@ impl Space {
     ) -> Result<VirtAddr, SpaceError> {
         // The object handle in `kind` is consumed either way: on failure it is released
         // here, so that a refused mapping of an object's last handle frees the object.
+        if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
+            release_kind(m, kind);
+            return Err(SpaceError::ReadOnly);
+        }
         let handle = kind.object().cloned();
-        let r = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
-            Err(SpaceError::ReadOnly)
-        } else {
-            let broken = match placement {
-                Placement::Fixed(at) => self.break_shares_for(m, at, len, false),
-                _ => Ok(()),
-            };
-            broken.and_then(|()| {
-                self.vmas
-                    .mmap(placement, len, prot, kind, align)
-                    .map_err(SpaceError::Vma)
-            })
+        let broken = match placement {
+            Placement::Fixed(at) => self.break_shares_for(m, at, len, false),
+            _ => Ok(()),
+        };
+        // `kind` is gone when `handle` is released (moved into the tree, or dropped by it or
+        // here), so the release sees the last handle of a refused object.
+        let r = match broken {
+            Ok(()) => self
+                .vmas
+                .mmap(placement, len, prot, kind, align)
+                .map_err(SpaceError::Vma),
+            Err(e) => {
+                drop(kind);
+                Err(e)
+            }
         };
         if let Some(obj) = handle {
             obj.release(m);
@@ -963,12 +970,17 @@ const ZAP_BATCH: u64 = 64 << 20;
 /// Drops region pieces removed from a tree, releasing objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
     for piece in pieces {
-        match piece.kind {
-            VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
-                obj.release(m);
-            }
-            VmaKind::AnonPrivate => {}
+        release_kind(m, piece.kind);
+    }
+}
+
+/// Releases the object handle of `kind`, if any (freeing the object if it was the last).
+fn release_kind<'m, M: Machine<'m> + ?Sized>(m: &mut M, kind: VmaKind<Shm>) {
+    match kind {
+        VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
+            obj.release(m);
         }
+        VmaKind::AnonPrivate => {}
     }
 }
 

@@ -290,6 +290,29 @@ fn a_read_only_file_is_never_mapped_shared_and_writable() {
     });
 }
 
+/// A refused writable shared mapping of a read-only file, given the file's last handle,
+/// releases the file: every one of its frames comes back.
+#[test]
+fn a_refused_mapping_of_the_last_handle_releases_the_file() {
+    with_machine(|m| {
+        let obj = Shm::file(m, &[1u8; 2 * KB4]).unwrap();
+        assert_eq!(m.frames_out(), 2);
+        let mut s = new_space(m, 1);
+        let kind = VmaKind::Shared { obj, offset: 0 };
+        let r = s.mmap(m, Placement::Any, PAGE_SIZE, VmProt::RW, kind, MapAlign::Page);
+        assert_eq!(r, Err(SpaceError::ReadOnly));
+        assert_eq!(m.frames_out(), 0, "the refused mapping released the file");
+        // The same for a refusal of the region layer.
+        let obj = Shm::file(m, &[2u8; KB4]).unwrap();
+        let kind = VmaKind::FilePrivate { obj, offset: 1 };
+        let r = s.mmap(m, Placement::Any, PAGE_SIZE, VmProt::RW, kind, MapAlign::Page);
+        assert_eq!(r, Err(SpaceError::Vma(crate::mm::vma::VmaError::BadOffset)));
+        assert_eq!(m.frames_out(), 0, "the refused mapping released the file");
+        check(m, &[&s]);
+        teardown(m, vec![s]);
+    });
+}
+
 #[test]
 fn past_the_end_of_a_file_is_a_bus_error() {
     with_machine(|m| {
