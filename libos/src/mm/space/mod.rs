@@ -301,8 +301,12 @@
 //!   tree accepted the arguments — except that `mmap(MAP_FIXED)`, `munmap` and `madvise` of
 //!   part of a shared table's span, and `mprotect` of any of it, first break the sharing
 //!   ([`SpaceError::OutOfMemory`] before anything else changed; tables already broken by the
-//!   call stay private, which is invisible). Argument errors come from [`VmaTree`] (or
-//!   [`SpaceError::ReadOnly`]) before anything changes (an invalid range breaks nothing).
+//!   call stay private, which is invisible). The four calls share one order: **validate,
+//!   then break shares, then change**. The region tree validates the call completely first
+//!   ([`VmaTree::plan_mmap`] and friends, [`VmaError::TooManyMappings`] included; or
+//!   [`SpaceError::ReadOnly`]), so an argument error changes nothing — no table is copied —
+//!   and is reported as such even when no memory is left; only then are the shares of the
+//!   tables whose entries the call changes broken, and the regions and entries changed.
 //!
 //! # Teardown
 //!
@@ -327,7 +331,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
-use crate::mm::vma::{MapAlign, Placement, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
+use crate::mm::vma::{MapAlign, Placement, Plan, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
 use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
 pub use fault::{FileFault, Installed};
@@ -633,33 +637,18 @@ impl Space {
         kind: VmaKind<Shm>,
         align: MapAlign,
     ) -> Result<VirtAddr, SpaceError> {
-        // The object handle in `kind` is consumed either way: on failure it is released
-        // here, so that a refused mapping of an object's last handle frees the object.
-        if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
-            release_kind(m, kind);
-            return Err(SpaceError::ReadOnly);
-        }
-        let handle = kind.object().cloned();
-        let broken = match placement {
-            Placement::Fixed(at) => self.break_shares_for(m, at, len, false),
-            _ => Ok(()),
+        let plan = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
+            Err(SpaceError::ReadOnly)
+        } else {
+            self.vmas
+                .plan_mmap(placement, len, prot, &kind, align)
+                .map_err(SpaceError::Vma)
         };
-        // `kind` is gone when `handle` is released (moved into the tree, or dropped by it or
-        // here), so the release sees the last handle of a refused object.
-        let r = match broken {
-            Ok(()) => self
-                .vmas
-                .mmap(placement, len, prot, kind, align)
-                .map_err(SpaceError::Vma),
-            Err(e) => {
-                drop(kind);
-                Err(e)
-            }
-        };
-        if let Some(obj) = handle {
-            obj.release(m);
-        }
-        let mapped = r?;
+        let mapped = plan.and_then(|plan| self.carry_out(m, plan, false));
+        // The plan held its own handle, now in the tree or dropped: releasing `kind`'s frees
+        // the object of a refused mapping if it was the last handle.
+        release_kind(m, kind);
+        let mapped = mapped?;
         if !mapped.replaced.is_empty() {
             self.zap(m, mapped.addr.as_u64(), len);
             release_regions(m, mapped.replaced);
@@ -675,8 +664,8 @@ impl Space {
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
-        self.break_shares_for(m, addr, len, false)?;
-        let pieces = self.vmas.munmap(addr, len)?;
+        let plan = self.vmas.plan_munmap(addr, len)?;
+        let pieces = self.carry_out(m, plan, false)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
             release_regions(m, pieces);
@@ -710,9 +699,8 @@ impl Space {
                 }
             }
         }
-        self.break_shares_for(m, addr, len, true)?;
-        let changes = self.vmas.mprotect(addr, len, prot)?;
-        for c in changes {
+        let plan = self.vmas.plan_mprotect(addr, len, prot)?;
+        for c in self.carry_out(m, plan, true)? {
             self.reprotect(m, &c.piece);
         }
         Ok(())
@@ -727,8 +715,8 @@ impl Space {
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
-        self.break_shares_for(m, addr, len, false)?;
-        let pieces = self.vmas.madvise_dontneed(addr, len)?;
+        let plan = self.vmas.plan_madvise_dontneed(addr, len)?;
+        let pieces = self.carry_out(m, plan, false)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
         }
@@ -862,20 +850,22 @@ impl Space {
         Ok(vma.clone())
     }
 
-    /// [`Space::break_shares_in`] for an operation on `[addr, addr + len)` (a range the region
-    /// tree will validate; an invalid one breaks nothing).
-    fn break_shares_for<'m, M: Machine<'m> + ?Sized>(
+    /// The step `mmap`, `munmap`, `mprotect` and `madvise` share once the region tree has
+    /// validated the call (`plan`: every argument error was reported before): the sharing of
+    /// the level-3 tables whose entries the call changes is broken
+    /// ([`Space::break_shares_in`], `whole` as there), which is the only step that can fail
+    /// (for lack of memory, with the regions unchanged), then the tree changes. Returns the
+    /// call's result for the caller to change the entries accordingly.
+    fn carry_out<'m, M: Machine<'m> + ?Sized, T>(
         &mut self,
         m: &mut M,
-        addr: VirtAddr,
-        len: u64,
+        plan: Plan<Shm, T>,
         whole: bool,
-    ) -> Result<(), SpaceError> {
-        let start = addr.as_u64();
-        match start.checked_add(len) {
-            Some(end) if end <= USER_END => self.break_shares_in(m, start, end, whole),
-            _ => Ok(()),
+    ) -> Result<T, SpaceError> {
+        if let Some((start, end)) = plan.pages() {
+            self.break_shares_in(m, start.as_u64(), end.as_u64(), whole)?;
         }
+        Ok(self.vmas.apply(plan))
     }
 
     /// Unmaps `[start, start + len)` and releases every folio reference the removed mappings

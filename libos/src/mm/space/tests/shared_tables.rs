@@ -2,7 +2,7 @@
 //! sharing, how the accounting follows, and what running out of memory does.
 
 use super::*;
-use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
+use crate::mm::vma::{MapAlign, Placement, VmProt, VmaConfig, VmaError, VmaKind};
 use crate::mm::PTE_TABLE_SPAN;
 
 const SPAN: u64 = PTE_TABLE_SPAN;
@@ -283,6 +283,79 @@ fn out_of_memory_while_breaking_changes_nothing() {
         check(m, &[&p, &c]);
         teardown(m, vec![p, c]);
     });
+}
+
+/// Calls with invalid arguments in spaces that share a table change nothing, not even the
+/// sharing, and report the argument error even when no memory is left: the arguments are
+/// validated before any table is copied.
+#[test]
+fn invalid_arguments_break_no_share_even_without_memory() {
+    const AT: u64 = 0x1000_0000;
+    let fixed = |va: u64| Placement::Fixed(VirtAddr(va));
+    let anon = || VmaKind::AnonPrivate;
+    fn err<T>(e: VmaError) -> Result<T, SpaceError> {
+        Err(SpaceError::Vma(e))
+    }
+    for no_memory in [false, true] {
+        with_machine(|m| {
+            // One region at most: any split is refused.
+            let config = VmaConfig {
+                max_mappings: 1,
+                ..VmaConfig::default()
+            };
+            let mut p = Space::with_config(m, sid(1), Asid(1), config).unwrap();
+            p.mmap(m, fixed(AT), 16 * PAGE_SIZE, VmProt::RW, anon(), MapAlign::Page)
+                .unwrap();
+            write(m, &mut p, AT, b"x").unwrap();
+            p.set_fork_mode(ForkMode::ShareTables);
+            let c = fork(m, &mut p, 2).unwrap();
+            assert_eq!((p.shared_tables(), c.shared_tables()), (1, 1));
+            let (frames, tables) = (m.frames_out(), m.model.live_frames());
+            if no_memory {
+                m.arm(1, true);
+            }
+            let (page, hole) = (AT + 4 * PAGE_SIZE, AT + 15 * PAGE_SIZE);
+            assert_eq!(p.munmap(m, VirtAddr(AT + 1), PAGE_SIZE), err(VmaError::Unaligned));
+            assert_eq!(p.munmap(m, VirtAddr(AT), 0), err(VmaError::ZeroLength));
+            assert_eq!(
+                p.munmap(m, VirtAddr(page), PAGE_SIZE),
+                err(VmaError::TooManyMappings)
+            );
+            assert_eq!(
+                p.madvise_dontneed(m, VirtAddr(AT), PAGE_SIZE + 1),
+                err(VmaError::Unaligned)
+            );
+            assert_eq!(
+                p.madvise_dontneed(m, VirtAddr(hole), 2 * PAGE_SIZE),
+                err(VmaError::NotMapped)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(AT + 1), PAGE_SIZE, VmProt::READ),
+                err(VmaError::Unaligned)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(hole), 2 * PAGE_SIZE, VmProt::READ),
+                err(VmaError::NotMapped)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(page), PAGE_SIZE, VmProt::READ),
+                err(VmaError::TooManyMappings)
+            );
+            let r = p.mmap(m, fixed(AT + 1), PAGE_SIZE, VmProt::RW, anon(), MapAlign::Page);
+            assert_eq!(r, err(VmaError::Unaligned));
+            let r = p.mmap(m, fixed(page), KB64, VmProt::RW, anon(), MapAlign::Size64K);
+            assert_eq!(r, err(VmaError::FixedMisaligned));
+            let r = p.mmap(m, fixed(page), PAGE_SIZE, VmProt::READ, anon(), MapAlign::Page);
+            assert_eq!(r, err(VmaError::TooManyMappings));
+            m.fail_nth(None);
+            assert_eq!((p.shared_tables(), c.shared_tables()), (1, 1), "nothing broken");
+            assert_eq!((m.frames_out(), m.model.live_frames()), (frames, tables));
+            assert_eq!(p.stats().table_breaks, 0);
+            check(m, &[&p, &c]);
+            assert_eq!(read(m, &mut p, AT, 1).unwrap(), b"x");
+            teardown(m, vec![p, c]);
+        });
+    }
 }
 
 #[test]
