@@ -212,12 +212,7 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
         _ if frame.is_write() => Access::Write,
         _ => Access::Read,
     };
-    let kind = match frame.esr & 0x3c {
-        0x04 => FaultKind::Translation,
-        0x08 => FaultKind::AccessFlag,
-        0x0c => FaultKind::Permission,
-        _ => return None,
-    };
+    let kind = FaultKind::from_status(frame.esr)?;
     // SAFETY: `run` set CURRENT to its exclusively borrowed space and clears it before returning;
     // the code it runs cannot reach the space (it is borrowed by `run`), and this core handles one
     // exception at a time.

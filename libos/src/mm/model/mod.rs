@@ -95,7 +95,8 @@ use crate::mm::{
     PAGE_SIZE,
 };
 
-pub use mmu::{AccessKind, El, Fault, FaultKind, Perms};
+pub use crate::mm::{Access, El, FaultKind};
+pub use mmu::{Fault, Perms};
 
 /// First simulated physical address handed out for table frames.
 pub const FRAME_BASE: u64 = 0x8_0000_0000;

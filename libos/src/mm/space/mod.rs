@@ -334,34 +334,14 @@ use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
 use crate::mm::vma::{MapAlign, Placement, Plan, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
 use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
+pub use crate::mm::{Access, El, FaultKind};
+
 pub use fault::{FileFault, Installed};
 pub use machine::Machine;
 pub use pin::PinHandle;
 pub use share::ForkMode;
 use share::SharedTables;
 pub use shm::Shm;
-
-/// What an access was trying to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// Data read.
-    Read,
-    /// Data write.
-    Write,
-    /// Instruction fetch.
-    Exec,
-}
-
-/// What the hardware reported (the data/instruction fault status class).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// No valid descriptor.
-    Translation,
-    /// The descriptor's permissions refused the access.
-    Permission,
-    /// The descriptor's access flag is clear.
-    AccessFlag,
-}
 
 /// Why an access is a segmentation fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -28,7 +28,7 @@ use super::*;
 use crate::devicetree::PhysRange;
 use crate::memory::{FrameAllocator, OutOfMemory};
 use crate::mm::folio::{FolioOrder, FrameSource, MemMap, PageMeta};
-use crate::mm::model::{AccessKind, El, Model, ModelRoot};
+use crate::mm::model::{Model, ModelRoot};
 use crate::mm::{Descriptor, OutOfMemory as TableOom, Platform, RootKind, TlbOp};
 
 /// Start of the simulated RAM folios come from.
@@ -283,22 +283,12 @@ pub(crate) fn translate(
 ) -> Result<PhysAddr, FaultError> {
     let root = s.root().pa();
     let asid = s.root().asid().unwrap().0;
-    let kind = match access {
-        Access::Read => AccessKind::Read,
-        Access::Write => AccessKind::Write,
-        Access::Exec => AccessKind::Exec,
-    };
     for _ in 0..6 {
-        match m.model.access(root, asid, VirtAddr(va), m.el, kind) {
+        match m.model.access(root, asid, VirtAddr(va), m.el, access) {
             Ok(pa) => return Ok(pa),
             Err(f) => {
                 faults.n += 1;
-                let k = match f.kind {
-                    crate::mm::model::FaultKind::Translation => FaultKind::Translation,
-                    crate::mm::model::FaultKind::AccessFlag => FaultKind::AccessFlag,
-                    crate::mm::model::FaultKind::Permission => FaultKind::Permission,
-                };
-                s.handle_fault(m, VirtAddr(va), access, k)?;
+                s.handle_fault(m, VirtAddr(va), access, f.kind)?;
             }
         }
     }
