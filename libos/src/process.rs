@@ -96,7 +96,7 @@ impl Machine<'static> for TargetMachine {
 }
 
 use crate::mm::folio::SpaceId;
-use crate::mm::space::{Access, FaultError, FaultKind, Space, SpaceError};
+use crate::mm::space::{Access, El, FaultError, FaultKind, Space, SpaceError};
 use crate::mm::{Asid, AsidContext, VirtAddr};
 use arch::exception::{ec, Disposition, TrapFrame};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -212,12 +212,16 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
         _ if frame.is_write() => Access::Write,
         _ => Access::Read,
     };
+    let el = match frame.ec() {
+        ec::INSTR_ABORT_LOWER | ec::DATA_ABORT_LOWER => El::El0,
+        _ => El::El1,
+    };
     let kind = FaultKind::from_status(frame.esr)?;
     // SAFETY: `run` set CURRENT to its exclusively borrowed space and clears it before returning;
     // the code it runs cannot reach the space (it is borrowed by `run`), and this core handles one
     // exception at a time.
     let space = unsafe { &mut *space };
-    match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, kind) {
+    match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, el, kind) {
         Ok(()) => Some(Disposition::Resume),
         Err(error) => {
             *LAST_SEGFAULT.lock() = Some(Segfault {
@@ -346,6 +350,25 @@ mod boot_tests {
             let e = p.run(|| write(ro + 8, 1)).unwrap_err();
             assert_eq!(e.error, FaultError::Segv { va: VirtAddr(ro + 8), cause: SegvCause::Access });
             assert_eq!(p.run(|| read(ro + 8)), Ok(0), "reads of the read-only region still work");
+            p.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// The kernel never executes user memory: a call into an executable user region at
+        /// EL1 ends `run` with a segmentation fault at once (user pages are PXN), instead of
+        /// faulting forever; the process keeps working afterwards.
+        fn el1_fetches_from_user_pages_segfault() {
+            let mut p = Process::new().unwrap();
+            let code = anon(&mut p, 64 << 10, VmProt::RX);
+            assert_eq!(p.run(|| read(code)), Ok(0), "the page is mapped and readable");
+            // SAFETY: the address is never executed: the fetch faults (PXN) and the fault ends
+            // `run`.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(code as usize) };
+            let e = p.run(|| f()).unwrap_err();
+            assert_eq!(e.access, Access::Exec);
+            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(code), cause: SegvCause::Access });
+            assert_eq!(p.run(|| read(code + 8)), Ok(0));
             p.exit();
         }
     }

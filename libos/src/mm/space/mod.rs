@@ -32,12 +32,15 @@
 //!
 //! # Faults
 //!
-//! [`Space::handle_fault`]`(va, access, kind)` is what the data-abort hook calls (the
-//! application runs at EL1 and touches user addresses directly). It looks up the region
-//! ([`VmaTree::find`]); no region, or an access the region's permissions forbid (a read
-//! needs any permission — stage 1 cannot express write- or execute-only —, a write `WRITE`,
-//! a fetch `EXEC`), is [`FaultError::Segv`] (the caller turns it into an error for the
-//! application, never a panic). Otherwise it acts on the state of the page-table entry; `kind`
+//! [`Space::handle_fault`]`(va, access, el, kind)` is what the abort hook calls (the
+//! application runs at EL1 and touches user addresses directly; `el` is the exception level
+//! of the access). It looks up the region ([`VmaTree::find`]); no region, or an access the
+//! region's permissions forbid (a read needs any permission — stage 1 cannot express write-
+//! or execute-only —, a write `WRITE`, a fetch `EXEC`), is [`FaultError::Segv`] (the caller
+//! turns it into an error for the application, never a panic). An instruction fetch at EL1
+//! is always refused (`Segv`, [`SegvCause::Access`], at its first fault): the kernel never
+//! executes user memory — user pages are PXN, so answering `Ok` would only have the fetch
+//! fault again, forever. Otherwise it acts on the state of the page-table entry; `kind`
 //! only feeds the statistics (it may be stale: another CPU may have resolved the fault since,
 //! and the outcome must be the same):
 //!
@@ -812,8 +815,8 @@ impl Space {
     // -------------------------------------------------------------------------------------
     // Internals shared by the operations.
 
-    /// The region containing `va` if it allows `access`.
-    fn region_for(&self, va: VirtAddr, access: Access) -> Result<Vma<Shm>, FaultError> {
+    /// The region containing `va` if it allows `access` at `el`.
+    fn region_for(&self, va: VirtAddr, access: Access, el: El) -> Result<Vma<Shm>, FaultError> {
         let segv = |cause| FaultError::Segv { va, cause };
         if va.as_u64() >= USER_END {
             return Err(segv(SegvCause::Unmapped));
@@ -822,7 +825,8 @@ impl Space {
         let allowed = match access {
             Access::Read => !vma.prot.is_none(),
             Access::Write => vma.prot.contains(VmProt::WRITE),
-            Access::Exec => vma.prot.contains(VmProt::EXEC),
+            // The kernel never executes user memory (user pages are PXN).
+            Access::Exec => el == El::El0 && vma.prot.contains(VmProt::EXEC),
         };
         if !allowed {
             return Err(segv(SegvCause::Access));

@@ -5,7 +5,7 @@ use core::fmt;
 
 use super::fault::Need;
 use super::machine::Machine;
-use super::{pt, Access, FaultError, SegvCause, Space};
+use super::{pt, Access, El, FaultError, SegvCause, Space};
 use crate::mm::folio::{FolioError, SpaceId};
 use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 
@@ -141,7 +141,7 @@ impl Space {
         write: bool,
     ) -> Result<PhysAddr, FaultError> {
         let access = if write { Access::Write } else { Access::Read };
-        let vma = self.region_for(VirtAddr(page), access)?;
+        let vma = self.region_for(VirtAddr(page), access, El::El1)?;
         // Never pin through a shared table (the other holders would see the pinned page), and
         // never share this span's table at a later fork.
         self.own_span(m, page)?;

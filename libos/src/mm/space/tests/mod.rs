@@ -288,7 +288,7 @@ pub(crate) fn translate(
             Ok(pa) => return Ok(pa),
             Err(f) => {
                 faults.n += 1;
-                s.handle_fault(m, VirtAddr(va), access, f.kind)?;
+                s.handle_fault(m, VirtAddr(va), access, m.el, f.kind)?;
             }
         }
     }

@@ -312,7 +312,7 @@ fn segmentation_faults() {
         );
         for va in [0, 0x1000, USER_END, USER_END + 5, u64::MAX] {
             assert_eq!(
-                s.handle_fault(m, VirtAddr(va), Access::Read, FaultKind::Translation),
+                s.handle_fault(m, VirtAddr(va), Access::Read, El::El0, FaultKind::Translation),
                 Err(segv(va, unmapped))
             );
         }
@@ -326,7 +326,7 @@ fn segmentation_faults() {
         assert_eq!(write(m, &mut s, va, b"y"), Err(segv(va, access)));
         for k in [FaultKind::AccessFlag, FaultKind::Permission] {
             assert_eq!(
-                s.handle_fault(m, VirtAddr(va), Access::Read, k),
+                s.handle_fault(m, VirtAddr(va), Access::Read, El::El1, k),
                 Err(segv(va, access))
             );
         }
@@ -341,6 +341,59 @@ fn segmentation_faults() {
         // Pins fail like faults, changing nothing.
         assert_eq!(s.pin(m, VirtAddr(BASE), 1, true).unwrap_err(), segv(BASE, access));
         assert!(s.pin(m, VirtAddr(BASE), 3 * PAGE_SIZE, false).is_err());
+        check(m, &[&s]);
+        teardown(m, vec![s]);
+    });
+}
+
+/// The kernel never executes user memory: an instruction fetch at EL1 from a user page is
+/// a segmentation fault (access) at its first fault, whether the page is missing or mapped
+/// and whatever the region allows. EL0 fetches from executable regions work.
+#[test]
+fn el1_fetches_from_user_pages_are_refused_at_once() {
+    with_machine(|m| {
+        let mut s = new_space(m, 1);
+        map(m, &mut s, BASE, 4 * PAGE_SIZE, VmProt::RX, false);
+        map(
+            m,
+            &mut s,
+            BASE + 4 * PAGE_SIZE,
+            PAGE_SIZE,
+            VmProt::from_bits_truncate(7),
+            false,
+        );
+        read(m, &mut s, BASE + PAGE_SIZE, 1).unwrap();
+        write(m, &mut s, BASE + 4 * PAGE_SIZE, b"w").unwrap();
+        let segv = |va: u64| FaultError::Segv {
+            va: VirtAddr(va),
+            cause: SegvCause::Access,
+        };
+        m.el = El::El1;
+        // A missing page, a mapped one (permission fault), a writable executable one.
+        for va in [BASE, BASE + PAGE_SIZE, BASE + 4 * PAGE_SIZE] {
+            let mut f = Faults::default();
+            let r = translate(m, &mut s, va, Access::Exec, &mut f);
+            assert_eq!((r, f.n), (Err(segv(va)), 1), "fetch at {va:#x}");
+        }
+        for kind in [
+            FaultKind::Translation,
+            FaultKind::AccessFlag,
+            FaultKind::Permission,
+        ] {
+            let r = s.handle_fault(m, VirtAddr(BASE + 7), Access::Exec, El::El1, kind);
+            assert_eq!(r, Err(segv(BASE + 7)));
+            let r = s.handle_fault(m, VirtAddr(BASE - 1), Access::Exec, El::El1, kind);
+            let unmapped = FaultError::Segv {
+                va: VirtAddr(BASE - 1),
+                cause: SegvCause::Unmapped,
+            };
+            assert_eq!(r, Err(unmapped));
+        }
+        assert_eq!(read(m, &mut s, BASE + 3, 1).unwrap(), [0], "EL1 reads still work");
+        m.el = El::El0;
+        let mut f = Faults::default();
+        translate(m, &mut s, BASE + 2 * PAGE_SIZE, Access::Exec, &mut f).unwrap();
+        translate(m, &mut s, BASE, Access::Exec, &mut f).unwrap();
         check(m, &[&s]);
         teardown(m, vec![s]);
     });
