@@ -42,7 +42,7 @@ impl Platform for TargetMachine {
 }
 
 impl FrameSource for TargetMachine {
-    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, crate::memory::OutOfMemory> {
+    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
         GlobalFrames.alloc(order)
     }
     fn free(&mut self, pa: PhysAddr, order: FolioOrder) {

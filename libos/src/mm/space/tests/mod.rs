@@ -29,7 +29,7 @@ use crate::devicetree::PhysRange;
 use crate::memory::{FrameAllocator, OutOfMemory};
 use crate::mm::folio::{FolioOrder, FrameSource, MemMap, PageMeta};
 use crate::mm::model::{Model, ModelRoot};
-use crate::mm::{Descriptor, OutOfMemory as TableOom, Platform, RootKind, TlbOp};
+use crate::mm::{Descriptor, Platform, RootKind, TlbOp};
 
 /// Start of the simulated RAM folios come from.
 pub(crate) const RAM: u64 = 0x4000_0000;
@@ -159,9 +159,9 @@ impl Platform for TestMachine<'_> {
     fn write(&mut self, table: PhysAddr, index: usize, desc: Descriptor) {
         self.model.write(table, index, desc)
     }
-    fn alloc_table(&mut self) -> Result<PhysAddr, TableOom> {
+    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
         if self.should_fail() {
-            return Err(TableOom);
+            return Err(OutOfMemory);
         }
         self.model.alloc_table()
     }
