@@ -520,3 +520,24 @@ fn alloc_failure_policies() {
     assert_eq!(r, [true, false, true, false]);
     assert_eq!(m.counters.alloc_failures, 3);
 }
+
+#[test]
+#[should_panic(expected = "two live user roots with")]
+fn two_live_user_roots_with_one_asid_are_flagged() {
+    let mut e = Env::new(false);
+    let other = Root::new_user(&mut e.m, USER_ASID).unwrap();
+    e.m.add_root(
+        other.pa(),
+        super::super::model::ModelRoot::User { asid: USER_ASID },
+    );
+}
+
+#[test]
+#[should_panic(expected = "two live user roots with")]
+fn an_asid_change_to_a_live_roots_asid_is_flagged() {
+    let mut e = Env::new(false);
+    let other = Root::new_user(&mut e.m, Asid(A + 1)).unwrap();
+    let model_root = super::super::model::ModelRoot::User { asid: Asid(A + 1) };
+    e.m.add_root(other.pa(), model_root);
+    e.m.set_root_asid(other.pa(), USER_ASID);
+}
