@@ -90,16 +90,20 @@ impl Machine<'static> for TargetMachine {
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), linear(pa, data.len() as u64), data.len()) }
     }
 
+    fn new_asid(&mut self) -> Asid {
+        // A process gets its ASID from the allocator each time `run` switches to it.
+        Asid::RESERVED
+    }
+
     fn root_retiring(&mut self, root: &Root) {
         crate::vm::retire_ttbr0(root.pa().0);
     }
 }
 
-use crate::mm::folio::SpaceId;
 use crate::mm::space::{Access, El, FaultError, FaultKind, Space, SpaceError};
 use crate::mm::{Asid, AsidContext, VirtAddr};
 use arch::exception::{ec, Disposition, TrapFrame};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use spin::Mutex;
 
 /// A process: a user address space with process-fork semantics, run on this core through
@@ -120,21 +124,16 @@ pub struct Segfault {
     pub error: FaultError,
 }
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// The space whose faults the abort hook resolves (set by `run` for its duration).
 static CURRENT: AtomicPtr<Space> = AtomicPtr::new(core::ptr::null_mut());
 static LAST_SEGFAULT: Mutex<Option<Segfault>> = Mutex::new(None);
 /// Abandon code of a segfault inside `run`.
 const CODE_SEGV: u64 = 0x5e6f;
 
-fn new_id() -> SpaceId {
-    SpaceId::new(NEXT_ID.fetch_add(1, Ordering::Relaxed)).expect("space ids exhausted")
-}
-
 impl Process {
     /// A process with an empty address space.
     pub fn new() -> Result<Process, SpaceError> {
-        let space = Space::new(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        let space = Space::new(&mut TargetMachine)?;
         Ok(Process {
             space: Some(space),
             asid: AsidContext::new(),
@@ -148,7 +147,7 @@ impl Process {
 
     /// Forks: a child whose private memory is copy-on-write and whose shared memory is shared.
     pub fn fork(&mut self) -> Result<Process, SpaceError> {
-        let child = self.space().fork(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        let child = self.space().fork(&mut TargetMachine)?;
         Ok(Process {
             space: Some(child),
             asid: AsidContext::new(),

@@ -315,7 +315,10 @@
 //!
 //! [`Space::exit`] unmaps everything in one pass (one invalidation batch per engine report
 //! batch), releases every folio reference and shared object, and destroys the root: every
-//! frame is back once the pins are released. A `Space` dropped without `exit` leaks.
+//! frame is back once the pins are released, and the space's id is returned to the memory
+//! map. A `Space` dropped without `exit` leaks all of that: it is reported as an error, and
+//! in debug builds it panics (so does dropping the last handle of a [`Shm`] without
+//! [`Shm::release`], or a [`PinHandle`] without [`PinHandle::release`]).
 
 mod fault;
 mod fork;
@@ -496,6 +499,48 @@ pub struct Space {
     /// 2 MiB spans where this space pinned pages (their tables are copied, not shared, at
     /// fork).
     pinned_spans: BTreeSet<u64>,
+    /// Reports a space dropped without [`Space::exit`].
+    live: Live,
+}
+
+/// Whether a [`Space`] has exited: dropping one that has not leaks its pages, its tables and
+/// its id, which is reported (see [`report_leak`]).
+struct Live {
+    id: SpaceId,
+    exited: bool,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if !self.exited {
+            report_leak(format_args!(
+                "{} dropped without exit: its pages, tables and id leak",
+                self.id
+            ));
+        }
+    }
+}
+
+/// Reports a value dropped without the release its type requires — the last handle of a
+/// [`Shm`], a [`PinHandle`], a [`Space`] that did not exit — whose memory therefore leaks:
+/// an error in the log and, in debug builds (every host test), a panic, so that a test doing
+/// it fails. Not while the thread is already panicking (a failing test dropping its values
+/// on the way out).
+pub(crate) fn report_leak(what: fmt::Arguments<'_>) {
+    log::error!("{what}");
+    if cfg!(debug_assertions) && !panicking() {
+        panic!("leak: {what}");
+    }
+}
+
+#[cfg(test)]
+fn panicking() -> bool {
+    std::thread::panicking()
+}
+
+#[cfg(not(test))]
+fn panicking() -> bool {
+    false
 }
 
 impl fmt::Debug for Space {
@@ -530,39 +575,33 @@ pub enum SpaceCheckError {
 }
 
 impl Space {
-    /// An empty address space `id` whose root runs with `asid`, with the default region
-    /// configuration.
-    pub fn new<'m, M: Machine<'m> + ?Sized>(m: &mut M, id: SpaceId, asid: Asid) -> Result<Space, SpaceError> {
-        Space::with_config(m, id, asid, VmaConfig::default())
+    /// An empty address space with the default region configuration. Its [`SpaceId`] comes
+    /// from the memory map ([`MemMap::new_space_id`](crate::mm::folio::MemMap::new_space_id))
+    /// and its root's first ASID from the machine ([`Machine::new_asid`]): no live address
+    /// space shares either.
+    pub fn new<'m, M: Machine<'m> + ?Sized>(m: &mut M) -> Result<Space, SpaceError> {
+        Space::with_config(m, VmaConfig::default())
     }
 
     /// An empty address space with a region configuration (search window, limits).
     pub fn with_config<'m, M: Machine<'m> + ?Sized>(
         m: &mut M,
-        id: SpaceId,
-        asid: Asid,
         config: VmaConfig,
     ) -> Result<Space, SpaceError> {
-        Space::with_regions(
-            m,
-            id,
-            asid,
-            VmaTree::with_config(config),
-            Arc::new(SharedTables::default()),
-        )
+        Space::with_regions(m, VmaTree::with_config(config), Arc::new(SharedTables::default()))
     }
 
     fn with_regions<'m, M: Machine<'m> + ?Sized>(
         m: &mut M,
-        id: SpaceId,
-        asid: Asid,
         vmas: VmaTree<Shm>,
         tables: Arc<SharedTables>,
     ) -> Result<Space, SpaceError> {
         // On failure `vmas` is dropped: a new tree is empty, and a forked one's object
         // handles are clones of the parent's (never the last).
+        let asid = m.new_asid();
         let root = Root::new_user(m, asid).map_err(|_| SpaceError::OutOfMemory)?;
         m.root_created(&root);
+        let id = m.mem().new_space_id();
         Ok(Space {
             id,
             root,
@@ -572,6 +611,7 @@ impl Space {
             tables,
             limited_tables: false,
             pinned_spans: BTreeSet::new(),
+            live: Live { id, exited: false },
         })
     }
 
@@ -585,7 +625,8 @@ impl Space {
         &self.root
     }
 
-    /// Records the ASID the space now runs with (after an ASID rollover).
+    /// Records the ASID the space now runs with, as the ASID allocator assigned it when the
+    /// space was activated ([`AsidAllocator::activate`](crate::mm::AsidAllocator::activate)).
     pub fn set_asid(&mut self, asid: Asid) {
         self.root.set_asid(asid);
     }
@@ -714,6 +755,8 @@ impl Space {
         release_regions(m, regions);
         m.root_retiring(&self.root);
         self.root.destroy(m);
+        m.mem().free_space_id(self.id);
+        self.live.exited = true;
     }
 
     /// The physical address an access to `va` would reach right now without faulting in

@@ -244,7 +244,6 @@ struct World<'a, 'm> {
     /// Object bytes by (object, page offset).
     obj_pages: HashMap<(usize, u64), Bytes>,
     pins: Vec<Pin>,
-    next_id: u32,
     /// Counters of the spaces that exited.
     totals: Vec<SpaceStats>,
 }
@@ -287,9 +286,7 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
 impl World<'_, '_> {
     /// A new process with a few regions of every kind.
     fn spawn(&mut self) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let space = new_space(self.m, id);
+        let space = new_space(self.m);
         self.procs.push(Proc {
             space,
             pages: BTreeMap::new(),
@@ -537,16 +534,14 @@ impl World<'_, '_> {
                     return;
                 }
                 let p = self.proc(s);
-                let id = self.next_id;
                 let mode = if share {
                     ForkMode::ShareTables
                 } else {
                     ForkMode::Copy
                 };
                 self.procs[p].space.set_fork_mode(mode);
-                match fork(self.m, &mut self.procs[p].space, id) {
+                match fork(self.m, &mut self.procs[p].space) {
                     Ok(child) => {
-                        self.next_id += 1;
                         let pages = self.procs[p].pages.clone();
                         self.procs.push(Proc { space: child, pages });
                     }
@@ -836,6 +831,13 @@ impl World<'_, '_> {
                     .map(|l| MappedLeaf::new(s.id(), l)),
             );
         }
+        let mut ids: Vec<SpaceId> = self.procs.iter().map(|p| p.space.id()).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            self.m.mem().live_space_ids(),
+            ids,
+            "the folio check covers every live space"
+        );
         if let Err(e) = crate::mm::folio::check(self.m.mem(), all) {
             panic!("folio check: {e}");
         }
@@ -906,7 +908,6 @@ fn run(ops: &[Op]) {
             objs,
             obj_pages,
             pins: Vec::new(),
-            next_id: 1,
             totals: Vec::new(),
         };
         for _ in 0..3 {

@@ -28,7 +28,7 @@ fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
 
 /// A parent with two full spans of written 64 KiB folios plus a page in a third span.
 fn parent(m: &mut TestMachine<'_>) -> Space {
-    let mut p = new_space(m, 1);
+    let mut p = new_space(m);
     map(m, &mut p, BASE, 2 * SPAN + PAGE_SIZE, VmProt::RW);
     for i in 0..(2 * SPAN / KB64) {
         write(m, &mut p, BASE + i * KB64 + 3, &[i as u8 + 1]).unwrap();
@@ -38,8 +38,8 @@ fn parent(m: &mut TestMachine<'_>) -> Space {
     p
 }
 
-fn share_fork(m: &mut TestMachine<'_>, p: &mut Space, n: u32) -> Space {
-    let c = fork(m, p, n).unwrap();
+fn share_fork(m: &mut TestMachine<'_>, p: &mut Space) -> Space {
+    let c = fork(m, p).unwrap();
     assert_eq!(c.fork_mode(), ForkMode::ShareTables, "the mode is inherited");
     c
 }
@@ -50,7 +50,7 @@ fn fork_links_tables_without_touching_entries() {
         let mut p = parent(m);
         let writes = m.model.counters.writes;
         let frames = m.frames_out();
-        let c = share_fork(m, &mut p, 2);
+        let c = share_fork(m, &mut p);
         // Three level-3 tables shared; written: three APTable changes in the parent, and in
         // the child three level-2 links plus the links of its new level-1/2 tables (and two
         // bookkeeping words of the reservation that holds those frames).
@@ -74,7 +74,7 @@ fn fork_links_tables_without_touching_entries() {
 fn reads_share_and_writes_break_one_table() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         // Reads go through the shared tables without a fault.
         for i in 0..4 {
             let va = BASE + i * KB64 + 3;
@@ -113,7 +113,7 @@ fn reads_share_and_writes_break_one_table() {
 fn owner_exit_hands_the_accounting_over() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let pa = pa_of(m, &c, BASE);
         p.exit(m);
         check(m, &[&c]);
@@ -133,7 +133,7 @@ fn owner_exit_hands_the_accounting_over() {
 fn child_exit_leaves_the_parent_writing_in_place() {
     with_machine(|m| {
         let mut p = parent(m);
-        let c = share_fork(m, &mut p, 2);
+        let c = share_fork(m, &mut p);
         let pa = pa_of(m, &p, BASE);
         c.exit(m);
         let frames = m.frames_out();
@@ -150,7 +150,7 @@ fn child_exit_leaves_the_parent_writing_in_place() {
 fn unmapping_a_whole_span_drops_a_reference_and_part_of_one_breaks_it() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let out = m.model.live_frames();
         c.munmap(m, VirtAddr(BASE), SPAN).unwrap();
         assert_eq!(c.stats().table_drops, 1);
@@ -184,8 +184,8 @@ fn unmapping_a_whole_span_drops_a_reference_and_part_of_one_breaks_it() {
 fn three_generations_share_one_table() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
-        let mut g = share_fork(m, &mut c, 3);
+        let mut c = share_fork(m, &mut p);
+        let mut g = share_fork(m, &mut c);
         assert_eq!(g.shared_tables(), 3);
         check(m, &[&p, &c, &g]);
         write(m, &mut c, BASE + 3, b"c").unwrap();
@@ -206,9 +206,9 @@ fn three_generations_share_one_table() {
 fn copy_fork_from_a_shared_table_leaves_it_untouched() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         c.set_fork_mode(ForkMode::Copy);
-        let mut g = fork(m, &mut c, 3).unwrap();
+        let mut g = fork(m, &mut c).unwrap();
         assert!(g.stats().fork_dup_batches == 0 && c.stats().fork_dup_batches > 0);
         check(m, &[&p, &c, &g]);
         for (s, b) in [(&mut g, b"g"), (&mut c, b"c"), (&mut p, b"p")] {
@@ -227,7 +227,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
     with_machine(|m| {
         let mut p = parent(m);
         let pin = p.pin(m, VirtAddr(BASE + SPAN), 8, true).unwrap();
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         assert_eq!(p.stats().fork_tables_shared, 2);
         assert_eq!(p.stats().fork_tables_copied, 1);
         check(m, &[&p, &c]);
@@ -243,7 +243,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
         assert_eq!(pa_of(m, &p, BASE), before);
         check(m, &[&p, &c]);
         // The child's pinned span is not shared with a grandchild.
-        let g = share_fork(m, &mut c, 3);
+        let g = share_fork(m, &mut c);
         assert_eq!(c.stats().fork_tables_copied, 1);
         check(m, &[&p, &c, &g]);
         pin.release(m);
@@ -256,7 +256,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
 fn out_of_memory_while_breaking_changes_nothing() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let (frames, tables) = (m.frames_out(), m.model.live_frames());
         m.arm(1, true);
         assert_eq!(write(m, &mut c, BASE + 3, b"x"), Err(FaultError::Oom));
@@ -303,12 +303,12 @@ fn invalid_arguments_break_no_share_even_without_memory() {
                 max_mappings: 1,
                 ..VmaConfig::default()
             };
-            let mut p = Space::with_config(m, sid(1), Asid(1), config).unwrap();
+            let mut p = Space::with_config(m, config).unwrap();
             p.mmap(m, fixed(AT), 16 * PAGE_SIZE, VmProt::RW, anon(), MapAlign::Page)
                 .unwrap();
             write(m, &mut p, AT, b"x").unwrap();
             p.set_fork_mode(ForkMode::ShareTables);
-            let c = fork(m, &mut p, 2).unwrap();
+            let c = fork(m, &mut p).unwrap();
             assert_eq!((p.shared_tables(), c.shared_tables()), (1, 1));
             let (frames, tables) = (m.frames_out(), m.model.live_frames());
             if no_memory {
@@ -368,7 +368,7 @@ fn out_of_memory_during_a_sharing_fork_leaves_no_child() {
             write(m, &mut p, 0x80_0000_0000, b"far").unwrap();
             let (frames, tables) = (m.frames_out(), m.model.live_frames());
             m.arm(n, true);
-            let r = fork(m, &mut p, 2);
+            let r = fork(m, &mut p);
             let injected = m.failed;
             m.fail_nth(None);
             match r {
