@@ -22,7 +22,8 @@
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
-//!   [`check_spaces`] (that, plus the folio checker over several spaces); [`Space::peek`]
+//!   [`check_spaces`] (that, plus the folio checker, over every live space, which it must be
+//!   given and verifies it was); [`Space::peek`]
 //!   reads where an address leads without faulting anything in.
 //!
 //! Every page-table call goes through one internal module (`pt.rs`) over the engine's
@@ -572,6 +573,11 @@ pub enum SpaceCheckError {
     Folios(CheckError),
     /// A shared level-3 table (of the span at this address) is linked or recorded wrongly.
     SharedTable(VirtAddr, &'static str),
+    /// A live address space of the memory map that [`check_spaces`] was not given (it must
+    /// be given all of them).
+    MissingSpace(SpaceId),
+    /// A space given to [`check_spaces`] twice, or not live in the machine's memory map.
+    UnknownSpace(SpaceId),
 }
 
 impl Space {
@@ -1006,10 +1012,29 @@ fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
     matches!(kind, VmaKind::Shared { obj, .. } if obj.is_read_only())
 }
 
-/// Runs every check over several live spaces at once: each space's [`Space::check`], then
-/// the folio checker over all their leaves (the spaces must be every address space mapping
-/// folios of `m.mem()`).
-pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, spaces: &[&Space]) -> Result<(), SpaceCheckError> {
+/// Runs every check over all the live address spaces at once: each space's
+/// [`Space::check`], then the folio checker over all their leaves. `all_live` must be
+/// exactly the live address spaces of `m.mem()`
+/// ([`MemMap::live_space_ids`](crate::mm::folio::MemMap::live_space_ids)), each once: the
+/// folio counts cover the mappings of all of them. Anything else is reported as such
+/// ([`SpaceCheckError::MissingSpace`], [`SpaceCheckError::UnknownSpace`]) before the rest is
+/// checked, instead of as the counts that would not add up.
+pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, all_live: &[&Space]) -> Result<(), SpaceCheckError> {
+    let spaces = all_live;
+    let live = m.mem().live_space_ids();
+    let mut given: Vec<SpaceId> = spaces.iter().map(|s| s.id).collect();
+    given.sort_unstable();
+    for pair in given.windows(2) {
+        if pair[0] == pair[1] {
+            return Err(SpaceCheckError::UnknownSpace(pair[0]));
+        }
+    }
+    if let Some(&id) = given.iter().find(|id| live.binary_search(id).is_err()) {
+        return Err(SpaceCheckError::UnknownSpace(id));
+    }
+    if let Some(&id) = live.iter().find(|id| given.binary_search(id).is_err()) {
+        return Err(SpaceCheckError::MissingSpace(id));
+    }
     let mut all = Vec::new();
     for s in spaces {
         let leaves = pt::leaves(&s.root, m);

@@ -424,6 +424,24 @@ fn live_spaces_never_share_an_id_or_an_asid() {
     });
 }
 
+/// `check_spaces` must be given every live space, once: it says so rather than report the
+/// folio counts that would not add up.
+#[test]
+fn check_spaces_wants_every_live_space_once() {
+    with_machine(|m| {
+        let mut a = new_space(m);
+        map(m, &mut a, BASE, KB64, VmProt::RW, true);
+        write(m, &mut a, BASE, b"a").unwrap();
+        let c = fork(m, &mut a).unwrap();
+        assert_eq!(check_spaces(m, &[&a]), Err(SpaceCheckError::MissingSpace(c.id())));
+        assert_eq!(check_spaces(m, &[&c]), Err(SpaceCheckError::MissingSpace(a.id())));
+        let twice = check_spaces(m, &[&a, &c, &a]);
+        assert_eq!(twice, Err(SpaceCheckError::UnknownSpace(a.id())));
+        assert_eq!(check_spaces(m, &[&c, &a]), Ok(()));
+        teardown(m, vec![a, c]);
+    });
+}
+
 /// Dropping a space without `exit` fails the test that does it (it leaks every page, table
 /// and its id).
 #[test]
