@@ -51,9 +51,10 @@
 //!
 //!   Alignments above 4 KiB also set [`VmaFlags::LARGE_FOLIOS`]: the region may be populated
 //!   with 64 KiB folios where a whole aligned block fits ([`Vma::large_folio_block`]).
-//! * [`VmaTree::munmap`]: removes every mapped page of the range; holes are fine, an empty
-//!   range is a successful no-op. Partially covered regions are split. Returns the removed
-//!   pieces, in address order.
+//! * [`VmaTree::munmap`]: removes every mapped page of the range; holes are fine, a range
+//!   with nothing mapped is a successful no-op (a zero length is refused with
+//!   [`VmaError::ZeroLength`], as Linux's `munmap` answers `EINVAL`). Partially covered
+//!   regions are split. Returns the removed pieces, in address order.
 //! * [`VmaTree::mprotect`]: changes the permissions of the range, which must be mapped
 //!   entirely (else [`VmaError::NotMapped`] and nothing changes — Linux instead changes the
 //!   part before the first hole and then fails). Regions are split at the range ends and
@@ -80,8 +81,8 @@
 //! being reported:
 //!
 //! 1. [`VmaError::Unaligned`]: address or length not page aligned;
-//! 2. [`VmaError::ZeroLength`] (Linux's `mprotect` and `madvise` accept a zero length, not this
-//!    layer);
+//! 2. [`VmaError::ZeroLength`], for every call (as Linux's `mmap` and `munmap`; Linux's
+//!    `mprotect` and `madvise` accept a zero length, not this layer);
 //! 3. [`VmaError::NotUser`]: the address is at or above [`USER_END`] (the non-canonical hole
 //!    or the kernel half);
 //! 4. [`VmaError::Overflow`]: `addr + len` wraps or passes [`USER_END`];
@@ -924,7 +925,8 @@ impl<H: Clone + Eq> VmaTree<H> {
     }
 
     /// Unmaps every mapped page of `[addr, addr + len)`, splitting partially covered regions.
-    /// Returns the removed pieces in address order (empty if nothing was mapped).
+    /// Returns the removed pieces in address order (empty if nothing was mapped). A zero
+    /// `len` is [`VmaError::ZeroLength`].
     /// [`plan_munmap`](Self::plan_munmap) then [`apply`](Self::apply).
     pub fn munmap(&mut self, addr: VirtAddr, len: u64) -> Result<Vec<Vma<H>>, VmaError> {
         let plan = self.plan_munmap(addr, len)?;

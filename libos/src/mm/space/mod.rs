@@ -686,8 +686,9 @@ impl Space {
         Ok(mapped.addr)
     }
 
-    /// `munmap`: removes every mapped page of `[addr, addr + len)` (holes are fine) and
-    /// releases them once the TLB invalidation has completed.
+    /// `munmap`: removes every mapped page of `[addr, addr + len)` (holes are fine; a range
+    /// with nothing mapped is a no-op) and releases them once the TLB invalidation has
+    /// completed. A zero `len` is refused ([`VmaError::ZeroLength`], Linux's `EINVAL`).
     pub fn munmap<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
