@@ -328,11 +328,11 @@ mod boot_tests {
             let mut parent = Process::new().unwrap();
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 1)).unwrap();
-            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             let child = parent.fork().unwrap();
             child.exit();
             parent.run(|| write(base, 2)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(before), "reused in place");
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(before), "reused in place");
             parent.exit();
         }
     }
@@ -412,14 +412,14 @@ mod boot_tests {
             let same = |base: u64| (0..BLOB.len()).all(|i| read_u8(base + i as u64) == BLOB[i]);
             assert_eq!(p.run(|| (same(sh), same(pr), read_u8(sh + 9000), read_u8(pr + 3 * PAGE_SIZE - 1))), Ok((true, true, 0, 0)));
             let page1 = file.lookup(PAGE_SIZE).unwrap().0;
-            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)), Some(page1), "the file's page is mapped");
-            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1), "the file's page is mapped");
+            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
+            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
 
             // A private write: one copy, the shared mapping and the file keep the blob.
             let off = PAGE_SIZE as usize + 5;
             p.run(|| write_u8(pr + off as u64, !BLOB[off])).unwrap();
             assert_eq!(p.space().stats().file_cow, 1);
-            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1));
+            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1));
             assert_eq!(p.run(|| (read_u8(pr + off as u64), read_u8(pr + off as u64 + 1))), Ok((!BLOB[off], BLOB[off + 1])));
             assert_eq!(p.run(|| read_u8(sh + off as u64)), Ok(BLOB[off]));
             let mut page = [0u8; PAGE_SIZE as usize];
@@ -506,13 +506,13 @@ mod boot_tests {
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 0xabc)).unwrap();
             let pin = parent.space().pin(&mut TargetMachine, VirtAddr(base), PAGE_SIZE, true).unwrap();
-            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             let mut child = parent.fork().unwrap();
-            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             assert_ne!(child_pa, pinned, "the child got a copy");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
             parent.run(|| write(base, 0xdef)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(pinned), "no COW of the pinned page");
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(pinned), "no COW of the pinned page");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
             parent.space().unpin(&mut TargetMachine, pin);
             child.exit();

@@ -24,7 +24,7 @@
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
 //!   [`check_spaces`] (that, plus the folio checker, over every live space, which it must be
 //!   given and verifies it was); [`Space::peek`]
-//!   reads where an address leads without faulting anything in.
+//!   reads where an address leads without faulting anything in ([`Peek`]).
 //!
 //! Every page-table call goes through one internal module (`pt.rs`) over the engine's
 //! PTE-level API (`set_ptes`, `get_and_clear_ptes`, `wrprotect_ptes`, `set_access_flags`,
@@ -349,6 +349,33 @@ pub use pin::PinHandle;
 pub use share::ForkMode;
 use share::SharedTables;
 pub use shm::Shm;
+
+/// What an access to an address would reach, without faulting anything in
+/// ([`Space::peek`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peek {
+    /// This byte of RAM: of the mapped page, or of the object's page an unmapped page of a
+    /// shared region or of a private object mapping would map.
+    Page(PhysAddr),
+    /// No page yet: the page reads as zero (never touched, dropped, or an anonymous object's
+    /// page not allocated yet).
+    Zero,
+    /// The page lies past the end of the file its region maps: an access is a bus error.
+    PastEof,
+    /// No region contains the address (or it is not a user address): an access is a
+    /// segmentation fault.
+    Unmapped,
+}
+
+impl Peek {
+    /// The physical address, for [`Peek::Page`].
+    pub fn pa(self) -> Option<PhysAddr> {
+        match self {
+            Peek::Page(pa) => Some(pa),
+            Peek::Zero | Peek::PastEof | Peek::Unmapped => None,
+        }
+    }
+}
 
 /// Why an access is a segmentation fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -766,24 +793,33 @@ impl Space {
         self.live.exited = true;
     }
 
-    /// The physical address an access to `va` would reach right now without faulting in
-    /// anything new: the mapped page (even a `PROT_NONE` one), or for an unmapped page of a
-    /// shared region or a private object mapping the object's page; `None` if the page reads
-    /// as zero (never touched, or dropped) or lies past the end of a file. For inspection
-    /// (debuggers, core dumps, tests).
-    pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Option<PhysAddr> {
+    /// What an access to `va` would reach right now, without faulting in anything new: the
+    /// mapped page (even a `PROT_NONE` one), or for an unmapped page of a shared region or a
+    /// private object mapping the object's page ([`Peek::Page`]); else whether the page reads
+    /// as zero ([`Peek::Zero`]), lies past the end of a file ([`Peek::PastEof`]) or in no
+    /// region ([`Peek::Unmapped`]). For inspection (debuggers, core dumps, tests).
+    pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Peek {
         if va.as_u64() >= USER_END {
-            return None;
+            return Peek::Unmapped;
         }
         let off = va.as_u64() & (PAGE_SIZE - 1);
         let page = va.as_u64() - off;
         if let Some(d) = pt::get(&self.root, m, page) {
-            return Some(PhysAddr(d.address().0 + off));
+            return Peek::Page(PhysAddr(d.address().0 + off));
         }
-        let vma = self.vmas.find(va)?;
-        let obj = vma.kind.object()?;
-        let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
-        Some(PhysAddr(pa.0 + off))
+        let Some(vma) = self.vmas.find(va) else {
+            return Peek::Unmapped;
+        };
+        let (Some(obj), Some(offset)) = (vma.kind.object(), vma.object_offset(va)) else {
+            return Peek::Zero;
+        };
+        if obj.past_eof(offset) {
+            return Peek::PastEof;
+        }
+        match obj.lookup(offset) {
+            Some((pa, _, _)) => Peek::Page(PhysAddr(pa.0 + off)),
+            None => Peek::Zero,
+        }
     }
 
     /// The live leaves accounted to this space, for [`crate::mm::folio::check`]: every leaf,

@@ -49,7 +49,7 @@ fn map(
 }
 
 fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
-    s.peek(m, VirtAddr(va)).map(|p| p.0)
+    s.peek(m, VirtAddr(va)).pa().map(|p| p.0)
 }
 
 /// The object's page holding byte `off`.
@@ -315,6 +315,43 @@ fn a_refused_mapping_of_the_last_handle_releases_the_file() {
     });
 }
 
+/// `peek` tells a page that reads as zero from one past the end of a file, and both from an
+/// address no region contains.
+#[test]
+fn peek_tells_zero_pages_from_pages_past_the_end() {
+    with_machine(|m| {
+        let file = Shm::file(m, &data(KB4 + 10)).unwrap();
+        let anon = Shm::new();
+        let mut s = new_space(m);
+        map(m, &mut s, BASE, KB64, VmProt::READ, shared(&file, 0)).unwrap();
+        map(m, &mut s, BASE + KB64, KB64, VmProt::RW, private(&file, 0)).unwrap();
+        map(m, &mut s, BASE + 2 * KB64, KB64, VmProt::RW, shared(&anon, 0)).unwrap();
+        map(m, &mut s, BASE + 3 * KB64, KB64, VmProt::RW, VmaKind::AnonPrivate).unwrap();
+        let peek = |m: &TestMachine<'_>, s: &Space, va: u64| s.peek(m, VirtAddr(va));
+        let page1 = PhysAddr(obj_page(&file, PAGE_SIZE) + 5);
+        for base in [BASE, BASE + KB64] {
+            assert_eq!(peek(m, &s, base + PAGE_SIZE + 5), Peek::Page(page1));
+            assert_eq!(peek(m, &s, base + 2 * PAGE_SIZE), Peek::PastEof);
+        }
+        assert_eq!(peek(m, &s, BASE + 2 * KB64 + 9), Peek::Zero, "no object page yet");
+        assert_eq!(peek(m, &s, BASE + 3 * KB64), Peek::Zero, "never touched");
+        write(m, &mut s, BASE + 3 * KB64, b"x").unwrap();
+        assert!(matches!(peek(m, &s, BASE + 3 * KB64), Peek::Page(_)));
+        s.madvise_dontneed(m, VirtAddr(BASE + 3 * KB64), PAGE_SIZE)
+            .unwrap();
+        assert_eq!(peek(m, &s, BASE + 3 * KB64), Peek::Zero, "dropped");
+        for va in [BASE - 1, BASE + 4 * KB64, USER_END, u64::MAX] {
+            assert_eq!(peek(m, &s, va), Peek::Unmapped, "{va:#x}");
+        }
+        assert_eq!(Peek::Page(page1).pa(), Some(page1));
+        assert_eq!(Peek::PastEof.pa(), None);
+        check(m, &[&s]);
+        file.release(m);
+        anon.release(m);
+        teardown(m, vec![s]);
+    });
+}
+
 #[test]
 fn past_the_end_of_a_file_is_a_bus_error() {
     with_machine(|m| {
@@ -334,7 +371,7 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         for base in [BASE, BASE + KB64] {
             let va = base + 2 * PAGE_SIZE + 77;
             assert_eq!(read(m, &mut s, va, 1), Err(FaultError::Bus { va: VirtAddr(va) }));
-            assert_eq!(s.peek(m, VirtAddr(va)), None);
+            assert_eq!(s.peek(m, VirtAddr(va)), Peek::PastEof);
         }
         let before = m.model.snapshot();
         let va = BASE + KB64 + 5 * PAGE_SIZE + 1;

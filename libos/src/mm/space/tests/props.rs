@@ -695,7 +695,7 @@ impl World<'_, '_> {
                                     continue;
                                 };
                                 let object = self.objs[*obj].lookup(*off).map(|(pa, _, _)| pa);
-                                let now = self.procs[p].space.peek(self.m, VirtAddr(a));
+                                let now = self.procs[p].space.peek(self.m, VirtAddr(a)).pa();
                                 if now.is_some() && now != object {
                                     self.make_own(p, a);
                                 }
@@ -851,7 +851,7 @@ impl World<'_, '_> {
                     Target::Private { id, va } => {
                         let proc = self.procs.iter().find(|p| p.space.id() == id).unwrap();
                         assert_eq!(
-                            proc.space.peek(self.m, VirtAddr(va)),
+                            proc.space.peek(self.m, VirtAddr(va)).pa(),
                             Some(*pa),
                             "pin of {va:#x} in {id:?} no longer reaches the page"
                         );

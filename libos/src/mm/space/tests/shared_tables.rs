@@ -23,7 +23,7 @@ fn map(m: &mut TestMachine<'_>, s: &mut Space, va: u64, len: u64, prot: VmProt) 
 }
 
 fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
-    s.peek(m, VirtAddr(va)).map(|p| p.0)
+    s.peek(m, VirtAddr(va)).pa().map(|p| p.0)
 }
 
 /// A parent with two full spans of written 64 KiB folios plus a page in a third span.
