@@ -10,10 +10,12 @@
 //! # Pieces
 //!
 //! * [`Space`]: one per process — a user [`Root`] (TTBR0, with its ASID), a [`VmaTree`] of
-//!   regions and a [`SpaceId`] (the folio layer's name for it).
+//!   regions and a [`SpaceId`] (the folio layer's name for it). The space takes its id from
+//!   the memory map and its root's first ASID from the machine: no two live spaces share
+//!   either.
 //! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
 //!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
-//!   write of physical memory, root hooks).
+//!   write of physical memory, the first ASID of a new root, root hooks).
 //! * [`Shm`]: memory objects — shared anonymous memory, or read-only files in RAM — backing
 //!   `Shared` and `FilePrivate` regions; [`FileFault`], the context of an object's fault
 //!   handler ("Files", below).
@@ -23,8 +25,8 @@
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
 //!   [`check_spaces`] (that, plus the folio checker, over every live space, which it must be
-//!   given and verifies it was); [`Space::peek`]
-//!   reads where an address leads without faulting anything in ([`Peek`]).
+//!   given and verifies it was); [`Space::peek`] reads where an address leads without
+//!   faulting anything in ([`Peek`]).
 //!
 //! Every page-table call goes through one internal module (`pt.rs`) over the engine's
 //! PTE-level API (`set_ptes`, `get_and_clear_ptes`, `wrprotect_ptes`, `set_access_flags`,
@@ -648,7 +650,7 @@ impl Space {
         })
     }
 
-    /// The folio layer's id of this space.
+    /// The folio layer's id of this space (unique among the live spaces of its memory map).
     pub fn id(&self) -> SpaceId {
         self.id
     }
