@@ -18,7 +18,10 @@ pub const FRAME_SIZE: usize = 4096;
 /// Largest block order: 2^10 frames = 4 MiB.
 pub const MAX_ORDER: usize = 10;
 
-/// Allocation failed: no free block of the requested order.
+/// Allocation failed: no free block of the requested order. The one out-of-memory error of
+/// physical memory: frame blocks here, folio frames ([`crate::mm::folio::FrameSource`]) and
+/// translation-table frames ([`crate::mm::Platform::alloc_table`], which re-exports it as
+/// `mm::OutOfMemory`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfMemory;
 

@@ -42,7 +42,7 @@ impl Platform for TargetMachine {
 }
 
 impl FrameSource for TargetMachine {
-    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, crate::memory::OutOfMemory> {
+    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
         GlobalFrames.alloc(order)
     }
     fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
@@ -90,16 +90,20 @@ impl Machine<'static> for TargetMachine {
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), linear(pa, data.len() as u64), data.len()) }
     }
 
+    fn new_asid(&mut self) -> Asid {
+        // A process gets its ASID from the allocator each time `run` switches to it.
+        Asid::RESERVED
+    }
+
     fn root_retiring(&mut self, root: &Root) {
         crate::vm::retire_ttbr0(root.pa().0);
     }
 }
 
-use crate::mm::folio::SpaceId;
-use crate::mm::space::{Access, FaultError, FaultKind, Space, SpaceError};
+use crate::mm::space::{Access, El, FaultError, FaultKind, Space, SpaceError};
 use crate::mm::{Asid, AsidContext, VirtAddr};
 use arch::exception::{ec, Disposition, TrapFrame};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use spin::Mutex;
 
 /// A process: a user address space with process-fork semantics, run on this core through
@@ -120,21 +124,16 @@ pub struct Segfault {
     pub error: FaultError,
 }
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// The space whose faults the abort hook resolves (set by `run` for its duration).
 static CURRENT: AtomicPtr<Space> = AtomicPtr::new(core::ptr::null_mut());
 static LAST_SEGFAULT: Mutex<Option<Segfault>> = Mutex::new(None);
 /// Abandon code of a segfault inside `run`.
 const CODE_SEGV: u64 = 0x5e6f;
 
-fn new_id() -> SpaceId {
-    SpaceId::new(NEXT_ID.fetch_add(1, Ordering::Relaxed)).expect("space ids exhausted")
-}
-
 impl Process {
     /// A process with an empty address space.
     pub fn new() -> Result<Process, SpaceError> {
-        let space = Space::new(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        let space = Space::new(&mut TargetMachine)?;
         Ok(Process {
             space: Some(space),
             asid: AsidContext::new(),
@@ -148,7 +147,7 @@ impl Process {
 
     /// Forks: a child whose private memory is copy-on-write and whose shared memory is shared.
     pub fn fork(&mut self) -> Result<Process, SpaceError> {
-        let child = self.space().fork(&mut TargetMachine, new_id(), Asid::RESERVED)?;
+        let child = self.space().fork(&mut TargetMachine)?;
         Ok(Process {
             space: Some(child),
             asid: AsidContext::new(),
@@ -212,17 +211,16 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
         _ if frame.is_write() => Access::Write,
         _ => Access::Read,
     };
-    let kind = match frame.esr & 0x3c {
-        0x04 => FaultKind::Translation,
-        0x08 => FaultKind::AccessFlag,
-        0x0c => FaultKind::Permission,
-        _ => return None,
+    let el = match frame.ec() {
+        ec::INSTR_ABORT_LOWER | ec::DATA_ABORT_LOWER => El::El0,
+        _ => El::El1,
     };
+    let kind = FaultKind::from_status(frame.esr)?;
     // SAFETY: `run` set CURRENT to its exclusively borrowed space and clears it before returning;
     // the code it runs cannot reach the space (it is borrowed by `run`), and this core handles one
     // exception at a time.
     let space = unsafe { &mut *space };
-    match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, kind) {
+    match space.handle_fault(&mut TargetMachine, VirtAddr(frame.far), access, el, kind) {
         Ok(()) => Some(Disposition::Resume),
         Err(error) => {
             *LAST_SEGFAULT.lock() = Some(Segfault {
@@ -330,11 +328,11 @@ mod boot_tests {
             let mut parent = Process::new().unwrap();
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 1)).unwrap();
-            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             let child = parent.fork().unwrap();
             child.exit();
             parent.run(|| write(base, 2)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(before), "reused in place");
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(before), "reused in place");
             parent.exit();
         }
     }
@@ -351,6 +349,25 @@ mod boot_tests {
             let e = p.run(|| write(ro + 8, 1)).unwrap_err();
             assert_eq!(e.error, FaultError::Segv { va: VirtAddr(ro + 8), cause: SegvCause::Access });
             assert_eq!(p.run(|| read(ro + 8)), Ok(0), "reads of the read-only region still work");
+            p.exit();
+        }
+    }
+
+    crate::boot_test! {
+        /// The kernel never executes user memory: a call into an executable user region at
+        /// EL1 ends `run` with a segmentation fault at once (user pages are PXN), instead of
+        /// faulting forever; the process keeps working afterwards.
+        fn el1_fetches_from_user_pages_segfault() {
+            let mut p = Process::new().unwrap();
+            let code = anon(&mut p, 64 << 10, VmProt::RX);
+            assert_eq!(p.run(|| read(code)), Ok(0), "the page is mapped and readable");
+            // SAFETY: the address is never executed: the fetch faults (PXN) and the fault ends
+            // `run`.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(code as usize) };
+            let e = p.run(|| f()).unwrap_err();
+            assert_eq!(e.access, Access::Exec);
+            assert_eq!(e.error, FaultError::Segv { va: VirtAddr(code), cause: SegvCause::Access });
+            assert_eq!(p.run(|| read(code + 8)), Ok(0));
             p.exit();
         }
     }
@@ -395,14 +412,14 @@ mod boot_tests {
             let same = |base: u64| (0..BLOB.len()).all(|i| read_u8(base + i as u64) == BLOB[i]);
             assert_eq!(p.run(|| (same(sh), same(pr), read_u8(sh + 9000), read_u8(pr + 3 * PAGE_SIZE - 1))), Ok((true, true, 0, 0)));
             let page1 = file.lookup(PAGE_SIZE).unwrap().0;
-            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)), Some(page1), "the file's page is mapped");
-            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1), "the file's page is mapped");
+            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
+            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
 
             // A private write: one copy, the shared mapping and the file keep the blob.
             let off = PAGE_SIZE as usize + 5;
             p.run(|| write_u8(pr + off as u64, !BLOB[off])).unwrap();
             assert_eq!(p.space().stats().file_cow, 1);
-            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)), Some(page1));
+            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1));
             assert_eq!(p.run(|| (read_u8(pr + off as u64), read_u8(pr + off as u64 + 1))), Ok((!BLOB[off], BLOB[off + 1])));
             assert_eq!(p.run(|| read_u8(sh + off as u64)), Ok(BLOB[off]));
             let mut page = [0u8; PAGE_SIZE as usize];
@@ -489,13 +506,13 @@ mod boot_tests {
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 0xabc)).unwrap();
             let pin = parent.space().pin(&mut TargetMachine, VirtAddr(base), PAGE_SIZE, true).unwrap();
-            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             let mut child = parent.fork().unwrap();
-            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).unwrap();
+            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
             assert_ne!(child_pa, pinned, "the child got a copy");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
             parent.run(|| write(base, 0xdef)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)), Some(pinned), "no COW of the pinned page");
+            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(pinned), "no COW of the pinned page");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
             parent.space().unpin(&mut TargetMachine, pin);
             child.exit();

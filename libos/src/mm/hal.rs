@@ -5,21 +5,13 @@
 //! On the target it is implemented over the kernel linear map, the frame allocator and
 //! `arch::tlb`; in host tests over the hardware model (`mm::model`), which checks every step.
 
-use core::fmt;
-
 use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SHIFT};
 use super::asid::Asid;
 use super::desc::Descriptor;
 
-/// A table frame could not be allocated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutOfMemory;
-
-impl fmt::Display for OutOfMemory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("out of memory for translation tables")
-    }
-}
+/// A table frame could not be allocated ([`Platform::alloc_table`]): the frame allocator's
+/// error, the same type folio frames fail with.
+pub use crate::memory::OutOfMemory;
 
 /// One TLB maintenance instruction (EL1&0 regime, Inner Shareable broadcast).
 ///

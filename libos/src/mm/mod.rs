@@ -32,6 +32,8 @@
 //!   `set_access_flags`, methods of [`Root`]) and the Contiguous bit (CONTPTE: 16 level-3
 //!   entries cached as one 64 KiB TLB entry), with its own design notes.
 //! * [`AsidAllocator`]: ASIDs with generation rollover.
+//! * [`Access`], [`El`], [`FaultKind`]: what an access is and how the MMU refused it (the
+//!   fault handler's input, and the hardware model's output in host tests).
 //!
 //! # The walker
 //!
@@ -110,6 +112,7 @@
 //! mappings), does not fold level-2 blocks (32 MiB contiguous groups), and
 //! [`Root::copy_range`] maps the copies unfolded.
 
+mod access;
 mod addr;
 pub mod asid;
 mod attrs;
@@ -132,6 +135,7 @@ pub(crate) mod model;
 #[cfg(test)]
 mod tests;
 
+pub use access::{Access, El, FaultKind};
 pub use addr::{
     Level, PhysAddr, VirtAddr, ENTRIES, KERNEL_BASE, PAGE_SHIFT, PAGE_SIZE, PA_BITS, PA_END, USER_END,
     VA_BITS,

@@ -51,9 +51,10 @@
 //!
 //!   Alignments above 4 KiB also set [`VmaFlags::LARGE_FOLIOS`]: the region may be populated
 //!   with 64 KiB folios where a whole aligned block fits ([`Vma::large_folio_block`]).
-//! * [`VmaTree::munmap`]: removes every mapped page of the range; holes are fine, an empty
-//!   range is a successful no-op. Partially covered regions are split. Returns the removed
-//!   pieces, in address order.
+//! * [`VmaTree::munmap`]: removes every mapped page of the range; holes are fine, a range
+//!   with nothing mapped is a successful no-op (a zero length is refused with
+//!   [`VmaError::ZeroLength`], as Linux's `munmap` answers `EINVAL`). Partially covered
+//!   regions are split. Returns the removed pieces, in address order.
 //! * [`VmaTree::mprotect`]: changes the permissions of the range, which must be mapped
 //!   entirely (else [`VmaError::NotMapped`] and nothing changes — Linux instead changes the
 //!   part before the first hole and then fails). Regions are split at the range ends and
@@ -66,6 +67,9 @@
 //! * [`VmaTree::fork`]: a copy of the tree for the child. Each region's
 //!   [`Vma::fork_policy`] tells the caller how to copy its pages: private regions become
 //!   copy-on-write in both address spaces, shared regions keep pointing at the same object.
+//! * [`VmaTree::plan_mmap`], [`VmaTree::plan_munmap`], [`VmaTree::plan_mprotect`],
+//!   [`VmaTree::plan_madvise_dontneed`] and [`VmaTree::apply`]: the same calls in two steps
+//!   ("Validate, then change", below).
 //! * Queries: [`VmaTree::find`] (the region containing an address: the fault lookup),
 //!   [`VmaTree::overlapping`], [`VmaTree::iter`], [`VmaTree::len`],
 //!   [`VmaTree::mapped_bytes`], and [`VmaTree::check`] (the structural invariants).
@@ -77,8 +81,8 @@
 //! being reported:
 //!
 //! 1. [`VmaError::Unaligned`]: address or length not page aligned;
-//! 2. [`VmaError::ZeroLength`] (Linux's `mprotect` and `madvise` accept a zero length, not this
-//!    layer);
+//! 2. [`VmaError::ZeroLength`], for every call (as Linux's `mmap` and `munmap`; Linux's
+//!    `mprotect` and `madvise` accept a zero length, not this layer);
 //! 3. [`VmaError::NotUser`]: the address is at or above [`USER_END`] (the non-canonical hole
 //!    or the kernel half);
 //! 4. [`VmaError::Overflow`]: `addr + len` wraps or passes [`USER_END`];
@@ -93,6 +97,17 @@
 //! The first [`MMAP_MIN_ADDR`] (64 KiB) of the address space are never mappable, so that a
 //! null pointer plus a small offset always faults. `munmap` of a range there is a no-op and
 //! `mprotect` of it fails with `NotMapped`, as nothing can be mapped there.
+//!
+//! # Validate, then change
+//!
+//! Each call is a `plan_*` step, which checks everything (every error above, including
+//! [`VmaError::TooManyMappings`]) and computes the edit and the result without changing the
+//! tree, and [`VmaTree::apply`], which carries the [`Plan`] out and cannot fail. The one-step
+//! calls are exactly the two in a row. A caller that must prepare something before the tree
+//! changes — the address space breaks the sharing of page tables, which can fail for lack
+//! of memory — does it between the two, once the arguments are known to be valid and
+//! [`Plan::pages`] tells which existing pages the call changes. A plan applies only to the
+//! tree it was made from, unchanged since (checked).
 //!
 //! # The merge rule
 //!
@@ -649,13 +664,46 @@ pub struct VmaTree<H = ObjectId> {
     /// Sum of the region sizes.
     mapped: u64,
     config: VmaConfig,
+    /// Edits committed so far: a [`Plan`] applies only to the version it was made for.
+    version: u64,
 }
 
 /// A validated edit: the regions to remove and the (merged) ones replacing them.
+#[derive(Debug)]
 struct Edit<H> {
     remove: Vec<u64>,
     removed_bytes: u64,
     insert: Vec<Vma<H>>,
+}
+
+/// A call the tree validated completely and has not carried out yet (module docs,
+/// "Validate, then change"): made by [`VmaTree::plan_mmap`], [`VmaTree::plan_munmap`],
+/// [`VmaTree::plan_mprotect`] or [`VmaTree::plan_madvise_dontneed`], carried out by
+/// [`VmaTree::apply`], which cannot fail and returns the call's result `T`. Dropping a plan
+/// changes nothing.
+#[derive(Debug)]
+#[must_use = "a plan changes nothing until applied"]
+pub struct Plan<H, T> {
+    /// The range whose existing pages the call unmaps, re-protects or zaps, if any.
+    pages: Option<(u64, u64)>,
+    edit: Option<Edit<H>>,
+    out: T,
+    version: u64,
+}
+
+impl<H, T> Plan<H, T> {
+    /// The range `[start, end)` whose existing pages the call changes once applied (pages it
+    /// unmaps, re-protects or zaps), or `None` if it changes no existing page (an `mmap` that
+    /// replaces nothing, an `munmap` of holes only, an `mprotect` to the same permissions).
+    /// What the page tables must be ready to change before [`VmaTree::apply`].
+    pub fn pages(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.pages.map(|(s, e)| (VirtAddr::new(s), VirtAddr::new(e)))
+    }
+
+    /// What [`VmaTree::apply`] will return.
+    pub fn output(&self) -> &T {
+        &self.out
+    }
 }
 
 /// Checks a user range: page aligned, non-empty, inside `[0, USER_END)`. Returns `(start, end)`.
@@ -753,6 +801,7 @@ impl<H: Clone + Eq> VmaTree<H> {
             map: BTreeMap::new(),
             mapped: 0,
             config,
+            version: 0,
         }
     }
 
@@ -798,6 +847,7 @@ impl<H: Clone + Eq> VmaTree<H> {
 
     /// Maps `len` bytes: see the module docs for the placements and the order of the checks.
     /// Returns the start address and, for [`Placement::Fixed`], the replaced pieces.
+    /// [`plan_mmap`](Self::plan_mmap) then [`apply`](Self::apply).
     pub fn mmap(
         &mut self,
         placement: Placement,
@@ -806,6 +856,20 @@ impl<H: Clone + Eq> VmaTree<H> {
         kind: VmaKind<H>,
         align: MapAlign,
     ) -> Result<Mapped<H>, VmaError> {
+        let plan = self.plan_mmap(placement, len, prot, &kind, align)?;
+        Ok(self.apply(plan))
+    }
+
+    /// Validates [`mmap`](Self::mmap) and plans it, changing nothing. The plan holds its own
+    /// clone of `kind`'s handle.
+    pub fn plan_mmap(
+        &self,
+        placement: Placement,
+        len: u64,
+        prot: VmProt,
+        kind: &VmaKind<H>,
+        align: MapAlign,
+    ) -> Result<Plan<H, Mapped<H>>, VmaError> {
         let a = align.bytes();
         let start = match placement {
             Placement::Fixed(addr) | Placement::FixedNoReplace(addr) => {
@@ -848,42 +912,63 @@ impl<H: Clone + Eq> VmaTree<H> {
             start: VirtAddr::new(start),
             end: VirtAddr::new(end),
             prot,
-            kind,
+            kind: kind.clone(),
             flags: align.flags(),
         };
         let edit = self.prepare(start, end, alloc::vec![new])?;
-        self.commit(edit);
-        Ok(Mapped {
+        let pages = (!replaced.is_empty()).then_some((start, end));
+        let out = Mapped {
             addr: VirtAddr::new(start),
             replaced,
-        })
+        };
+        Ok(self.plan(pages, Some(edit), out))
     }
 
     /// Unmaps every mapped page of `[addr, addr + len)`, splitting partially covered regions.
-    /// Returns the removed pieces in address order (empty if nothing was mapped).
+    /// Returns the removed pieces in address order (empty if nothing was mapped). A zero
+    /// `len` is [`VmaError::ZeroLength`].
+    /// [`plan_munmap`](Self::plan_munmap) then [`apply`](Self::apply).
     pub fn munmap(&mut self, addr: VirtAddr, len: u64) -> Result<Vec<Vma<H>>, VmaError> {
+        let plan = self.plan_munmap(addr, len)?;
+        Ok(self.apply(plan))
+    }
+
+    /// Validates [`munmap`](Self::munmap) and plans it, changing nothing.
+    pub fn plan_munmap(&self, addr: VirtAddr, len: u64) -> Result<Plan<H, Vec<Vma<H>>>, VmaError> {
         let (s, e) = user_range(addr, len)?;
         let removed = self.clipped(s, e);
-        if !removed.is_empty() {
-            let edit = self.prepare(s, e, Vec::new())?;
-            self.commit(edit);
+        if removed.is_empty() {
+            return Ok(self.plan(None, None, removed));
         }
-        Ok(removed)
+        let edit = self.prepare(s, e, Vec::new())?;
+        Ok(self.plan(Some((s, e)), Some(edit), removed))
     }
 
     /// Sets the permissions of `[addr, addr + len)`, which must be entirely mapped. Returns
     /// the pieces whose permissions changed, in address order, with their old permissions.
+    /// [`plan_mprotect`](Self::plan_mprotect) then [`apply`](Self::apply).
     pub fn mprotect(
         &mut self,
         addr: VirtAddr,
         len: u64,
         prot: VmProt,
     ) -> Result<Vec<ProtChange<H>>, VmaError> {
+        let plan = self.plan_mprotect(addr, len, prot)?;
+        Ok(self.apply(plan))
+    }
+
+    /// Validates [`mprotect`](Self::mprotect) and plans it, changing nothing.
+    pub fn plan_mprotect(
+        &self,
+        addr: VirtAddr,
+        len: u64,
+        prot: VmProt,
+    ) -> Result<Plan<H, Vec<ProtChange<H>>>, VmaError> {
         let (s, e) = user_range(addr, len)?;
         let pieces = self.clipped(s, e);
         check_covered(&pieces, s, e)?;
         if pieces.iter().all(|p| p.prot == prot) {
-            return Ok(Vec::new());
+            return Ok(self.plan(None, None, Vec::new()));
         }
         let middle: Vec<Vma<H>> = pieces.iter().map(|p| Vma { prot, ..p.clone() }).collect();
         let edit = self.prepare(s, e, middle)?;
@@ -895,18 +980,36 @@ impl<H: Clone + Eq> VmaTree<H> {
                 piece: Vma { prot, ..p },
             })
             .collect();
-        self.commit(edit);
-        Ok(changes)
+        Ok(self.plan(Some((s, e)), Some(edit), changes))
     }
 
     /// Validates `madvise(addr, len, MADV_DONTNEED)`: the range must be entirely mapped.
     /// Returns its pieces in address order; the caller zaps their pages. The tree does not
     /// change.
     pub fn madvise_dontneed(&self, addr: VirtAddr, len: u64) -> Result<Vec<Vma<H>>, VmaError> {
+        Ok(self.plan_madvise_dontneed(addr, len)?.out)
+    }
+
+    /// [`madvise_dontneed`](Self::madvise_dontneed) as a plan (whose application changes no
+    /// region, only returns the pieces), for callers that handle every call as a plan.
+    pub fn plan_madvise_dontneed(&self, addr: VirtAddr, len: u64) -> Result<Plan<H, Vec<Vma<H>>>, VmaError> {
         let (s, e) = user_range(addr, len)?;
         let pieces = self.clipped(s, e);
         check_covered(&pieces, s, e)?;
-        Ok(pieces)
+        Ok(self.plan(Some((s, e)), None, pieces))
+    }
+
+    /// Carries out a plan of this tree. Cannot fail.
+    ///
+    /// # Panics
+    /// If the tree changed since the plan was made (a plan is only valid for the tree it
+    /// was made from, as it was then).
+    pub fn apply<T>(&mut self, plan: Plan<H, T>) -> T {
+        assert_eq!(plan.version, self.version, "vma: plan applied to a changed tree");
+        if let Some(edit) = plan.edit {
+            self.commit(edit);
+        }
+        plan.out
     }
 
     /// The child's copy of the tree (same regions, same objects, same configuration). The
@@ -917,6 +1020,7 @@ impl<H: Clone + Eq> VmaTree<H> {
 
     /// Removes every region (process exit), returning them in address order.
     pub fn unmap_all(&mut self) -> Vec<Vma<H>> {
+        self.version += 1;
         self.mapped = 0;
         core::mem::take(&mut self.map).into_values().collect()
     }
@@ -1072,7 +1176,17 @@ impl<H: Clone + Eq> VmaTree<H> {
         })
     }
 
+    fn plan<T>(&self, pages: Option<(u64, u64)>, edit: Option<Edit<H>>, out: T) -> Plan<H, T> {
+        Plan {
+            pages,
+            edit,
+            out,
+            version: self.version,
+        }
+    }
+
     fn commit(&mut self, edit: Edit<H>) {
+        self.version += 1;
         for k in edit.remove {
             self.map.remove(&k);
         }
@@ -1353,6 +1467,57 @@ mod tests {
         // munmap of the reserved low range: nothing there, a no-op.
         assert_eq!(t.munmap(va(0), MMAP_MIN_ADDR), Ok(vec![]));
         assert_eq!(snapshot(&t), before);
+    }
+
+    #[test]
+    fn plans_change_nothing_until_applied() {
+        let mut t = T::new();
+        fixed(&mut t, B, 4, VmProt::RW, anon());
+        let before = snapshot(&t);
+        // Every error of the one-step calls comes from the plan, the region limit's too.
+        let mut one = small(1);
+        fixed(&mut one, B, 4, VmProt::RW, anon());
+        let split = one.plan_munmap(va(B + P), P).map(|_| ());
+        assert_eq!(split, Err(VmaError::TooManyMappings));
+        // Plans: what they will change, nothing changed yet.
+        let p = t.plan_munmap(va(B + P), P).unwrap();
+        assert_eq!(p.pages(), Some((va(B + P), va(B + 2 * P))));
+        assert_eq!(p.output().len(), 1);
+        assert_eq!(t.plan_munmap(va(B + 8 * P), P).unwrap().pages(), None, "a hole");
+        let same = t.plan_mprotect(va(B), P, VmProt::RW).unwrap();
+        assert_eq!(same.pages(), None, "same permissions");
+        let m = t
+            .plan_mmap(Placement::Any, P, VmProt::READ, &anon(), MapAlign::Page)
+            .unwrap();
+        assert_eq!(m.pages(), None, "replaces nothing");
+        let m = t
+            .plan_mmap(
+                Placement::Fixed(va(B + 3 * P)),
+                2 * P,
+                VmProt::READ,
+                &anon(),
+                MapAlign::Page,
+            )
+            .unwrap();
+        assert_eq!(m.pages(), Some((va(B + 3 * P), va(B + 5 * P))));
+        let d = t.plan_madvise_dontneed(va(B), 4 * P).unwrap();
+        assert_eq!(d.pages(), Some((va(B), va(B + 4 * P))));
+        assert_eq!(snapshot(&t), before);
+        // Applied: the same as the one-step call.
+        assert_eq!(t.apply(same), vec![]);
+        let mut u = t.clone();
+        assert_eq!(t.apply(p), u.munmap(va(B + P), P).unwrap());
+        assert_eq!(snapshot(&t), snapshot(&u));
+    }
+
+    #[test]
+    #[should_panic(expected = "plan applied to a changed tree")]
+    fn a_plan_applies_only_to_the_tree_it_was_made_from() {
+        let mut t = T::new();
+        fixed(&mut t, B, 4, VmProt::RW, anon());
+        let p = t.plan_munmap(va(B), P).unwrap();
+        t.munmap(va(B + 2 * P), P).unwrap();
+        t.apply(p);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Per-frame metadata ([`PageMeta`]) and the array covering RAM ([`MemMap`]).
 
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use core::fmt;
 use core::mem::{align_of, size_of, MaybeUninit};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Folio, FolioOrder};
+use spin::Mutex;
+
+use super::{Folio, FolioOrder, SpaceId};
 use crate::mm::{PhysAddr, PAGE_SHIFT, PAGE_SIZE, PA_END};
 
 /// Flag bits of [`PageMeta::flags`].
@@ -175,13 +179,31 @@ impl fmt::Display for MemMapError {
 }
 
 /// The page metadata of a physical range `[base, base + frames * 4 KiB)`: one [`PageMeta`]
-/// per frame, in storage the caller provides.
+/// per frame, in storage the caller provides; and the names of the address spaces that map
+/// its folios ([`MemMap::new_space_id`]).
 ///
 /// Every operation takes `&self` (the counters are atomics); the storage is borrowed
 /// exclusively for `'a` (on the target `'static`, carved out of RAM at boot).
 pub struct MemMap<'a> {
     base_pfn: u64,
     pages: &'a [PageMeta],
+    spaces: Mutex<SpaceIds>,
+}
+
+/// The [`SpaceId`]s handed out by a [`MemMap`] and not returned yet.
+struct SpaceIds {
+    live: BTreeSet<u32>,
+    /// The next id to try.
+    next: u32,
+}
+
+impl SpaceIds {
+    const fn new() -> SpaceIds {
+        SpaceIds {
+            live: BTreeSet::new(),
+            next: 1,
+        }
+    }
 }
 
 impl<'a> MemMap<'a> {
@@ -200,6 +222,7 @@ impl<'a> MemMap<'a> {
         Ok(MemMap {
             base_pfn: base.0 >> PAGE_SHIFT,
             pages: storage,
+            spaces: Mutex::new(SpaceIds::new()),
         })
     }
 
@@ -234,6 +257,7 @@ impl<'a> MemMap<'a> {
         Ok(MemMap {
             base_pfn: base.0 >> PAGE_SHIFT,
             pages,
+            spaces: Mutex::new(SpaceIds::new()),
         })
     }
 
@@ -248,6 +272,45 @@ impl<'a> MemMap<'a> {
             Some(end) if frames > 0 && end <= PA_END => Ok(()),
             _ => Err(MemMapError::BadRange { base, frames }),
         }
+    }
+
+    /// A name for a new address space mapping folios of this map: an id no live address
+    /// space has (ids are handed out in increasing order, wrapping around, so an id comes
+    /// back only after about 2^32 others). Return it with
+    /// [`free_space_id`](Self::free_space_id) once the address space has removed all its
+    /// mappings.
+    ///
+    /// # Panics
+    /// If 2^32 - 1 address spaces are live.
+    pub fn new_space_id(&self) -> SpaceId {
+        let mut ids = self.spaces.lock();
+        assert!(ids.live.len() < u32::MAX as usize, "address space ids exhausted");
+        let mut id = ids.next;
+        while ids.live.contains(&id) {
+            id = id.checked_add(1).unwrap_or(1);
+        }
+        ids.live.insert(id);
+        ids.next = id.checked_add(1).unwrap_or(1);
+        SpaceId::new(id).expect("ids start at 1")
+    }
+
+    /// Returns an id from [`new_space_id`](Self::new_space_id): its address space is gone
+    /// and maps nothing any more.
+    ///
+    /// # Panics
+    /// If the id is not live.
+    pub fn free_space_id(&self, id: SpaceId) {
+        let freed = self.spaces.lock().live.remove(&id.get());
+        assert!(freed, "{id} was not handed out or is already free");
+    }
+
+    /// The ids handed out and not returned: the live address spaces, in increasing order.
+    pub fn live_space_ids(&self) -> Vec<SpaceId> {
+        let ids = self.spaces.lock();
+        ids.live
+            .iter()
+            .map(|&i| SpaceId::new(i).expect("ids start at 1"))
+            .collect()
     }
 
     /// First covered address.

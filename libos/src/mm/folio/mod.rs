@@ -12,6 +12,8 @@
 //!   the caller provides (`&mut [PageMeta]`, or raw bytes with [`MemMap::from_bytes`]).
 //!   Lookup: physical address → page metadata → folio head ([`MemMap::folio_page`]), by
 //!   alignment (every frame records its folio's order).
+//!   It also names the address spaces mapping its folios ([`MemMap::new_space_id`]: a
+//!   [`SpaceId`] no live one has; [`MemMap::live_space_ids`]).
 //! * [`Folio`]: a `Copy` handle (a pointer, not an owned reference) with every operation.
 //! * [`FrameSource`]: where folios get their frames (the buddy allocator). A folio's frames
 //!   return to it exactly when its reference count drops to zero, after its metadata has

@@ -57,7 +57,9 @@ pub enum FolioKind {
 ///
 /// Non-zero (0 marks a free tracking slot, so that zeroed metadata is clean). Ids must be
 /// unique among live address spaces; an id may be reused only once the address space that
-/// had it has removed all its mappings.
+/// had it has removed all its mappings. [`MemMap::new_space_id`](super::MemMap::new_space_id)
+/// hands out such ids (address spaces get theirs there); [`SpaceId::new`] names one directly,
+/// for tests of the folio layer alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpaceId(NonZeroU32);
 

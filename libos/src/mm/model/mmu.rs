@@ -2,42 +2,12 @@
 
 use super::{Hier, Model, ModelRoot, Tag, TlbLeaf, WalkEntry, Writer};
 use crate::mm::{
-    bits, AccessPerm, Descriptor, DescriptorKind, Level, PhysAddr, Platform, TlbOp, VirtAddr, KERNEL_BASE,
+    bits, Access, AccessPerm, Descriptor, DescriptorKind, El, FaultKind, Level, PhysAddr, Platform, TlbOp,
+    VirtAddr, KERNEL_BASE,
 };
 
 /// Entries in a contiguous group (4 KiB granule, every level).
 pub(crate) const CONT_ENTRIES: u64 = 16;
-
-/// Kind of access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessKind {
-    /// Data read.
-    Read,
-    /// Data write.
-    Write,
-    /// Instruction fetch.
-    Exec,
-}
-
-/// Exception level of the access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum El {
-    /// User.
-    El0,
-    /// Kernel.
-    El1,
-}
-
-/// Fault class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// No valid descriptor.
-    Translation,
-    /// Leaf with AF clear.
-    AccessFlag,
-    /// Permissions deny the access.
-    Permission,
-}
 
 /// A fault, with the level of the descriptor that caused it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,14 +54,14 @@ impl Perms {
     }
 
     /// Whether the access is allowed.
-    pub fn allows(self, el: El, kind: AccessKind) -> bool {
+    pub fn allows(self, el: El, kind: Access) -> bool {
         match (el, kind) {
-            (El::El1, AccessKind::Read) => self.el1_r,
-            (El::El1, AccessKind::Write) => self.el1_w,
-            (El::El1, AccessKind::Exec) => self.el1_x,
-            (El::El0, AccessKind::Read) => self.el0_r,
-            (El::El0, AccessKind::Write) => self.el0_w,
-            (El::El0, AccessKind::Exec) => self.el0_x,
+            (El::El1, Access::Read) => self.el1_r,
+            (El::El1, Access::Write) => self.el1_w,
+            (El::El1, Access::Exec) => self.el1_x,
+            (El::El0, Access::Read) => self.el0_r,
+            (El::El0, Access::Write) => self.el0_w,
+            (El::El0, Access::Exec) => self.el0_x,
         }
     }
 
@@ -355,7 +325,7 @@ impl Model {
         asid: u16,
         va: VirtAddr,
         el: El,
-        kind: AccessKind,
+        kind: Access,
     ) -> Result<PhysAddr, Fault> {
         let r = self.translate_cached(root, asid, va)?;
         if Perms::of(r.desc, r.hier).allows(el, kind) {

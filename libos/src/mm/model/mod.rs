@@ -52,7 +52,9 @@
 //!   roots (below): shared tables are read-only, the sharing must be broken first;
 //! * [`Model::check_shared_read_only`]: a shared level-3 table is reachable through a path
 //!   whose table descriptors do not deny writes (APTable\[1\]);
-//! * [`Model::check_no_orphans`]: an allocated table frame is not reachable from a root (leak).
+//! * [`Model::check_no_orphans`]: an allocated table frame is not reachable from a root (leak);
+//! * two live user roots are registered with the same ASID ([`Model::add_root`],
+//!   [`Model::set_root_asid`]): their TLB entries would mix.
 //!
 //! "Live" means reachable from a registered root ([`Model::add_root`]); frames being filled
 //! before they are linked are not live. A root is [`retire`](Model::retire_root)d before it
@@ -95,7 +97,8 @@ use crate::mm::{
     PAGE_SIZE,
 };
 
-pub use mmu::{AccessKind, El, Fault, FaultKind, Perms};
+pub use crate::mm::{Access, El, FaultKind};
+pub use mmu::{Fault, Perms};
 
 /// First simulated physical address handed out for table frames.
 pub const FRAME_BASE: u64 = 0x8_0000_0000;
@@ -394,6 +397,9 @@ impl Model {
             "root {pa:?} is not an allocated frame"
         );
         assert!(!self.roots.contains_key(&pa.0), "root {pa:?} registered twice");
+        if let ModelRoot::User { asid } = kind {
+            self.check_asid_free(asid);
+        }
         self.roots.insert(pa.0, kind);
         let va_base = match kind {
             ModelRoot::Kernel => KERNEL_BASE,
@@ -409,8 +415,26 @@ impl Model {
         self.unlink(pa.0, pa.0);
     }
 
+    /// Whether a registered user root runs with `asid`.
+    pub fn asid_in_use(&self, asid: Asid) -> bool {
+        self.roots
+            .values()
+            .any(|r| matches!(r, ModelRoot::User { asid: a } if *a == asid))
+    }
+
+    /// Two live user roots with one ASID would share TLB entries: refused.
+    fn check_asid_free(&self, asid: Asid) {
+        assert!(
+            !self.asid_in_use(asid),
+            "two live user roots with {asid:?}: their TLB entries would mix"
+        );
+    }
+
     /// Records that a user root now runs with `asid`.
     pub fn set_root_asid(&mut self, pa: PhysAddr, asid: Asid) {
+        if self.roots.get(&pa.0) != Some(&ModelRoot::User { asid }) {
+            self.check_asid_free(asid);
+        }
         match self.roots.get_mut(&pa.0) {
             Some(ModelRoot::User { asid: a }) => *a = asid,
             other => panic!("set_root_asid on {pa:?}: {other:?}"),

@@ -5,7 +5,7 @@
 use core::fmt;
 
 use super::machine::Machine;
-use super::{pt, Access, FaultError, FaultKind, Space};
+use super::{pt, Access, El, FaultError, FaultKind, Space};
 use crate::mm::folio::{Folio, FolioKind, FolioOrder};
 use crate::mm::vma::{VmProt, Vma, VmaKind};
 use crate::mm::{AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
@@ -145,14 +145,16 @@ fn alloc<'m, M: Machine<'m> + ?Sized>(
 }
 
 impl Space {
-    /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook. `kind`
-    /// is what the hardware reported; the outcome depends only on the region and the entry
-    /// (module docs, "Faults"). Returns `Ok` when the access can be retried.
+    /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook — of an
+    /// `access` made at `el`. `kind` is what the hardware reported; the outcome depends only
+    /// on the access, the region and the entry (module docs, "Faults"): an instruction fetch
+    /// at EL1 is always a segmentation fault. Returns `Ok` when the access can be retried.
     pub fn handle_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         va: VirtAddr,
         access: Access,
+        el: El,
         kind: FaultKind,
     ) -> Result<(), FaultError> {
         match kind {
@@ -160,7 +162,7 @@ impl Space {
             FaultKind::Permission => self.stats.faults_permission += 1,
             FaultKind::AccessFlag => self.stats.faults_access_flag += 1,
         }
-        let vma = match self.region_for(va, access) {
+        let vma = match self.region_for(va, access, el) {
             Ok(v) => v,
             Err(e) => {
                 self.stats.segv += 1;

@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 
 use super::machine::Machine;
 use super::{pt, ForkMode, Space, SpaceError};
-use crate::mm::folio::{FolioError, FolioKind, FolioOrder, SpaceId};
+use crate::mm::folio::{FolioError, FolioKind, FolioOrder};
 use crate::mm::vma::Vma;
-use crate::mm::{Asid, PAGE_SIZE, USER_END};
+use crate::mm::{PAGE_SIZE, USER_END};
 
 use super::shm::Shm;
 
@@ -15,18 +15,14 @@ use super::shm::Shm;
 struct NoMemory;
 
 impl Space {
-    /// Forks the address space: returns the child, `id` running with `asid`, whose private
-    /// memory is copy-on-write with this one and whose shared regions map the same objects.
+    /// Forks the address space: returns the child (with its own id and first ASID, as
+    /// [`Space::new`]), whose private memory is copy-on-write with this one and whose shared
+    /// regions map the same objects.
     ///
     /// On [`SpaceError::OutOfMemory`] no child exists (everything it took is released) and
     /// this space's contents and regions are unchanged (module docs, "Out of memory").
-    pub fn fork<'m, M: Machine<'m> + ?Sized>(
-        &mut self,
-        m: &mut M,
-        id: SpaceId,
-        asid: Asid,
-    ) -> Result<Space, SpaceError> {
-        let mut child = Space::with_regions(m, id, asid, self.vmas.fork(), self.tables.clone())?;
+    pub fn fork<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Result<Space, SpaceError> {
+        let mut child = Space::with_regions(m, self.vmas.fork(), self.tables.clone())?;
         child.fork_mode = self.fork_mode;
         let result = match self.fork_mode {
             ForkMode::Copy => self.fork_copy(m, &mut child, 0, USER_END),

@@ -2,7 +2,7 @@
 //! folio [`FrameSource`], the page metadata, and physical data access.
 
 use crate::mm::folio::{FrameSource, MemMap};
-use crate::mm::{PhysAddr, Platform, Root};
+use crate::mm::{Asid, PhysAddr, Platform, Root};
 
 /// Everything [`Space`](super::Space) needs from the machine.
 ///
@@ -43,6 +43,13 @@ pub trait Machine<'m>: Platform + FrameSource {
     fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]);
     /// Writes `data` at `pa`.
     fn write_bytes(&mut self, pa: PhysAddr, data: &[u8]);
+    /// The ASID a new address space's root starts with. A machine that gives address spaces
+    /// their ASIDs when it activates them (the target: an
+    /// [`AsidAllocator`](crate::mm::AsidAllocator) at every switch, then
+    /// [`Space::set_asid`](super::Space::set_asid)) answers [`Asid::RESERVED`]; one that
+    /// runs address spaces without activating them (the host model) answers an ASID no live
+    /// root has.
+    fn new_asid(&mut self) -> Asid;
     /// A user root was created (register it with the ASID layer / a model).
     fn root_created(&mut self, _root: &Root) {}
     /// A user root is about to be destroyed: make sure no CPU runs on it.

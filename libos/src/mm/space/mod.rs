@@ -10,10 +10,12 @@
 //! # Pieces
 //!
 //! * [`Space`]: one per process — a user [`Root`] (TTBR0, with its ASID), a [`VmaTree`] of
-//!   regions and a [`SpaceId`] (the folio layer's name for it).
+//!   regions and a [`SpaceId`] (the folio layer's name for it). The space takes its id from
+//!   the memory map and its root's first ASID from the machine: no two live spaces share
+//!   either.
 //! * [`Machine`]: what the machine provides (engine [`Platform`](crate::mm::Platform), folio
 //!   [`FrameSource`](crate::mm::folio::FrameSource), the page metadata, zero / copy / read /
-//!   write of physical memory, root hooks).
+//!   write of physical memory, the first ASID of a new root, root hooks).
 //! * [`Shm`]: memory objects — shared anonymous memory, or read-only files in RAM — backing
 //!   `Shared` and `FilePrivate` regions; [`FileFault`], the context of an object's fault
 //!   handler ("Files", below).
@@ -22,8 +24,9 @@
 //! * [`PinHandle`]: pinned user pages (the GUP `FOLL_PIN` analogue).
 //! * [`SpaceStats`]: what the address space did (faults, COW decisions, fork batches).
 //! * Checks: [`Space::check`] (entries against regions and folio flags) and
-//!   [`check_spaces`] (that, plus the folio checker over several spaces); [`Space::peek`]
-//!   reads where an address leads without faulting anything in.
+//!   [`check_spaces`] (that, plus the folio checker, over every live space, which it must be
+//!   given and verifies it was); [`Space::peek`] reads where an address leads without
+//!   faulting anything in ([`Peek`]).
 //!
 //! Every page-table call goes through one internal module (`pt.rs`) over the engine's
 //! PTE-level API (`set_ptes`, `get_and_clear_ptes`, `wrprotect_ptes`, `set_access_flags`,
@@ -32,12 +35,15 @@
 //!
 //! # Faults
 //!
-//! [`Space::handle_fault`]`(va, access, kind)` is what the data-abort hook calls (the
-//! application runs at EL1 and touches user addresses directly). It looks up the region
-//! ([`VmaTree::find`]); no region, or an access the region's permissions forbid (a read
-//! needs any permission — stage 1 cannot express write- or execute-only —, a write `WRITE`,
-//! a fetch `EXEC`), is [`FaultError::Segv`] (the caller turns it into an error for the
-//! application, never a panic). Otherwise it acts on the state of the page-table entry; `kind`
+//! [`Space::handle_fault`]`(va, access, el, kind)` is what the abort hook calls (the
+//! application runs at EL1 and touches user addresses directly; `el` is the exception level
+//! of the access). It looks up the region ([`VmaTree::find`]); no region, or an access the
+//! region's permissions forbid (a read needs any permission — stage 1 cannot express write-
+//! or execute-only —, a write `WRITE`, a fetch `EXEC`), is [`FaultError::Segv`] (the caller
+//! turns it into an error for the application, never a panic). An instruction fetch at EL1
+//! is always refused (`Segv`, [`SegvCause::Access`], at its first fault): the kernel never
+//! executes user memory — user pages are PXN, so answering `Ok` would only have the fetch
+//! fault again, forever. Otherwise it acts on the state of the page-table entry; `kind`
 //! only feeds the statistics (it may be stale: another CPU may have resolved the fault since,
 //! and the outcome must be the same):
 //!
@@ -301,14 +307,21 @@
 //!   tree accepted the arguments — except that `mmap(MAP_FIXED)`, `munmap` and `madvise` of
 //!   part of a shared table's span, and `mprotect` of any of it, first break the sharing
 //!   ([`SpaceError::OutOfMemory`] before anything else changed; tables already broken by the
-//!   call stay private, which is invisible). Argument errors come from [`VmaTree`] (or
-//!   [`SpaceError::ReadOnly`]) before anything changes (an invalid range breaks nothing).
+//!   call stay private, which is invisible). The four calls share one order: **validate,
+//!   then break shares, then change**. The region tree validates the call completely first
+//!   ([`VmaTree::plan_mmap`] and friends, [`VmaError::TooManyMappings`] included; or
+//!   [`SpaceError::ReadOnly`]), so an argument error changes nothing — no table is copied —
+//!   and is reported as such even when no memory is left; only then are the shares of the
+//!   tables whose entries the call changes broken, and the regions and entries changed.
 //!
 //! # Teardown
 //!
 //! [`Space::exit`] unmaps everything in one pass (one invalidation batch per engine report
 //! batch), releases every folio reference and shared object, and destroys the root: every
-//! frame is back once the pins are released. A `Space` dropped without `exit` leaks.
+//! frame is back once the pins are released, and the space's id is returned to the memory
+//! map. A `Space` dropped without `exit` leaks all of that: it is reported as an error, and
+//! in debug builds it panics (so does dropping the last handle of a [`Shm`] without
+//! [`Shm::release`], or a [`PinHandle`] without [`PinHandle::release`]).
 
 mod fault;
 mod fork;
@@ -327,8 +340,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::mm::folio::{CheckError, MappedLeaf, SpaceId, Unmapped};
-use crate::mm::vma::{MapAlign, Placement, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
+use crate::mm::vma::{MapAlign, Placement, Plan, VmProt, Vma, VmaConfig, VmaError, VmaKind, VmaTree};
 use crate::mm::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
+
+pub use crate::mm::{Access, El, FaultKind};
 
 pub use fault::{FileFault, Installed};
 pub use machine::Machine;
@@ -337,26 +352,31 @@ pub use share::ForkMode;
 use share::SharedTables;
 pub use shm::Shm;
 
-/// What an access was trying to do.
+/// What an access to an address would reach, without faulting anything in
+/// ([`Space::peek`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// Data read.
-    Read,
-    /// Data write.
-    Write,
-    /// Instruction fetch.
-    Exec,
+pub enum Peek {
+    /// This byte of RAM: of the mapped page, or of the object's page an unmapped page of a
+    /// shared region or of a private object mapping would map.
+    Page(PhysAddr),
+    /// No page yet: the page reads as zero (never touched, dropped, or an anonymous object's
+    /// page not allocated yet).
+    Zero,
+    /// The page lies past the end of the file its region maps: an access is a bus error.
+    PastEof,
+    /// No region contains the address (or it is not a user address): an access is a
+    /// segmentation fault.
+    Unmapped,
 }
 
-/// What the hardware reported (the data/instruction fault status class).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// No valid descriptor.
-    Translation,
-    /// The descriptor's permissions refused the access.
-    Permission,
-    /// The descriptor's access flag is clear.
-    AccessFlag,
+impl Peek {
+    /// The physical address, for [`Peek::Page`].
+    pub fn pa(self) -> Option<PhysAddr> {
+        match self {
+            Peek::Page(pa) => Some(pa),
+            Peek::Zero | Peek::PastEof | Peek::Unmapped => None,
+        }
+    }
 }
 
 /// Why an access is a segmentation fault.
@@ -509,6 +529,48 @@ pub struct Space {
     /// 2 MiB spans where this space pinned pages (their tables are copied, not shared, at
     /// fork).
     pinned_spans: BTreeSet<u64>,
+    /// Reports a space dropped without [`Space::exit`].
+    live: Live,
+}
+
+/// Whether a [`Space`] has exited: dropping one that has not leaks its pages, its tables and
+/// its id, which is reported (see [`report_leak`]).
+struct Live {
+    id: SpaceId,
+    exited: bool,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if !self.exited {
+            report_leak(format_args!(
+                "{} dropped without exit: its pages, tables and id leak",
+                self.id
+            ));
+        }
+    }
+}
+
+/// Reports a value dropped without the release its type requires — the last handle of a
+/// [`Shm`], a [`PinHandle`], a [`Space`] that did not exit — whose memory therefore leaks:
+/// an error in the log and, in debug builds (every host test), a panic, so that a test doing
+/// it fails. Not while the thread is already panicking (a failing test dropping its values
+/// on the way out).
+pub(crate) fn report_leak(what: fmt::Arguments<'_>) {
+    log::error!("{what}");
+    if cfg!(debug_assertions) && !panicking() {
+        panic!("leak: {what}");
+    }
+}
+
+#[cfg(test)]
+fn panicking() -> bool {
+    std::thread::panicking()
+}
+
+#[cfg(not(test))]
+fn panicking() -> bool {
+    false
 }
 
 impl fmt::Debug for Space {
@@ -540,42 +602,41 @@ pub enum SpaceCheckError {
     Folios(CheckError),
     /// A shared level-3 table (of the span at this address) is linked or recorded wrongly.
     SharedTable(VirtAddr, &'static str),
+    /// A live address space of the memory map that [`check_spaces`] was not given (it must
+    /// be given all of them).
+    MissingSpace(SpaceId),
+    /// A space given to [`check_spaces`] twice, or not live in the machine's memory map.
+    UnknownSpace(SpaceId),
 }
 
 impl Space {
-    /// An empty address space `id` whose root runs with `asid`, with the default region
-    /// configuration.
-    pub fn new<'m, M: Machine<'m> + ?Sized>(m: &mut M, id: SpaceId, asid: Asid) -> Result<Space, SpaceError> {
-        Space::with_config(m, id, asid, VmaConfig::default())
+    /// An empty address space with the default region configuration. Its [`SpaceId`] comes
+    /// from the memory map ([`MemMap::new_space_id`](crate::mm::folio::MemMap::new_space_id))
+    /// and its root's first ASID from the machine ([`Machine::new_asid`]): no live address
+    /// space shares either.
+    pub fn new<'m, M: Machine<'m> + ?Sized>(m: &mut M) -> Result<Space, SpaceError> {
+        Space::with_config(m, VmaConfig::default())
     }
 
     /// An empty address space with a region configuration (search window, limits).
     pub fn with_config<'m, M: Machine<'m> + ?Sized>(
         m: &mut M,
-        id: SpaceId,
-        asid: Asid,
         config: VmaConfig,
     ) -> Result<Space, SpaceError> {
-        Space::with_regions(
-            m,
-            id,
-            asid,
-            VmaTree::with_config(config),
-            Arc::new(SharedTables::default()),
-        )
+        Space::with_regions(m, VmaTree::with_config(config), Arc::new(SharedTables::default()))
     }
 
     fn with_regions<'m, M: Machine<'m> + ?Sized>(
         m: &mut M,
-        id: SpaceId,
-        asid: Asid,
         vmas: VmaTree<Shm>,
         tables: Arc<SharedTables>,
     ) -> Result<Space, SpaceError> {
         // On failure `vmas` is dropped: a new tree is empty, and a forked one's object
         // handles are clones of the parent's (never the last).
+        let asid = m.new_asid();
         let root = Root::new_user(m, asid).map_err(|_| SpaceError::OutOfMemory)?;
         m.root_created(&root);
+        let id = m.mem().new_space_id();
         Ok(Space {
             id,
             root,
@@ -585,10 +646,11 @@ impl Space {
             tables,
             limited_tables: false,
             pinned_spans: BTreeSet::new(),
+            live: Live { id, exited: false },
         })
     }
 
-    /// The folio layer's id of this space.
+    /// The folio layer's id of this space (unique among the live spaces of its memory map).
     pub fn id(&self) -> SpaceId {
         self.id
     }
@@ -598,7 +660,8 @@ impl Space {
         &self.root
     }
 
-    /// Records the ASID the space now runs with (after an ASID rollover).
+    /// Records the ASID the space now runs with, as the ASID allocator assigned it when the
+    /// space was activated ([`AsidAllocator::activate`](crate::mm::AsidAllocator::activate)).
     pub fn set_asid(&mut self, asid: Asid) {
         self.root.set_asid(asid);
     }
@@ -633,26 +696,18 @@ impl Space {
         kind: VmaKind<Shm>,
         align: MapAlign,
     ) -> Result<VirtAddr, SpaceError> {
-        // The object handle in `kind` is consumed either way: on failure it is released
-        // here, so that a refused mapping of an object's last handle frees the object.
-        let handle = kind.object().cloned();
-        let r = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
+        let plan = if prot.contains(VmProt::WRITE) && read_only_shared(&kind) {
             Err(SpaceError::ReadOnly)
         } else {
-            let broken = match placement {
-                Placement::Fixed(at) => self.break_shares_for(m, at, len, false),
-                _ => Ok(()),
-            };
-            broken.and_then(|()| {
-                self.vmas
-                    .mmap(placement, len, prot, kind, align)
-                    .map_err(SpaceError::Vma)
-            })
+            self.vmas
+                .plan_mmap(placement, len, prot, &kind, align)
+                .map_err(SpaceError::Vma)
         };
-        if let Some(obj) = handle {
-            obj.release(m);
-        }
-        let mapped = r?;
+        let mapped = plan.and_then(|plan| self.carry_out(m, plan, false));
+        // The plan held its own handle, now in the tree or dropped: releasing `kind`'s frees
+        // the object of a refused mapping if it was the last handle.
+        release_kind(m, kind);
+        let mapped = mapped?;
         if !mapped.replaced.is_empty() {
             self.zap(m, mapped.addr.as_u64(), len);
             release_regions(m, mapped.replaced);
@@ -660,16 +715,17 @@ impl Space {
         Ok(mapped.addr)
     }
 
-    /// `munmap`: removes every mapped page of `[addr, addr + len)` (holes are fine) and
-    /// releases them once the TLB invalidation has completed.
+    /// `munmap`: removes every mapped page of `[addr, addr + len)` (holes are fine; a range
+    /// with nothing mapped is a no-op) and releases them once the TLB invalidation has
+    /// completed. A zero `len` is refused ([`VmaError::ZeroLength`], Linux's `EINVAL`).
     pub fn munmap<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
-        self.break_shares_for(m, addr, len, false)?;
-        let pieces = self.vmas.munmap(addr, len)?;
+        let plan = self.vmas.plan_munmap(addr, len)?;
+        let pieces = self.carry_out(m, plan, false)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
             release_regions(m, pieces);
@@ -703,9 +759,8 @@ impl Space {
                 }
             }
         }
-        self.break_shares_for(m, addr, len, true)?;
-        let changes = self.vmas.mprotect(addr, len, prot)?;
-        for c in changes {
+        let plan = self.vmas.plan_mprotect(addr, len, prot)?;
+        for c in self.carry_out(m, plan, true)? {
             self.reprotect(m, &c.piece);
         }
         Ok(())
@@ -720,8 +775,8 @@ impl Space {
         addr: VirtAddr,
         len: u64,
     ) -> Result<(), SpaceError> {
-        self.break_shares_for(m, addr, len, false)?;
-        let pieces = self.vmas.madvise_dontneed(addr, len)?;
+        let plan = self.vmas.plan_madvise_dontneed(addr, len)?;
+        let pieces = self.carry_out(m, plan, false)?;
         if !pieces.is_empty() {
             self.zap(m, addr.as_u64(), len);
         }
@@ -736,26 +791,37 @@ impl Space {
         release_regions(m, regions);
         m.root_retiring(&self.root);
         self.root.destroy(m);
+        m.mem().free_space_id(self.id);
+        self.live.exited = true;
     }
 
-    /// The physical address an access to `va` would reach right now without faulting in
-    /// anything new: the mapped page (even a `PROT_NONE` one), or for an unmapped page of a
-    /// shared region or a private object mapping the object's page; `None` if the page reads
-    /// as zero (never touched, or dropped) or lies past the end of a file. For inspection
-    /// (debuggers, core dumps, tests).
-    pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Option<PhysAddr> {
+    /// What an access to `va` would reach right now, without faulting in anything new: the
+    /// mapped page (even a `PROT_NONE` one), or for an unmapped page of a shared region or a
+    /// private object mapping the object's page ([`Peek::Page`]); else whether the page reads
+    /// as zero ([`Peek::Zero`]), lies past the end of a file ([`Peek::PastEof`]) or in no
+    /// region ([`Peek::Unmapped`]). For inspection (debuggers, core dumps, tests).
+    pub fn peek<'m, M: Machine<'m> + ?Sized>(&self, m: &M, va: VirtAddr) -> Peek {
         if va.as_u64() >= USER_END {
-            return None;
+            return Peek::Unmapped;
         }
         let off = va.as_u64() & (PAGE_SIZE - 1);
         let page = va.as_u64() - off;
         if let Some(d) = pt::get(&self.root, m, page) {
-            return Some(PhysAddr(d.address().0 + off));
+            return Peek::Page(PhysAddr(d.address().0 + off));
         }
-        let vma = self.vmas.find(va)?;
-        let obj = vma.kind.object()?;
-        let (pa, _, _) = obj.lookup(vma.object_offset(va)?)?;
-        Some(PhysAddr(pa.0 + off))
+        let Some(vma) = self.vmas.find(va) else {
+            return Peek::Unmapped;
+        };
+        let (Some(obj), Some(offset)) = (vma.kind.object(), vma.object_offset(va)) else {
+            return Peek::Zero;
+        };
+        if obj.past_eof(offset) {
+            return Peek::PastEof;
+        }
+        match obj.lookup(offset) {
+            Some((pa, _, _)) => Peek::Page(PhysAddr(pa.0 + off)),
+            None => Peek::Zero,
+        }
     }
 
     /// The live leaves accounted to this space, for [`crate::mm::folio::check`]: every leaf,
@@ -837,8 +903,8 @@ impl Space {
     // -------------------------------------------------------------------------------------
     // Internals shared by the operations.
 
-    /// The region containing `va` if it allows `access`.
-    fn region_for(&self, va: VirtAddr, access: Access) -> Result<Vma<Shm>, FaultError> {
+    /// The region containing `va` if it allows `access` at `el`.
+    fn region_for(&self, va: VirtAddr, access: Access, el: El) -> Result<Vma<Shm>, FaultError> {
         let segv = |cause| FaultError::Segv { va, cause };
         if va.as_u64() >= USER_END {
             return Err(segv(SegvCause::Unmapped));
@@ -847,7 +913,8 @@ impl Space {
         let allowed = match access {
             Access::Read => !vma.prot.is_none(),
             Access::Write => vma.prot.contains(VmProt::WRITE),
-            Access::Exec => vma.prot.contains(VmProt::EXEC),
+            // The kernel never executes user memory (user pages are PXN).
+            Access::Exec => el == El::El0 && vma.prot.contains(VmProt::EXEC),
         };
         if !allowed {
             return Err(segv(SegvCause::Access));
@@ -855,20 +922,22 @@ impl Space {
         Ok(vma.clone())
     }
 
-    /// [`Space::break_shares_in`] for an operation on `[addr, addr + len)` (a range the region
-    /// tree will validate; an invalid one breaks nothing).
-    fn break_shares_for<'m, M: Machine<'m> + ?Sized>(
+    /// The step `mmap`, `munmap`, `mprotect` and `madvise` share once the region tree has
+    /// validated the call (`plan`: every argument error was reported before): the sharing of
+    /// the level-3 tables whose entries the call changes is broken
+    /// ([`Space::break_shares_in`], `whole` as there), which is the only step that can fail
+    /// (for lack of memory, with the regions unchanged), then the tree changes. Returns the
+    /// call's result for the caller to change the entries accordingly.
+    fn carry_out<'m, M: Machine<'m> + ?Sized, T>(
         &mut self,
         m: &mut M,
-        addr: VirtAddr,
-        len: u64,
+        plan: Plan<Shm, T>,
         whole: bool,
-    ) -> Result<(), SpaceError> {
-        let start = addr.as_u64();
-        match start.checked_add(len) {
-            Some(end) if end <= USER_END => self.break_shares_in(m, start, end, whole),
-            _ => Ok(()),
+    ) -> Result<T, SpaceError> {
+        if let Some((start, end)) = plan.pages() {
+            self.break_shares_in(m, start.as_u64(), end.as_u64(), whole)?;
         }
+        Ok(self.vmas.apply(plan))
     }
 
     /// Unmaps `[start, start + len)` and releases every folio reference the removed mappings
@@ -963,12 +1032,17 @@ const ZAP_BATCH: u64 = 64 << 20;
 /// Drops region pieces removed from a tree, releasing objects whose last region went.
 fn release_regions<'m, M: Machine<'m> + ?Sized>(m: &mut M, pieces: Vec<Vma<Shm>>) {
     for piece in pieces {
-        match piece.kind {
-            VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
-                obj.release(m);
-            }
-            VmaKind::AnonPrivate => {}
+        release_kind(m, piece.kind);
+    }
+}
+
+/// Releases the object handle of `kind`, if any (freeing the object if it was the last).
+fn release_kind<'m, M: Machine<'m> + ?Sized>(m: &mut M, kind: VmaKind<Shm>) {
+    match kind {
+        VmaKind::Shared { obj, .. } | VmaKind::FilePrivate { obj, .. } => {
+            obj.release(m);
         }
+        VmaKind::AnonPrivate => {}
     }
 }
 
@@ -977,10 +1051,29 @@ fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
     matches!(kind, VmaKind::Shared { obj, .. } if obj.is_read_only())
 }
 
-/// Runs every check over several live spaces at once: each space's [`Space::check`], then
-/// the folio checker over all their leaves (the spaces must be every address space mapping
-/// folios of `m.mem()`).
-pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, spaces: &[&Space]) -> Result<(), SpaceCheckError> {
+/// Runs every check over all the live address spaces at once: each space's
+/// [`Space::check`], then the folio checker over all their leaves. `all_live` must be
+/// exactly the live address spaces of `m.mem()`
+/// ([`MemMap::live_space_ids`](crate::mm::folio::MemMap::live_space_ids)), each once: the
+/// folio counts cover the mappings of all of them. Anything else is reported as such
+/// ([`SpaceCheckError::MissingSpace`], [`SpaceCheckError::UnknownSpace`]) before the rest is
+/// checked, instead of as the counts that would not add up.
+pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, all_live: &[&Space]) -> Result<(), SpaceCheckError> {
+    let spaces = all_live;
+    let live = m.mem().live_space_ids();
+    let mut given: Vec<SpaceId> = spaces.iter().map(|s| s.id).collect();
+    given.sort_unstable();
+    for pair in given.windows(2) {
+        if pair[0] == pair[1] {
+            return Err(SpaceCheckError::UnknownSpace(pair[0]));
+        }
+    }
+    if let Some(&id) = given.iter().find(|id| live.binary_search(id).is_err()) {
+        return Err(SpaceCheckError::UnknownSpace(id));
+    }
+    if let Some(&id) = live.iter().find(|id| given.binary_search(id).is_err()) {
+        return Err(SpaceCheckError::MissingSpace(id));
+    }
     let mut all = Vec::new();
     for s in spaces {
         let leaves = pt::leaves(&s.root, m);

@@ -5,7 +5,7 @@ use core::fmt;
 
 use super::fault::Need;
 use super::machine::Machine;
-use super::{pt, Access, FaultError, SegvCause, Space};
+use super::{pt, Access, El, FaultError, SegvCause, Space};
 use crate::mm::folio::{FolioError, SpaceId};
 use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 
@@ -13,13 +13,16 @@ use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 ///
 /// The frames stay allocated, and stay the pages the address space sees at those addresses
 /// (module docs, "Pins"), until the handle is released with [`PinHandle::release`] or
-/// [`Space::unpin`]. Dropping it unreleased leaks the pins.
+/// [`Space::unpin`]. Dropping it unreleased leaks the pins: it is reported as an error and,
+/// in debug builds, panics (even for a handle of no page, so that the mistake shows before
+/// it leaks memory).
 #[must_use = "release the pins with PinHandle::release or Space::unpin"]
 pub struct PinHandle {
     space: SpaceId,
     va: VirtAddr,
     write: bool,
     pages: Vec<PhysAddr>,
+    released: bool,
 }
 
 impl PinHandle {
@@ -49,6 +52,7 @@ impl PinHandle {
     }
     /// Drops every pin and its reference (freeing frames nothing else holds).
     pub fn release<'m, M: Machine<'m> + ?Sized>(mut self, m: &mut M) {
+        self.released = true;
         let mem = m.mem();
         for pa in core::mem::take(&mut self.pages) {
             let folio = mem.folio(pa).expect("pinned folio is allocated");
@@ -70,13 +74,13 @@ impl fmt::Debug for PinHandle {
 
 impl Drop for PinHandle {
     fn drop(&mut self) {
-        if !self.pages.is_empty() {
-            log::error!(
-                "{} pins of {} at {} dropped without release (leaked)",
+        if !self.released {
+            super::report_leak(format_args!(
+                "{} pins of {} at {} dropped without release: they leak",
                 self.pages.len(),
                 self.space,
                 self.va
-            );
+            ));
         }
     }
 }
@@ -100,6 +104,7 @@ impl Space {
             va: first,
             write,
             pages: Vec::new(),
+            released: false,
         };
         if len == 0 {
             return Ok(h);
@@ -141,7 +146,7 @@ impl Space {
         write: bool,
     ) -> Result<PhysAddr, FaultError> {
         let access = if write { Access::Write } else { Access::Read };
-        let vma = self.region_for(VirtAddr(page), access)?;
+        let vma = self.region_for(VirtAddr(page), access, El::El1)?;
         // Never pin through a shared table (the other holders would see the pinned page), and
         // never share this span's table at a later fork.
         self.own_span(m, page)?;

@@ -35,8 +35,10 @@ use crate::mm::{PhysAddr, CONT_SIZE, PAGE_SIZE};
 /// # Lifetime
 /// The object lives as long as some handle does. Releasing its folios needs the machine, so
 /// the last handle must go through [`Shm::release`] (the address-space code does this for
-/// every region piece it drops); dropping the last handle any other way leaks the folios (and
-/// logs an error).
+/// every region piece it drops, and for the object of a refused `mmap`). Dropping the last
+/// handle any other way leaks the folios: it is reported as an error and, in debug builds,
+/// panics — even for an object that holds no folio yet, so that the mistake shows before it
+/// leaks memory. Other handles may be dropped freely.
 #[derive(Clone)]
 pub struct Shm(Arc<ShmInner>);
 
@@ -47,6 +49,8 @@ struct ShmInner {
     /// Folio offset → (folio address, order). Folios are naturally aligned in the object:
     /// a 64 KiB folio sits at a 64 KiB aligned offset.
     folios: Mutex<BTreeMap<u64, (PhysAddr, FolioOrder)>>,
+    /// Set by [`Shm::release`] of the last handle.
+    released: bool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -62,6 +66,7 @@ impl Shm {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             size,
             folios: Mutex::new(folios),
+            released: false,
         }))
     }
 
@@ -201,10 +206,11 @@ impl Shm {
     /// released (folios still mapped or pinned somewhere live on until those go). Returns
     /// whether the object died.
     pub fn release<'m, M: Machine<'m> + ?Sized>(self, m: &mut M) -> bool {
-        let Some(inner) = Arc::into_inner(self.0) else {
+        let Some(mut inner) = Arc::into_inner(self.0) else {
             return false;
         };
-        let folios = core::mem::take(&mut *inner.folios.lock());
+        inner.released = true;
+        let folios = core::mem::take(inner.folios.get_mut());
         let mem: &MemMap<'m> = m.mem();
         for (_, (pa, _)) in folios {
             let folio = mem.folio(pa).expect("shared object folio is allocated");
@@ -242,12 +248,12 @@ impl fmt::Debug for Shm {
 
 impl Drop for ShmInner {
     fn drop(&mut self) {
-        let n = self.folios.get_mut().len();
-        if n != 0 {
-            log::error!(
-                "shared object {} dropped with {n} folios (leaked): release it",
+        if !self.released {
+            let n = self.folios.get_mut().len();
+            super::report_leak(format_args!(
+                "the last handle of shared object {} dropped without release: its {n} folios leak",
                 self.id
-            );
+            ));
         }
     }
 }

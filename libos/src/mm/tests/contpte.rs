@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::super::contpte::{map_folios, unmap_folios};
-use super::super::model::{AccessKind, AllocFailure, El, FaultKind, Model};
+use super::super::model::{Access, AllocFailure, El, FaultKind, Model};
 use super::super::*;
 use super::{slot_of, Env, USER_ASID};
 
@@ -74,7 +74,7 @@ fn set_ptes_maps_a_whole_aligned_folio_folded_without_tlbi() {
         assert_eq!(t.pa, PhysAddr(RAM + i * KB4 + 5));
         assert_eq!(t.attrs, Attrs::USER_RW);
         assert_eq!(
-            e.m.access(e.u.pa(), A, va(UVA + i * KB4), El::El0, AccessKind::Write),
+            e.m.access(e.u.pa(), A, va(UVA + i * KB4), El::El0, Access::Write),
             Ok(PhysAddr(RAM + i * KB4))
         );
     }
@@ -250,7 +250,7 @@ fn get_and_clear_and_pte_get_gather_access_and_dirty() {
     // A clean writable page is read-only to the hardware: an access faults (AF), so does a
     // write once AF is set (dirty state) — no hardware A/D management in the model MMU.
     let f =
-        e.m.access(e.u.pa(), A, va(UVA), El::El0, AccessKind::Read)
+        e.m.access(e.u.pa(), A, va(UVA), El::El0, Access::Read)
             .unwrap_err();
     assert_eq!(f.kind, FaultKind::AccessFlag);
     // The hardware (FEAT_HAFDBS) records an access in entry 3, a write in entry 12.
@@ -292,7 +292,7 @@ fn wrprotect_keeps_whole_blocks_folded_and_the_dirty_state() {
         assert!(t.desc.dirty(), "write-protection keeps the dirty state");
         if i < 24 {
             let f =
-                e.m.access(e.u.pa(), A, va(UVA + i * KB4), El::El0, AccessKind::Write)
+                e.m.access(e.u.pa(), A, va(UVA + i * KB4), El::El0, Access::Write)
                     .unwrap_err();
             assert_eq!(f.kind, FaultKind::Permission);
         }
@@ -375,7 +375,7 @@ fn set_access_flags_tests_every_entry_and_unfolds_only_on_write_changes() {
     e.m.hw_update(u, va(UVA + 3 * KB4), false).unwrap();
     assert!(e.u.pte_get(&e.m, va(UVA + 7 * KB4)).unwrap().young());
     assert_eq!(
-        e.m.access(u, A, va(UVA + 7 * KB4), El::El0, AccessKind::Read)
+        e.m.access(u, A, va(UVA + 7 * KB4), El::El0, Access::Read)
             .map_err(|f| f.kind),
         Err(FaultKind::AccessFlag)
     );
@@ -392,10 +392,7 @@ fn set_access_flags_tests_every_entry_and_unfolds_only_on_write_changes() {
         "AF only: no TLBI"
     );
     assert!(folded(&e, UVA));
-    assert!(e
-        .m
-        .access(u, A, va(UVA + 7 * KB4), El::El0, AccessKind::Read)
-        .is_ok());
+    assert!(e.m.access(u, A, va(UVA + 7 * KB4), El::El0, Access::Read).is_ok());
     assert_eq!(
         e.u.set_access_flags(&mut e.m, va(UVA + 9 * KB4), AccessUpdate::ACCESSED),
         Ok(false),
@@ -403,7 +400,7 @@ fn set_access_flags_tests_every_entry_and_unfolds_only_on_write_changes() {
     );
     // A write fault on the writable clean block: all 16 marked dirty in place, one batch.
     assert_eq!(
-        e.m.access(u, A, va(UVA), El::El0, AccessKind::Write)
+        e.m.access(u, A, va(UVA), El::El0, Access::Write)
             .map_err(|f| f.kind),
         Err(FaultKind::Permission)
     );
@@ -419,7 +416,7 @@ fn set_access_flags_tests_every_entry_and_unfolds_only_on_write_changes() {
     for i in 0..16 {
         assert!(e
             .m
-            .access(u, A, va(UVA + i * KB4), El::El0, AccessKind::Write)
+            .access(u, A, va(UVA + i * KB4), El::El0, Access::Write)
             .is_ok());
     }
     // Granting write on a read-only block changes the permission of one page: unfold.
@@ -932,11 +929,11 @@ fn model_caches_a_folded_block_as_one_entry_too() {
     e.u.set_ptes(&mut e.m, va(UVA), pte(RAM), 16, true).unwrap();
     // One access caches the page and the whole block; other pages hit the combined entry.
     let u = e.u.pa();
-    e.m.access(u, A, va(UVA + 2 * KB4), El::El0, AccessKind::Read)
+    e.m.access(u, A, va(UVA + 2 * KB4), El::El0, Access::Read)
         .unwrap();
     assert_eq!((e.m.tlb_len(), e.m.tlb_combined()), (2, 1));
     assert_eq!(
-        e.m.access(u, A, va(UVA + 9 * KB4 + 3), El::El0, AccessKind::Read),
+        e.m.access(u, A, va(UVA + 9 * KB4 + 3), El::El0, Access::Read),
         Ok(PhysAddr(RAM + 9 * KB4 + 3))
     );
     assert_eq!(e.m.tlb_len(), 2, "served by the combined entry");

@@ -115,7 +115,7 @@ use proptest::prelude::*;
 use super::super::folio::{
     self, Folio, FolioError, FolioKind, FolioOrder, MappedLeaf, MemMap, PageMeta, SpaceId, Unmapped,
 };
-use super::super::model::{AccessKind, El, FaultKind, Model, ModelRoot};
+use super::super::model::{Access, El, FaultKind, Model, ModelRoot};
 use super::super::{
     AccessUpdate, Asid, Attrs, Descriptor, DescriptorKind, Leaf, Level, MapError, PhysAddr, Root, VirtAddr,
 };
@@ -1156,11 +1156,7 @@ impl<'m> World<'m> {
     fn access(&mut self, ri: usize, sel: u32, write: bool) {
         let (v, _) = self.pick(ri, sel);
         let want = self.r.pages.get(&(ri, v)).copied();
-        let kind = if write {
-            AccessKind::Write
-        } else {
-            AccessKind::Read
-        };
+        let kind = if write { Access::Write } else { Access::Read };
         let (m, sp) = (&mut self.m, &mut self.sp[ri]);
         for _ in 0..3 {
             let res = m.access(sp.root.pa(), sp.asid.0, VirtAddr(v), El::El0, kind);
@@ -1859,10 +1855,7 @@ fn clean_write_grant_leaves_a_stale_read_only_entry() {
     s.root.set_ptes(&mut m, va, pte, 1, false).unwrap();
     // The CPU caches the read-only entry.
     let (root, asid) = (s.root.pa(), s.asid.0);
-    assert_eq!(
-        m.access(root, asid, va, El::El0, AccessKind::Read),
-        Ok(PhysAddr(RAM))
-    );
+    assert_eq!(m.access(root, asid, va, El::El0, Access::Read), Ok(PhysAddr(RAM)));
     // Write granted, clean: DBM set, AP[2] still set.
     let grant = AccessUpdate {
         young: false,
@@ -1875,14 +1868,14 @@ fn clean_write_grant_leaves_a_stale_read_only_entry() {
     m.check_all();
     // This CPU writes: its stale entry faults; the handler marks the page written (which
     // changes nothing) and the write is retried. It must succeed.
-    let mut res = m.access(root, asid, va, El::El0, AccessKind::Write);
+    let mut res = m.access(root, asid, va, El::El0, Access::Write);
     if let Err(f) = res {
         assert_eq!(f.kind, FaultKind::Permission);
         let fixed = s
             .root
             .set_access_flags(&mut m, va, AccessUpdate::WRITTEN)
             .unwrap();
-        res = m.access(root, asid, va, El::El0, AccessKind::Write);
+        res = m.access(root, asid, va, El::El0, Access::Write);
         assert_eq!(
             res,
             Ok(PhysAddr(RAM)),

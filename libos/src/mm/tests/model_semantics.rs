@@ -2,7 +2,7 @@
 //! model must flag. If one of the `should_panic` tests starts passing silently, the model has
 //! lost the ability to catch that class of engine bug.
 
-use super::super::model::{AccessKind, AllocFailure, El, Fault, FaultKind};
+use super::super::model::{Access, AllocFailure, El, Fault, FaultKind};
 use super::super::*;
 use super::{slot_of, Env, USER_ASID};
 
@@ -71,7 +71,7 @@ fn access_flag_fault() {
     let (t, i, _, d) = slot_of(&e.m, e.u.pa(), VirtAddr(0x1000));
     e.m.write(t, i, d.with_af(false)); // AF may change in place
     assert_eq!(
-        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, Access::Read),
         Err(fault(FaultKind::AccessFlag, Level::L3))
     );
     assert_eq!(e.m.tlb_len(), 0, "a faulting leaf is not cached");
@@ -97,7 +97,7 @@ fn permission_model() {
     user_page(&mut e, 0x3000, Attrs::USER_RX);
     let m = &mut e.m;
     let perm = |l| -> Result<PhysAddr, Fault> { Err(fault(FaultKind::Permission, l)) };
-    use AccessKind::*;
+    use Access::*;
     use El::*;
     assert!(m.access(k, 0, kva(0), El1, Write).is_ok());
     assert_eq!(m.access(k, 0, kva(0), El0, Read), perm(Level::L3));
@@ -151,24 +151,24 @@ fn tlb_returns_stale_translation_until_tlbi() {
     user_page(&mut e, 0x5000, Attrs::USER_RW);
     let u = e.u.pa();
     assert_eq!(
-        e.m.access(u, A, VirtAddr(0x5000), El::El0, AccessKind::Read),
+        e.m.access(u, A, VirtAddr(0x5000), El::El0, Access::Read),
         Ok(PhysAddr(RAM))
     );
     raw_break(&mut e, 0x5000);
     // The tables say unmapped; the TLB still translates.
     assert!(e.m.table_walk(u, VirtAddr(0x5000)).is_err());
     assert_eq!(
-        e.m.access(u, A, VirtAddr(0x5000), El::El0, AccessKind::Read),
+        e.m.access(u, A, VirtAddr(0x5000), El::El0, Access::Read),
         Ok(PhysAddr(RAM))
     );
     // Another ASID does not see it.
     assert!(e
         .m
-        .access(u, A + 1, VirtAddr(0x5000), El::El0, AccessKind::Read)
+        .access(u, A + 1, VirtAddr(0x5000), El::El0, Access::Read)
         .is_err());
     e.m.tlb_maintenance(&[va_tlbi(0x5000, A, true, Some(Level::L3))]);
     assert_eq!(
-        e.m.access(u, A, VirtAddr(0x5000), El::El0, AccessKind::Read),
+        e.m.access(u, A, VirtAddr(0x5000), El::El0, Access::Read),
         Err(fault(FaultKind::Translation, Level::L3))
     );
     e.check();
@@ -292,7 +292,7 @@ fn break_tlbi_make_is_accepted() {
     e.m.write(t, i, d.with_address(PhysAddr(RAM + 0x1000)));
     e.check();
     assert_eq!(
-        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, Access::Read),
         Ok(PhysAddr(RAM + 0x1000))
     );
     e.teardown();
@@ -369,7 +369,7 @@ fn permission_relaxation_without_tlbi_is_tolerated() {
     e.m.check_tlb_coherent();
     // The stale entry gives a spurious permission fault, as on hardware.
     assert_eq!(
-        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, Access::Write),
         Err(fault(FaultKind::Permission, Level::L3))
     );
     e.teardown();
@@ -519,4 +519,25 @@ fn alloc_failure_policies() {
     let r: Vec<bool> = (0..4).map(|_| m.alloc_table().is_ok()).collect();
     assert_eq!(r, [true, false, true, false]);
     assert_eq!(m.counters.alloc_failures, 3);
+}
+
+#[test]
+#[should_panic(expected = "two live user roots with")]
+fn two_live_user_roots_with_one_asid_are_flagged() {
+    let mut e = Env::new(false);
+    let other = Root::new_user(&mut e.m, USER_ASID).unwrap();
+    e.m.add_root(
+        other.pa(),
+        super::super::model::ModelRoot::User { asid: USER_ASID },
+    );
+}
+
+#[test]
+#[should_panic(expected = "two live user roots with")]
+fn an_asid_change_to_a_live_roots_asid_is_flagged() {
+    let mut e = Env::new(false);
+    let other = Root::new_user(&mut e.m, Asid(A + 1)).unwrap();
+    let model_root = super::super::model::ModelRoot::User { asid: Asid(A + 1) };
+    e.m.add_root(other.pa(), model_root);
+    e.m.set_root_asid(other.pa(), USER_ASID);
 }

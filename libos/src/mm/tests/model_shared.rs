@@ -4,7 +4,7 @@
 //! it, unsharing without break-before-make or without the right TLBI, reductions of
 //! hierarchical limits without a TLBI, illegal second links — that the model must flag.
 
-use super::super::model::{AccessKind, El, Fault, FaultKind, ModelRoot};
+use super::super::model::{Access, El, Fault, FaultKind, ModelRoot};
 use super::super::*;
 use super::{slot_of, Env, USER_ASID};
 
@@ -143,16 +143,16 @@ fn reads_through_both_roots_writes_fault() {
         for _ in 0..2 {
             // The second round hits the TLB.
             assert_eq!(
-                m.access(root, asid, VirtAddr(0x1000), El::El0, AccessKind::Read),
+                m.access(root, asid, VirtAddr(0x1000), El::El0, Access::Read),
                 Ok(PhysAddr(RAM))
             );
             assert_eq!(
-                m.access(root, asid, VirtAddr(0x2000), El::El0, AccessKind::Read),
+                m.access(root, asid, VirtAddr(0x2000), El::El0, Access::Read),
                 Ok(PhysAddr(RAM + 0x1000))
             );
             for el in [El::El0, El::El1] {
                 assert_eq!(
-                    m.access(root, asid, VirtAddr(0x1000), el, AccessKind::Write),
+                    m.access(root, asid, VirtAddr(0x1000), el, Access::Write),
                     perm_fault(),
                     "APTable NoWrite denies writes at every EL"
                 );
@@ -185,15 +185,15 @@ fn aptable_limits_are_per_root() {
     m.fill_all();
     m.check_all();
     assert_eq!(
-        m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        m.access(u, A, VirtAddr(0x1000), El::El0, Access::Read),
         Ok(PhysAddr(RAM))
     );
     assert_eq!(
-        m.access(b, B, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        m.access(b, B, VirtAddr(0x1000), El::El0, Access::Read),
         perm_fault()
     );
     assert_eq!(
-        m.access(b, B, VirtAddr(0x1000), El::El1, AccessKind::Read),
+        m.access(b, B, VirtAddr(0x1000), El::El1, Access::Read),
         Ok(PhysAddr(RAM))
     );
     s.drop_b_link();
@@ -236,7 +236,7 @@ fn hardware_access_flag_update_in_a_shared_table() {
     e.m.write(l1b, 0, Descriptor::table(l2b));
     assert_eq!(e.m.table_sharers(t).len(), 2);
     assert_eq!(
-        e.m.access(b.pa(), B, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        e.m.access(b.pa(), B, VirtAddr(0x1000), El::El0, Access::Read),
         Err(Fault {
             kind: FaultKind::AccessFlag,
             level: Level::L3
@@ -247,7 +247,7 @@ fn hardware_access_flag_update_in_a_shared_table() {
     let n = e.m.hw_update(b.pa(), VirtAddr(0x1000), true).unwrap();
     assert_eq!(n, clean.with_af(true));
     assert_eq!(
-        e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        e.m.access(u, A, VirtAddr(0x1000), El::El0, Access::Read),
         Ok(PhysAddr(RAM))
     );
     let mut s = Shared {
@@ -276,8 +276,7 @@ fn unshare_by_dropping_a_link_then_write() {
     let u = s.e.u.pa();
     assert_eq!(s.e.m.shared_tables_under(u), 0);
     assert_eq!(
-        s.e.m
-            .access(s.b.pa(), B, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        s.e.m.access(s.b.pa(), B, VirtAddr(0x1000), El::El0, Access::Read),
         Err(Fault {
             kind: FaultKind::Translation,
             level: Level::L2
@@ -292,7 +291,7 @@ fn unshare_by_dropping_a_link_then_write() {
     s.e.m.fill_all();
     s.e.m.check_all();
     assert_eq!(
-        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Read),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, Access::Read),
         Ok(PhysAddr(RAM + 0x5000))
     );
     s.teardown();
@@ -356,11 +355,11 @@ fn unshare_by_replacing_with_a_copy() {
     assert_eq!(t, copy);
     s.e.m.write(t, i, d.with_ap(AccessPerm::El1RwEl0Rw));
     assert_eq!(
-        s.e.m.access(b, B, VirtAddr(0x2000), El::El0, AccessKind::Write),
+        s.e.m.access(b, B, VirtAddr(0x2000), El::El0, Access::Write),
         Ok(PhysAddr(RAM + 0x1000))
     );
     assert_eq!(
-        s.e.m.access(u, A, VirtAddr(0x2000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x2000), El::El0, Access::Write),
         perm_fault()
     );
     s.e.m.fill_all();
@@ -450,12 +449,12 @@ fn clearing_aptable_in_place_on_the_sole_link_is_accepted() {
     // Cached entries are stricter than the tables now: tolerated, a spurious fault at most.
     s.e.m.check_tlb_coherent();
     assert_eq!(
-        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, Access::Write),
         perm_fault()
     );
     s.e.m.tlb_maintenance(&[TlbOp::Asid(USER_ASID)]);
     assert_eq!(
-        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        s.e.m.access(u, A, VirtAddr(0x1000), El::El0, Access::Write),
         Ok(PhysAddr(RAM))
     );
     s.teardown();
@@ -500,7 +499,7 @@ fn reduce_without_tlbi() -> Env {
     )
     .unwrap();
     assert_eq!(
-        e.m.access(u, A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        e.m.access(u, A, VirtAddr(0x1000), El::El0, Access::Write),
         Ok(PhysAddr(RAM))
     );
     let l2 = l2_of(&e.m, u);
@@ -532,7 +531,7 @@ fn aptable_reduction_with_tlbi_is_accepted() {
     e.m.tlb_maintenance(&[va_tlbi(0x1000, A, false)]);
     e.m.check_tlb_coherent();
     assert_eq!(
-        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, AccessKind::Write),
+        e.m.access(e.u.pa(), A, VirtAddr(0x1000), El::El0, Access::Write),
         perm_fault()
     );
     e.m.fill_all();

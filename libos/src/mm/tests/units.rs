@@ -1,6 +1,6 @@
 //! Unit tests: addresses, descriptors, attributes, TLB policy and single engine operations.
 
-use super::super::model::{AccessKind, El, Event, FaultKind, ModelRoot};
+use super::super::model::{Access, El, Event, FaultKind, ModelRoot};
 use super::super::tlb::{plan_flush, range_ops, FlushRequest, TlbScope};
 use super::super::*;
 use super::{Env, USER_ASID};
@@ -462,10 +462,10 @@ fn map_single_page() {
     let va = VirtAddr(0x40_1000);
     assert!(e
         .m
-        .access(e.u.pa(), USER_ASID.0, va, El::El0, AccessKind::Write)
+        .access(e.u.pa(), USER_ASID.0, va, El::El0, Access::Write)
         .is_ok());
     let f =
-        e.m.access(e.u.pa(), USER_ASID.0, va, El::El0, AccessKind::Exec)
+        e.m.access(e.u.pa(), USER_ASID.0, va, El::El0, Access::Exec)
             .unwrap_err();
     assert_eq!((f.kind, f.level), (FaultKind::Permission, Level::L3));
     e.teardown();
@@ -969,14 +969,8 @@ fn protect_in_place_and_with_bbm() {
     assert_eq!((s.bbm, s.desc_writes, s.tlbi_va, s.tlbi_batches), (0, 8, 8, 1));
     // A write through the TLB now faults.
     let f =
-        e.m.access(
-            e.u.pa(),
-            USER_ASID.0,
-            VirtAddr(0x10_0000),
-            El::El0,
-            AccessKind::Write,
-        )
-        .unwrap_err();
+        e.m.access(e.u.pa(), USER_ASID.0, VirtAddr(0x10_0000), El::El0, Access::Write)
+            .unwrap_err();
     assert_eq!(f.kind, FaultKind::Permission);
     // Same permissions again: nothing to do.
     e.u.reset_stats();

@@ -21,6 +21,35 @@ fn page_meta_is_32_bytes_and_zero_means_free() {
 }
 
 #[test]
+fn memmap_names_live_address_spaces() {
+    let mut st = storage(16);
+    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    assert_eq!(mem.live_space_ids(), []);
+    let (a, b, c) = (mem.new_space_id(), mem.new_space_id(), mem.new_space_id());
+    assert_eq!([a.get(), b.get(), c.get()], [1, 2, 3]);
+    mem.free_space_id(b);
+    assert_eq!(mem.live_space_ids(), [a, c]);
+    // Not reused at once: a freed id comes back only after the others.
+    let d = mem.new_space_id();
+    assert_eq!(d.get(), 4);
+    assert_eq!(mem.live_space_ids(), [a, c, d]);
+    for id in [a, c, d] {
+        mem.free_space_id(id);
+    }
+    assert_eq!(mem.live_space_ids(), []);
+}
+
+#[test]
+#[should_panic(expected = "already free")]
+fn memmap_refuses_to_free_a_free_space_id() {
+    let mut st = storage(16);
+    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let a = mem.new_space_id();
+    mem.free_space_id(a);
+    mem.free_space_id(a);
+}
+
+#[test]
 fn memmap_from_bytes_zeroes_and_validates() {
     // Over-allocate u128s (16-byte aligned) and pick a 32-byte aligned window.
     let frames = 64;

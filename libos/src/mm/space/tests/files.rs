@@ -49,7 +49,7 @@ fn map(
 }
 
 fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
-    s.peek(m, VirtAddr(va)).map(|p| p.0)
+    s.peek(m, VirtAddr(va)).pa().map(|p| p.0)
 }
 
 /// The object's page holding byte `off`.
@@ -79,8 +79,10 @@ fn a_file_object_holds_its_data_in_large_folios_where_aligned() {
         let obj = Shm::file(m, &d).unwrap();
         assert!(obj.is_read_only());
         assert_eq!(obj.size(), Some(d.len() as u64));
-        assert_eq!(Shm::new().size(), None);
-        assert!(!Shm::new().is_read_only());
+        let anon = Shm::new();
+        assert_eq!(anon.size(), None);
+        assert!(!anon.is_read_only());
+        assert!(anon.release(m));
         // One 64 KiB folio, then 4 KiB ones up to the last (partial) page.
         assert_eq!(obj.folios(), 1 + 5);
         assert_eq!(obj.lookup(0).unwrap().2, FolioOrder::CONT);
@@ -109,7 +111,7 @@ fn reads_map_the_file_pages_themselves() {
         let d = data(KB64 as usize + 3 * KB4 + 10);
         let obj = Shm::file(m, &d).unwrap();
         let out = m.frames_out();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, 2 * KB64, VmProt::READ, shared(&obj, 0)).unwrap();
         map(m, &mut s, BASE + 4 * KB64, 2 * KB64, VmProt::RW, private(&obj, 0)).unwrap();
         for base in [BASE, BASE + 4 * KB64] {
@@ -145,8 +147,8 @@ fn a_private_write_copies_the_page_once_and_changes_nothing_else() {
     with_machine(|m| {
         let d = data(KB64 as usize + 4 * KB4);
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
-        let mut o = new_space(m, 2);
+        let mut s = new_space(m);
+        let mut o = new_space(m);
         map(m, &mut s, BASE, 2 * KB64, VmProt::RW, private(&obj, 0)).unwrap();
         map(
             m,
@@ -226,7 +228,7 @@ fn a_read_only_file_is_never_mapped_shared_and_writable() {
     with_machine(|m| {
         let d = data(3 * KB4);
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         // Something already mapped where the refused mapping would go: it must survive.
         map(m, &mut s, BASE, KB64, VmProt::RW, VmaKind::AnonPrivate).unwrap();
         write(m, &mut s, BASE, b"anon").unwrap();
@@ -290,12 +292,72 @@ fn a_read_only_file_is_never_mapped_shared_and_writable() {
     });
 }
 
+/// A refused writable shared mapping of a read-only file, given the file's last handle,
+/// releases the file: every one of its frames comes back.
+#[test]
+fn a_refused_mapping_of_the_last_handle_releases_the_file() {
+    with_machine(|m| {
+        let obj = Shm::file(m, &[1u8; 2 * KB4]).unwrap();
+        assert_eq!(m.frames_out(), 2);
+        let mut s = new_space(m);
+        let kind = VmaKind::Shared { obj, offset: 0 };
+        let r = s.mmap(m, Placement::Any, PAGE_SIZE, VmProt::RW, kind, MapAlign::Page);
+        assert_eq!(r, Err(SpaceError::ReadOnly));
+        assert_eq!(m.frames_out(), 0, "the refused mapping released the file");
+        // The same for a refusal of the region layer.
+        let obj = Shm::file(m, &[2u8; KB4]).unwrap();
+        let kind = VmaKind::FilePrivate { obj, offset: 1 };
+        let r = s.mmap(m, Placement::Any, PAGE_SIZE, VmProt::RW, kind, MapAlign::Page);
+        assert_eq!(r, Err(SpaceError::Vma(crate::mm::vma::VmaError::BadOffset)));
+        assert_eq!(m.frames_out(), 0, "the refused mapping released the file");
+        check(m, &[&s]);
+        teardown(m, vec![s]);
+    });
+}
+
+/// `peek` tells a page that reads as zero from one past the end of a file, and both from an
+/// address no region contains.
+#[test]
+fn peek_tells_zero_pages_from_pages_past_the_end() {
+    with_machine(|m| {
+        let file = Shm::file(m, &data(KB4 + 10)).unwrap();
+        let anon = Shm::new();
+        let mut s = new_space(m);
+        map(m, &mut s, BASE, KB64, VmProt::READ, shared(&file, 0)).unwrap();
+        map(m, &mut s, BASE + KB64, KB64, VmProt::RW, private(&file, 0)).unwrap();
+        map(m, &mut s, BASE + 2 * KB64, KB64, VmProt::RW, shared(&anon, 0)).unwrap();
+        map(m, &mut s, BASE + 3 * KB64, KB64, VmProt::RW, VmaKind::AnonPrivate).unwrap();
+        let peek = |m: &TestMachine<'_>, s: &Space, va: u64| s.peek(m, VirtAddr(va));
+        let page1 = PhysAddr(obj_page(&file, PAGE_SIZE) + 5);
+        for base in [BASE, BASE + KB64] {
+            assert_eq!(peek(m, &s, base + PAGE_SIZE + 5), Peek::Page(page1));
+            assert_eq!(peek(m, &s, base + 2 * PAGE_SIZE), Peek::PastEof);
+        }
+        assert_eq!(peek(m, &s, BASE + 2 * KB64 + 9), Peek::Zero, "no object page yet");
+        assert_eq!(peek(m, &s, BASE + 3 * KB64), Peek::Zero, "never touched");
+        write(m, &mut s, BASE + 3 * KB64, b"x").unwrap();
+        assert!(matches!(peek(m, &s, BASE + 3 * KB64), Peek::Page(_)));
+        s.madvise_dontneed(m, VirtAddr(BASE + 3 * KB64), PAGE_SIZE)
+            .unwrap();
+        assert_eq!(peek(m, &s, BASE + 3 * KB64), Peek::Zero, "dropped");
+        for va in [BASE - 1, BASE + 4 * KB64, USER_END, u64::MAX] {
+            assert_eq!(peek(m, &s, va), Peek::Unmapped, "{va:#x}");
+        }
+        assert_eq!(Peek::Page(page1).pa(), Some(page1));
+        assert_eq!(Peek::PastEof.pa(), None);
+        check(m, &[&s]);
+        file.release(m);
+        anon.release(m);
+        teardown(m, vec![s]);
+    });
+}
+
 #[test]
 fn past_the_end_of_a_file_is_a_bus_error() {
     with_machine(|m| {
         let d = data(KB4 + 10);
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, KB64, VmProt::READ, shared(&obj, 0)).unwrap();
         map(m, &mut s, BASE + KB64, KB64, VmProt::RW, private(&obj, 0)).unwrap();
         // A mapping starting past the end.
@@ -309,7 +371,7 @@ fn past_the_end_of_a_file_is_a_bus_error() {
         for base in [BASE, BASE + KB64] {
             let va = base + 2 * PAGE_SIZE + 77;
             assert_eq!(read(m, &mut s, va, 1), Err(FaultError::Bus { va: VirtAddr(va) }));
-            assert_eq!(s.peek(m, VirtAddr(va)), None);
+            assert_eq!(s.peek(m, VirtAddr(va)), Peek::PastEof);
         }
         let before = m.model.snapshot();
         let va = BASE + KB64 + 5 * PAGE_SIZE + 1;
@@ -353,13 +415,13 @@ fn fork_shares_file_pages_and_private_copies_stay_copy_on_write() {
     with_machine(|m| {
         let d = data(2 * KB64 as usize);
         let obj = Shm::file(m, &d).unwrap();
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, 2 * KB64, VmProt::RW, private(&obj, 0)).unwrap();
         // The first block mapped from the file (folded), one page of the second copied.
         read(m, &mut p, BASE, 1).unwrap();
         write(m, &mut p, BASE + KB64 + 2 * PAGE_SIZE, b"parent").unwrap();
         let copy = pa_of(m, &p, BASE + KB64 + 2 * PAGE_SIZE).unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         check(m, &[&p, &c]);
         assert_eq!(p.stats().fork_file_batches, 1, "one run: the folded block");
         assert!(folded(m, &c, BASE), "the child maps the file folio folded too");
@@ -404,7 +466,7 @@ fn pins_of_private_file_mappings() {
     with_machine(|m| {
         let d = data(4 * KB4);
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, 4 * PAGE_SIZE, VmProt::RW, private(&obj, 0)).unwrap();
         // A read pin pins the file's page itself; a write pin makes a private copy first.
         let r = s.pin(m, VirtAddr(BASE), PAGE_SIZE, false).unwrap();
@@ -429,8 +491,8 @@ fn pins_of_private_file_mappings() {
 fn private_mapping_of_a_shared_memory_object() {
     with_machine(|m| {
         let obj = Shm::new();
-        let mut a = new_space(m, 1);
-        let mut b = new_space(m, 2);
+        let mut a = new_space(m);
+        let mut b = new_space(m);
         map(m, &mut a, BASE, KB64, VmProt::RW, shared(&obj, 0)).unwrap();
         map(m, &mut b, BASE, 3 * KB64, VmProt::RW, private(&obj, 0)).unwrap();
         write(m, &mut a, BASE, b"hello").unwrap();
@@ -467,7 +529,7 @@ fn check_notices_a_writable_file_page_in_a_private_mapping() {
     with_machine(|m| {
         let d = data(KB4);
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, PAGE_SIZE, VmProt::RW, private(&obj, 0)).unwrap();
         read(m, &mut s, BASE, 1).unwrap();
         check(m, &[&s]);

@@ -28,8 +28,8 @@ use super::*;
 use crate::devicetree::PhysRange;
 use crate::memory::{FrameAllocator, OutOfMemory};
 use crate::mm::folio::{FolioOrder, FrameSource, MemMap, PageMeta};
-use crate::mm::model::{AccessKind, El, Model, ModelRoot};
-use crate::mm::{Descriptor, OutOfMemory as TableOom, Platform, RootKind, TlbOp};
+use crate::mm::model::{Model, ModelRoot};
+use crate::mm::{Descriptor, Platform, RootKind, TlbOp};
 
 /// Start of the simulated RAM folios come from.
 pub(crate) const RAM: u64 = 0x4000_0000;
@@ -159,9 +159,9 @@ impl Platform for TestMachine<'_> {
     fn write(&mut self, table: PhysAddr, index: usize, desc: Descriptor) {
         self.model.write(table, index, desc)
     }
-    fn alloc_table(&mut self) -> Result<PhysAddr, TableOom> {
+    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
         if self.should_fail() {
-            return Err(TableOom);
+            return Err(OutOfMemory);
         }
         self.model.alloc_table()
     }
@@ -227,6 +227,13 @@ impl<'m> Machine<'m> for TestMachine<'m> {
             self.page_mut(a & !(PAGE_SIZE - 1))[(a & (PAGE_SIZE - 1)) as usize] = *b;
         }
     }
+    fn new_asid(&mut self) -> Asid {
+        // The model runs every root without activating it: the lowest ASID no live root has.
+        (1..=u16::MAX)
+            .map(Asid)
+            .find(|&a| !self.model.asid_in_use(a))
+            .expect("ASIDs exhausted")
+    }
     fn root_created(&mut self, root: &Root) {
         let RootKind::User { asid } = root.kind() else {
             panic!("address spaces have user roots");
@@ -251,18 +258,14 @@ pub(crate) fn with_machine<R>(f: impl FnOnce(&mut TestMachine<'_>) -> R) -> R {
     f(&mut m)
 }
 
-pub(crate) fn sid(n: u32) -> SpaceId {
-    SpaceId::new(n).unwrap()
+/// A new space.
+pub(crate) fn new_space(m: &mut TestMachine<'_>) -> Space {
+    Space::new(m).unwrap()
 }
 
-/// A new space `n` (id `n`, ASID `n`).
-pub(crate) fn new_space(m: &mut TestMachine<'_>, n: u32) -> Space {
-    Space::new(m, sid(n), Asid(n as u16)).unwrap()
-}
-
-/// Forks `s` into space `n`.
-pub(crate) fn fork(m: &mut TestMachine<'_>, s: &mut Space, n: u32) -> Result<Space, SpaceError> {
-    s.fork(m, sid(n), Asid(n as u16))
+/// Forks `s`.
+pub(crate) fn fork(m: &mut TestMachine<'_>, s: &mut Space) -> Result<Space, SpaceError> {
+    s.fork(m)
 }
 
 /// What an access through the model MMU did.
@@ -283,22 +286,12 @@ pub(crate) fn translate(
 ) -> Result<PhysAddr, FaultError> {
     let root = s.root().pa();
     let asid = s.root().asid().unwrap().0;
-    let kind = match access {
-        Access::Read => AccessKind::Read,
-        Access::Write => AccessKind::Write,
-        Access::Exec => AccessKind::Exec,
-    };
     for _ in 0..6 {
-        match m.model.access(root, asid, VirtAddr(va), m.el, kind) {
+        match m.model.access(root, asid, VirtAddr(va), m.el, access) {
             Ok(pa) => return Ok(pa),
             Err(f) => {
                 faults.n += 1;
-                let k = match f.kind {
-                    crate::mm::model::FaultKind::Translation => FaultKind::Translation,
-                    crate::mm::model::FaultKind::AccessFlag => FaultKind::AccessFlag,
-                    crate::mm::model::FaultKind::Permission => FaultKind::Permission,
-                };
-                s.handle_fault(m, VirtAddr(va), access, k)?;
+                s.handle_fault(m, VirtAddr(va), access, m.el, f.kind)?;
             }
         }
     }
@@ -359,6 +352,7 @@ pub(crate) fn teardown(m: &mut TestMachine<'_>, spaces: Vec<Space>) {
     for s in spaces {
         s.exit(m);
     }
+    assert_eq!(m.mem().live_space_ids(), [], "spaces left live");
     m.model.check_all();
     assert_eq!(m.frames_out(), 0, "folio frames leaked");
     assert_eq!(m.model.live_frames(), 0, "table frames leaked");

@@ -49,7 +49,7 @@ fn every_point(mut scenario: impl FnMut(&mut TestMachine<'_>, u64, bool) -> bool
 /// A parent with: a 64 KiB-folio region (three blocks written, one of them only in part), a
 /// page-granular region, a pinned page, a shared region and a PROT_NONE page with contents.
 fn parent(m: &mut TestMachine<'_>) -> (Space, Writes, PinHandle) {
-    let mut p = new_space(m, 1);
+    let mut p = new_space(m);
     let fixed = |va| Placement::Fixed(VirtAddr(va));
     p.mmap(
         m,
@@ -120,7 +120,7 @@ fn fork_fails_cleanly_at_every_allocation() {
         let (mut p, w, pin) = parent(m);
         check(m, &[&p]);
         m.arm(n, persistent);
-        let r = fork(m, &mut p, 2);
+        let r = fork(m, &mut p);
         let failed = m.failed;
         m.fail_nth(None);
         match r {
@@ -170,7 +170,7 @@ fn fork_fails_cleanly_at_every_allocation() {
 fn faults_fail_cleanly_at_every_allocation() {
     // Translation faults in an empty space: a 64 KiB block, a page, a shared page.
     let points = every_point(|m, n, persistent| {
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         let fixed = |va| Placement::Fixed(VirtAddr(va));
         s.mmap(
             m,
@@ -235,7 +235,7 @@ fn faults_fail_cleanly_at_every_allocation() {
 #[test]
 fn cow_fails_cleanly_at_every_allocation() {
     let points = every_point(|m, n, persistent| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         p.mmap(
             m,
             Placement::Fixed(VirtAddr(BASE)),
@@ -247,7 +247,7 @@ fn cow_fails_cleanly_at_every_allocation() {
         .unwrap();
         write(m, &mut p, BASE + 3, b"old").unwrap();
         write(m, &mut p, BASE + KB64, b"tail").unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         let mut failed = false;
         for (s, va) in [(0, BASE + PAGE_SIZE), (0, BASE + KB64), (1, BASE + 3)] {
             let sp = if s == 0 { &mut p } else { &mut c };
@@ -280,7 +280,7 @@ fn cow_fails_cleanly_at_every_allocation() {
 #[test]
 fn pin_fails_cleanly_at_every_allocation() {
     let points = every_point(|m, n, persistent| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         p.mmap(
             m,
             Placement::Fixed(VirtAddr(BASE)),
@@ -292,7 +292,7 @@ fn pin_fails_cleanly_at_every_allocation() {
         .unwrap();
         write(m, &mut p, BASE, b"a").unwrap();
         write(m, &mut p, BASE + 2 * PAGE_SIZE, b"b").unwrap();
-        let c = fork(m, &mut p, 2).unwrap();
+        let c = fork(m, &mut p).unwrap();
         // Pages 0 and 2 are shared with the child (unshare by copy), 1 and 3 missing.
         m.arm(n, persistent);
         let r = p.pin(m, VirtAddr(BASE), 4 * PAGE_SIZE, n % 2 == 0);
@@ -372,7 +372,7 @@ fn file_cow_fails_cleanly_at_every_allocation() {
     let d = file_data();
     let points = every_point(|m, n, persistent| {
         let obj = Shm::file(m, &d).unwrap();
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         let private = |offset| VmaKind::FilePrivate {
             obj: obj.clone(),
             offset,

@@ -1,12 +1,15 @@
 //! Differential property test: random sequences of `mmap` / `munmap` / `mprotect` /
-//! `madvise` / `fork` / write / read / exec / pin / unpin / device writes through pins / exit
-//! over up to five address spaces (three at the start), against a reference that keeps plain
-//! bytes: per process, a map from page address to (permissions, backing), the backing being
-//! private bytes, a page of a shared object, or a page of an object mapped privately (its own
-//! bytes once written); the reference keeps the objects' bytes per object. The objects are
-//! anonymous shared memory objects and read-only files (mapped shared read-only — a writable
-//! shared mapping must be refused — or privately; pages past the end of a file are bus
-//! errors).
+//! `madvise` / `fork` / write / read / exec (at EL0 and EL1) / pin / unpin / device writes
+//! through pins / exit over up to five address spaces (three at the start), against a
+//! reference that keeps plain bytes: per process, a map from page address to (permissions,
+//! backing), the backing being private bytes, a page of a shared object, or a page of an
+//! object mapped privately (its own bytes once written); the reference keeps the objects'
+//! bytes per object. The objects are anonymous shared memory objects and read-only files
+//! (mapped shared read-only — a writable shared mapping must be refused — or privately; pages
+//! past the end of a file are bus errors). Some mappings are given a new file's only handle:
+//! a refused one must free the file at once. Calls with invalid arguments, some with every
+//! allocation failing, must report their argument error and change nothing — no shared
+//! table is copied. The kernel never executes user memory: fetches at EL1 are refused.
 //!
 //! Reads, writes and fetches go through the model MMU (its TLB included); a fault calls
 //! `handle_fault` and the access is retried. Before every step the model touches every
@@ -34,14 +37,15 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::mm::folio::MappedLeaf;
-use crate::mm::vma::{MapAlign, Placement, VmProt, VmaError, VmaKind};
+use crate::mm::vma::{MapAlign, Placement, VmProt, VmaError, VmaKind, LARGE_FOLIO_SIZE};
 
 const WINDOW: u64 = (512 << 30) - (512 << 10);
 const PAGES: u64 = 256;
 const MAX_SPACES: usize = 5;
 /// Anonymous objects: pool indices `0..OBJECTS`.
 const OBJECTS: usize = 3;
-/// Read-only files: pool indices `OBJECTS..OBJECTS + FILE_SIZES.len()`, with these sizes.
+/// Read-only files: pool indices `OBJECTS..OBJECTS + FILE_SIZES.len()`, with these sizes (then
+/// the files `Op::MmapLast` mapped).
 const FILE_SIZES: [u64; 2] = [20 * KB4 as u64 + 777, 48 * KB4 as u64];
 /// Pages per 64 KiB block.
 const BLOCK: u64 = 16;
@@ -156,6 +160,26 @@ enum Op {
     Exec {
         s: usize,
         page: Sel,
+        el1: bool,
+    },
+    /// `Mmap` of a new file of `size` bytes, whose only handle the call is given.
+    MmapLast {
+        s: usize,
+        page: u64,
+        n: u64,
+        prot: usize,
+        big: bool,
+        noreplace: bool,
+        size: u64,
+        /// Offset in pages, and whether the mapping is shared.
+        obj: (u64, bool),
+    },
+    /// Every call of [`Bad`], with invalid arguments on (or from) a selected page; with
+    /// `no_memory`, every allocation fails meanwhile.
+    Invalid {
+        s: usize,
+        page: Sel,
+        no_memory: bool,
     },
     Pin {
         s: usize,
@@ -172,6 +196,32 @@ enum Op {
         off: u64,
         byte: u8,
     },
+}
+
+/// The invalid calls of [`Op::Invalid`].
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    MunmapUnaligned,
+    MunmapEmpty,
+    MadviseUnaligned,
+    MadviseHole,
+    MprotectUnaligned,
+    MprotectHole,
+    MmapUnaligned,
+    MmapMisaligned,
+}
+
+impl Bad {
+    const ALL: [Bad; 8] = [
+        Bad::MunmapUnaligned,
+        Bad::MunmapEmpty,
+        Bad::MadviseUnaligned,
+        Bad::MadviseHole,
+        Bad::MprotectUnaligned,
+        Bad::MprotectHole,
+        Bad::MmapUnaligned,
+        Bad::MmapMisaligned,
+    ];
 }
 
 const PROTS: [VmProt; 6] = [
@@ -224,7 +274,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(s, page, off, len, byte, el1)| Op::Write { s, page, off, len, byte, el1 }),
         5 => (s.clone(), sel(), 0..KB4 as u64, 1..48u64, any::<bool>())
             .prop_map(|(s, page, off, len, el1)| Op::Read { s, page, off, len, el1 }),
-        1 => (s.clone(), sel()).prop_map(|(s, page)| Op::Exec { s, page }),
+        2 => (s.clone(), sel(), any::<bool>()).prop_map(|(s, page, el1)| Op::Exec { s, page, el1 }),
+        1 => (s.clone(), range(), 0..PROTS.len(), any::<bool>(), prop::bool::weighted(0.15), 0..4 * KB4 as u64,
+              (0..8u64, any::<bool>()))
+            .prop_map(|(s, (page, n), prot, big, noreplace, size, obj)| Op::MmapLast { s, page, n, prot, big, noreplace, size, obj }),
+        2 => (s.clone(), sel(), any::<bool>()).prop_map(|(s, page, no_memory)| Op::Invalid { s, page, no_memory }),
         2 => (s.clone(), sel(), 1..20u64, any::<bool>()).prop_map(|(s, page, n, write)| Op::Pin { s, page, n, write }),
         1 => (0..8usize).prop_map(|i| Op::Unpin { i }),
         2 => (0..8usize, 0..20usize, 0..KB4 as u64, any::<u8>()).prop_map(|(i, page, off, byte)| Op::Dma { i, page, off, byte }),
@@ -241,10 +295,11 @@ struct World<'a, 'm> {
     m: &'a mut TestMachine<'m>,
     procs: Vec<Proc>,
     objs: Vec<Shm>,
+    /// The size of each object of `objs` that is a file.
+    sizes: Vec<Option<u64>>,
     /// Object bytes by (object, page offset).
     obj_pages: HashMap<(usize, u64), Bytes>,
     pins: Vec<Pin>,
-    next_id: u32,
     /// Counters of the spaces that exited.
     totals: Vec<SpaceStats>,
 }
@@ -287,9 +342,7 @@ fn sum(a: SpaceStats, b: &SpaceStats) -> SpaceStats {
 impl World<'_, '_> {
     /// A new process with a few regions of every kind.
     fn spawn(&mut self) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let space = new_space(self.m, id);
+        let space = new_space(self.m);
         self.procs.push(Proc {
             space,
             pages: BTreeMap::new(),
@@ -361,17 +414,26 @@ impl World<'_, '_> {
     }
 
     /// Whether `obj` is a read-only file.
-    fn is_file(obj: usize) -> bool {
-        obj >= OBJECTS
+    fn is_file(&self, obj: usize) -> bool {
+        self.sizes[obj].is_some()
     }
 
     /// Whether a page is past the end of the file it maps (an access is a bus error).
-    fn past_eof(back: &Back) -> bool {
+    fn past_eof(&self, back: &Back) -> bool {
         match *back {
             Back::Shared { obj, off } | Back::FilePrivate { obj, off, .. } => {
-                Self::is_file(obj) && off >= FILE_SIZES[obj - OBJECTS].next_multiple_of(PAGE_SIZE)
+                self.sizes[obj].is_some_and(|size| off >= size.next_multiple_of(PAGE_SIZE))
             }
             Back::Private(_) => false,
+        }
+    }
+
+    /// Adds the reference bytes of file `obj`.
+    fn add_file(&mut self, obj: usize, data: &[u8]) {
+        for (n, chunk) in data.chunks(KB4).enumerate() {
+            let mut page = [0; KB4];
+            page[..chunk.len()].copy_from_slice(chunk);
+            self.obj_pages.insert((obj, n as u64 * PAGE_SIZE), Rc::new(page));
         }
     }
 
@@ -404,6 +466,155 @@ impl World<'_, '_> {
         }
     }
 
+    /// `mmap` of `n` pages at `page` backed by `obj` (object, offset in pages, shared), with
+    /// a clone of the pool's handle, or `last`, the object's only handle; checked against the
+    /// reference, which it updates.
+    #[allow(clippy::too_many_arguments)]
+    fn mmap(
+        &mut self,
+        s: usize,
+        page: u64,
+        n: u64,
+        prot: usize,
+        big: bool,
+        noreplace: bool,
+        obj: Option<(usize, u64, bool)>,
+        last: Option<Shm>,
+    ) -> Result<VirtAddr, SpaceError> {
+        let p = self.proc(s);
+        let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
+        let placement = if noreplace {
+            Placement::FixedNoReplace(VirtAddr(va))
+        } else {
+            Placement::Fixed(VirtAddr(va))
+        };
+        let align = if big { MapAlign::Size64K } else { MapAlign::Page };
+        let mut last = last;
+        let mut handle = |obj: usize| last.take().unwrap_or_else(|| self.objs[obj].clone());
+        let kind = match obj {
+            None => VmaKind::AnonPrivate,
+            Some((obj, off, true)) => VmaKind::Shared {
+                obj: handle(obj),
+                offset: off * PAGE_SIZE,
+            },
+            Some((obj, off, false)) => VmaKind::FilePrivate {
+                obj: handle(obj),
+                offset: off * PAGE_SIZE,
+            },
+        };
+        let read_only = matches!(obj, Some((o, _, true)) if self.is_file(o));
+        let expect = if read_only && prot.contains(VmProt::WRITE) {
+            Err(SpaceError::ReadOnly)
+        } else if big && !page.is_multiple_of(BLOCK) {
+            Err(SpaceError::Vma(VmaError::FixedMisaligned))
+        } else if noreplace && self.procs[p].pages.range(va..va + len).next().is_some() {
+            Err(SpaceError::Vma(VmaError::Exists))
+        } else {
+            Ok(VirtAddr(va))
+        };
+        let r = self.procs[p]
+            .space
+            .mmap(self.m, placement, len, prot, kind, align);
+        assert_eq!(r, expect);
+        if r.is_ok() {
+            let id = self.procs[p].space.id();
+            self.detach(id, va, va + len);
+            for i in 0..n {
+                let back = match obj {
+                    None => Back::Private(None),
+                    Some((obj, off, true)) => Back::Shared {
+                        obj,
+                        off: (off + i) * PAGE_SIZE,
+                    },
+                    Some((obj, off, false)) => Back::FilePrivate {
+                        obj,
+                        off: (off + i) * PAGE_SIZE,
+                        own: None,
+                    },
+                };
+                self.procs[p]
+                    .pages
+                    .insert(va + i * PAGE_SIZE, RefPage { prot, back });
+            }
+        }
+        r
+    }
+
+    /// A call with invalid arguments at page `sel` of process `s` (module docs), with every
+    /// allocation failing if `no_memory`: it reports its argument error and changes nothing,
+    /// in particular copies no shared table.
+    fn invalid(&mut self, s: usize, sel: Sel, call: Bad, no_memory: bool) {
+        let p = self.proc(s);
+        let va = va_of(self.pick(p, sel));
+        // From `va` to one page past the window, where nothing is ever mapped.
+        let to_hole = va_of(PAGES) + PAGE_SIZE - va;
+        let shared = |w: &World<'_, '_>| {
+            w.procs
+                .iter()
+                .map(|p| p.space.shared_tables())
+                .collect::<Vec<_>>()
+        };
+        let before = (shared(self), self.m.frames_out(), self.m.model.live_frames());
+        if no_memory {
+            self.m.arm(1, true);
+        }
+        let (m, space) = (&mut *self.m, &mut self.procs[p].space);
+        let fixed = |a: u64| Placement::Fixed(VirtAddr(a));
+        let (got, want) = match call {
+            Bad::MunmapUnaligned => (space.munmap(m, VirtAddr(va + 1), PAGE_SIZE), VmaError::Unaligned),
+            Bad::MunmapEmpty => (space.munmap(m, VirtAddr(va), 0), VmaError::ZeroLength),
+            Bad::MadviseUnaligned => (
+                space.madvise_dontneed(m, VirtAddr(va), PAGE_SIZE + 1),
+                VmaError::Unaligned,
+            ),
+            Bad::MadviseHole => (
+                space.madvise_dontneed(m, VirtAddr(va), to_hole),
+                VmaError::NotMapped,
+            ),
+            Bad::MprotectUnaligned => (
+                space.mprotect(m, VirtAddr(va + 1), PAGE_SIZE, VmProt::READ),
+                VmaError::Unaligned,
+            ),
+            Bad::MprotectHole => (
+                space.mprotect(m, VirtAddr(va), to_hole, VmProt::READ),
+                VmaError::NotMapped,
+            ),
+            Bad::MmapUnaligned => {
+                let r = space.mmap(
+                    m,
+                    fixed(va + 1),
+                    PAGE_SIZE,
+                    VmProt::RW,
+                    VmaKind::AnonPrivate,
+                    MapAlign::Page,
+                );
+                (r.map(|_| ()), VmaError::Unaligned)
+            }
+            Bad::MmapMisaligned => {
+                let at = if va.is_multiple_of(LARGE_FOLIO_SIZE) {
+                    va + PAGE_SIZE
+                } else {
+                    va
+                };
+                let r = space.mmap(
+                    m,
+                    fixed(at),
+                    LARGE_FOLIO_SIZE,
+                    VmProt::RW,
+                    VmaKind::AnonPrivate,
+                    MapAlign::Size64K,
+                );
+                (r.map(|_| ()), VmaError::FixedMisaligned)
+            }
+        };
+        let injected = self.m.failed;
+        self.m.fail_nth(None);
+        assert_eq!(got, Err(SpaceError::Vma(want)), "{call:?} at {va:#x}");
+        assert!(!injected, "{call:?} at {va:#x} allocated");
+        let after = (shared(self), self.m.frames_out(), self.m.model.live_frames());
+        assert_eq!(after, before, "{call:?} at {va:#x} changed the tables");
+    }
+
     fn step(&mut self, op: &Op) {
         match *op {
             Op::Mmap {
@@ -415,59 +626,55 @@ impl World<'_, '_> {
                 noreplace,
                 obj,
             } => {
-                let p = self.proc(s);
-                let (va, len, prot) = (va_of(page), n * PAGE_SIZE, PROTS[prot]);
-                let placement = if noreplace {
-                    Placement::FixedNoReplace(VirtAddr(va))
-                } else {
-                    Placement::Fixed(VirtAddr(va))
+                // Checked against the reference inside.
+                let _ = self.mmap(s, page, n, prot, big, noreplace, obj, None);
+            }
+            Op::MmapLast {
+                s,
+                page,
+                n,
+                prot,
+                big,
+                noreplace,
+                size,
+                obj: (off, shared),
+            } => {
+                let frames = self.m.frames_out();
+                let data: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_mul(11) ^ 0x3c).collect();
+                let Ok(file) = Shm::file(self.m, &data) else {
+                    return;
                 };
-                let align = if big { MapAlign::Size64K } else { MapAlign::Page };
-                let kind = match obj {
-                    None => VmaKind::AnonPrivate,
-                    Some((obj, off, true)) => VmaKind::Shared {
-                        obj: self.objs[obj].clone(),
-                        offset: off * PAGE_SIZE,
-                    },
-                    Some((obj, off, false)) => VmaKind::FilePrivate {
-                        obj: self.objs[obj].clone(),
-                        offset: off * PAGE_SIZE,
-                    },
-                };
-                let read_only = matches!(obj, Some((o, _, true)) if Self::is_file(o));
-                let expect = if read_only && prot.contains(VmProt::WRITE) {
-                    Err(SpaceError::ReadOnly)
-                } else if big && page % BLOCK != 0 {
-                    Err(SpaceError::Vma(VmaError::FixedMisaligned))
-                } else if noreplace && self.procs[p].pages.range(va..va + len).next().is_some() {
-                    Err(SpaceError::Vma(VmaError::Exists))
-                } else {
-                    Ok(VirtAddr(va))
-                };
-                let r = self.procs[p]
-                    .space
-                    .mmap(self.m, placement, len, prot, kind, align);
-                assert_eq!(r, expect);
-                if r.is_ok() {
-                    let id = self.procs[p].space.id();
-                    self.detach(id, va, va + len);
-                    for i in 0..n {
-                        let back = match obj {
-                            None => Back::Private(None),
-                            Some((obj, off, true)) => Back::Shared {
-                                obj,
-                                off: (off + i) * PAGE_SIZE,
-                            },
-                            Some((obj, off, false)) => Back::FilePrivate {
-                                obj,
-                                off: (off + i) * PAGE_SIZE,
-                                own: None,
-                            },
-                        };
-                        self.procs[p]
-                            .pages
-                            .insert(va + i * PAGE_SIZE, RefPage { prot, back });
+                let obj = self.objs.len();
+                self.sizes.push(Some(size));
+                self.add_file(obj, &data);
+                let r = self.mmap(
+                    s,
+                    page,
+                    n,
+                    prot,
+                    big,
+                    noreplace,
+                    Some((obj, off, shared)),
+                    Some(file),
+                );
+                match r {
+                    Ok(va) => {
+                        // The reference looks the object's pages up through a handle of its own.
+                        let p = self.proc(s);
+                        let vma = self.procs[p].space.regions().find(va).expect("mapped");
+                        let handle = vma.kind.object().expect("the file").clone();
+                        self.objs.push(handle);
                     }
+                    Err(_) => {
+                        self.sizes.pop();
+                        self.obj_pages.retain(|&(o, _), _| o != obj);
+                        assert_eq!(self.m.frames_out(), frames, "a refused mapping released the file");
+                    }
+                }
+            }
+            Op::Invalid { s, page, no_memory } => {
+                for call in Bad::ALL {
+                    self.invalid(s, page, call, no_memory);
                 }
             }
             Op::Munmap { s, page, n } => {
@@ -493,7 +700,7 @@ impl World<'_, '_> {
                     && self.procs[p]
                         .pages
                         .range(va..va + len)
-                        .any(|(_, pg)| matches!(pg.back, Back::Shared { obj, .. } if Self::is_file(obj)));
+                        .any(|(_, pg)| matches!(pg.back, Back::Shared { obj, .. } if self.is_file(obj)));
                 let r = self.procs[p].space.mprotect(self.m, VirtAddr(va), len, prot);
                 if read_only {
                     assert_eq!(r, Err(SpaceError::ReadOnly));
@@ -537,16 +744,14 @@ impl World<'_, '_> {
                     return;
                 }
                 let p = self.proc(s);
-                let id = self.next_id;
                 let mode = if share {
                     ForkMode::ShareTables
                 } else {
                     ForkMode::Copy
                 };
                 self.procs[p].space.set_fork_mode(mode);
-                match fork(self.m, &mut self.procs[p].space, id) {
+                match fork(self.m, &mut self.procs[p].space) {
                     Ok(child) => {
-                        self.next_id += 1;
                         let pages = self.procs[p].pages.clone();
                         self.procs.push(Proc { space: child, pages });
                     }
@@ -609,13 +814,13 @@ impl World<'_, '_> {
                     Err(e) => self.outcome(Err(e), expect, va + off),
                 }
             }
-            Op::Exec { s, page } => {
-                // User pages are never executable at EL1 (PXN): fetch as EL0.
-                self.m.el = El::El0;
+            Op::Exec { s, page, el1 } => {
+                self.m.el = if el1 { El::El1 } else { El::El0 };
                 let p = self.proc(s);
                 let page = self.pick(p, page);
                 let va = va_of(page);
-                let expect = self.expect(p, va, |prot| prot.contains(VmProt::EXEC));
+                // The kernel never executes user memory: an EL1 fetch is refused in any region.
+                let expect = self.expect(p, va, |prot| !el1 && prot.contains(VmProt::EXEC));
                 let mut f = Faults::default();
                 let r = translate(self.m, &mut self.procs[p].space, va, Access::Exec, &mut f);
                 self.outcome(r.map(|_| ()), expect, va);
@@ -700,7 +905,7 @@ impl World<'_, '_> {
                                     continue;
                                 };
                                 let object = self.objs[*obj].lookup(*off).map(|(pa, _, _)| pa);
-                                let now = self.procs[p].space.peek(self.m, VirtAddr(a));
+                                let now = self.procs[p].space.peek(self.m, VirtAddr(a)).pa();
                                 if now.is_some() && now != object {
                                     self.make_own(p, a);
                                 }
@@ -723,7 +928,7 @@ impl World<'_, '_> {
                 let i = i % self.pins.len();
                 let page = page % self.pins[i].targets.len();
                 if let Target::Shared { obj, .. } = self.pins[i].targets[page] {
-                    if Self::is_file(obj) {
+                    if self.is_file(obj) {
                         // A read pin of a read-only file's page: the device only reads it.
                         return;
                     }
@@ -758,7 +963,7 @@ impl World<'_, '_> {
         match self.procs[p].pages.get(&va) {
             None => Expect::Unmapped,
             Some(pg) if !perm(pg.prot) => Expect::Denied,
-            Some(pg) if Self::past_eof(&pg.back) => Expect::Bus,
+            Some(pg) if self.past_eof(&pg.back) => Expect::Bus,
             Some(_) => Expect::Ok,
         }
     }
@@ -836,6 +1041,13 @@ impl World<'_, '_> {
                     .map(|l| MappedLeaf::new(s.id(), l)),
             );
         }
+        let mut ids: Vec<SpaceId> = self.procs.iter().map(|p| p.space.id()).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            self.m.mem().live_space_ids(),
+            ids,
+            "the folio check covers every live space"
+        );
         if let Err(e) = crate::mm::folio::check(self.m.mem(), all) {
             panic!("folio check: {e}");
         }
@@ -849,7 +1061,7 @@ impl World<'_, '_> {
                     Target::Private { id, va } => {
                         let proc = self.procs.iter().find(|p| p.space.id() == id).unwrap();
                         assert_eq!(
-                            proc.space.peek(self.m, VirtAddr(va)),
+                            proc.space.peek(self.m, VirtAddr(va)).pa(),
                             Some(*pa),
                             "pin of {va:#x} in {id:?} no longer reaches the page"
                         );
@@ -889,26 +1101,23 @@ fn file_data(i: usize) -> Vec<u8> {
 
 fn run(ops: &[Op]) {
     with_machine(|m| {
-        let mut objs: Vec<Shm> = (0..OBJECTS).map(|_| Shm::new()).collect();
-        let mut obj_pages = HashMap::new();
-        for i in 0..FILE_SIZES.len() {
-            let data = file_data(i);
-            objs.push(Shm::file(m, &data).unwrap());
-            for (n, chunk) in data.chunks(KB4).enumerate() {
-                let mut page = [0; KB4];
-                page[..chunk.len()].copy_from_slice(chunk);
-                obj_pages.insert((OBJECTS + i, n as u64 * PAGE_SIZE), Rc::new(page));
-            }
-        }
+        let objs: Vec<Shm> = (0..OBJECTS).map(|_| Shm::new()).collect();
         let mut w = World {
             m,
             procs: Vec::new(),
             objs,
-            obj_pages,
+            sizes: vec![None; OBJECTS],
+            obj_pages: HashMap::new(),
             pins: Vec::new(),
-            next_id: 1,
             totals: Vec::new(),
         };
+        for (i, size) in FILE_SIZES.into_iter().enumerate() {
+            let data = file_data(i);
+            let file = Shm::file(w.m, &data).unwrap();
+            w.objs.push(file);
+            w.sizes.push(Some(size));
+            w.add_file(OBJECTS + i, &data);
+        }
         for _ in 0..3 {
             w.spawn();
         }

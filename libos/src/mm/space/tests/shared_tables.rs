@@ -2,7 +2,7 @@
 //! sharing, how the accounting follows, and what running out of memory does.
 
 use super::*;
-use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
+use crate::mm::vma::{MapAlign, Placement, VmProt, VmaConfig, VmaError, VmaKind};
 use crate::mm::PTE_TABLE_SPAN;
 
 const SPAN: u64 = PTE_TABLE_SPAN;
@@ -23,12 +23,12 @@ fn map(m: &mut TestMachine<'_>, s: &mut Space, va: u64, len: u64, prot: VmProt) 
 }
 
 fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
-    s.peek(m, VirtAddr(va)).map(|p| p.0)
+    s.peek(m, VirtAddr(va)).pa().map(|p| p.0)
 }
 
 /// A parent with two full spans of written 64 KiB folios plus a page in a third span.
 fn parent(m: &mut TestMachine<'_>) -> Space {
-    let mut p = new_space(m, 1);
+    let mut p = new_space(m);
     map(m, &mut p, BASE, 2 * SPAN + PAGE_SIZE, VmProt::RW);
     for i in 0..(2 * SPAN / KB64) {
         write(m, &mut p, BASE + i * KB64 + 3, &[i as u8 + 1]).unwrap();
@@ -38,8 +38,8 @@ fn parent(m: &mut TestMachine<'_>) -> Space {
     p
 }
 
-fn share_fork(m: &mut TestMachine<'_>, p: &mut Space, n: u32) -> Space {
-    let c = fork(m, p, n).unwrap();
+fn share_fork(m: &mut TestMachine<'_>, p: &mut Space) -> Space {
+    let c = fork(m, p).unwrap();
     assert_eq!(c.fork_mode(), ForkMode::ShareTables, "the mode is inherited");
     c
 }
@@ -50,7 +50,7 @@ fn fork_links_tables_without_touching_entries() {
         let mut p = parent(m);
         let writes = m.model.counters.writes;
         let frames = m.frames_out();
-        let c = share_fork(m, &mut p, 2);
+        let c = share_fork(m, &mut p);
         // Three level-3 tables shared; written: three APTable changes in the parent, and in
         // the child three level-2 links plus the links of its new level-1/2 tables (and two
         // bookkeeping words of the reservation that holds those frames).
@@ -74,7 +74,7 @@ fn fork_links_tables_without_touching_entries() {
 fn reads_share_and_writes_break_one_table() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         // Reads go through the shared tables without a fault.
         for i in 0..4 {
             let va = BASE + i * KB64 + 3;
@@ -113,7 +113,7 @@ fn reads_share_and_writes_break_one_table() {
 fn owner_exit_hands_the_accounting_over() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let pa = pa_of(m, &c, BASE);
         p.exit(m);
         check(m, &[&c]);
@@ -133,7 +133,7 @@ fn owner_exit_hands_the_accounting_over() {
 fn child_exit_leaves_the_parent_writing_in_place() {
     with_machine(|m| {
         let mut p = parent(m);
-        let c = share_fork(m, &mut p, 2);
+        let c = share_fork(m, &mut p);
         let pa = pa_of(m, &p, BASE);
         c.exit(m);
         let frames = m.frames_out();
@@ -150,7 +150,7 @@ fn child_exit_leaves_the_parent_writing_in_place() {
 fn unmapping_a_whole_span_drops_a_reference_and_part_of_one_breaks_it() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let out = m.model.live_frames();
         c.munmap(m, VirtAddr(BASE), SPAN).unwrap();
         assert_eq!(c.stats().table_drops, 1);
@@ -184,8 +184,8 @@ fn unmapping_a_whole_span_drops_a_reference_and_part_of_one_breaks_it() {
 fn three_generations_share_one_table() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
-        let mut g = share_fork(m, &mut c, 3);
+        let mut c = share_fork(m, &mut p);
+        let mut g = share_fork(m, &mut c);
         assert_eq!(g.shared_tables(), 3);
         check(m, &[&p, &c, &g]);
         write(m, &mut c, BASE + 3, b"c").unwrap();
@@ -206,9 +206,9 @@ fn three_generations_share_one_table() {
 fn copy_fork_from_a_shared_table_leaves_it_untouched() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         c.set_fork_mode(ForkMode::Copy);
-        let mut g = fork(m, &mut c, 3).unwrap();
+        let mut g = fork(m, &mut c).unwrap();
         assert!(g.stats().fork_dup_batches == 0 && c.stats().fork_dup_batches > 0);
         check(m, &[&p, &c, &g]);
         for (s, b) in [(&mut g, b"g"), (&mut c, b"c"), (&mut p, b"p")] {
@@ -227,7 +227,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
     with_machine(|m| {
         let mut p = parent(m);
         let pin = p.pin(m, VirtAddr(BASE + SPAN), 8, true).unwrap();
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         assert_eq!(p.stats().fork_tables_shared, 2);
         assert_eq!(p.stats().fork_tables_copied, 1);
         check(m, &[&p, &c]);
@@ -243,7 +243,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
         assert_eq!(pa_of(m, &p, BASE), before);
         check(m, &[&p, &c]);
         // The child's pinned span is not shared with a grandchild.
-        let g = share_fork(m, &mut c, 3);
+        let g = share_fork(m, &mut c);
         assert_eq!(c.stats().fork_tables_copied, 1);
         check(m, &[&p, &c, &g]);
         pin.release(m);
@@ -256,7 +256,7 @@ fn pinned_spans_are_copied_and_pins_never_go_through_a_shared_table() {
 fn out_of_memory_while_breaking_changes_nothing() {
     with_machine(|m| {
         let mut p = parent(m);
-        let mut c = share_fork(m, &mut p, 2);
+        let mut c = share_fork(m, &mut p);
         let (frames, tables) = (m.frames_out(), m.model.live_frames());
         m.arm(1, true);
         assert_eq!(write(m, &mut c, BASE + 3, b"x"), Err(FaultError::Oom));
@@ -285,6 +285,79 @@ fn out_of_memory_while_breaking_changes_nothing() {
     });
 }
 
+/// Calls with invalid arguments in spaces that share a table change nothing, not even the
+/// sharing, and report the argument error even when no memory is left: the arguments are
+/// validated before any table is copied.
+#[test]
+fn invalid_arguments_break_no_share_even_without_memory() {
+    const AT: u64 = 0x1000_0000;
+    let fixed = |va: u64| Placement::Fixed(VirtAddr(va));
+    let anon = || VmaKind::AnonPrivate;
+    fn err<T>(e: VmaError) -> Result<T, SpaceError> {
+        Err(SpaceError::Vma(e))
+    }
+    for no_memory in [false, true] {
+        with_machine(|m| {
+            // One region at most: any split is refused.
+            let config = VmaConfig {
+                max_mappings: 1,
+                ..VmaConfig::default()
+            };
+            let mut p = Space::with_config(m, config).unwrap();
+            p.mmap(m, fixed(AT), 16 * PAGE_SIZE, VmProt::RW, anon(), MapAlign::Page)
+                .unwrap();
+            write(m, &mut p, AT, b"x").unwrap();
+            p.set_fork_mode(ForkMode::ShareTables);
+            let c = fork(m, &mut p).unwrap();
+            assert_eq!((p.shared_tables(), c.shared_tables()), (1, 1));
+            let (frames, tables) = (m.frames_out(), m.model.live_frames());
+            if no_memory {
+                m.arm(1, true);
+            }
+            let (page, hole) = (AT + 4 * PAGE_SIZE, AT + 15 * PAGE_SIZE);
+            assert_eq!(p.munmap(m, VirtAddr(AT + 1), PAGE_SIZE), err(VmaError::Unaligned));
+            assert_eq!(p.munmap(m, VirtAddr(AT), 0), err(VmaError::ZeroLength));
+            assert_eq!(
+                p.munmap(m, VirtAddr(page), PAGE_SIZE),
+                err(VmaError::TooManyMappings)
+            );
+            assert_eq!(
+                p.madvise_dontneed(m, VirtAddr(AT), PAGE_SIZE + 1),
+                err(VmaError::Unaligned)
+            );
+            assert_eq!(
+                p.madvise_dontneed(m, VirtAddr(hole), 2 * PAGE_SIZE),
+                err(VmaError::NotMapped)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(AT + 1), PAGE_SIZE, VmProt::READ),
+                err(VmaError::Unaligned)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(hole), 2 * PAGE_SIZE, VmProt::READ),
+                err(VmaError::NotMapped)
+            );
+            assert_eq!(
+                p.mprotect(m, VirtAddr(page), PAGE_SIZE, VmProt::READ),
+                err(VmaError::TooManyMappings)
+            );
+            let r = p.mmap(m, fixed(AT + 1), PAGE_SIZE, VmProt::RW, anon(), MapAlign::Page);
+            assert_eq!(r, err(VmaError::Unaligned));
+            let r = p.mmap(m, fixed(page), KB64, VmProt::RW, anon(), MapAlign::Size64K);
+            assert_eq!(r, err(VmaError::FixedMisaligned));
+            let r = p.mmap(m, fixed(page), PAGE_SIZE, VmProt::READ, anon(), MapAlign::Page);
+            assert_eq!(r, err(VmaError::TooManyMappings));
+            m.fail_nth(None);
+            assert_eq!((p.shared_tables(), c.shared_tables()), (1, 1), "nothing broken");
+            assert_eq!((m.frames_out(), m.model.live_frames()), (frames, tables));
+            assert_eq!(p.stats().table_breaks, 0);
+            check(m, &[&p, &c]);
+            assert_eq!(read(m, &mut p, AT, 1).unwrap(), b"x");
+            teardown(m, vec![p, c]);
+        });
+    }
+}
+
 #[test]
 fn out_of_memory_during_a_sharing_fork_leaves_no_child() {
     for n in 1.. {
@@ -295,7 +368,7 @@ fn out_of_memory_during_a_sharing_fork_leaves_no_child() {
             write(m, &mut p, 0x80_0000_0000, b"far").unwrap();
             let (frames, tables) = (m.frames_out(), m.model.live_frames());
             m.arm(n, true);
-            let r = fork(m, &mut p, 2);
+            let r = fork(m, &mut p);
             let injected = m.failed;
             m.fail_nth(None);
             match r {

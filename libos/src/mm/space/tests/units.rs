@@ -21,19 +21,19 @@ fn map(m: &mut TestMachine<'_>, s: &mut Space, va: u64, len: u64, prot: VmProt, 
 }
 
 fn pa_of(m: &TestMachine<'_>, s: &Space, va: u64) -> Option<u64> {
-    s.peek(m, VirtAddr(va)).map(|p| p.0)
+    s.peek(m, VirtAddr(va)).pa().map(|p| p.0)
 }
 
 #[test]
 fn parent_and_child_write_the_same_address() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, 4 * KB64, VmProt::RW, true);
         map(m, &mut p, BASE + 8 * KB64, 3 * PAGE_SIZE, VmProt::RW, false);
         for va in [BASE + 100, BASE + KB64 + 5, BASE + 8 * KB64 + 7] {
             write(m, &mut p, va, b"original").unwrap();
         }
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         check(m, &[&p, &c]);
         for va in [BASE + 100, BASE + KB64 + 5, BASE + 8 * KB64 + 7] {
             write(m, &mut p, va, b"parent!!").unwrap();
@@ -54,11 +54,11 @@ fn parent_and_child_write_the_same_address() {
 #[test]
 fn cow_reuses_an_exclusive_page_without_copying() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, PAGE_SIZE, VmProt::RW, false);
         write(m, &mut p, BASE, b"x").unwrap();
         let pa = pa_of(m, &p, BASE);
-        let c = fork(m, &mut p, 2).unwrap();
+        let c = fork(m, &mut p).unwrap();
         c.exit(m);
         let out = m.frames_out();
         let f = write(m, &mut p, BASE, b"y").unwrap();
@@ -73,7 +73,7 @@ fn cow_reuses_an_exclusive_page_without_copying() {
         map(m, &mut p, BASE + KB64, KB64, VmProt::RW, true);
         write(m, &mut p, BASE + KB64, b"z").unwrap();
         let pa = pa_of(m, &p, BASE + KB64);
-        let c = fork(m, &mut p, 2).unwrap();
+        let c = fork(m, &mut p).unwrap();
         assert!(folded(m, &p, BASE + KB64));
         c.exit(m);
         let f = write(m, &mut p, BASE + KB64 + 3 * PAGE_SIZE, b"w").unwrap();
@@ -94,7 +94,7 @@ fn cow_reuses_an_exclusive_page_without_copying() {
 #[test]
 fn one_fault_makes_a_whole_64k_block_private() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, 2 * KB64, VmProt::RW, true);
         let f = write(m, &mut p, BASE, b"a").unwrap();
         assert_eq!(f.n, 1);
@@ -104,7 +104,7 @@ fn one_fault_makes_a_whole_64k_block_private() {
         }
         assert!((0..16).all(|i| folded(m, &p, BASE + i * PAGE_SIZE)));
         let old = pa_of(m, &p, BASE).unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         assert!(folded(m, &c, BASE), "the child's copy is folded too");
 
         let f = write(m, &mut p, BASE + 5 * PAGE_SIZE, b"P").unwrap();
@@ -140,10 +140,10 @@ fn one_fault_makes_a_whole_64k_block_private() {
 #[test]
 fn partially_mapped_block_copies_one_page() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, KB64, VmProt::RW, true);
         write(m, &mut p, BASE, b"a").unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         // The child drops half the block: the parent's block is no longer a whole candidate
         // for reuse (its pages are shared), but it is for a copy; the child's half is not.
         c.madvise_dontneed(m, VirtAddr(BASE + 8 * PAGE_SIZE), 8 * PAGE_SIZE)
@@ -163,10 +163,10 @@ fn partially_mapped_block_copies_one_page() {
 #[test]
 fn whole_copy_falls_back_to_a_page_without_64k_memory() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, KB64, VmProt::RW, true);
         write(m, &mut p, BASE, b"a").unwrap();
-        let c = fork(m, &mut p, 2).unwrap();
+        let c = fork(m, &mut p).unwrap();
         m.fail_nth(Some(1));
         write(m, &mut p, BASE + PAGE_SIZE, b"b").unwrap();
         assert!(m.failed);
@@ -181,7 +181,7 @@ fn whole_copy_falls_back_to_a_page_without_64k_memory() {
 #[test]
 fn pinned_page_is_copied_for_the_child_at_fork() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, 2 * KB64, VmProt::RW, true);
         write(m, &mut p, BASE + 3 * PAGE_SIZE, b"before fork").unwrap();
         write(m, &mut p, BASE + KB64, b"other block").unwrap();
@@ -190,7 +190,7 @@ fn pinned_page_is_copied_for_the_child_at_fork() {
         assert_eq!(pin.len(), 1);
         assert_eq!(Some(pinned.0), pa_of(m, &p, BASE + 3 * PAGE_SIZE));
 
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         check(m, &[&p, &c]);
         // Every page of the pinned 64 KiB folio was exclusive: all copied for the child.
         assert_eq!(p.stats().fork_copies, 16);
@@ -218,14 +218,14 @@ fn pinned_page_is_copied_for_the_child_at_fork() {
 #[test]
 fn a_pinned_folio_is_never_copied_away_whole() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, KB64, VmProt::RW, true);
         for i in 0..16 {
             write(m, &mut p, BASE + i * PAGE_SIZE, &[i as u8]).unwrap();
         }
         let folio_pa = pa_of(m, &p, BASE).unwrap();
         // Fork and exit: the folio's pages are the parent's only, but not exclusive.
-        fork(m, &mut p, 2).unwrap().exit(m);
+        fork(m, &mut p).unwrap().exit(m);
         // With the block split between two regions, a write pin of page 2 reuses that page
         // alone; then the regions merge back.
         p.mprotect(m, VirtAddr(BASE + KB64 / 2), KB64 / 2, VmProt::READ)
@@ -236,7 +236,7 @@ fn a_pinned_folio_is_never_copied_away_whole() {
             .unwrap();
         assert_eq!(p.regions().len(), 1);
         // Fork: the pinned page is copied for the child, the others are shared.
-        let mut c = fork(m, &mut p, 3).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         assert_eq!(p.stats().fork_copies, 1);
         check(m, &[&p, &c]);
         // A write to a shared page of the block must not copy the whole (pinned) folio.
@@ -256,11 +256,11 @@ fn a_pinned_folio_is_never_copied_away_whole() {
 #[test]
 fn read_pin_unshares_a_cow_page() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, 2 * PAGE_SIZE, VmProt::RW, false);
         write(m, &mut p, BASE, b"shared").unwrap();
         let old = pa_of(m, &p, BASE).unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         let pin = p.pin(m, VirtAddr(BASE), 1, false).unwrap();
         assert_eq!(p.stats().unshares, 1);
         assert_eq!(p.stats().cow_copy_4k, 1, "unshared by copying");
@@ -289,7 +289,7 @@ fn read_pin_unshares_a_cow_page() {
 #[test]
 fn segmentation_faults() {
     with_machine(|m| {
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, PAGE_SIZE, VmProt::READ, false);
         map(m, &mut s, BASE + 2 * PAGE_SIZE, PAGE_SIZE, VmProt::RW, false);
         let segv = |va: u64, cause| FaultError::Segv {
@@ -312,7 +312,7 @@ fn segmentation_faults() {
         );
         for va in [0, 0x1000, USER_END, USER_END + 5, u64::MAX] {
             assert_eq!(
-                s.handle_fault(m, VirtAddr(va), Access::Read, FaultKind::Translation),
+                s.handle_fault(m, VirtAddr(va), Access::Read, El::El0, FaultKind::Translation),
                 Err(segv(va, unmapped))
             );
         }
@@ -326,7 +326,7 @@ fn segmentation_faults() {
         assert_eq!(write(m, &mut s, va, b"y"), Err(segv(va, access)));
         for k in [FaultKind::AccessFlag, FaultKind::Permission] {
             assert_eq!(
-                s.handle_fault(m, VirtAddr(va), Access::Read, k),
+                s.handle_fault(m, VirtAddr(va), Access::Read, El::El1, k),
                 Err(segv(va, access))
             );
         }
@@ -346,10 +346,144 @@ fn segmentation_faults() {
     });
 }
 
+/// The kernel never executes user memory: an instruction fetch at EL1 from a user page is
+/// a segmentation fault (access) at its first fault, whether the page is missing or mapped
+/// and whatever the region allows. EL0 fetches from executable regions work.
+#[test]
+fn el1_fetches_from_user_pages_are_refused_at_once() {
+    with_machine(|m| {
+        let mut s = new_space(m);
+        map(m, &mut s, BASE, 4 * PAGE_SIZE, VmProt::RX, false);
+        map(
+            m,
+            &mut s,
+            BASE + 4 * PAGE_SIZE,
+            PAGE_SIZE,
+            VmProt::from_bits_truncate(7),
+            false,
+        );
+        read(m, &mut s, BASE + PAGE_SIZE, 1).unwrap();
+        write(m, &mut s, BASE + 4 * PAGE_SIZE, b"w").unwrap();
+        let segv = |va: u64| FaultError::Segv {
+            va: VirtAddr(va),
+            cause: SegvCause::Access,
+        };
+        m.el = El::El1;
+        // A missing page, a mapped one (permission fault), a writable executable one.
+        for va in [BASE, BASE + PAGE_SIZE, BASE + 4 * PAGE_SIZE] {
+            let mut f = Faults::default();
+            let r = translate(m, &mut s, va, Access::Exec, &mut f);
+            assert_eq!((r, f.n), (Err(segv(va)), 1), "fetch at {va:#x}");
+        }
+        for kind in [
+            FaultKind::Translation,
+            FaultKind::AccessFlag,
+            FaultKind::Permission,
+        ] {
+            let r = s.handle_fault(m, VirtAddr(BASE + 7), Access::Exec, El::El1, kind);
+            assert_eq!(r, Err(segv(BASE + 7)));
+            let r = s.handle_fault(m, VirtAddr(BASE - 1), Access::Exec, El::El1, kind);
+            let unmapped = FaultError::Segv {
+                va: VirtAddr(BASE - 1),
+                cause: SegvCause::Unmapped,
+            };
+            assert_eq!(r, Err(unmapped));
+        }
+        assert_eq!(read(m, &mut s, BASE + 3, 1).unwrap(), [0], "EL1 reads still work");
+        m.el = El::El0;
+        let mut f = Faults::default();
+        translate(m, &mut s, BASE + 2 * PAGE_SIZE, Access::Exec, &mut f).unwrap();
+        translate(m, &mut s, BASE, Access::Exec, &mut f).unwrap();
+        check(m, &[&s]);
+        teardown(m, vec![s]);
+    });
+}
+
+/// Address spaces get their ids from the memory map and their ASIDs from the machine: no
+/// two live spaces share either; an exited space gives both back (its id is not reused at
+/// once).
+#[test]
+fn live_spaces_never_share_an_id_or_an_asid() {
+    with_machine(|m| {
+        let asid = |s: &Space| s.root().asid().unwrap();
+        let mut a = new_space(m);
+        let b = new_space(m);
+        let c = fork(m, &mut a).unwrap();
+        let ids = [a.id(), b.id(), c.id()];
+        assert_eq!(m.mem().live_space_ids(), ids);
+        let asids = [asid(&a), asid(&b), asid(&c)];
+        assert!(asids[0] != asids[1] && asids[1] != asids[2] && asids[0] != asids[2]);
+        let (b_id, b_asid) = (b.id(), asid(&b));
+        b.exit(m);
+        let d = new_space(m);
+        assert!(!ids.contains(&d.id()), "ids are not reused at once");
+        assert_eq!(asid(&d), b_asid, "the free ASID is reused");
+        assert_eq!(m.mem().live_space_ids(), [a.id(), c.id(), d.id()]);
+        assert_ne!(d.id(), b_id);
+        teardown(m, vec![a, c, d]);
+    });
+}
+
+/// `check_spaces` must be given every live space, once: it says so rather than report the
+/// folio counts that would not add up.
+#[test]
+fn check_spaces_wants_every_live_space_once() {
+    with_machine(|m| {
+        let mut a = new_space(m);
+        map(m, &mut a, BASE, KB64, VmProt::RW, true);
+        write(m, &mut a, BASE, b"a").unwrap();
+        let c = fork(m, &mut a).unwrap();
+        assert_eq!(check_spaces(m, &[&a]), Err(SpaceCheckError::MissingSpace(c.id())));
+        assert_eq!(check_spaces(m, &[&c]), Err(SpaceCheckError::MissingSpace(a.id())));
+        let twice = check_spaces(m, &[&a, &c, &a]);
+        assert_eq!(twice, Err(SpaceCheckError::UnknownSpace(a.id())));
+        assert_eq!(check_spaces(m, &[&c, &a]), Ok(()));
+        teardown(m, vec![a, c]);
+    });
+}
+
+/// Dropping a space without `exit` fails the test that does it (it leaks every page, table
+/// and its id).
+#[test]
+#[should_panic(expected = "dropped without exit")]
+fn a_space_dropped_without_exit_fails_the_test() {
+    with_machine(|m| {
+        let mut s = new_space(m);
+        map(m, &mut s, BASE, PAGE_SIZE, VmProt::RW, false);
+        write(m, &mut s, BASE, b"x").unwrap();
+        drop(s);
+    });
+}
+
+/// Dropping a pin without releasing it fails the test that does it.
+#[test]
+#[should_panic(expected = "dropped without release")]
+fn a_pin_dropped_without_release_fails_the_test() {
+    with_machine(|m| {
+        let mut s = new_space(m);
+        map(m, &mut s, BASE, PAGE_SIZE, VmProt::RW, false);
+        let pin = s.pin(m, VirtAddr(BASE), PAGE_SIZE, true).unwrap();
+        drop(pin);
+        s.exit(m);
+    });
+}
+
+/// Dropping the last handle of an object without releasing it fails the test that does it,
+/// even when the object holds no folio yet; other handles may be dropped.
+#[test]
+#[should_panic(expected = "dropped without release")]
+fn the_last_handle_of_an_object_dropped_without_release_fails_the_test() {
+    with_machine(|_| {
+        let obj = Shm::new();
+        drop(obj.clone());
+        drop(obj);
+    });
+}
+
 #[test]
 fn fork_is_batched_per_folio() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         const MB1: u64 = 1 << 20;
         map(m, &mut p, BASE, MB1, VmProt::RW, true);
         for off in (0..MB1).step_by(PAGE_SIZE as usize) {
@@ -357,7 +491,7 @@ fn fork_is_batched_per_folio() {
         }
         assert_eq!(p.stats().anon_64k, 16);
         let before = *p.root().stats();
-        let c = fork(m, &mut p, 2).unwrap();
+        let c = fork(m, &mut p).unwrap();
         let cost = p.root().stats().since(&before);
         assert_eq!(p.stats().fork_dup_batches, 16, "one dup per 64 KiB folio");
         assert_eq!(p.stats().fork_dup_pages, 256);
@@ -381,7 +515,7 @@ fn fork_is_batched_per_folio() {
             write(m, &mut p, BASE + MB1 + i * PAGE_SIZE, &[2]).unwrap();
         }
         let before = *p.stats();
-        let c2 = fork(m, &mut p, 3).unwrap();
+        let c2 = fork(m, &mut p).unwrap();
         assert_eq!(p.stats().fork_dup_batches - before.fork_dup_batches, 16 + 8);
         assert_eq!(p.stats().fork_wrprotects - before.fork_wrprotects, 1);
         check(m, &[&p, &c, &c2]);
@@ -392,7 +526,7 @@ fn fork_is_batched_per_folio() {
 #[test]
 fn translation_faults_pick_the_folio_size() {
     with_machine(|m| {
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         // 64 KiB aligned region of 3 blocks + 2 pages: whole blocks get 64 KiB folios, the
         // tail gets pages.
         map(m, &mut s, BASE, 3 * KB64 + 2 * PAGE_SIZE, VmProt::RW, true);
@@ -427,10 +561,10 @@ fn translation_faults_pick_the_folio_size() {
 #[test]
 fn child_pages_start_old_and_take_access_flag_faults() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, KB64, VmProt::RW, true);
         write(m, &mut p, BASE, b"r").unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         let f = Faults::default();
         let mut f2 = f;
         translate(m, &mut c, BASE + PAGE_SIZE, Access::Read, &mut f2).unwrap();
@@ -450,7 +584,7 @@ fn child_pages_start_old_and_take_access_flag_faults() {
 #[test]
 fn shared_memory_is_shared_across_fork() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         let obj = Shm::new();
         let kind = VmaKind::Shared {
             obj: obj.clone(),
@@ -468,7 +602,7 @@ fn shared_memory_is_shared_across_fork() {
         write(m, &mut p, BASE + 5, b"hello").unwrap();
         assert_eq!(p.stats().shm_64k, 1);
         assert!(folded(m, &p, BASE));
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         assert_eq!(read(m, &mut c, BASE + 5, 5).unwrap(), b"hello");
         assert!(folded(m, &c, BASE), "the child maps the object's folio whole");
         write(m, &mut c, BASE + KB64 + 3, b"from child").unwrap();
@@ -505,7 +639,7 @@ fn shared_memory_is_shared_across_fork() {
 #[test]
 fn munmap_mprotect_and_fixed_replacement_release_pages() {
     with_machine(|m| {
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, 4 * KB64, VmProt::RW, true);
         for i in 0..4 {
             write(m, &mut s, BASE + i * KB64, b"abc").unwrap();
@@ -552,11 +686,11 @@ fn munmap_mprotect_and_fixed_replacement_release_pages() {
 #[test]
 fn mprotect_never_makes_cow_pages_writable() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         map(m, &mut p, BASE, KB64 + 2 * PAGE_SIZE, VmProt::RW, true);
         write(m, &mut p, BASE, b"block").unwrap();
         write(m, &mut p, BASE + KB64, b"page").unwrap();
-        let mut c = fork(m, &mut p, 2).unwrap();
+        let mut c = fork(m, &mut p).unwrap();
         write(m, &mut p, BASE + KB64 + PAGE_SIZE, b"own").unwrap();
         for prot in [VmProt::READ, VmProt::NONE, VmProt::RW] {
             p.mprotect(m, VirtAddr(BASE), KB64 + 2 * PAGE_SIZE, prot).unwrap();
@@ -587,7 +721,7 @@ fn mprotect_never_makes_cow_pages_writable() {
 #[test]
 fn exit_with_outstanding_pins_frees_on_unpin() {
     with_machine(|m| {
-        let mut s = new_space(m, 1);
+        let mut s = new_space(m);
         map(m, &mut s, BASE, KB64, VmProt::RW, true);
         let pin = s.pin(m, VirtAddr(BASE), KB64, true).unwrap();
         assert_eq!(pin.len(), 16);
@@ -603,7 +737,7 @@ fn exit_with_outstanding_pins_frees_on_unpin() {
 #[test]
 fn munmap_of_a_sparse_range_larger_than_one_zap_piece() {
     with_machine(|m| {
-        let mut p = new_space(m, 1);
+        let mut p = new_space(m);
         let len = 300 << 20;
         map(m, &mut p, BASE, len, VmProt::RW, true);
         // Pages 100 MiB apart: three pieces of the unmap, the empty stretches skipped.
