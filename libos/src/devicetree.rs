@@ -5,19 +5,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-/// A physical range [base, base + size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PhysRange {
-    pub base: u64,
-    pub size: u64,
-}
-
-impl PhysRange {
-    /// One past the last byte (saturating).
-    pub fn end(&self) -> u64 {
-        self.base.saturating_add(self.size)
-    }
-}
+pub use crate::mm::PhysRange;
 
 /// The PSCI conduit named by `/psci` `method`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

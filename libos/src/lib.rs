@@ -18,11 +18,16 @@ extern crate alloc;
 
 pub mod bootargs;
 pub mod devicetree;
-pub mod memory;
-pub mod mm;
 
+/// The memory manager (the `tessera-mm` crate).
+pub use tessera_mm as mm;
+
+#[cfg(all(target_os = "none", feature = "boot-tests"))]
+mod boot_tests;
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod platform;
 #[cfg(target_os = "none")]
 pub mod process;
 #[cfg(target_os = "none")]

@@ -1,107 +1,11 @@
 //! Processes on the machine: user address spaces ([`mm::space::Space`](crate::mm::space)) run
 //! over the real MMU, with page faults resolved by the memory manager.
-//!
-//! * [`TargetMachine`] implements the address-space layer's [`Machine`] over the kernel: the
-//!   engine's [`Platform`] ([`MachinePlatform`]), folio frames from the buddy allocator
-//!   ([`GlobalFrames`]), the page metadata carved at boot ([`runtime::memmap`]), and data access
-//!   through the linear map.
-
-use crate::mm::folio::{FolioOrder, FrameSource, GlobalFrames, MemMap};
-use crate::mm::space::Machine;
-use crate::mm::{Descriptor, OutOfMemory, PhysAddr, Platform, Root, TlbOp};
-use crate::runtime;
-use crate::vm::MachinePlatform;
-use arch::board::phys_to_virt;
-
-/// The machine user address spaces run over on the target.
-#[derive(Default)]
-pub struct TargetMachine;
-
-impl Platform for TargetMachine {
-    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
-        MachinePlatform.read(table, index)
-    }
-    fn write(&mut self, table: PhysAddr, index: usize, desc: Descriptor) {
-        MachinePlatform.write(table, index, desc)
-    }
-    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
-        MachinePlatform.alloc_table()
-    }
-    fn free_table(&mut self, table: PhysAddr) {
-        MachinePlatform.free_table(table)
-    }
-    fn tlb_maintenance(&mut self, ops: &[TlbOp]) {
-        MachinePlatform.tlb_maintenance(ops)
-    }
-    fn publish(&mut self) {
-        MachinePlatform.publish()
-    }
-    fn has_tlbi_range(&self) -> bool {
-        MachinePlatform.has_tlbi_range()
-    }
-}
-
-impl FrameSource for TargetMachine {
-    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
-        GlobalFrames.alloc(order)
-    }
-    fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
-        GlobalFrames.free(pa, order)
-    }
-}
-
-/// A pointer into the linear map for `len` bytes of RAM at `pa`.
-fn linear(pa: PhysAddr, len: u64) -> *mut u8 {
-    let cfg = runtime::boot_config();
-    assert!(
-        cfg.ram
-            .iter()
-            .any(|r| r.base <= pa.0 && pa.0.saturating_add(len) <= r.end()),
-        "data access outside RAM: {:#x}+{len:#x}",
-        pa.0
-    );
-    phys_to_virt(pa.0 as usize) as *mut u8
-}
-
-impl Machine<'static> for TargetMachine {
-    fn mem(&self) -> &'static MemMap<'static> {
-        runtime::memmap()
-    }
-
-    fn zero(&mut self, pa: PhysAddr, len: u64) {
-        // SAFETY: `linear` checked the range is RAM, mapped read-write by the kernel map; the
-        // address-space layer only zeroes frames it owns and has not mapped yet.
-        unsafe { core::ptr::write_bytes(linear(pa, len), 0, len as usize) }
-    }
-
-    fn copy(&mut self, dst: PhysAddr, src: PhysAddr, len: u64) {
-        // SAFETY: both ranges are RAM in the linear map (checked), in distinct frames (the
-        // contract), and no writable user mapping reaches `src` during the copy.
-        unsafe { core::ptr::copy_nonoverlapping(linear(src, len), linear(dst, len), len as usize) }
-    }
-
-    fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {
-        // SAFETY: RAM in the linear map (checked); plain byte reads.
-        unsafe { core::ptr::copy_nonoverlapping(linear(pa, buf.len() as u64), buf.as_mut_ptr(), buf.len()) }
-    }
-
-    fn write_bytes(&mut self, pa: PhysAddr, data: &[u8]) {
-        // SAFETY: RAM in the linear map (checked); the caller owns the frame.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), linear(pa, data.len() as u64), data.len()) }
-    }
-
-    fn new_asid(&mut self) -> Asid {
-        // A process gets its ASID from the allocator each time `run` switches to it.
-        Asid::RESERVED
-    }
-
-    fn root_retiring(&mut self, root: &Root) {
-        crate::vm::retire_ttbr0(root.pa().0);
-    }
-}
+//! [`TargetMachine`](crate::platform::TargetMachine) is the machine they run over.
 
 use crate::mm::space::{Access, El, FaultError, FaultKind, Space, SpaceError};
-use crate::mm::{Asid, AsidContext, VirtAddr};
+use crate::mm::{AsidContext, VirtAddr};
+pub use crate::platform::TargetMachine;
+use crate::runtime;
 use arch::exception::{ec, Disposition, TrapFrame};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use spin::Mutex;
@@ -236,6 +140,7 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
 #[cfg(feature = "boot-tests")]
 mod boot_tests {
     use super::*;
+    use crate::mm::space::Machine;
     use crate::mm::space::{ForkMode, SegvCause};
     use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
     use crate::mm::PAGE_SIZE;

@@ -1,8 +1,5 @@
 //! The memory manager on the machine.
 //!
-//! * [`MachinePlatform`]: the engine's [`Platform`] over real memory — descriptors read and written
-//!   through the kernel's linear map, table frames from the frame allocator, TLB maintenance and
-//!   barriers through `arch::tlb`.
 //! * [`init_kernel_map`]: replaces the coarse boot map with the kernel's own TTBR1 map: a linear
 //!   map of all RAM at `KERNEL_OFFSET + pa` with 2 MiB / 1 GiB blocks where aligned, the image
 //!   inside it mapped W^X with pages (text RX, rodata R, data/bss RW-NX), the stacks' guard pages
@@ -13,90 +10,13 @@
 
 use crate::devicetree::PhysRange;
 use crate::mm::{
-    Activation, Asid, AsidAllocator, AsidContext, Attrs, Descriptor, MapError, OutOfMemory, PhysAddr,
-    Platform, Root, Stats, TlbOp, Translation, VirtAddr, PAGE_SIZE,
+    Activation, Asid, AsidAllocator, AsidContext, Attrs, MapError, OutOfMemory, PhysAddr, Platform, Root,
+    Stats, TlbOp, Translation, VirtAddr, PAGE_SIZE,
 };
+use crate::platform::TargetMachine;
 use crate::runtime;
 use arch::board::{phys_to_virt, BOARD, KERNEL_OFFSET};
 use spin::{Mutex, Once};
-
-/// The engine's machine interface on the target. Stateless: the frame allocator and the TLB are
-/// global.
-pub struct MachinePlatform;
-
-impl Platform for MachinePlatform {
-    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
-        debug_assert!(index < 512);
-        let p = (phys_to_virt(table.0 as usize) as *const u64).wrapping_add(index);
-        // SAFETY: `table` is a table frame owned by the engine (from `alloc_table`, or a root),
-        // inside RAM and so inside the linear map; the index is within the 4 KiB frame. A 64-bit
-        // aligned load is single-copy atomic.
-        Descriptor(unsafe { p.read_volatile() })
-    }
-
-    fn write(&mut self, table: PhysAddr, index: usize, desc: Descriptor) {
-        debug_assert!(index < 512);
-        let p = (phys_to_virt(table.0 as usize) as *mut u64).wrapping_add(index);
-        // SAFETY: as for `read`; the engine serialises writers of one root, and a 64-bit aligned
-        // store is single-copy atomic for the concurrent hardware walker.
-        unsafe { p.write_volatile(desc.0) }
-    }
-
-    fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
-        let pa = runtime::alloc_frames(0).map_err(|_| OutOfMemory)?;
-        let p = phys_to_virt(pa as usize) as *mut u8;
-        // SAFETY: the frame was just allocated for us and is mapped by the linear map.
-        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) };
-        Ok(PhysAddr(pa))
-    }
-
-    fn free_table(&mut self, table: PhysAddr) {
-        runtime::free_frames(table.0, 0).expect("table frames are single, aligned frames");
-    }
-
-    fn tlb_maintenance(&mut self, ops: &[TlbOp]) {
-        arch::tlb::dsb_ishst();
-        for op in ops {
-            issue(op);
-        }
-        arch::tlb::dsb_ish_isb();
-    }
-
-    fn publish(&mut self) {
-        arch::tlb::dsb_ishst();
-        arch::tlb::isb();
-    }
-
-    fn has_tlbi_range(&self) -> bool {
-        arch::tlb::has_tlbi_range()
-    }
-}
-
-fn ttl(level: Option<crate::mm::Level>) -> u8 {
-    level.map_or(0, |l| l.number())
-}
-
-fn issue(op: &TlbOp) {
-    match *op {
-        TlbOp::Va {
-            va,
-            asid,
-            leaf_only,
-            level,
-        } => arch::tlb::by_va(va.0, asid.0, leaf_only, ttl(level)),
-        TlbOp::VaAllAsids { va, leaf_only, level } => arch::tlb::by_va_all_asids(va.0, leaf_only, ttl(level)),
-        TlbOp::Range(r) => arch::tlb::range(arch::tlb::RangeOperand {
-            base: r.base.0,
-            scale: r.scale,
-            num: r.num,
-            asid: r.asid.map(|a| a.0),
-            leaf_only: r.leaf_only,
-            ttl: ttl(r.level),
-        }),
-        TlbOp::Asid(asid) => arch::tlb::by_asid(asid.0),
-        TlbOp::All => arch::tlb::all(),
-    }
-}
 
 /// The kernel's TTBR1 root, once installed.
 static KERNEL: Once<Mutex<Root>> = Once::new();
@@ -108,7 +28,7 @@ pub fn kernel_stats() -> Stats {
 
 /// Translates a kernel virtual address with the memory manager's own walker.
 pub fn kernel_translate(va: u64) -> Option<Translation> {
-    KERNEL.get()?.lock().translate(&MachinePlatform, VirtAddr(va))
+    KERNEL.get()?.lock().translate(&TargetMachine, VirtAddr(va))
 }
 
 /// Kernel map construction failed.
@@ -131,7 +51,7 @@ fn map_kernel(
         return Ok(());
     }
     root.map(
-        &mut MachinePlatform,
+        &mut TargetMachine,
         VirtAddr(pa + KERNEL_OFFSET as u64),
         PhysAddr(pa),
         end - pa,
@@ -148,7 +68,7 @@ fn map_kernel(
 /// Builds the kernel map over `ram` and switches to it (see the module docs). `ram` is what the
 /// linear map covers: RAM without the firmware's `no-map` regions, which stay unmapped.
 pub fn init_kernel_map(ram: &[PhysRange]) -> Result<(), KernelMapError> {
-    let mut root = Root::new_kernel(&mut MachinePlatform).map_err(|_| KernelMapError {
+    let mut root = Root::new_kernel(&mut TargetMachine).map_err(|_| KernelMapError {
         what: "root table",
         range: (0, 0),
         error: MapError::OutOfMemory,
@@ -242,7 +162,7 @@ pub fn switch_ttbr0(root_pa: u64, ctx: &mut AsidContext) -> Asid {
 fn install(root_pa: u64, act: Activation) -> Asid {
     if act.flush_tlb {
         // A rollover: ASIDs of the previous generation may be reused; drop them all.
-        MachinePlatform.tlb_maintenance(&[TlbOp::All]);
+        TargetMachine.tlb_maintenance(&[TlbOp::All]);
     }
     arch::mmu::set_ttbr0(root_pa, act.asid.0);
     *ACTIVE.lock() = Some(root_pa);
@@ -258,7 +178,7 @@ pub struct AddressSpace {
 impl AddressSpace {
     /// An empty address space (one table frame).
     pub fn new() -> Result<AddressSpace, OutOfMemory> {
-        let root = Root::new_user(&mut MachinePlatform, Asid::RESERVED)?;
+        let root = Root::new_user(&mut TargetMachine, Asid::RESERVED)?;
         Ok(AddressSpace {
             root: Some(root),
             asid: AsidContext::new(),
@@ -277,41 +197,35 @@ impl AddressSpace {
     /// PA are aligned.
     pub fn map(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
         self.root_mut()
-            .map(&mut MachinePlatform, VirtAddr(va), PhysAddr(pa), len, attrs, true)
+            .map(&mut TargetMachine, VirtAddr(va), PhysAddr(pa), len, attrs, true)
     }
 
     /// Like [`map`](Self::map), with 4 KiB pages only.
     pub fn map_pages(&mut self, va: u64, pa: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
-        self.root_mut().map(
-            &mut MachinePlatform,
-            VirtAddr(va),
-            PhysAddr(pa),
-            len,
-            attrs,
-            false,
-        )
+        self.root_mut()
+            .map(&mut TargetMachine, VirtAddr(va), PhysAddr(pa), len, attrs, false)
     }
 
     /// Removes the mappings in `[va, va + len)`.
     pub fn unmap(&mut self, va: u64, len: u64) -> Result<(), MapError> {
-        self.root_mut().unmap(&mut MachinePlatform, VirtAddr(va), len)
+        self.root_mut().unmap(&mut TargetMachine, VirtAddr(va), len)
     }
 
     /// Changes the attributes of the mappings in `[va, va + len)`.
     pub fn protect(&mut self, va: u64, len: u64, attrs: Attrs) -> Result<(), MapError> {
         self.root_mut()
-            .protect(&mut MachinePlatform, VirtAddr(va), len, attrs)
+            .protect(&mut TargetMachine, VirtAddr(va), len, attrs)
     }
 
     /// Translates `va` with the memory manager's walker.
     pub fn translate(&self, va: u64) -> Option<Translation> {
-        self.root().translate(&MachinePlatform, VirtAddr(va))
+        self.root().translate(&TargetMachine, VirtAddr(va))
     }
 
     /// Runs `f` on this address space's translation-table root with the machine platform, for
     /// operations this wrapper does not offer (CONTPTE batches, leaf iteration, benchmarks).
-    pub fn with_root<R>(&mut self, f: impl FnOnce(&mut Root, &mut MachinePlatform) -> R) -> R {
-        f(self.root_mut(), &mut MachinePlatform)
+    pub fn with_root<R>(&mut self, f: impl FnOnce(&mut Root, &mut TargetMachine) -> R) -> R {
+        f(self.root_mut(), &mut TargetMachine)
     }
 
     /// Counters of this address space's root.
@@ -341,7 +255,7 @@ impl AddressSpace {
     /// Frees every table; returns how many frames that was.
     pub fn destroy(mut self) -> usize {
         self.deactivate();
-        self.root.take().map_or(0, |r| r.destroy(&mut MachinePlatform))
+        self.root.take().map_or(0, |r| r.destroy(&mut TargetMachine))
     }
 }
 
@@ -355,7 +269,7 @@ impl Drop for AddressSpace {
             };
             s.deactivate();
             if let Some(r) = s.root.take() {
-                r.destroy(&mut MachinePlatform);
+                r.destroy(&mut TargetMachine);
             }
         }
     }
@@ -610,7 +524,7 @@ mod boot_tests {
                 s.destroy();
             }
             // The test's ASIDs must not linger for the global allocator's spaces.
-            MachinePlatform.tlb_maintenance(&[TlbOp::All]);
+            TargetMachine.tlb_maintenance(&[TlbOp::All]);
             for pa in frames {
                 runtime::free_frames(pa, 0).unwrap();
             }
@@ -722,7 +636,7 @@ mod boot_tests {
     /// Removes the folio mappings of `[va, va + len)` in `space` (one `unmap_leaves`), converting
     /// each removed leaf into folio `remove_ptes` and releasing the references after the TLBI.
     fn unmap_folio_range(s: &mut AddressSpace, space: crate::mm::folio::SpaceId, va: u64, len: u64) {
-        use crate::mm::folio::GlobalFrames;
+        use crate::platform::TargetMachine;
         let memmap = runtime::memmap();
         let mut unmapped = Vec::new();
         s.with_root(|r, p| {
@@ -737,7 +651,7 @@ mod boot_tests {
         })
         .unwrap();
         for u in unmapped {
-            u.release(&mut GlobalFrames);
+            u.release(&mut TargetMachine);
         }
     }
 
@@ -759,13 +673,14 @@ mod boot_tests {
         /// that block and those pages fault; reprotecting one page read-only unfolds its block;
         /// teardown returns every frame.
         fn folded_folios_on_the_real_mmu() {
-            use crate::mm::folio::{FolioKind, FolioOrder, GlobalFrames, SpaceId};
+            use crate::mm::folio::{FolioKind, FolioOrder, SpaceId};
+            use crate::platform::TargetMachine;
             const FOLIO: u64 = 64 << 10;
             let memmap = runtime::memmap();
             let before = runtime::frames_free_or_heap();
             let space = SpaceId::new(7).unwrap();
             let folios: Vec<_> = (0..4)
-                .map(|_| memmap.alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon).unwrap())
+                .map(|_| memmap.alloc_folio(&mut TargetMachine, FolioOrder::CONT, FolioKind::Anon).unwrap())
                 .collect();
             let mut s = AddressSpace::new().unwrap();
             s.with_root(|r, p| {
@@ -825,7 +740,7 @@ mod boot_tests {
             }
             check_counts(&mut s, space);
             for f in folios {
-                assert!(f.put(&mut GlobalFrames), "freed at the last reference");
+                assert!(f.put(&mut TargetMachine), "freed at the last reference");
             }
             s.destroy();
             assert_eq!(runtime::frames_free_or_heap(), before, "every frame back");

@@ -15,7 +15,7 @@ use crate::qemu::{self, QemuRunner};
 use crate::{toolchain, workspace_root, Board};
 
 /// The host packages tested by the host phase (and linted on the host).
-pub const HOST_PACKAGES: [&str; 4] = ["arch", "libos", "xtask", "tessera-tests"];
+pub const HOST_PACKAGES: [&str; 5] = ["arch", "tessera-mm", "libos", "xtask", "tessera-tests"];
 /// The apps, linted for the kernel target.
 pub const TARGET_PACKAGES: [&str; 4] = ["hello", "selftest", "mmbench", "forkbench"];
 /// The app whose boot tests the boot phase runs.
@@ -177,7 +177,7 @@ fn check_phase(label: String, cmd: &mut Command) -> PhaseResult {
     }
 }
 
-/// `cargo test -p arch -p libos -p xtask -p tessera-tests --no-fail-fast [-- filters]`.
+/// `cargo test -p arch -p tessera-mm -p libos -p xtask -p tessera-tests --no-fail-fast [-- filters]`.
 pub fn host_command(filters: &[String]) -> Command {
     let mut cmd = Command::new(toolchain::cargo());
     cmd.current_dir(workspace_root()).arg("test");
@@ -489,6 +489,8 @@ mod tests {
                 "-p",
                 "arch",
                 "-p",
+                "tessera-mm",
+                "-p",
                 "libos",
                 "-p",
                 "xtask",
@@ -518,7 +520,7 @@ mod tests {
         assert_eq!(line(0), "fmt --all --check");
         assert_eq!(
             line(1),
-            "clippy -p arch -p libos -p xtask -p tessera-tests --all-targets -- -D warnings"
+            "clippy -p arch -p tessera-mm -p libos -p xtask -p tessera-tests --all-targets -- -D warnings"
         );
         assert_eq!(
             line(2),

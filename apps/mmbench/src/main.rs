@@ -88,8 +88,9 @@ fn tables() -> Result<(), &'static str> {
 }
 
 fn contpte() -> Result<(), &'static str> {
-    use libos::mm::folio::{FolioKind, FolioOrder, GlobalFrames};
+    use libos::mm::folio::{FolioKind, FolioOrder};
     use libos::mm::{contpte, Level, VirtAddr};
+    use libos::platform::TargetMachine;
     const MIB: u64 = 256;
     const FOLIO: u64 = 64 << 10;
     let count = (MIB << 20) / FOLIO;
@@ -99,7 +100,7 @@ fn contpte() -> Result<(), &'static str> {
         for _ in 0..count {
             folios.push(
                 memmap
-                    .alloc_folio(&mut GlobalFrames, FolioOrder::CONT, FolioKind::Anon)
+                    .alloc_folio(&mut TargetMachine, FolioOrder::CONT, FolioKind::Anon)
                     .map_err(|_| "out of memory")?,
             );
         }
@@ -151,7 +152,7 @@ fn contpte() -> Result<(), &'static str> {
         let t4 = now();
         space.destroy();
         for f in folios {
-            f.put(&mut GlobalFrames);
+            f.put(&mut TargetMachine);
         }
         let mode = if enabled { "on" } else { "off" };
         println!(

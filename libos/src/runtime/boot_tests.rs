@@ -2,7 +2,7 @@
 
 use super::frames::HEAP_GROWN_BYTES;
 use super::*;
-use crate::memory::{AllocError, FrameError, OutOfMemory, FRAME_SIZE, MAX_ORDER};
+use crate::mm::frames::{AllocError, FrameError, OutOfMemory, FRAME_SIZE, MAX_ORDER};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::board::{phys_to_virt, BOARD};

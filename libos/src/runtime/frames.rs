@@ -3,7 +3,7 @@
 //! `struct page`) carved out of RAM at boot.
 
 use crate::devicetree::PhysRange;
-use crate::memory::{self, AllocError, FrameAllocator, FrameError};
+use crate::mm::frames::{AllocError, FrameAllocator, FrameError, FRAME_SIZE, MAX_ORDER};
 use arch::board::phys_to_virt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
@@ -13,7 +13,7 @@ pub(super) static HEAP_GROWN_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Blocks set aside for the heap to grow into (physical addresses, each `HEAP_BLOCK_ORDER`).
 const HEAP_RESERVE_BLOCKS: usize = 2;
-pub(super) const HEAP_BLOCK_ORDER: usize = memory::MAX_ORDER;
+pub(super) const HEAP_BLOCK_ORDER: usize = MAX_ORDER;
 pub(super) static HEAP_RESERVE: Mutex<[Option<u64>; HEAP_RESERVE_BLOCKS]> =
     Mutex::new([None; HEAP_RESERVE_BLOCKS]);
 
@@ -31,7 +31,7 @@ pub(super) fn refill_heap_reserve() {
             return;
         };
         *slot = Some(pa);
-        HEAP_GROWN_BYTES.fetch_add(memory::FRAME_SIZE << HEAP_BLOCK_ORDER, Ordering::Relaxed);
+        HEAP_GROWN_BYTES.fetch_add(FRAME_SIZE << HEAP_BLOCK_ORDER, Ordering::Relaxed);
     }
 }
 
@@ -55,7 +55,7 @@ pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
 /// never gives frames back): the boot-test runner's leak check compares this before and after
 /// each test.
 pub fn frames_free_or_heap() -> usize {
-    frame_counts().0 + HEAP_GROWN_BYTES.load(Ordering::Relaxed) / memory::FRAME_SIZE
+    frame_counts().0 + HEAP_GROWN_BYTES.load(Ordering::Relaxed) / FRAME_SIZE
 }
 
 /// (free frames, total frames).
@@ -81,7 +81,7 @@ pub fn memmap() -> &'static crate::mm::folio::MemMap<'static> {
 pub(super) fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
     use crate::mm::folio::MemMap;
     use crate::mm::PhysAddr;
-    let page = memory::FRAME_SIZE as u64;
+    let page = FRAME_SIZE as u64;
     let base = usable.iter().map(|r| r.base).min()?;
     let end = usable.iter().map(|r| r.end()).max()?;
     let frames = ((end - base) / page) as usize;

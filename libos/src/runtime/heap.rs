@@ -2,7 +2,7 @@
 //! that the frame allocator refills outside any lock.
 
 use super::frames::{HEAP_BLOCK_ORDER, HEAP_RESERVE};
-use crate::memory;
+use crate::mm::frames::FRAME_SIZE;
 use arch::board::phys_to_virt;
 
 const HEAP_STATIC_SIZE: usize = 8 << 20;
@@ -26,7 +26,7 @@ static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> =
     buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
 
 fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
-    let bytes = memory::FRAME_SIZE << HEAP_BLOCK_ORDER;
+    let bytes = FRAME_SIZE << HEAP_BLOCK_ORDER;
     if layout.size().max(layout.align()) > bytes {
         return;
     }

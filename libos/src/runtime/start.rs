@@ -5,7 +5,7 @@ use super::frames::{self, FRAMES};
 use super::{heap, EXIT_BOOT_ERROR};
 use crate::bootargs::BootArgs;
 use crate::devicetree::{self, DtInfo, PhysRange};
-use crate::memory;
+use crate::mm::frames::usable_ranges;
 use alloc::vec::Vec;
 use arch::board::{phys_to_virt, BOARD};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -140,7 +140,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     }
     // Frames come from RAM below the board's limit (inside the boot map, which covers the low
     // 4 GiB): RAM above it is mapped by the kernel map but not handed out; the log says how much.
-    let mut usable = memory::usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
+    let mut usable = usable_ranges(&ram, &reserved, BOARD.ram_limit as u64);
     let above: u64 = ram
         .iter()
         .map(|r| r.end().saturating_sub(r.base.max(BOARD.ram_limit as u64)))
@@ -170,7 +170,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     // The linear map covers RAM but the firmware's no-map regions: nothing may reach those, not
     // even a cacheable speculative access.
     let no_map = dt.as_ref().map(|d| d.no_map.clone()).unwrap_or_default();
-    let mapped = memory::usable_ranges(&ram, &no_map, u64::MAX);
+    let mapped = usable_ranges(&ram, &no_map, u64::MAX);
     if let Err(e) = crate::vm::init_kernel_map(&mapped) {
         boot_error(format_args!("kernel map: {e:?}"));
     }

@@ -1,0 +1,840 @@
+//! The [`Folio`] handle: reference counting, mapping accounting, pins, fork and COW helpers.
+
+use core::fmt;
+use core::ops::Range;
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+use super::meta::{flag, head, second, PageMeta};
+use super::{FolioError, FolioKind, FolioOrder, FrameSource, SpaceId};
+use crate::{PhysAddr, PAGE_SIZE};
+
+/// Ceiling of every counter: reaching it is a bug (or an attack), and panics.
+const MAX_COUNT: u32 = i32::MAX as u32;
+
+/// A handle to an allocated folio: 2^order naturally aligned frames accounted as one unit.
+///
+/// The handle is a plain pointer (`Copy`, like Linux's `struct folio *`): it does not own a
+/// reference. References are counted explicitly with [`get`](Self::get) /
+/// [`put`](Self::put), and the caller must hold one (directly, through a mapping it is
+/// working on, or through a pin) for as long as it uses the handle. Using a handle after the
+/// last reference is gone is a bug; it is caught by assertions where cheap.
+///
+/// Page indices are `0..nr_pages()`. Queries taking a page index panic outside that range;
+/// operations taking a run refuse it with [`FolioError::PageRange`].
+#[derive(Clone, Copy)]
+pub struct Folio<'m> {
+    pages: &'m [PageMeta],
+    pa: PhysAddr,
+}
+
+impl PartialEq for Folio<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pa == other.pa && core::ptr::eq(self.pages, other.pages)
+    }
+}
+impl Eq for Folio<'_> {}
+
+/// Holds the folio's mapping lock (a bit of the head's flags word) until dropped.
+struct Locked<'m> {
+    flags: &'m AtomicU32,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.flags.fetch_and(!flag::LOCK, Ordering::Release);
+    }
+}
+
+fn add(ctr: &AtomicU32, n: u32, what: &str) {
+    let old = ctr.fetch_add(n, Ordering::AcqRel);
+    assert!(old <= MAX_COUNT - n, "folio {what} overflow");
+}
+
+fn sub(ctr: &AtomicU32, n: u32) {
+    let old = ctr.fetch_sub(n, Ordering::AcqRel);
+    debug_assert!(old >= n, "folio counter underflow");
+}
+
+impl<'m> Folio<'m> {
+    pub(super) fn from_parts(pages: &'m [PageMeta], pa: PhysAddr) -> Folio<'m> {
+        debug_assert!(pages.len().is_power_of_two());
+        Folio { pages, pa }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Geometry and plain queries (lock-free single loads).
+
+    /// Physical address of the first frame.
+    pub fn pa(&self) -> PhysAddr {
+        self.pa
+    }
+    /// The order.
+    pub fn order(&self) -> FolioOrder {
+        FolioOrder::new(self.pages.len().trailing_zeros()).expect("folio order")
+    }
+    /// Number of 4 KiB pages.
+    pub fn nr_pages(&self) -> usize {
+        self.pages.len()
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.pages.len() as u64 * PAGE_SIZE
+    }
+    /// Physical address of page `page`.
+    pub fn page_pa(&self, page: usize) -> PhysAddr {
+        assert!(page < self.pages.len(), "page {page} outside the folio");
+        PhysAddr(self.pa.0 + page as u64 * PAGE_SIZE)
+    }
+    /// Anon or file.
+    pub fn kind(&self) -> FolioKind {
+        if self.head().flags() & flag::ANON != 0 {
+            FolioKind::Anon
+        } else {
+            FolioKind::File
+        }
+    }
+    /// Whether the folio is anonymous.
+    pub fn is_anon(&self) -> bool {
+        self.kind() == FolioKind::Anon
+    }
+    /// The reference count.
+    pub fn refcount(&self) -> u32 {
+        self.head().w[head::REFS].load(Ordering::Acquire)
+    }
+    /// The pin count (each pin also holds one reference).
+    pub fn pincount(&self) -> u32 {
+        self.head().w[head::PINS].load(Ordering::Acquire)
+    }
+    /// The total mapcount: every PTE mapping of every page counts one, every entire mapping
+    /// counts one (Linux's `folio_mapcount`).
+    pub fn mapcount(&self) -> u32 {
+        self.total_ctr().load(Ordering::Acquire)
+    }
+    /// The number of entire (2 MiB block) mappings.
+    pub fn entire_mapcount(&self) -> u32 {
+        self.entire_ctr().map_or(0, |c| c.load(Ordering::Acquire))
+    }
+    /// The number of PTE (level-3) mappings of page `page`.
+    pub fn pte_mapcount(&self, page: usize) -> u32 {
+        self.pages[page].mapcount.load(Ordering::Acquire)
+    }
+    /// The number of mappings covering page `page`: its PTE mappings plus the entire
+    /// mappings (Linux's precise page mapcount).
+    pub fn page_mapcount(&self, page: usize) -> u32 {
+        self.pte_mapcount(page) + self.entire_mapcount()
+    }
+    /// Whether any page is mapped anywhere.
+    pub fn is_mapped(&self) -> bool {
+        self.mapcount() != 0
+    }
+    /// Whether page `page` is anon-exclusive.
+    pub fn is_anon_exclusive(&self, page: usize) -> bool {
+        self.pages[page].flags() & flag::ANON_EXCLUSIVE != 0
+    }
+    /// Whether the folio may be mapped by more than one address space. `false` is exact
+    /// (all mappings belong to one address space, or there are none); `true` is conservative
+    /// (see the module docs, "Mapped shared").
+    pub fn maybe_mapped_shared(&self) -> bool {
+        self.head().flags() & flag::SHARED != 0
+    }
+    /// Whether the folio may be pinned. Exact here (the pin count is kept for every order),
+    /// at the instant of the read.
+    pub fn maybe_pinned(&self) -> bool {
+        self.pincount() != 0
+    }
+    /// Whether every mapping of the folio belongs to `space` (and there is at least one).
+    /// `true` is exact; `false` may be conservative after more than two address spaces
+    /// mapped the folio at once (module docs, "Mapped shared").
+    pub fn mapped_exclusively_by(&self, space: SpaceId) -> bool {
+        let _g = self.lock();
+        self.mapped_exclusively_by_locked(space)
+    }
+    /// The two address-space tracking slots: `(space, mapcount)` or `None` when free.
+    pub fn tracked_spaces(&self) -> [Option<(SpaceId, u32)>; 2] {
+        let _g = self.lock();
+        core::array::from_fn(|i| self.slot(i))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // References.
+
+    /// Takes a reference. The caller must already hold one (or a mapping or pin).
+    pub fn get(&self) {
+        self.take_refs(1);
+    }
+
+    /// Takes a reference unless the count is zero (the folio is being freed): the
+    /// speculative form for lookups that hold nothing yet.
+    pub fn try_get(&self) -> bool {
+        let refs = &self.head().w[head::REFS];
+        let mut cur = refs.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                return false;
+            }
+            assert!(cur < MAX_COUNT, "folio refcount overflow");
+            match refs.compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Drops a reference; the last one returns the frames to `source` with the metadata
+    /// reset to the free state. Returns whether the folio was freed.
+    pub fn put<S: FrameSource + ?Sized>(self, source: &mut S) -> bool {
+        self.put_many(1, source)
+    }
+
+    /// Drops `n` references at once (see [`put`](Self::put)).
+    pub fn put_many<S: FrameSource + ?Sized>(self, n: u32, source: &mut S) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let old = self.head().w[head::REFS].fetch_sub(n, Ordering::Release);
+        assert!(old >= n, "folio {}: refcount underflow ({old} - {n})", self.pa);
+        if old != n {
+            return false;
+        }
+        fence(Ordering::Acquire);
+        self.free(source);
+        true
+    }
+
+    fn free<S: FrameSource + ?Sized>(self, source: &mut S) {
+        assert!(
+            self.mapcount() == 0 && self.pincount() == 0,
+            "folio {} freed while mapped ({}) or pinned ({})",
+            self.pa,
+            self.mapcount(),
+            self.pincount()
+        );
+        debug_assert!(
+            self.pages.iter().all(|p| p.mapcount.load(Ordering::Relaxed) == 0),
+            "folio {} freed with a page still PTE-mapped",
+            self.pa
+        );
+        let order = self.order();
+        for p in &self.pages[1..] {
+            p.clear();
+        }
+        self.pages[0].clear();
+        source.free(self.pa, order);
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Adding mappings. Each takes its references before raising any mapcount.
+
+    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of an anon folio in
+    /// `space` (one each), taking `nr` references first. With `exclusive`, the pages become
+    /// anon-exclusive; they must then be unmapped ([`FolioError::AlreadyMapped`]). Without,
+    /// none of them may be anon-exclusive ([`FolioError::AnonExclusive`]: use
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes)).
+    pub fn add_anon_ptes(
+        &self,
+        space: SpaceId,
+        first: usize,
+        nr: usize,
+        exclusive: bool,
+    ) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        for i in range.clone() {
+            if exclusive && self.page_mapcount(i) != 0 {
+                return Err(FolioError::AlreadyMapped { page: i });
+            }
+            if !exclusive && self.is_anon_exclusive(i) {
+                return Err(FolioError::AnonExclusive { page: i });
+            }
+        }
+        self.add_ptes_locked(space, range.clone());
+        if exclusive {
+            for i in range {
+                self.set_exclusive(i);
+            }
+        }
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of a file folio in
+    /// `space`, taking `nr` references first. Also the fork path for file mappings.
+    pub fn add_file_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::File)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        self.add_ptes_locked(space, range);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts a new entire mapping (a 2 MiB level-2 block) of an order-9 anon folio in
+    /// `space`, taking one reference first. `exclusive` as for
+    /// [`add_anon_ptes`](Self::add_anon_ptes), for all 512 pages.
+    pub fn add_anon_entire(&self, space: SpaceId, exclusive: bool) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        for i in 0..self.pages.len() {
+            if exclusive && self.page_mapcount(i) != 0 {
+                return Err(FolioError::AlreadyMapped { page: i });
+            }
+            if !exclusive && self.is_anon_exclusive(i) {
+                return Err(FolioError::AnonExclusive { page: i });
+            }
+        }
+        self.add_entire_locked(space);
+        if exclusive {
+            for i in 0..self.pages.len() {
+                self.set_exclusive(i);
+            }
+        }
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts a new entire mapping of an order-9 file folio in `space`, taking one
+    /// reference first.
+    pub fn add_file_entire(&self, space: SpaceId) -> Result<(), FolioError> {
+        self.require(FolioKind::File)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        self.add_entire_locked(space);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Removing mappings. Each lowers mapcounts and hands the references back as an
+    // `Unmapped`, to be released only after the TLB invalidation.
+
+    /// Removes one PTE mapping in `space` of each page `first..first + nr`. Every page must
+    /// have one ([`FolioError::NotMapped`]). The pages lose their anon-exclusive flag. The
+    /// `nr` references the mappings held come back as an [`Unmapped`].
+    pub fn remove_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if let Some(i) = range.clone().find(|&i| self.pte_mapcount(i) == 0) {
+            return Err(FolioError::NotMapped { page: i });
+        }
+        for i in range.clone() {
+            // An exclusive page has exactly one mapping, this one.
+            self.clear_exclusive(i);
+            sub(&self.pages[i].mapcount, 1);
+        }
+        let n = range.len() as u32;
+        self.account_sub(space, n);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, n))
+    }
+
+    /// Removes one entire mapping in `space`. Pages that were mapped only by it lose their
+    /// anon-exclusive flag. The reference comes back as an [`Unmapped`].
+    pub fn remove_entire(&self, space: SpaceId) -> Result<Unmapped<'m>, FolioError> {
+        self.require_pmd()?;
+        let _g = self.lock();
+        let entire = self.entire_ctr().expect("order 9");
+        if entire.load(Ordering::Acquire) == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        for i in 0..self.pages.len() {
+            // An exclusive page has exactly one mapping; with an entire mapping present, it
+            // is that one.
+            self.clear_exclusive(i);
+        }
+        sub(entire, 1);
+        self.account_sub(space, 1);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, 1))
+    }
+
+    /// Converts an entire mapping in `space` into PTE mappings of pages `first..first + nr`
+    /// (the PMD split, possibly with a partial unmap): first adds one PTE mapping per kept
+    /// page (taking `nr` references), then removes the entire mapping, whose reference comes
+    /// back as an [`Unmapped`]. Kept pages keep their anon-exclusive flag (their mapcount
+    /// does not change); the others lose it. To keep nothing use
+    /// [`remove_entire`](Self::remove_entire); to unmap a hole in the middle, convert all 512
+    /// pages and then [`remove_ptes`](Self::remove_ptes) the hole.
+    pub fn split_entire(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
+        self.require_pmd()?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        let entire = self.entire_ctr().expect("order 9");
+        if entire.load(Ordering::Acquire) == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        self.add_ptes_locked(space, range.clone());
+        for i in (0..self.pages.len()).filter(|i| !range.contains(i)) {
+            self.clear_exclusive(i);
+        }
+        sub(entire, 1);
+        self.account_sub(space, 1);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, 1))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Fork.
+
+    /// Fork of `nr` PTE-mapped anon pages `first..first + nr` into `child`, in one call:
+    /// takes `nr` references, adds one PTE mapping of each page in `child`, and clears the
+    /// pages' anon-exclusive flags (parent and child now share them; the caller
+    /// write-protects the parent's entries). Every page must be mapped.
+    ///
+    /// Refused with [`FolioError::MaybePinned`], **changing nothing**, if the folio may be
+    /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
+    /// the child instead (the pinned page stays exclusive to the parent).
+    pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if let Some(i) = range.clone().find(|&i| self.page_mapcount(i) == 0) {
+            return Err(FolioError::NotMapped { page: i });
+        }
+        if self.maybe_pinned() {
+            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in range.clone() {
+            self.clear_exclusive(i);
+        }
+        self.add_ptes_locked(child, range);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Re-attributes `nr` existing mappings of this folio from address space `from` to `to`:
+    /// the leaves, mapcounts, references and flags stay as they are; only the "mapped shared"
+    /// tracking slots move. For a level-3 table shared by several address spaces, whose
+    /// entries are accounted once, under one of them (see the module docs of
+    /// `mm::space`, "Shared page tables"), when that space stops linking it.
+    pub fn transfer_mappings(&self, from: SpaceId, to: SpaceId, nr: u32) {
+        if from == to || nr == 0 {
+            return;
+        }
+        let _g = self.lock();
+        assert!(
+            nr <= self.mapcount(),
+            "folio {}: transferring {nr} mappings of {}",
+            self.pa,
+            self.mapcount()
+        );
+        self.slot_sub(from, nr);
+        self.slot_add(to, nr);
+        self.update_shared();
+    }
+
+    /// Fork of an entire anon mapping into `child`: one reference, one entire mapping in
+    /// `child`, anon-exclusive cleared on every page. Refused like
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) if the folio may be pinned and any
+    /// page is anon-exclusive.
+    pub fn try_dup_anon_entire(&self, child: SpaceId) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        if self.entire_mapcount() == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        if self.maybe_pinned() {
+            if let Some(i) = (0..self.pages.len()).find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in 0..self.pages.len() {
+            self.clear_exclusive(i);
+        }
+        self.add_entire_locked(child);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Anon-exclusive and COW reuse.
+
+    /// Marks pages `first..first + nr` possibly shared (clears anon-exclusive), e.g. before
+    /// making them reachable other than through their one mapping. Refused with
+    /// [`FolioError::MaybePinned`], changing nothing, if the folio may be pinned and any of
+    /// the pages is exclusive (a pinned page must stay exclusive).
+    pub fn try_clear_anon_exclusive(&self, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if self.maybe_pinned() {
+            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in range {
+            self.clear_exclusive(i);
+        }
+        Ok(())
+    }
+
+    /// The COW reuse decision for a write fault on page `page`, PTE-mapped (read-only) in
+    /// `space`, with `extra_refs` references held by the caller besides the mappings
+    /// (normally 0 under the page table lock, 1 if the fault path took a reference).
+    ///
+    /// Returns `true` — and marks the page anon-exclusive, so the caller may map it writable
+    /// in place — if the folio is anon, the page has exactly one mapping (the faulting one)
+    /// and either the page is already anon-exclusive, or all of:
+    /// * every mapping of the folio belongs to `space` ([`mapped_exclusively_by`]);
+    /// * the folio is not pinned;
+    /// * `refcount == mapcount + extra_refs`: every reference is a mapping in `space` or the
+    ///   caller's, so nothing else (I/O, a cache, a lookup) can reach the page.
+    ///
+    /// Returns `false` otherwise (the caller copies the page), changing nothing.
+    ///
+    /// [`mapped_exclusively_by`]: Self::mapped_exclusively_by
+    pub fn try_reuse_anon(&self, space: SpaceId, page: usize, extra_refs: u32) -> bool {
+        if !self.is_anon() || page >= self.pages.len() {
+            return false;
+        }
+        let _g = self.lock();
+        if self.page_mapcount(page) != 1 {
+            return false;
+        }
+        if self.is_anon_exclusive(page) {
+            return true;
+        }
+        if !self.reusable_locked(space, extra_refs) {
+            return false;
+        }
+        self.set_exclusive(page);
+        true
+    }
+
+    /// The COW reuse decision for a write fault on an entire mapping in `space`: as
+    /// [`try_reuse_anon`](Self::try_reuse_anon), requiring that the entire mapping is the
+    /// only mapping of the folio (so every page has mapcount 1); marks all 512 pages
+    /// anon-exclusive.
+    pub fn try_reuse_anon_entire(&self, space: SpaceId, extra_refs: u32) -> bool {
+        if !self.is_anon() || self.order() != FolioOrder::PMD {
+            return false;
+        }
+        let _g = self.lock();
+        if self.entire_mapcount() != 1 || self.mapcount() != 1 {
+            return false;
+        }
+        if (0..self.pages.len()).all(|i| self.is_anon_exclusive(i)) {
+            return true;
+        }
+        if !self.reusable_locked(space, extra_refs) {
+            return false;
+        }
+        for i in 0..self.pages.len() {
+            self.set_exclusive(i);
+        }
+        true
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Pins.
+
+    /// Pins the folio for access to page `page` (DMA, long-term GUP): one reference and one
+    /// pin. An anon page must be anon-exclusive ([`FolioError::NotExclusive`]: unshare it
+    /// first), so that fork never shares a pinned page. The caller holds a reference or the
+    /// page table lock of a mapping of the page.
+    pub fn pin(&self, page: usize) -> Result<(), FolioError> {
+        self.range(page, 1)?;
+        let _g = self.lock();
+        if self.is_anon() && !self.is_anon_exclusive(page) {
+            return Err(FolioError::NotExclusive { page });
+        }
+        self.take_refs(1);
+        add(&self.head().w[head::PINS], 1, "pincount");
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Drops a pin and its reference (the pin first). Returns whether the folio was freed.
+    pub fn unpin<S: FrameSource + ?Sized>(self, source: &mut S) -> Result<bool, FolioError> {
+        {
+            let _g = self.lock();
+            let pins = &self.head().w[head::PINS];
+            if pins.load(Ordering::Acquire) == 0 {
+                return Err(FolioError::NotPinned);
+            }
+            sub(pins, 1);
+        }
+        Ok(self.put(source))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Internals.
+
+    fn head(&self) -> &'m PageMeta {
+        &self.pages[0]
+    }
+
+    fn total_ctr(&self) -> &'m AtomicU32 {
+        match self.pages.get(1) {
+            Some(p) => &p.w[second::TOTAL],
+            // Order 0: the one page's PTE mapcount is the total.
+            None => &self.pages[0].mapcount,
+        }
+    }
+
+    fn entire_ctr(&self) -> Option<&'m AtomicU32> {
+        self.pages.get(1).map(|p| &p.w[second::ENTIRE])
+    }
+
+    fn lock(&self) -> Locked<'m> {
+        let flags = &self.head().flags;
+        debug_assert!(
+            flags.load(Ordering::Relaxed) & flag::HEAD != 0,
+            "folio {} is free",
+            self.pa
+        );
+        while flags.fetch_or(flag::LOCK, Ordering::Acquire) & flag::LOCK != 0 {
+            while flags.load(Ordering::Relaxed) & flag::LOCK != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        Locked { flags }
+    }
+
+    fn require(&self, kind: FolioKind) -> Result<(), FolioError> {
+        match (self.kind(), kind) {
+            (FolioKind::Anon, FolioKind::Anon) | (FolioKind::File, FolioKind::File) => Ok(()),
+            (_, FolioKind::Anon) => Err(FolioError::NotAnon),
+            (_, FolioKind::File) => Err(FolioError::NotFile),
+        }
+    }
+
+    fn require_pmd(&self) -> Result<(), FolioError> {
+        if self.order() == FolioOrder::PMD {
+            Ok(())
+        } else {
+            Err(FolioError::NotPmdMappable)
+        }
+    }
+
+    fn range(&self, first: usize, nr: usize) -> Result<Range<usize>, FolioError> {
+        match first.checked_add(nr) {
+            Some(end) if nr > 0 && end <= self.pages.len() => Ok(first..end),
+            _ => Err(FolioError::PageRange { first, nr }),
+        }
+    }
+
+    fn take_refs(&self, n: u32) {
+        let old = self.head().w[head::REFS].fetch_add(n, Ordering::AcqRel);
+        assert!(old != 0, "folio {}: reference taken on a freed folio", self.pa);
+        assert!(old <= MAX_COUNT - n, "folio {}: refcount overflow", self.pa);
+    }
+
+    fn set_exclusive(&self, page: usize) {
+        self.pages[page]
+            .flags
+            .fetch_or(flag::ANON_EXCLUSIVE, Ordering::AcqRel);
+    }
+
+    fn clear_exclusive(&self, page: usize) {
+        self.pages[page]
+            .flags
+            .fetch_and(!flag::ANON_EXCLUSIVE, Ordering::AcqRel);
+    }
+
+    /// References first, then one PTE mapcount per page, then the folio-wide counts.
+    fn add_ptes_locked(&self, space: SpaceId, range: Range<usize>) {
+        let n = range.len() as u32;
+        self.take_refs(n);
+        for i in range {
+            add(&self.pages[i].mapcount, 1, "mapcount");
+        }
+        self.account_add(space, n);
+    }
+
+    fn add_entire_locked(&self, space: SpaceId) {
+        self.take_refs(1);
+        add(self.entire_ctr().expect("order 9"), 1, "entire mapcount");
+        self.account_add(space, 1);
+    }
+
+    /// `(space, count)` of slot `i`, if occupied.
+    fn slot(&self, i: usize) -> Option<(SpaceId, u32)> {
+        let h = self.head();
+        let id = h.w[head::SLOT_ID + 2 * i].load(Ordering::Relaxed);
+        let n = h.w[head::SLOT_COUNT + 2 * i].load(Ordering::Relaxed);
+        SpaceId::new(id).map(|s| (s, n))
+    }
+
+    fn set_slot(&self, i: usize, v: Option<(SpaceId, u32)>) {
+        let h = self.head();
+        let (id, n) = v.map_or((0, 0), |(s, n)| (s.get(), n));
+        h.w[head::SLOT_ID + 2 * i].store(id, Ordering::Relaxed);
+        h.w[head::SLOT_COUNT + 2 * i].store(n, Ordering::Relaxed);
+    }
+
+    /// `d` new mappings in `space`, whose per-page / entire counters are already raised:
+    /// raises the total (for order 0 the page's PTE mapcount *is* the total), updates the
+    /// space's slot (taking a free one if it has none) and the shared flag.
+    fn account_add(&self, space: SpaceId, d: u32) {
+        if self.pages.len() > 1 {
+            add(self.total_ctr(), d, "total mapcount");
+        }
+        self.slot_add(space, d);
+        self.update_shared();
+    }
+
+    /// `d` more mappings of `space` in its slot, taking a free one if it has none (if both
+    /// are taken by other spaces, they stay untracked).
+    fn slot_add(&self, space: SpaceId, d: u32) {
+        let mut free = None;
+        for i in 0..2 {
+            match self.slot(i) {
+                Some((s, n)) if s == space => return self.set_slot(i, Some((s, n + d))),
+                None if free.is_none() => free = Some(i),
+                _ => {}
+            }
+        }
+        if let Some(i) = free {
+            self.set_slot(i, Some((space, d)));
+        }
+    }
+
+    /// `d` mappings in `space` gone, per-page / entire counters already lowered.
+    fn account_sub(&self, space: SpaceId, d: u32) {
+        if self.pages.len() > 1 {
+            sub(self.total_ctr(), d);
+        }
+        self.slot_sub(space, d);
+        self.update_shared();
+    }
+
+    /// `d` fewer mappings of `space` in its slot, if it has one.
+    fn slot_sub(&self, space: SpaceId, d: u32) {
+        for i in 0..2 {
+            if let Some((s, n)) = self.slot(i) {
+                if s == space {
+                    // A slot may hold fewer than the space's mappings (it was taken while the
+                    // space already had untracked ones): at or below zero, free it.
+                    self.set_slot(i, (n > d).then(|| (s, n - d)));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// SHARED := the folio is mapped and no slot accounts for all of its mappings.
+    fn update_shared(&self) {
+        let total = self.mapcount();
+        let one_space = total == 0 || (0..2).any(|i| self.slot(i).is_some_and(|(_, n)| n == total));
+        let flags = &self.head().flags;
+        if one_space {
+            flags.fetch_and(!flag::SHARED, Ordering::Release);
+        } else {
+            flags.fetch_or(flag::SHARED, Ordering::Release);
+        }
+    }
+
+    fn mapped_exclusively_by_locked(&self, space: SpaceId) -> bool {
+        let total = self.mapcount();
+        total != 0 && (0..2).any(|i| self.slot(i) == Some((space, total)))
+    }
+
+    fn reusable_locked(&self, space: SpaceId, extra_refs: u32) -> bool {
+        self.mapped_exclusively_by_locked(space)
+            && !self.maybe_pinned()
+            && self.refcount() as u64 == self.mapcount() as u64 + extra_refs as u64
+    }
+
+    /// The reference rule, with the mapping counts stable (lock held).
+    fn debug_check_locked(&self) {
+        debug_assert!(
+            self.refcount() as u64 >= self.mapcount() as u64 + self.pincount() as u64,
+            "folio {}: refcount {} < mapcount {} + pincount {}",
+            self.pa,
+            self.refcount(),
+            self.mapcount(),
+            self.pincount()
+        );
+    }
+}
+
+impl fmt::Debug for Folio<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Folio")
+            .field("pa", &self.pa)
+            .field("order", &self.order().get())
+            .field("kind", &self.kind())
+            .field("refs", &self.refcount())
+            .field("mapcount", &self.mapcount())
+            .field("entire", &self.entire_mapcount())
+            .field("pins", &self.pincount())
+            .field("shared", &self.maybe_mapped_shared())
+            .finish()
+    }
+}
+
+/// References detached from mappings that were just removed: the page-table entries are
+/// gone, but a TLB may still hold them, so the frames must not be freed yet. Release them
+/// with [`release`](Self::release) **after** the TLB invalidation has completed (Linux's
+/// `mmu_gather`). Dropping an unreleased `Unmapped` leaks the references (and panics in
+/// debug builds).
+#[must_use = "release the references after the TLB invalidation"]
+pub struct Unmapped<'m> {
+    folio: Folio<'m>,
+    refs: u32,
+}
+
+impl<'m> Unmapped<'m> {
+    fn new(folio: Folio<'m>, refs: u32) -> Unmapped<'m> {
+        Unmapped { folio, refs }
+    }
+
+    /// The folio.
+    pub fn folio(&self) -> Folio<'m> {
+        self.folio
+    }
+
+    /// Number of references held.
+    pub fn refs(&self) -> u32 {
+        self.refs
+    }
+
+    /// Adds `other`'s references to `self` (same folio), for batching.
+    pub fn merge(&mut self, mut other: Unmapped<'m>) {
+        assert!(
+            self.folio == other.folio,
+            "merging references of different folios"
+        );
+        self.refs += core::mem::take(&mut other.refs);
+    }
+
+    /// Drops the references; returns whether that freed the folio.
+    pub fn release<S: FrameSource + ?Sized>(mut self, source: &mut S) -> bool {
+        let n = core::mem::take(&mut self.refs);
+        self.folio.put_many(n, source)
+    }
+}
+
+impl fmt::Debug for Unmapped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Unmapped({} refs of folio {})", self.refs, self.folio.pa)
+    }
+}
+
+impl Drop for Unmapped<'_> {
+    fn drop(&mut self) {
+        if self.refs == 0 {
+            return;
+        }
+        #[cfg(test)]
+        if std::thread::panicking() {
+            return;
+        }
+        if cfg!(debug_assertions) {
+            panic!(
+                "{} references of folio {} dropped without release",
+                self.refs, self.folio.pa
+            );
+        }
+        log::error!(
+            "{} references of folio {} dropped without release (leaked)",
+            self.refs,
+            self.folio.pa
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! Demand faults, access-flag faults, copy-on-write, and the context of an object's fault
+//! handler (see the module docs of `mm::space`, "Faults", "Copy-on-write policy" and
+//! "Files").
+
+use core::fmt;
+
+use super::machine::Machine;
+use super::{pt, Access, El, FaultError, FaultKind, Space};
+use crate::folio::{Folio, FolioKind, FolioOrder};
+use crate::vma::{VmProt, Vma, VmaKind};
+use crate::{AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
+
+use super::shm::Shm;
+
+/// What a fault needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Need {
+    /// The page must end up writable.
+    pub write: bool,
+    /// The page must end up anon-exclusive (pin of a shared COW page).
+    pub unshare: bool,
+}
+
+impl Need {
+    pub(super) fn of(access: Access) -> Need {
+        Need {
+            write: access == Access::Write,
+            unshare: false,
+        }
+    }
+}
+
+/// The context of a write fault on a private mapping of an object, handed to the object's
+/// fault handler ([`Shm::fault`]) with a destination page the address space allocated
+/// before the call. The handler fills the destination from the object's page at
+/// [`offset`](Self::offset) — one copy, straight from the source — and installs it with
+/// [`install`](Self::install). If the handler returns an error without installing, the
+/// address space frees the destination: nothing changed (module docs of `mm::space`,
+/// "Files").
+pub struct FileFault<'a, 'm> {
+    space: &'a mut Space,
+    /// The faulting page.
+    va: u64,
+    /// Its byte offset in the object.
+    offset: u64,
+    /// The attributes of the new, writable entry.
+    attrs: Attrs,
+    /// The entry being replaced (a read-only mapping of the object's page), if any.
+    old: Option<Descriptor>,
+    /// The destination: a fresh 4 KiB anon folio holding the allocation's reference, until
+    /// installed.
+    dest: Option<Folio<'m>>,
+}
+
+/// Proof that [`FileFault::install`] ran: what a fault handler returns on success.
+#[derive(Debug)]
+pub struct Installed(());
+
+impl<'m> FileFault<'_, 'm> {
+    /// The faulting page.
+    pub fn va(&self) -> VirtAddr {
+        VirtAddr(self.va)
+    }
+
+    /// The byte offset of the faulting page in the object.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The physical address of the destination page (4 KiB, not mapped anywhere, contents
+    /// undefined until the handler fills them).
+    ///
+    /// # Panics
+    /// After [`install`](Self::install).
+    pub fn dest(&self) -> PhysAddr {
+        self.dest.as_ref().expect("destination already installed").pa()
+    }
+
+    /// The page currently mapped at [`va`](Self::va) (a read-only mapping of the object's
+    /// page) that the new page replaces, if any.
+    pub fn replaces(&self) -> Option<PhysAddr> {
+        self.old.map(|d| d.address())
+    }
+
+    /// Installs the filled destination at [`va`](Self::va): clears the old entry if any
+    /// (break-before-make through the engine: the invalidation has completed when the new
+    /// entry is written), removes the old mapping's accounting, maps the destination
+    /// writable, young and dirty as an anon-exclusive page, and releases the old mapping's
+    /// reference (after the invalidation). Cannot fail: the address space allocated the
+    /// destination and the level-3 table before calling the handler, and holds its lock.
+    ///
+    /// # Panics
+    /// If called twice.
+    pub fn install<M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Installed {
+        let dest = self.dest.take().expect("destination already installed");
+        let id = self.space.id;
+        let root = &mut self.space.root;
+        let va = self.va;
+        debug_assert_eq!(
+            pt::get(root, m, va).map(|d| d.address()),
+            self.old.map(|d| d.address()),
+            "the entry changed under the fault handler"
+        );
+        let old = self.old.map(|d| {
+            let (folio, idx) = m
+                .mem()
+                .folio_page(d.address())
+                .expect("a user page maps an allocated folio");
+            debug_assert!(!folio.is_anon(), "the old entry maps the object's page");
+            pt::clear(root, m, va, 1);
+            folio.remove_ptes(id, idx, 1).expect("the entry mapped the page")
+        });
+        dest.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
+        let desc = pt::page_desc(self.attrs, dest.pa().0, true);
+        pt::set(root, m, va, desc, 1, false);
+        dest.put(m);
+        if let Some(u) = old {
+            u.release(m);
+        }
+        self.space.stats.file_cow += 1;
+        Installed(())
+    }
+}
+
+impl fmt::Debug for FileFault<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileFault")
+            .field("space", &self.space.id)
+            .field("va", &VirtAddr(self.va))
+            .field("offset", &self.offset)
+            .field("replaces", &self.replaces())
+            .field("dest", &self.dest.as_ref().map(|d| d.pa()))
+            .finish()
+    }
+}
+
+/// Allocates a folio, mapping every failure to "no memory".
+fn alloc<'m, M: Machine<'m> + ?Sized>(
+    m: &mut M,
+    order: FolioOrder,
+    kind: FolioKind,
+) -> Result<Folio<'m>, FaultError> {
+    let mem = m.mem();
+    mem.alloc_folio(m, order, kind).map_err(|_| FaultError::Oom)
+}
+
+impl Space {
+    /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook — of an
+    /// `access` made at `el`. `kind` is what the hardware reported; the outcome depends only
+    /// on the access, the region and the entry (module docs, "Faults"): an instruction fetch
+    /// at EL1 is always a segmentation fault. Returns `Ok` when the access can be retried.
+    pub fn handle_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        va: VirtAddr,
+        access: Access,
+        el: El,
+        kind: FaultKind,
+    ) -> Result<(), FaultError> {
+        match kind {
+            FaultKind::Translation => self.stats.faults_translation += 1,
+            FaultKind::Permission => self.stats.faults_permission += 1,
+            FaultKind::AccessFlag => self.stats.faults_access_flag += 1,
+        }
+        let vma = match self.region_for(va, access, el) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.segv += 1;
+                return Err(e);
+            }
+        };
+        self.fault_in(m, &vma, va.align_down(PAGE_SIZE).as_u64(), Need::of(access))
+            .map_err(|e| match e {
+                // Report the faulting address, not its page.
+                FaultError::Bus { .. } => FaultError::Bus { va },
+                e => e,
+            })
+    }
+
+    /// The fault proper, once the region allows the access: acts on the entry of `page`.
+    pub(super) fn fault_in<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        // Whatever the fault changes, it changes in a table of this space's own.
+        self.own_span(m, page)?;
+        let r = self.fault_entry(m, vma, page, need);
+        if let Err(FaultError::Bus { .. }) = r {
+            self.stats.bus += 1;
+        }
+        r
+    }
+
+    /// [`fault_in`](Self::fault_in) proper.
+    fn fault_entry<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        let Some(d) = pt::get(&self.root, m, page) else {
+            return match &vma.kind {
+                VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
+                VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
+                VmaKind::FilePrivate { obj, .. } if need.write => self.file_cow(m, vma, obj, page, None),
+                VmaKind::FilePrivate { obj, .. } => self.object_fault(m, vma, obj, page),
+            };
+        };
+        let shared = vma.kind.is_shared();
+        let mem = m.mem();
+        let (folio, idx) = mem
+            .folio_page(d.address())
+            .expect("a user page maps an allocated folio");
+        if need.write && !d.writable() {
+            if shared {
+                pt::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
+                return Ok(());
+            }
+            if let VmaKind::FilePrivate { obj, .. } = &vma.kind {
+                if !folio.is_anon() {
+                    return self.file_cow(m, vma, obj, page, Some(d));
+                }
+            }
+            return self.wp_fault(m, vma, page, d, false);
+        }
+        // (A file page needs no unsharing: it can be pinned as it is.)
+        if need.unshare && !shared && folio.is_anon() && !folio.is_anon_exclusive(idx) {
+            return self.wp_fault(m, vma, page, d, true);
+        }
+        let upd = AccessUpdate {
+            young: true,
+            dirty: need.write,
+            writable: false,
+        };
+        if pt::update(&mut self.root, m, page, upd) {
+            if !d.young() {
+                self.stats.young_set += 1;
+            }
+        } else {
+            self.stats.spurious += 1;
+        }
+        Ok(())
+    }
+
+    /// A missing page of a private region: a fresh zeroed folio (module docs, "Faults").
+    fn anon_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+    ) -> Result<(), FaultError> {
+        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        if let Some(block) = vma.large_folio_block(VirtAddr(page)) {
+            let block = block.as_u64();
+            if pt::block_empty(&self.root, m, block) {
+                if let Ok(folio) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
+                    if pt::ensure_table(&mut self.root, m, block).is_err() {
+                        folio.put(m);
+                        return Err(FaultError::Oom);
+                    }
+                    m.zero(folio.pa(), CONT_SIZE);
+                    folio
+                        .add_anon_ptes(self.id, 0, CONT_PTES, true)
+                        .expect("fresh folio");
+                    let desc = pt::page_desc(attrs, folio.pa().0, true);
+                    pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                    folio.put(m);
+                    self.stats.anon_64k += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let folio = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        if pt::ensure_table(&mut self.root, m, page).is_err() {
+            folio.put(m);
+            return Err(FaultError::Oom);
+        }
+        m.zero(folio.pa(), PAGE_SIZE);
+        folio.add_anon_ptes(self.id, 0, 1, true).expect("fresh folio");
+        let desc = pt::page_desc(attrs, folio.pa().0, true);
+        pt::set(&mut self.root, m, page, desc, 1, false);
+        folio.put(m);
+        self.stats.anon_4k += 1;
+        Ok(())
+    }
+
+    /// A missing page of a shared region, or read (or fetch) of a missing page of a private
+    /// object mapping: the object's folio (allocated if an anonymous object has none; past
+    /// the end of a file, [`FaultError::Bus`]), mapped with the region's permissions —
+    /// read-only in a private mapping.
+    fn object_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        obj: &Shm,
+        page: u64,
+    ) -> Result<(), FaultError> {
+        let mem = m.mem();
+        let off = vma.object_offset(VirtAddr(page)).expect("page inside its region");
+        if obj.past_eof(off) {
+            return Err(FaultError::Bus { va: VirtAddr(page) });
+        }
+        let prot = vma.prot.pte_prot();
+        let attrs = if vma.kind.is_shared() {
+            pt::user_attrs(prot)
+        } else {
+            pt::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
+        };
+        let block = vma.large_folio_block(VirtAddr(page)).map(VirtAddr::as_u64);
+        let (folio, fresh) = match obj.lookup(off) {
+            Some((_, fpa, _)) => (mem.folio(fpa).expect("object folio"), false),
+            None => {
+                assert!(!obj.is_read_only(), "a file object has every page before its end");
+                let off64 = off & !(CONT_SIZE - 1);
+                let big = block.is_some() && !obj.any_in(off64, CONT_SIZE);
+                let folio = match big
+                    .then(|| alloc(m, FolioOrder::CONT, FolioKind::File).ok())
+                    .flatten()
+                {
+                    Some(f) => f,
+                    None => alloc(m, FolioOrder::SMALL, FolioKind::File)?,
+                };
+                (folio, true)
+            }
+        };
+        if pt::ensure_table(&mut self.root, m, page).is_err() {
+            if fresh {
+                folio.put(m);
+            }
+            return Err(FaultError::Oom);
+        }
+        let order = folio.order();
+        let folio_off = off - (off % order.bytes());
+        if fresh {
+            m.zero(folio.pa(), folio.size());
+            obj.insert(folio_off, folio.pa(), order);
+            if order == FolioOrder::CONT {
+                self.stats.shm_64k += 1;
+            } else {
+                self.stats.shm_4k += 1;
+            }
+        }
+        // Map the whole folio if it is a 64 KiB folio lined up with an empty block of this
+        // region; else just the page.
+        let whole = match block {
+            Some(b) => {
+                order == FolioOrder::CONT
+                    && vma.object_offset(VirtAddr(b)) == Some(folio_off)
+                    && pt::block_empty(&self.root, m, b)
+            }
+            None => false,
+        };
+        let (va, first, nr) = if whole {
+            (block.unwrap_or(page), 0, CONT_PTES)
+        } else {
+            (page, ((off - folio_off) / PAGE_SIZE) as usize, 1)
+        };
+        folio
+            .add_file_ptes(self.id, first, nr)
+            .expect("file folio, pages inside it");
+        let desc = pt::page_desc(attrs, folio.page_pa(first).0, true);
+        pt::set(&mut self.root, m, va, desc, nr, pt::foldable(order));
+        self.stats.shm_pages_mapped += nr as u64;
+        Ok(())
+    }
+
+    /// A write to page `page` of a private object mapping that maps no private page yet
+    /// (`old` is the read-only mapping of the object's page, if any): allocates the
+    /// destination page and the table first, then lets the object's fault handler fill and
+    /// install it (module docs, "Files"). On any failure the destination is freed and no
+    /// entry, page or count changed (only a table allocated for the page may stay, empty,
+    /// when the handler fails: it is freed with the region, as Linux keeps the tables it
+    /// allocated before calling a fault handler).
+    fn file_cow<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        obj: &Shm,
+        page: u64,
+        old: Option<Descriptor>,
+    ) -> Result<(), FaultError> {
+        let offset = vma.object_offset(VirtAddr(page)).expect("page inside its region");
+        debug_assert!(vma.prot.contains(VmProt::WRITE), "the write was allowed");
+        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let dest = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        if old.is_none() && pt::ensure_table(&mut self.root, m, page).is_err() {
+            dest.put(m);
+            return Err(FaultError::Oom);
+        }
+        let mut vmf = FileFault {
+            space: self,
+            va: page,
+            offset,
+            attrs,
+            old,
+            dest: Some(dest),
+        };
+        let r = obj.fault(m, &mut vmf);
+        if let Some(dest) = vmf.dest.take() {
+            // Not installed: nothing changed but the destination, which goes back.
+            debug_assert!(r.is_err(), "a handler returns Ok only once installed");
+            dest.put(m);
+        }
+        r.map(|Installed(())| ())
+    }
+
+    /// Copy-on-write (or unshare) of the present, read-only or shared private page `page`,
+    /// whose entry is `d`: the policy of the module docs.
+    fn wp_fault<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        vma: &Vma<Shm>,
+        page: u64,
+        d: Descriptor,
+        unshare: bool,
+    ) -> Result<(), FaultError> {
+        let mem = m.mem();
+        let (folio, idx) = mem
+            .folio_page(d.address())
+            .expect("a user page maps an allocated folio");
+        debug_assert!(folio.is_anon(), "private regions map anon folios");
+        let id = self.id;
+        let write = !unshare;
+        // The new entries: the region's permissions, read-only for an unshare.
+        let prot = vma.prot.pte_prot().expect("the access was allowed");
+        let prot = if write && vma.prot.contains(VmProt::WRITE) {
+            prot
+        } else {
+            prot.without(Prot::WRITE)
+        };
+        let attrs = pt::user_attrs(Some(prot));
+        if unshare {
+            self.stats.unshares += 1;
+        }
+
+        let block = pt::block_of(page);
+        let whole = folio.order() == FolioOrder::CONT
+            && vma.start.as_u64() <= block
+            && block + CONT_SIZE <= vma.end.as_u64()
+            && pt::block_maps(&self.root, m, block, folio.pa().0);
+
+        // 2. Reuse.
+        let reuse = folio.try_reuse_anon(id, idx, 0);
+        if reuse && whole && (0..CONT_PTES).all(|i| i == idx || folio.try_reuse_anon(id, i, 0)) {
+            if write {
+                pt::clear(&mut self.root, m, block, CONT_PTES);
+                let desc = pt::page_desc(attrs, folio.pa().0, true);
+                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+            } else {
+                pt::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
+            }
+            self.stats.cow_reuse_64k += 1;
+            return Ok(());
+        }
+        if reuse {
+            let upd = if write {
+                AccessUpdate::MADE_WRITABLE
+            } else {
+                AccessUpdate::ACCESSED
+            };
+            pt::update(&mut self.root, m, page, upd);
+            self.stats.cow_reuse_4k += 1;
+            return Ok(());
+        }
+
+        // 3. Copy the whole folio.
+        if whole && !folio.maybe_pinned() {
+            if let Ok(new) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
+                m.copy(new.pa(), folio.pa(), CONT_SIZE);
+                pt::clear(&mut self.root, m, block, CONT_PTES);
+                let old = folio
+                    .remove_ptes(id, 0, CONT_PTES)
+                    .expect("the block mapped the folio");
+                new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
+                let desc = pt::page_desc(attrs, new.pa().0, true);
+                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                new.put(m);
+                old.release(m);
+                self.stats.cow_copy_64k += 1;
+                return Ok(());
+            }
+        }
+
+        // 4. Copy the page.
+        let new = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
+        m.copy(new.pa(), d.address(), PAGE_SIZE);
+        pt::clear(&mut self.root, m, page, 1);
+        let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
+        new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
+        let desc = pt::page_desc(attrs, new.pa().0, true);
+        pt::set(&mut self.root, m, page, desc, 1, false);
+        new.put(m);
+        old.release(m);
+        self.stats.cow_copy_4k += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! `fork`: the child's regions and copy-on-write entries, batched per folio (module docs of
+//! `mm::space`, "Fork").
+
+use alloc::vec::Vec;
+
+use super::machine::Machine;
+use super::{pt, ForkMode, Space, SpaceError};
+use crate::folio::{FolioError, FolioKind, FolioOrder};
+use crate::vma::Vma;
+use crate::{PAGE_SIZE, USER_END};
+
+use super::shm::Shm;
+
+/// The fork of one region failed for lack of memory (the child is then discarded).
+struct NoMemory;
+
+impl Space {
+    /// Forks the address space: returns the child (with its own id and first ASID, as
+    /// [`Space::new`]), whose private memory is copy-on-write with this one and whose shared
+    /// regions map the same objects.
+    ///
+    /// On [`SpaceError::OutOfMemory`] no child exists (everything it took is released) and
+    /// this space's contents and regions are unchanged (module docs, "Out of memory").
+    pub fn fork<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Result<Space, SpaceError> {
+        let mut child = Space::with_regions(m, self.vmas.fork(), self.tables.clone())?;
+        child.fork_mode = self.fork_mode;
+        let result = match self.fork_mode {
+            ForkMode::Copy => self.fork_copy(m, &mut child, 0, USER_END),
+            ForkMode::ShareTables => self.fork_share_tables(m, &mut child),
+        };
+        if result.is_err() {
+            child.exit(m);
+            return Err(SpaceError::OutOfMemory);
+        }
+        Ok(child)
+    }
+
+    /// `Copy` mode over `[start, end)`: the entries of every private region there.
+    fn fork_copy<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        start: u64,
+        end: u64,
+    ) -> Result<(), SpaceError> {
+        let private: Vec<Vma<Shm>> = self
+            .vmas
+            .iter()
+            .filter(|v| !v.kind.is_shared() && v.end.as_u64() > start && v.start.as_u64() < end)
+            .cloned()
+            .collect();
+        for vma in &private {
+            let s = vma.start.as_u64().max(start);
+            let e = vma.end.as_u64().min(end);
+            self.fork_private(m, child, vma, s, e)
+                .map_err(|NoMemory| SpaceError::OutOfMemory)?;
+        }
+        Ok(())
+    }
+
+    /// `Copy` mode for the 2 MiB span at `span` (a span `ShareTables` does not share).
+    pub(super) fn fork_span_copy<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        span: u64,
+    ) -> Result<(), SpaceError> {
+        self.stats.fork_tables_copied += 1;
+        self.fork_copy(m, child, span, span + pt::TABLE_SPAN)
+    }
+
+    /// Copies the entries of the private region `vma` in `[start, end)` into `child`, write-protecting the
+    /// parent's shared runs (even when failing half-way, so that the parent's writable
+    /// private pages stay anon-exclusive). Runs of object pages (private object mappings)
+    /// are mapped read-only in the child too.
+    fn fork_private<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &mut Space,
+        vma: &Vma<Shm>,
+        start: u64,
+        end: u64,
+    ) -> Result<(), NoMemory> {
+        let mem = m.mem();
+        // Parent ranges to write-protect, merged.
+        let mut protect: Vec<(u64, u64)> = Vec::new();
+        let mut add_protect = |s: u64, e: u64| match protect.last_mut() {
+            Some(last) if last.1 == s => last.1 = e,
+            _ => protect.push((s, e)),
+        };
+        let mut result = Ok(());
+        // One level-3 table span at a time: runs never cross a table, and the run list stays
+        // bounded (at most 512) however large the region is.
+        let mut chunk = start;
+        'chunks: while chunk < end {
+            let chunk_end = (pt::span_of(chunk) + pt::TABLE_SPAN).min(end);
+            let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
+            // A table under a write limit (shared, or left so by sharing) is not written: the
+            // limit already keeps its entries read-only, and its last holder write-protects
+            // what is no longer exclusive when it takes it (module docs, "Shared page
+            // tables").
+            let limited = self.limited_tables
+                && self
+                    .root
+                    .pte_table(m, crate::VirtAddr(chunk))
+                    .is_some_and(|t| t.write_protected);
+            chunk = chunk_end;
+            for run in &runs {
+                if pt::ensure_table(&mut child.root, m, run.va).is_err() {
+                    result = Err(NoMemory);
+                    break 'chunks;
+                }
+                let child_desc = run.desc.with_writable(false).with_young(false);
+                let fold = pt::foldable(run.folio.order());
+                if !run.folio.is_anon() {
+                    // Object pages of a private object mapping: read-only in the parent,
+                    // the same (read-only) entries in the child.
+                    debug_assert!(!run.writable, "object pages are mapped read-only");
+                    run.folio
+                        .add_file_ptes(child.id, run.first, run.nr)
+                        .expect("file folio, pages inside it");
+                    self.stats.fork_file_batches += 1;
+                    pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                    continue;
+                }
+                match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
+                    Ok(()) => {
+                        self.stats.fork_dup_batches += 1;
+                        self.stats.fork_dup_pages += run.nr as u64;
+                        pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                        if run.writable && !limited {
+                            add_protect(run.va, run.end());
+                        }
+                    }
+                    Err(FolioError::MaybePinned { .. }) => {
+                        // Page by page: share what can be shared, copy the exclusive pages of the
+                        // pinned folio for the child.
+                        let attrs = pt::user_attrs(vma.prot.pte_prot());
+                        for i in 0..run.nr {
+                            let va = run.va + i as u64 * PAGE_SIZE;
+                            let idx = run.first + i;
+                            let pa = run.pa + i as u64 * PAGE_SIZE;
+                            match run.folio.try_dup_anon_ptes(child.id, idx, 1) {
+                                Ok(()) => {
+                                    self.stats.fork_dup_batches += 1;
+                                    self.stats.fork_dup_pages += 1;
+                                    let d = child_desc.with_address(crate::PhysAddr(pa));
+                                    pt::set(&mut child.root, m, va, d, 1, fold);
+                                    if run.writable && !limited {
+                                        add_protect(va, va + PAGE_SIZE);
+                                    }
+                                }
+                                Err(FolioError::MaybePinned { .. }) => {
+                                    let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon)
+                                    else {
+                                        result = Err(NoMemory);
+                                        break;
+                                    };
+                                    m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
+                                    new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
+                                    let d = pt::page_desc(attrs, new.pa().0, true)
+                                        .with_young(!vma.prot.is_none());
+                                    pt::set(&mut child.root, m, va, d, 1, false);
+                                    new.put(m);
+                                    self.stats.fork_copies += 1;
+                                }
+                                Err(e) => panic!("fork of a mapped anon page refused: {e:?}"),
+                            }
+                        }
+                        if result.is_err() {
+                            break 'chunks;
+                        }
+                    }
+                    Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
+                }
+            }
+        }
+        for (s, e) in protect {
+            pt::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
+            self.stats.fork_wrprotects += 1;
+        }
+        result
+    }
+}
