@@ -69,7 +69,12 @@ pub unsafe fn replace_ttbr1(root_pa: u64) {
 
 /// Installs a user root and its ASID in TTBR0 and enables TTBR0 walks. No TLB maintenance is
 /// needed: entries are tagged by ASID (the ASID allocator invalidates an ASID before reusing it).
-pub fn set_ttbr0(root_pa: u64, asid: u16) {
+///
+/// # Safety
+/// `root_pa` must be a valid level-0 translation table that stays live (and its tables with it)
+/// until TTBR0 is switched away or disabled, mapping only memory the user half may reach; `asid`
+/// must not be in use by another live root (or be invalidated before reuse).
+pub unsafe fn set_ttbr0(root_pa: u64, asid: u16) {
     // The root's (zeroed, then filled) contents must be visible to the walker first.
     crate::tlb::dsb_ishst();
     TTBR0_EL1.write(TTBR0_EL1::BADDR.val(root_pa >> 1) + TTBR0_EL1::ASID.val(asid as u64));

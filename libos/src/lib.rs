@@ -35,6 +35,8 @@ pub mod runtime;
 #[cfg(all(target_os = "none", feature = "boot-tests"))]
 pub mod testing;
 #[cfg(target_os = "none")]
+pub mod ttbr0;
+#[cfg(target_os = "none")]
 pub mod vm;
 
 #[cfg(target_os = "none")]

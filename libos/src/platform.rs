@@ -153,6 +153,6 @@ unsafe impl Machine<'static> for TargetMachine {
     }
 
     fn root_retiring(&mut self, root: &Root) {
-        crate::vm::retire_ttbr0(root.pa().0);
+        crate::ttbr0::retire_ttbr0(root.pa().0);
     }
 }

@@ -67,7 +67,9 @@ impl Process {
         // SAFETY: `space` points at our live space, exclusively borrowed through `self` for the
         // whole call.
         let root_pa = unsafe { (*space).root().pa().0 };
-        let asid = crate::vm::switch_ttbr0(root_pa, &mut self.asid);
+        // SAFETY: the root is our space's, live while the process is; the space's exit retires it
+        // from TTBR0 (`Machine::root_retiring`) before destroying it.
+        let asid = unsafe { crate::ttbr0::switch_ttbr0(root_pa, &mut self.asid) };
         // SAFETY: as above.
         unsafe { (*space).set_asid(asid) };
         let outer = CURRENT.swap(space, Ordering::AcqRel);

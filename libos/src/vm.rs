@@ -10,8 +10,8 @@
 
 use crate::devicetree::PhysRange;
 use crate::mm::{
-    Activation, Asid, AsidAllocator, AsidContext, Attrs, MapError, OutOfMemory, PhysAddr, Platform, Root,
-    Stats, TlbOp, Translation, VirtAddr, PAGE_SIZE,
+    Asid, AsidAllocator, AsidContext, Attrs, MapError, OutOfMemory, PhysAddr, Platform, Root, Stats, TlbOp,
+    Translation, VirtAddr, PAGE_SIZE,
 };
 use crate::platform::TargetMachine;
 use crate::runtime;
@@ -129,46 +129,6 @@ pub fn init_kernel_map(ram: &[PhysRange]) -> Result<(), KernelMapError> {
     Ok(())
 }
 
-/// ASIDs for this core (single core for now).
-static ASIDS: Once<Mutex<AsidAllocator<1>>> = Once::new();
-
-fn asids() -> &'static Mutex<AsidAllocator<1>> {
-    ASIDS.call_once(|| Mutex::new(AsidAllocator::new(arch::mmu::asid_bits() as u8)))
-}
-
-/// The address space active in TTBR0 (its root's physical address), if any.
-static ACTIVE: Mutex<Option<u64>> = Mutex::new(None);
-
-/// If the root at `root_pa` is the one TTBR0 translates, switches TTBR0 walks off (a root is
-/// about to be destroyed).
-pub fn retire_ttbr0(root_pa: u64) {
-    let mut active = ACTIVE.lock();
-    if *active == Some(root_pa) {
-        arch::mmu::disable_ttbr0();
-        *active = None;
-    }
-}
-
-/// Makes the user root at `root_pa` the one TTBR0 translates, with an ASID of the current
-/// generation from the global allocator (`ctx` is the address space's claim on it). The caller
-/// must give the returned ASID to its root (`set_asid`) for the root's TLB maintenance.
-pub fn switch_ttbr0(root_pa: u64, ctx: &mut AsidContext) -> Asid {
-    let act: Activation = asids().lock().activate(0, ctx);
-    install(root_pa, act)
-}
-
-/// Installs the root at `root_pa` in TTBR0 with the activation's ASID, flushing first after a
-/// rollover.
-fn install(root_pa: u64, act: Activation) -> Asid {
-    if act.flush_tlb {
-        // A rollover: ASIDs of the previous generation may be reused; drop them all.
-        TargetMachine.tlb_maintenance(&[TlbOp::All]);
-    }
-    arch::mmu::set_ttbr0(root_pa, act.asid.0);
-    *ACTIVE.lock() = Some(root_pa);
-    act.asid
-}
-
 /// A user address space: a TTBR0 translation table tree tagged with an ASID.
 pub struct AddressSpace {
     root: Option<Root>,
@@ -235,7 +195,9 @@ impl AddressSpace {
 
     /// Makes this address space the one TTBR0 translates, with an ASID of the current generation.
     pub fn activate(&mut self) {
-        let asid = switch_ttbr0(self.root().pa().0, &mut self.asid);
+        // SAFETY: the root is this address space's own; `deactivate` and `Drop` retire it from
+        // TTBR0 before it is destroyed.
+        let asid = unsafe { crate::ttbr0::switch_ttbr0(self.root().pa().0, &mut self.asid) };
         self.root_mut().set_asid(asid);
     }
 
@@ -243,13 +205,14 @@ impl AddressSpace {
     /// rollover on the real MMU use a tiny one).
     pub fn activate_in(&mut self, allocator: &mut AsidAllocator<1>) {
         let act = allocator.activate(0, &mut self.asid);
-        let asid = install(self.root().pa().0, act);
+        // SAFETY: as in `activate`.
+        let asid = unsafe { crate::ttbr0::install(self.root().pa().0, act) };
         self.root_mut().set_asid(asid);
     }
 
     /// Stops translating through this address space if it is active (TTBR0 walks disabled).
     pub fn deactivate(&mut self) {
-        retire_ttbr0(self.root().pa().0);
+        crate::ttbr0::retire_ttbr0(self.root().pa().0);
     }
 
     /// Frees every table; returns how many frames that was.
