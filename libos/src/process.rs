@@ -1,12 +1,17 @@
 //! Processes on the machine: user address spaces ([`mm::space::Space`](crate::mm::space)) run
-//! over the real MMU, with page faults resolved by the memory manager.
-//! [`TargetMachine`](crate::platform::TargetMachine) is the machine they run over.
+//! over the real MMU, with page faults resolved by the memory manager. A [`Process`] owns its
+//! address space and speaks for the machine ([`TargetMachine`]): apps map, protect, pin and fork
+//! through it without naming the machine.
 
-use crate::mm::space::{Access, El, FaultError, FaultKind, Space, SpaceError};
+use crate::mm::space::{
+    Access, El, FaultError, FaultKind, ForkMode, Peek, PinHandle, Shm, Space, SpaceError,
+};
+use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
 use crate::mm::{AsidContext, VirtAddr};
 pub use crate::platform::TargetMachine;
 use crate::runtime;
-use arch::exception::{ec, Disposition, TrapFrame};
+use arch::esr::{AbortAccess, FaultStatus};
+use arch::exception::{Disposition, TrapFrame};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use spin::Mutex;
 
@@ -44,14 +49,78 @@ impl Process {
         })
     }
 
-    /// The address space (mmap, munmap, mprotect, madvise, pin, ... take `&mut TargetMachine`).
-    pub fn space(&mut self) -> &mut Space {
+    /// The address space, to read its state (regions, statistics, fork mode).
+    pub fn space(&self) -> &Space {
+        self.space.as_ref().expect("process exited")
+    }
+
+    fn space_mut(&mut self) -> &mut Space {
         self.space.as_mut().expect("process exited")
+    }
+
+    /// Maps `len` bytes anywhere (`mmap(NULL, len, prot, ...)`), aligned for 64 KiB folios when
+    /// `len` is at least that large. The region's pages are demand-paged by [`run`](Self::run).
+    pub fn mmap(&mut self, len: u64, prot: VmProt, kind: VmaKind<Shm>) -> Result<VirtAddr, SpaceError> {
+        let align = if len >= 64 << 10 {
+            MapAlign::Size64K
+        } else {
+            MapAlign::Page
+        };
+        self.map(Placement::Any, len, prot, kind, align)
+    }
+
+    /// Maps with an explicit placement and alignment (`MAP_FIXED`, hints, 2 MiB alignment). On
+    /// failure the object of `kind` is released (see [`Space::mmap`]).
+    pub fn map(
+        &mut self,
+        placement: Placement,
+        len: u64,
+        prot: VmProt,
+        kind: VmaKind<Shm>,
+        align: MapAlign,
+    ) -> Result<VirtAddr, SpaceError> {
+        self.space_mut()
+            .mmap(&mut TargetMachine, placement, len, prot, kind, align)
+    }
+
+    /// Unmaps `[addr, addr + len)`.
+    pub fn munmap(&mut self, addr: VirtAddr, len: u64) -> Result<(), SpaceError> {
+        self.space_mut().munmap(&mut TargetMachine, addr, len)
+    }
+
+    /// Changes the protection of `[addr, addr + len)`.
+    pub fn mprotect(&mut self, addr: VirtAddr, len: u64, prot: VmProt) -> Result<(), SpaceError> {
+        self.space_mut().mprotect(&mut TargetMachine, addr, len, prot)
+    }
+
+    /// Drops the pages of `[addr, addr + len)` (`MADV_DONTNEED`): private pages read as zero again.
+    pub fn madvise_dontneed(&mut self, addr: VirtAddr, len: u64) -> Result<(), SpaceError> {
+        self.space_mut().madvise_dontneed(&mut TargetMachine, addr, len)
+    }
+
+    /// Pins the pages of `[va, va + len)` (for DMA or a kernel access that must not fault).
+    pub fn pin(&mut self, va: VirtAddr, len: u64, write: bool) -> Result<PinHandle, FaultError> {
+        self.space_mut().pin(&mut TargetMachine, va, len, write)
+    }
+
+    /// Releases a pin.
+    pub fn unpin(&mut self, h: PinHandle) {
+        self.space_mut().unpin(&mut TargetMachine, h)
+    }
+
+    /// What backs the page at `va`, without faulting anything in.
+    pub fn peek(&self, va: VirtAddr) -> Peek {
+        self.space().peek(&TargetMachine, va)
+    }
+
+    /// How the next forks copy this address space (children inherit it).
+    pub fn set_fork_mode(&mut self, mode: ForkMode) {
+        self.space_mut().set_fork_mode(mode)
     }
 
     /// Forks: a child whose private memory is copy-on-write and whose shared memory is shared.
     pub fn fork(&mut self) -> Result<Process, SpaceError> {
-        let child = self.space().fork(&mut TargetMachine)?;
+        let child = self.space_mut().fork(&mut TargetMachine)?;
         Ok(Process {
             space: Some(child),
             asid: AsidContext::new(),
@@ -98,6 +167,18 @@ impl Process {
     }
 }
 
+/// A read-only file in RAM made from `data` (copied into folios), to map into processes with
+/// `VmaKind::Shared` (read-only) or `VmaKind::FilePrivate` (copy-on-write).
+pub fn file(data: &[u8]) -> Result<Shm, SpaceError> {
+    Shm::file(&mut TargetMachine, data)
+}
+
+/// Releases a handle to a memory object (a file or shared anonymous memory): the object is freed
+/// with its last handle, once no region maps it.
+pub fn release(obj: Shm) {
+    obj.release(&mut TargetMachine);
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(space) = self.space.take() {
@@ -112,16 +193,20 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
     if space.is_null() || frame.far >= crate::mm::USER_END {
         return None;
     }
-    let access = match frame.ec() {
-        ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER => Access::Exec,
-        _ if frame.is_write() => Access::Write,
-        _ => Access::Read,
+    // The syndrome is decoded in one place, `arch::esr`; here it only changes vocabulary.
+    let abort = frame.abort()?;
+    let access = match abort.access {
+        AbortAccess::Read => Access::Read,
+        AbortAccess::Write => Access::Write,
+        AbortAccess::Execute => Access::Exec,
     };
-    let el = match frame.ec() {
-        ec::INSTR_ABORT_LOWER | ec::DATA_ABORT_LOWER => El::El0,
-        _ => El::El1,
+    let el = if abort.from_lower_el { El::El0 } else { El::El1 };
+    let kind = match abort.status {
+        FaultStatus::Translation { .. } => FaultKind::Translation,
+        FaultStatus::AccessFlag { .. } => FaultKind::AccessFlag,
+        FaultStatus::Permission { .. } => FaultKind::Permission,
+        _ => return None,
     };
-    let kind = FaultKind::from_status(frame.esr)?;
     // SAFETY: `run` set CURRENT to its exclusively borrowed space and clears it before returning;
     // the code it runs cannot reach the space (it is borrowed by `run`), and this core handles one
     // exception at a time.
@@ -150,15 +235,7 @@ mod boot_tests {
     const MIB: u64 = 1 << 20;
 
     fn anon(p: &mut Process, len: u64, prot: VmProt) -> u64 {
-        p.space()
-            .mmap(
-                &mut TargetMachine,
-                Placement::Any,
-                len,
-                prot,
-                VmaKind::AnonPrivate,
-                MapAlign::Size64K,
-            )
+        p.map(Placement::Any, len, prot, VmaKind::AnonPrivate, MapAlign::Size64K)
             .expect("mmap")
             .as_u64()
     }
@@ -235,11 +312,11 @@ mod boot_tests {
             let mut parent = Process::new().unwrap();
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 1)).unwrap();
-            let before = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
+            let before = parent.peek(VirtAddr(base)).pa().unwrap();
             let child = parent.fork().unwrap();
             child.exit();
             parent.run(|| write(base, 2)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(before), "reused in place");
+            assert_eq!(parent.peek(VirtAddr(base)).pa(), Some(before), "reused in place");
             parent.exit();
         }
     }
@@ -313,20 +390,20 @@ mod boot_tests {
             let file = Shm::file(m, &BLOB).unwrap();
             let mut p = Process::new().unwrap();
             let shared = VmaKind::Shared { obj: file.clone(), offset: 0 };
-            let sh = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::READ, shared, MapAlign::Size64K).unwrap().as_u64();
+            let sh = p.map(Placement::Any, 64 << 10, VmProt::READ, shared, MapAlign::Size64K).unwrap().as_u64();
             let private = VmaKind::FilePrivate { obj: file.clone(), offset: 0 };
-            let pr = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::RW, private, MapAlign::Size64K).unwrap().as_u64();
+            let pr = p.map(Placement::Any, 64 << 10, VmProt::RW, private, MapAlign::Size64K).unwrap().as_u64();
             let same = |base: u64| (0..BLOB.len()).all(|i| read_u8(base + i as u64) == BLOB[i]);
             assert_eq!(p.run(|| (same(sh), same(pr), read_u8(sh + 9000), read_u8(pr + 3 * PAGE_SIZE - 1))), Ok((true, true, 0, 0)));
             let page1 = file.lookup(PAGE_SIZE).unwrap().0;
-            assert_eq!(p.space().peek(m, VirtAddr(sh + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
-            assert_eq!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
+            assert_eq!(p.peek(VirtAddr(sh + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
+            assert_eq!(p.peek(VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1), "the file's page is mapped");
 
             // A private write: one copy, the shared mapping and the file keep the blob.
             let off = PAGE_SIZE as usize + 5;
             p.run(|| write_u8(pr + off as u64, !BLOB[off])).unwrap();
             assert_eq!(p.space().stats().file_cow, 1);
-            assert_ne!(p.space().peek(m, VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1));
+            assert_ne!(p.peek(VirtAddr(pr + PAGE_SIZE)).pa(), Some(page1));
             assert_eq!(p.run(|| (read_u8(pr + off as u64), read_u8(pr + off as u64 + 1))), Ok((!BLOB[off], BLOB[off + 1])));
             assert_eq!(p.run(|| read_u8(sh + off as u64)), Ok(BLOB[off]));
             let mut page = [0u8; PAGE_SIZE as usize];
@@ -338,9 +415,9 @@ mod boot_tests {
             let e = p.run(|| write_u8(sh + 5, 1)).unwrap_err();
             assert_eq!(e.error, FaultError::Segv { va: VirtAddr(sh + 5), cause: SegvCause::Access });
             let shared_rw = VmaKind::Shared { obj: file.clone(), offset: 0 };
-            let r = p.space().mmap(m, Placement::Any, 64 << 10, VmProt::RW, shared_rw, MapAlign::Page);
+            let r = p.map(Placement::Any, 64 << 10, VmProt::RW, shared_rw, MapAlign::Page);
             assert_eq!(r, Err(SpaceError::ReadOnly));
-            assert_eq!(p.space().mprotect(m, VirtAddr(sh), PAGE_SIZE, VmProt::RW), Err(SpaceError::ReadOnly));
+            assert_eq!(p.mprotect(VirtAddr(sh), PAGE_SIZE, VmProt::RW), Err(SpaceError::ReadOnly));
             let e = p.run(|| read_u8(pr + 3 * PAGE_SIZE + 8)).unwrap_err();
             assert_eq!(e.error, FaultError::Bus { va: VirtAddr(pr + 3 * PAGE_SIZE + 8) });
             let e = p.run(|| write_u8(pr + 4 * PAGE_SIZE, 1)).unwrap_err();
@@ -369,12 +446,12 @@ mod boot_tests {
             const SPAN: u64 = 2 * MIB;
             let mut parent = Process::new().unwrap();
             let base = parent
-                .space()
-                .mmap(&mut TargetMachine, Placement::Fixed(VirtAddr(0x0000_0310_0000_0000)), 2 * SPAN, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
+
+                .map(Placement::Fixed(VirtAddr(0x0000_0310_0000_0000)), 2 * SPAN, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
                 .unwrap()
                 .as_u64();
             parent.run(|| (0..2 * SPAN).step_by(PAGE_SIZE as usize).for_each(|o| write(base + o, o))).unwrap();
-            parent.space().set_fork_mode(ForkMode::ShareTables);
+            parent.set_fork_mode(ForkMode::ShareTables);
             let mut child = parent.fork().unwrap();
             assert_eq!(parent.space().stats().fork_tables_shared, 2);
             assert_eq!(child.space().shared_tables(), 2);
@@ -412,16 +489,16 @@ mod boot_tests {
             let mut parent = Process::new().unwrap();
             let base = anon(&mut parent, 64 << 10, VmProt::RW);
             parent.run(|| write(base, 0xabc)).unwrap();
-            let pin = parent.space().pin(&mut TargetMachine, VirtAddr(base), PAGE_SIZE, true).unwrap();
-            let pinned = parent.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
+            let pin = parent.pin(VirtAddr(base), PAGE_SIZE, true).unwrap();
+            let pinned = parent.peek(VirtAddr(base)).pa().unwrap();
             let mut child = parent.fork().unwrap();
-            let child_pa = child.space().peek(&TargetMachine, VirtAddr(base)).pa().unwrap();
+            let child_pa = child.peek(VirtAddr(base)).pa().unwrap();
             assert_ne!(child_pa, pinned, "the child got a copy");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
             parent.run(|| write(base, 0xdef)).unwrap();
-            assert_eq!(parent.space().peek(&TargetMachine, VirtAddr(base)).pa(), Some(pinned), "no COW of the pinned page");
+            assert_eq!(parent.peek(VirtAddr(base)).pa(), Some(pinned), "no COW of the pinned page");
             assert_eq!(child.run(|| read(base)), Ok(0xabc));
-            parent.space().unpin(&mut TargetMachine, pin);
+            parent.unpin(pin);
             child.exit();
             parent.exit();
         }
@@ -451,8 +528,8 @@ mod boot_tests {
             };
             let mut first = Process::new().unwrap();
             first
-                .space()
-                .mmap(&mut TargetMachine, Placement::Fixed(VirtAddr(BASE)), LEN as u64, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
+
+                .map(Placement::Fixed(VirtAddr(BASE)), LEN as u64, VmProt::RW, VmaKind::AnonPrivate, MapAlign::Size64K)
                 .unwrap();
             let mut procs = alloc::vec![P { proc_: first, bytes: alloc::vec![0; LEN], writable: alloc::vec![true; PAGES] }];
             for step in 0..300 {
@@ -484,7 +561,7 @@ mod boot_tests {
                     65..=74 if procs.len() < 3 => {
                         // Both fork modes, mixed: copied entries and shared level-3 tables.
                         let mode = if next(2) == 0 { ForkMode::Copy } else { ForkMode::ShareTables };
-                        procs[i].proc_.space().set_fork_mode(mode);
+                        procs[i].proc_.set_fork_mode(mode);
                         let child = procs[i].proc_.fork().unwrap();
                         let (bytes, writable) = (procs[i].bytes.clone(), procs[i].writable.clone());
                         procs.push(P { proc_: child, bytes, writable });
@@ -496,7 +573,7 @@ mod boot_tests {
                         let first_page = next(PAGES as u64) as usize;
                         let n = 1 + next((PAGES - first_page) as u64).min(15) as usize;
                         let p = &mut procs[i];
-                        p.proc_.space().madvise_dontneed(&mut TargetMachine, VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE).unwrap();
+                        p.proc_.madvise_dontneed(VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE).unwrap();
                         p.bytes[first_page * PAGE_SIZE as usize..(first_page + n) * PAGE_SIZE as usize].fill(0);
                     }
                     _ => {
@@ -505,7 +582,7 @@ mod boot_tests {
                         let rw = next(2) == 0;
                         let p = &mut procs[i];
                         let prot = if rw { VmProt::RW } else { VmProt::READ };
-                        p.proc_.space().mprotect(&mut TargetMachine, VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE, prot).unwrap();
+                        p.proc_.mprotect(VirtAddr(BASE + (first_page as u64) * PAGE_SIZE), n as u64 * PAGE_SIZE, prot).unwrap();
                         p.writable[first_page..first_page + n].fill(rw);
                     }
                 }

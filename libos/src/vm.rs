@@ -252,14 +252,17 @@ mod boot_tests {
     const USER_VA: u64 = 0x0000_0080_0000_0000;
     const PAGE: u64 = PAGE_SIZE;
 
-    fn dfsc(esr: u64) -> u64 {
-        esr & 0x3f
-    }
     fn is_translation_fault(esr: u64) -> bool {
-        (0b000100..=0b000111).contains(&dfsc(esr))
+        matches!(
+            arch::esr::fault_status(esr),
+            arch::esr::FaultStatus::Translation { .. }
+        )
     }
     fn is_permission_fault(esr: u64) -> bool {
-        (0b001100..=0b001111).contains(&dfsc(esr))
+        matches!(
+            arch::esr::fault_status(esr),
+            arch::esr::FaultStatus::Permission { .. }
+        )
     }
 
     fn frame() -> u64 {
@@ -420,7 +423,7 @@ mod boot_tests {
             space.protect(USER_VA, PAGE, Attrs::USER_RO).unwrap();
             assert_eq!(read_user(USER_VA), Ok(7));
             let f = write_user(USER_VA, 8).expect_err("read-only page");
-            assert!(is_permission_fault(f.esr) && f.esr & (1 << 6) != 0, "{f:?}");
+            assert!(is_permission_fault(f.esr) && arch::esr::is_write(f.esr), "{f:?}");
             assert_eq!(phys_read(pa), 7);
             space.protect(USER_VA, PAGE, Attrs::USER_RW).unwrap();
             assert_eq!(write_user(USER_VA, 9), Ok(()));

@@ -29,7 +29,7 @@ use libos::mm::space::{ForkMode, SpaceStats};
 use libos::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
 use libos::mm::{Stats, VirtAddr, PAGE_SIZE};
 use libos::println;
-use libos::process::{Process, TargetMachine};
+use libos::process::Process;
 
 libos::main!(main);
 
@@ -115,16 +115,14 @@ fn space_delta(a: &SpaceStats, b: &SpaceStats) -> SpaceStats {
 
 /// munmap of the benchmark region `[BASE, BASE + len)`.
 fn munmap(p: &mut Process, len: u64) -> Result<(), &'static str> {
-    p.space()
-        .munmap(&mut TargetMachine, VirtAddr(BASE), len)
-        .map_err(|_| "munmap failed")
+    p.munmap(VirtAddr(BASE), len).map_err(|_| "munmap failed")
 }
 
 fn fork_once(parent: &mut Process) -> Result<ForkSample, &'static str> {
     let s0 = *parent.space().stats();
     let r0 = *parent.space().root().stats();
     let t = now();
-    let mut child = parent.fork().map_err(|_| "fork failed")?;
+    let child = parent.fork().map_err(|_| "fork failed")?;
     let ns = now() - t;
     let parent_stats = space_delta(&s0, parent.space().stats());
     let parent_root = parent.space().root().stats().since(&r0);
@@ -144,16 +142,14 @@ fn fork_once(parent: &mut Process) -> Result<ForkSample, &'static str> {
 fn run(mib: u64, cfg: Config) -> Result<(), &'static str> {
     let len = mib << 20;
     let mut parent = Process::new().map_err(|_| "out of memory")?;
-    parent.space().set_fork_mode(cfg.mode);
+    parent.set_fork_mode(cfg.mode);
     let align = if cfg.large {
         MapAlign::Size64K
     } else {
         MapAlign::Page
     };
     parent
-        .space()
-        .mmap(
-            &mut TargetMachine,
+        .map(
             Placement::Fixed(VirtAddr(BASE)),
             len,
             VmProt::RW,
