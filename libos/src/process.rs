@@ -167,6 +167,35 @@ impl Process {
     }
 }
 
+/// Any error of a process operation, for apps that just want `?` to work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// An address-space call was refused (bad arguments, out of memory, ...).
+    Space(SpaceError),
+    /// A pin could not be taken.
+    Fault(FaultError),
+    /// The code run in the process made an access the memory manager could not resolve.
+    Segfault(Segfault),
+}
+
+impl From<SpaceError> for Error {
+    fn from(e: SpaceError) -> Self {
+        Error::Space(e)
+    }
+}
+
+impl From<FaultError> for Error {
+    fn from(e: FaultError) -> Self {
+        Error::Fault(e)
+    }
+}
+
+impl From<Segfault> for Error {
+    fn from(e: Segfault) -> Self {
+        Error::Segfault(e)
+    }
+}
+
 /// A read-only file in RAM made from `data` (copied into folios), to map into processes with
 /// `VmaKind::Shared` (read-only) or `VmaKind::FilePrivate` (copy-on-write).
 pub fn file(data: &[u8]) -> Result<Shm, SpaceError> {

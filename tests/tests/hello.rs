@@ -115,3 +115,45 @@ fn ram_size_follows_the_device_tree() {
         "{log}"
     );
 }
+
+/// The README's process example is the `tour` app word for word, and it runs: the child reads
+/// the parent's byte through copy-on-write page tables and every frame comes back at exit.
+#[test]
+fn the_readme_tour_is_the_tour_app_and_runs() {
+    let root = xtask::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let app = std::fs::read_to_string(root.join("apps/tour/src/main.rs")).unwrap();
+    let between = |text: &str, start: &str, end: &str| -> String {
+        let from = text.find(start).unwrap_or_else(|| panic!("no {start:?}")) + start.len();
+        let to = from + text[from..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
+        text[from..to].to_string()
+    };
+    let in_app = between(&app, "// tour: begin\n", "// tour: end");
+    let section = between(&readme, "## Memory manager", "## Running on a real Raspberry Pi");
+    let in_readme = between(&section, "```rust\n", "```");
+    assert_eq!(in_readme, in_app, "README.md's example and apps/tour differ");
+
+    let test = "the_readme_tour_is_the_tour_app_and_runs";
+    if !board_available(test, Board::QemuVirt) {
+        return;
+    }
+    let run = boot(&build("tour", Board::QemuVirt, &[]), "");
+    let log = run.log();
+    assert_eq!(run.code(), Some(0), "{log}");
+    let line = run
+        .outcome
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("the child reads"))
+        .expect(&log);
+    assert!(line.starts_with("the child reads 1 at 0x"), "{line}");
+    // 1 MiB of 64 KiB folios touched at one page: one 64 KiB folio (16 frames) plus tables.
+    let returned: u64 = line
+        .rsplit("returned ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" frames")
+        .parse()
+        .unwrap();
+    assert!(returned >= 16, "exit gave back only {returned} frames\n{log}");
+}

@@ -3,3 +3,4 @@
 //! child modules.
 
 mod folio;
+mod vm;
