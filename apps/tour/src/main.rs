@@ -18,8 +18,8 @@ fn main() -> Result<(), Error> {
     // SAFETY: `va` is mapped read-write in `p`, which `run` switches to; faults are resolved on demand.
     p.run(|| unsafe { core::ptr::write_volatile(va as *mut u8, 1) })?;
     p.set_fork_mode(ForkMode::ShareTables); // forks share the page tables until the first write
-    let mut child = p.fork()?; // copy-on-write
-                               // SAFETY: as above, in the child, which has its own copy-on-write view of the page.
+    let mut child = p.fork()?;
+    // SAFETY: the child maps `va` as `p` does, with its own copy-on-write view of the page.
     let seen = child.run(|| unsafe { core::ptr::read_volatile(va as *const u8) })?;
     let free = libos::runtime::frame_counts().0;
     child.exit();
