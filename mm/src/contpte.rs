@@ -103,20 +103,19 @@
 
 use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 use super::attrs::Attrs;
+use super::ctx::{Ctx, Reserve};
 use super::desc::{bits, Descriptor, DescriptorKind};
+use super::error::MapError;
+use super::fold::partial_blocks;
 use super::hal::Platform;
-use super::ops::{
-    block_covered, find_slot, read_block, ChangeOp, Ctx, LeafChange, MapGeom, MapOp, MapPlan, Reserve, Slot,
-    UnmapOp,
-};
-use super::root::{Leaf, MapError, Root};
+use super::leaf::Leaf;
+use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, UnmapOp};
+use super::query::{find_slot, Slot};
+use super::root::Root;
 use super::stats::Stats;
-use super::walk::{walk, Reader};
+use super::walk::{read_block, walk, Reader};
 
-/// Entries in a contiguous level-3 block.
-pub const CONT_PTES: usize = 16;
-/// Bytes mapped by a contiguous level-3 block.
-pub const CONT_SIZE: u64 = CONT_PTES as u64 * PAGE_SIZE;
+pub use super::addr::{CONT_PTES, CONT_SIZE};
 
 /// What [`Root::set_access_flags`] grants to an entry. Only relaxations: a flag that is
 /// `false` leaves the entry's state as it is.
@@ -171,17 +170,6 @@ fn pages_len(nr: usize) -> Result<u64, MapError> {
         return Err(MapError::ZeroLength);
     }
     (nr as u64).checked_mul(PAGE_SIZE).ok_or(MapError::VaOverflow)
-}
-
-/// The (at most two) 64 KiB blocks that `[start, end)` touches without covering them whole,
-/// each with a page of the range inside it.
-fn partial_blocks(start: u64, end: u64) -> impl Iterator<Item = u64> {
-    let last = end.wrapping_sub(PAGE_SIZE);
-    let first_block = start & !(CONT_SIZE - 1);
-    let last_block = last & !(CONT_SIZE - 1);
-    let a = (!block_covered(first_block, start, end)).then_some(start);
-    let b = (last_block != first_block && !block_covered(last_block, start, end)).then_some(last);
-    a.into_iter().chain(b)
 }
 
 impl Root {

@@ -27,11 +27,12 @@
 use alloc::vec::Vec;
 
 use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
+use super::ctx::{Ctx, Reserve};
 use super::desc::{ApTable, Descriptor, DescriptorKind};
+use super::error::MapError;
 use super::frames::OutOfMemory;
 use super::hal::Platform;
-use super::ops::{Ctx, Reserve};
-use super::root::{MapError, Root};
+use super::root::Root;
 use super::table::Entry;
 use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
 
