@@ -324,6 +324,7 @@
 //! [`Shm::release`], or a [`PinHandle`] without [`PinHandle::release`]).
 
 mod fault;
+mod file_fault;
 mod fork;
 mod machine;
 mod pin;
@@ -345,7 +346,7 @@ use crate::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
 pub use crate::{Access, El, FaultKind};
 
-pub use fault::{FileFault, Installed};
+pub use file_fault::{FileFault, Installed};
 pub use machine::Machine;
 pub use pin::PinHandle;
 pub use share::ForkMode;

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use super::fault::{FileFault, Installed};
+use super::file_fault::{FileFault, Installed};
 use super::machine::Machine;
 use super::{FaultError, SpaceError};
 use crate::folio::{FolioKind, FolioOrder, MemMap};
