@@ -120,27 +120,11 @@ extern crate alloc;
 
 mod access;
 mod addr;
-pub mod asid;
-mod attrs;
-pub mod contpte;
-mod ctx;
-mod desc;
-mod error;
-mod fold;
 pub mod folio;
 pub mod frames;
-mod hal;
-mod leaf;
-mod ops;
-mod query;
-mod root;
-mod share;
+mod pt;
 pub mod space;
-mod stats;
-mod table;
-pub mod tlb;
 pub mod vma;
-mod walk;
 
 #[cfg(any(test, feature = "model"))]
 pub mod model;
@@ -152,16 +136,12 @@ pub use addr::{
     Level, PhysAddr, VirtAddr, ENTRIES, KERNEL_BASE, PAGE_SHIFT, PAGE_SIZE, PA_BITS, PA_END, USER_END,
     VA_BITS,
 };
-pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
-pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};
-pub use contpte::{AccessUpdate, CONT_PTES, CONT_SIZE};
-pub use desc::{bits, AccessPerm, ApTable, Descriptor, DescriptorKind, Shareability};
-pub use error::MapError;
 pub use frames::{OutOfMemory, PhysRange};
-pub use hal::{Platform, TlbOp, TlbRange};
-pub use leaf::{Leaf, Translation};
-pub use root::{Leaves, Root, RootKind};
-pub use share::{NewPteTable, PteTable, PTE_TABLE_SPAN};
-pub use stats::Stats;
-pub use table::{Entry, Table};
-pub use tlb::{FlushRequest, TlbScope, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES};
+pub use pt::contpte::{CONT_PTES, CONT_SIZE};
+pub use pt::{asid, contpte, tlb};
+pub use pt::{
+    bits, AccessPerm, AccessUpdate, Activation, ApTable, Asid, AsidAllocator, AsidContext, Attrs, AttrsError,
+    Descriptor, DescriptorKind, Entry, FlushRequest, Leaf, Leaves, MapError, MemType, NewPteTable, Platform,
+    Prot, PteTable, Root, RootKind, Shareability, Stats, Table, TlbOp, TlbRange, TlbScope, Translation,
+    MAIR_EL1_VALUE, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES, PTE_TABLE_SPAN,
+};

@@ -2,9 +2,9 @@
 
 use core::fmt;
 
+use super::attrs::AttrsError;
+use super::desc::Descriptor;
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::attrs::AttrsError;
-use crate::desc::Descriptor;
 use crate::frames::OutOfMemory;
 
 /// Why an operation was refused. A refused operation changed nothing.

@@ -1,10 +1,10 @@
 //! Read-only queries over a tree: the first leaf of a range, and where the translation of one
 //! page is held.
 
+use super::desc::{Descriptor, DescriptorKind};
+use super::table::{Entry, Table};
+use super::walk::{walk, ReadDesc, Step, Visitor};
 use crate::addr::PAGE_SIZE;
-use crate::desc::{Descriptor, DescriptorKind};
-use crate::table::{Entry, Table};
-use crate::walk::{walk, ReadDesc, Step, Visitor};
 
 /// Query: stops at the first leaf in the range.
 pub(crate) struct FirstLeaf;

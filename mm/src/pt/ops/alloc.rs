@@ -2,12 +2,12 @@
 //! build and link).
 
 use crate::addr::{Level, VirtAddr};
-use crate::ctx::Ctx;
-use crate::desc::{Descriptor, DescriptorKind};
-use crate::error::MapError;
-use crate::hal::Platform;
-use crate::table::{Entry, Table};
-use crate::walk::{Step, Visitor};
+use crate::pt::ctx::Ctx;
+use crate::pt::desc::{Descriptor, DescriptorKind};
+use crate::pt::error::MapError;
+use crate::pt::platform::Platform;
+use crate::pt::table::{Entry, Table};
+use crate::pt::walk::{Step, Visitor};
 
 /// The table at `target` level for one page, pass 1: how many tables are missing (or a block
 /// in the way). `target` is level 3 for a PTE slot, level 2 for the slot of a level-3 table.

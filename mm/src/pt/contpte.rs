@@ -101,21 +101,21 @@
 //! * [`Root::pte_entry`] / [`Root::alloc_pte_entry`]: the level-3 slot of an address.
 //! * [`Root::unmap_leaves`]: unmap with a per-leaf callback delivered after the invalidation.
 
-use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 use super::attrs::Attrs;
 use super::ctx::{Ctx, Reserve};
 use super::desc::{bits, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::fold::partial_blocks;
-use super::hal::Platform;
 use super::leaf::Leaf;
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, UnmapOp};
+use super::platform::Platform;
 use super::query::{find_slot, Slot};
 use super::root::Root;
 use super::stats::Stats;
 use super::walk::{read_block, walk, Reader};
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 
-pub use super::addr::{CONT_PTES, CONT_SIZE};
+pub use crate::addr::{CONT_PTES, CONT_SIZE};
 
 /// What [`Root::set_access_flags`] grants to an entry. Only relaxations: a flag that is
 /// `false` leaves the entry's state as it is.

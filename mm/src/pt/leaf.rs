@@ -1,9 +1,9 @@
 //! What the queries and the unmap callbacks report: one leaf mapping, or the translation of
 //! one address.
 
+use super::attrs::Attrs;
+use super::desc::Descriptor;
 use crate::addr::{Level, PhysAddr, VirtAddr};
-use crate::attrs::Attrs;
-use crate::desc::Descriptor;
 
 /// Result of [`crate::Root::translate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,15 +26,15 @@
 
 use alloc::vec::Vec;
 
-use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use super::ctx::{Ctx, Reserve};
 use super::desc::{ApTable, Descriptor, DescriptorKind};
 use super::error::MapError;
-use super::frames::OutOfMemory;
-use super::hal::Platform;
+use super::platform::Platform;
 use super::root::Root;
 use super::table::Entry;
 use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
+use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
+use crate::frames::OutOfMemory;
 
 /// Bytes mapped by one level-3 table (the span of one level-2 entry).
 pub const PTE_TABLE_SPAN: u64 = PAGE_SIZE * ENTRIES as u64;

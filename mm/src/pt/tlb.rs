@@ -28,9 +28,9 @@
 //! cheap). Range TLBIs cost about as much as a single one, so they are preferred whenever
 //! available, up to the architectural maximum of one `SCALE = 3` op ((31+1) << 16 pages).
 
-use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE};
 use super::asid::Asid;
-use super::hal::{TlbOp, TlbRange};
+use super::platform::{TlbOp, TlbRange};
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE};
 
 /// Most by-VA TLBIs issued for one flush before falling back to a by-ASID / full flush.
 pub const MAX_TLBI_OPS: u64 = 64;

@@ -1,5 +1,5 @@
 //! The mutating operations, one file each, as visitors of the range walker: each runs a
-//! read-only plan pass, then a writing pass in an operation context ([`crate::ctx::Ctx`]).
+//! read-only plan pass, then a writing pass in an operation context ([`crate::pt::ctx::Ctx`]).
 
 mod alloc;
 mod change;

@@ -2,12 +2,12 @@
 //! break-before-make (a folded block as a unit).
 
 use crate::addr::{covers_entry, CONT_PTES};
-use crate::attrs::{leaf_change_needs_bbm, reprotect, Attrs};
-use crate::ctx::Ctx;
-use crate::desc::{Descriptor, DescriptorKind};
-use crate::hal::Platform;
-use crate::table::{Entry, Table};
-use crate::walk::{Step, Visitor};
+use crate::pt::attrs::{leaf_change_needs_bbm, reprotect, Attrs};
+use crate::pt::ctx::Ctx;
+use crate::pt::desc::{Descriptor, DescriptorKind};
+use crate::pt::platform::Platform;
+use crate::pt::table::{Entry, Table};
+use crate::pt::walk::{Step, Visitor};
 
 /// A change applied to every leaf of a range.
 #[derive(Clone, Copy, Debug)]

@@ -2,11 +2,11 @@
 //! takes (remove and report a leaf, detach a subtree or an emptied table).
 
 use crate::addr::{covers_entry, CONT_PTES, CONT_SIZE, ENTRIES};
-use crate::ctx::{Ctx, Pending};
-use crate::desc::{Descriptor, DescriptorKind};
-use crate::hal::Platform;
-use crate::table::{Entry, Table};
-use crate::walk::{read_block, tables_for_split, Step, Visitor};
+use crate::pt::ctx::{Ctx, Pending};
+use crate::pt::desc::{Descriptor, DescriptorKind};
+use crate::pt::platform::Platform;
+use crate::pt::table::{Entry, Table};
+use crate::pt::walk::{read_block, tables_for_split, Step, Visitor};
 
 /// Unmap / protect, pass 1: how many tables the splits of partially covered blocks need.
 pub(crate) struct SplitPlan {

@@ -9,8 +9,8 @@
 
 use super::attrs::{leaf_change_needs_bbm, Attrs};
 use super::desc::{bits, Descriptor, DescriptorKind};
-use super::hal::{Platform, TlbOp};
 use super::leaf::Leaf;
+use super::platform::{Platform, TlbOp};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{plan_flush, FlushRequest, Gather, TlbScope, MAX_TLBI_OPS};

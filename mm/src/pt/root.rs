@@ -2,21 +2,21 @@
 
 use core::fmt;
 
-use super::addr::{Level, PhysAddr, VirtAddr, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END};
 use super::asid::Asid;
 use super::attrs::{Attrs, AttrsError};
 use super::ctx::{Ctx, Reports, Reserve};
 use super::desc::DescriptorKind;
 use super::error::MapError;
-use super::frames::OutOfMemory;
-use super::hal::Platform;
 use super::leaf::{Leaf, Translation};
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, SplitPlan, UnmapOp};
+use super::platform::Platform;
 use super::query::{find_slot, FirstLeaf, Slot};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
 use super::walk::{walk, Reader};
+use crate::addr::{Level, PhysAddr, VirtAddr, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END};
+use crate::frames::OutOfMemory;
 
 /// Which TTBR a root is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl Root {
         }
     }
 
-    /// Records the ASID a user root now runs with (after [`super::AsidAllocator::activate`]
+    /// Records the ASID a user root now runs with (after [`crate::AsidAllocator::activate`]
     /// changed it), so that later maintenance targets it.
     ///
     /// # Panics
@@ -525,7 +525,7 @@ impl Root {
 fn free_tree<P: Platform + ?Sized>(p: &mut P, table: PhysAddr, level: Level) -> usize {
     let mut n = 1;
     if let Some(child) = level.next() {
-        for i in 0..super::addr::ENTRIES {
+        for i in 0..crate::addr::ENTRIES {
             if let DescriptorKind::Table { next } = p.read(table, i).kind(level) {
                 n += free_tree(p, next, child);
             }

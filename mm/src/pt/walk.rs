@@ -15,10 +15,10 @@
 //! Ranges use the wrapping convention of [`Level::addr_end`] (`end == 0` is 2^64), so a range
 //! ending at the very top of the upper half needs no special case.
 
-use super::addr::{Level, PhysAddr, CONT_PTES, ENTRIES};
 use super::desc::Descriptor;
-use super::hal::Platform;
+use super::platform::Platform;
 use super::table::{Entry, Table};
+use crate::addr::{Level, PhysAddr, CONT_PTES, ENTRIES};
 
 /// What the visitor wants done after visiting an entry.
 pub(crate) enum Step<B> {
@@ -162,7 +162,7 @@ pub(crate) fn tables_for_split(level: Level, addr: u64, next: u64) -> usize {
     let mut a = addr;
     loop {
         let b = child.addr_end(a, next);
-        if !super::addr::covers_entry(child, a, b) {
+        if !crate::addr::covers_entry(child, a, b) {
             n += tables_for_split(child, a, b);
         }
         a = b;

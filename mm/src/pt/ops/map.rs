@@ -2,13 +2,13 @@
 //! unlinked and, for the PTE-level `set_ptes`, writes whole 64 KiB blocks folded.
 
 use crate::addr::{covers_entry, Level, PhysAddr, VirtAddr, CONT_SIZE};
-use crate::ctx::Ctx;
-use crate::desc::{Descriptor, DescriptorKind};
-use crate::error::MapError;
-use crate::fold::block_covered;
-use crate::hal::Platform;
-use crate::table::{Entry, Table};
-use crate::walk::{tables_for_empty, Step, Visitor};
+use crate::pt::ctx::Ctx;
+use crate::pt::desc::{Descriptor, DescriptorKind};
+use crate::pt::error::MapError;
+use crate::pt::fold::block_covered;
+use crate::pt::platform::Platform;
+use crate::pt::table::{Entry, Table};
+use crate::pt::walk::{tables_for_empty, Step, Visitor};
 
 /// The geometry of a map request.
 #[derive(Clone, Copy)]

@@ -5,7 +5,7 @@
 
 use super::ctx::Ctx;
 use super::desc::{Descriptor, DescriptorKind};
-use super::hal::Platform;
+use super::platform::Platform;
 use super::query::{find_slot, Slot};
 use super::table::Table;
 use super::tlb::FlushRequest;
