@@ -1,5 +1,5 @@
-//! Demand faults, access-flag faults and copy-on-write (see the module docs of `mm::space`, "Faults", "Copy-on-write policy" and
-//! "Files").
+//! Demand faults, access-flag faults and copy-on-write (docs/mm.md, "Faults", "Copy-on-write
+//! policy" and "Files").
 
 use super::machine::Machine;
 use super::{pt, Access, El, FaultError, FaultKind, Space};
@@ -41,7 +41,7 @@ fn alloc<'m, M: Machine<'m> + ?Sized>(
 impl Space {
     /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook — of an
     /// `access` made at `el`. `kind` is what the hardware reported; the outcome depends only
-    /// on the access, the region and the entry (module docs, "Faults"): an instruction fetch
+    /// on the access, the region and the entry (docs/mm.md, "Faults"): an instruction fetch
     /// at EL1 is always a segmentation fault. Returns `Ok` when the access can be retried.
     pub fn handle_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
@@ -140,7 +140,7 @@ impl Space {
         Ok(())
     }
 
-    /// A missing page of a private region: a fresh zeroed folio (module docs, "Faults").
+    /// A missing page of a private region: a fresh zeroed folio (docs/mm.md, "Faults").
     fn anon_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -265,7 +265,7 @@ impl Space {
     /// A write to page `page` of a private object mapping that maps no private page yet
     /// (`old` is the read-only mapping of the object's page, if any): allocates the
     /// destination page and the table first, then lets the object's fault handler fill and
-    /// install it (module docs, "Files"). On any failure the destination is freed and no
+    /// install it (docs/mm.md, "Files"). On any failure the destination is freed and no
     /// entry, page or count changed (only a table allocated for the page may stay, empty,
     /// when the handler fails: it is freed with the region, as Linux keeps the tables it
     /// allocated before calling a fault handler).
@@ -303,7 +303,7 @@ impl Space {
     }
 
     /// Copy-on-write (or unshare) of the present, read-only or shared private page `page`,
-    /// whose entry is `d`: the policy of the module docs.
+    /// whose entry is `d`: the policy of docs/mm.md, "Copy-on-write policy".
     fn wp_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,

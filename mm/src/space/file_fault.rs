@@ -14,7 +14,7 @@ use crate::{Attrs, Descriptor, PhysAddr, VirtAddr};
 /// before the call. The handler fills the destination from the object's page at
 /// [`offset`](Self::offset) — one copy, straight from the source — and installs it with
 /// [`install`](Self::install). If the handler returns an error without installing, the
-/// address space frees the destination: nothing changed (module docs of `mm::space`,
+/// address space frees the destination: nothing changed (docs/mm.md,
 /// "Files").
 pub struct FileFault<'a, 'm> {
     pub(super) space: &'a mut Space,

@@ -1,5 +1,5 @@
-//! `fork`: the child's regions and copy-on-write entries, batched per folio (module docs of
-//! `mm::space`, "Fork").
+//! `fork`: the child's regions and copy-on-write entries, batched per folio (docs/mm.md,
+//! "Fork").
 
 use alloc::vec::Vec;
 
@@ -20,7 +20,7 @@ impl Space {
     /// regions map the same objects.
     ///
     /// On [`SpaceError::OutOfMemory`] no child exists (everything it took is released) and
-    /// this space's contents and regions are unchanged (module docs, "Out of memory").
+    /// this space's contents and regions are unchanged (docs/mm.md, "Out of memory").
     pub fn fork<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Result<Space, SpaceError> {
         let mut child = Space::with_regions(m, self.vmas.fork(), self.tables.clone())?;
         child.fork_mode = self.fork_mode;
@@ -97,7 +97,7 @@ impl Space {
             let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
             // A table under a write limit (shared, or left so by sharing) is not written: the
             // limit already keeps its entries read-only, and its last holder write-protects
-            // what is no longer exclusive when it takes it (module docs, "Shared page
+            // what is no longer exclusive when it takes it (docs/mm.md, "Shared page
             // tables").
             let limited = self.limited_tables
                 && self

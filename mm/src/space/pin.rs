@@ -1,4 +1,4 @@
-//! Pins: the GUP `FOLL_PIN` analogue (module docs of `mm::space`, "Pins").
+//! Pins: the GUP `FOLL_PIN` analogue (docs/mm.md, "Pins").
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -12,7 +12,7 @@ use crate::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 /// Pinned user pages: one folio pin (and reference) per page, in address order.
 ///
 /// The frames stay allocated, and stay the pages the address space sees at those addresses
-/// (module docs, "Pins"), until the handle is released with [`PinHandle::release`] or
+/// (docs/mm.md, "Pins"), until the handle is released with [`PinHandle::release`] or
 /// [`Space::unpin`]. Dropping it unreleased leaks the pins: it is reported as an error and,
 /// in debug builds, panics (even for a handle of no page, so that the mistake shows before
 /// it leaks memory).

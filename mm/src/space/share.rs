@@ -1,5 +1,5 @@
 //! Copy-on-write page tables: level-3 tables shared between address spaces after a fork in
-//! [`ForkMode::ShareTables`] (module docs of `mm::space`, "Shared page tables").
+//! [`ForkMode::ShareTables`] (docs/mm.md, "Shared page tables").
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
