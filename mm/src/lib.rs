@@ -126,6 +126,8 @@ mod pt;
 pub mod space;
 pub mod vma;
 
+#[cfg(test)]
+mod fixture;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 #[cfg(test)]
