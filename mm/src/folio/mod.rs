@@ -218,6 +218,7 @@
 mod check;
 mod handle;
 mod meta;
+mod rmap;
 mod types;
 
 #[cfg(test)]
