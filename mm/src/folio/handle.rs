@@ -134,7 +134,7 @@ impl<'m> Folio<'m> {
     }
     /// Whether the folio may be mapped by more than one address space. `false` is exact
     /// (all mappings belong to one address space, or there are none); `true` is conservative
-    /// (see the module docs, "Mapped shared").
+    /// (see docs/mm.md, "Mapped shared").
     pub fn maybe_mapped_shared(&self) -> bool {
         self.head().flags() & flag::SHARED != 0
     }
@@ -145,7 +145,7 @@ impl<'m> Folio<'m> {
     }
     /// Whether every mapping of the folio belongs to `space` (and there is at least one).
     /// `true` is exact; `false` may be conservative after more than two address spaces
-    /// mapped the folio at once (module docs, "Mapped shared").
+    /// mapped the folio at once (docs/mm.md, "Mapped shared").
     pub fn mapped_exclusively_by(&self, space: SpaceId) -> bool {
         let _g = self.lock();
         self.mapped_exclusively_by_locked(space)

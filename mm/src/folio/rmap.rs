@@ -193,8 +193,8 @@ impl<'m> Folio<'m> {
     /// Re-attributes `nr` existing mappings of this folio from address space `from` to `to`:
     /// the leaves, mapcounts, references and flags stay as they are; only the "mapped shared"
     /// tracking slots move. For a level-3 table shared by several address spaces, whose
-    /// entries are accounted once, under one of them (see the module docs of
-    /// `mm::space`, "Shared page tables"), when that space stops linking it.
+    /// entries are accounted once, under one of them (see docs/mm.md,
+    /// "Shared page tables"), when that space stops linking it.
     pub fn transfer_mappings(&self, from: SpaceId, to: SpaceId, nr: u32) {
         if from == to || nr == 0 {
             return;

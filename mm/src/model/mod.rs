@@ -207,7 +207,7 @@ pub(crate) struct PendingBreak {
     pub covered: bool,
 }
 
-/// The simulated machine. See the module docs.
+/// The simulated machine. See docs/mm.md, "The hardware model".
 pub struct Model {
     frames: HashMap<u64, Box<[u64; ENTRIES]>>,
     free_list: Vec<u64>,

@@ -77,7 +77,7 @@
 //!   frames handed out = frames of live folios;
 //! * **the Contiguous bit**: on every level-3 leaf it is set **exactly** when the reference
 //!   says the 64 KiB VA block is folded; 2 MiB blocks never carry it. The reference folds by
-//!   the engine's documented rule (module docs of `contpte`):
+//!   the engine's documented rule (docs/mm.md, "CONTPTE"):
 //!   - after a `set_ptes` with `fold_ok` (always on these user roots), every 64 KiB VA block
 //!     the call touched is folded iff it *qualifies*: all 16 pages mapped by level-3 entries,
 //!     consecutive PAs from a 64 KiB aligned base, equal write permission (the only attribute
