@@ -6,7 +6,7 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 use super::machine::Machine;
-use super::{pt, share, Shm, Space};
+use super::{ptes, share, Shm, Space};
 use crate::folio::{CheckError, MappedLeaf, SpaceId};
 use crate::vma::VmaKind;
 use crate::{Level, VirtAddr, PAGE_SIZE, USER_END};
@@ -42,7 +42,7 @@ impl Space {
     /// except those of shared level-3 tables accounted to another space (docs/mm.md,
     /// "Shared page tables").
     pub fn mapped_leaves<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Vec<MappedLeaf> {
-        self.accounted_leaves(m, &pt::leaves(&self.root, m))
+        self.accounted_leaves(m, &ptes::leaves(&self.root, m))
             .map(|l| MappedLeaf::new(self.id, l))
             .collect()
     }
@@ -54,7 +54,7 @@ impl Space {
     /// private object mappings either (file folios read-only only); a file page is the
     /// object's page at its offset.
     pub fn check<'m, M: Machine<'m> + ?Sized>(&self, m: &M) -> Result<(), SpaceCheckError> {
-        self.check_leaves(m, &pt::leaves(&self.root, m))
+        self.check_leaves(m, &ptes::leaves(&self.root, m))
     }
 
     /// [`Space::check`] over `leaves`, which must be every leaf of this space.
@@ -81,7 +81,7 @@ impl Space {
             }
             let vma = self.vmas.find(va).ok_or(SpaceCheckError::StrayLeaf(va))?;
             let d = leaf.desc;
-            let attrs = pt::user_attrs(vma.prot.pte_prot());
+            let attrs = ptes::user_attrs(vma.prot.pte_prot());
             let ro = attrs.with_prot(attrs.prot.without(crate::Prot::WRITE));
             let got = leaf.attrs;
             let perms_ok = if vma.prot.is_none() {
@@ -106,7 +106,7 @@ impl Space {
             if !backing_ok {
                 return Err(SpaceCheckError::Backing(va));
             }
-            let writable = d.writable() && !limited.contains(&pt::span_of(va.as_u64()));
+            let writable = d.writable() && !limited.contains(&ptes::span_of(va.as_u64()));
             if folio.is_anon() && writable && !folio.is_anon_exclusive(idx) {
                 return Err(SpaceCheckError::Exclusive(va));
             }
@@ -140,7 +140,7 @@ pub fn check_spaces<'m, M: Machine<'m> + ?Sized>(m: &M, all_live: &[&Space]) -> 
     }
     let mut all = Vec::new();
     for s in spaces {
-        let leaves = pt::leaves(&s.root, m);
+        let leaves = ptes::leaves(&s.root, m);
         s.check_leaves(m, &leaves)?;
         all.extend(s.accounted_leaves(m, &leaves).map(|l| MappedLeaf::new(s.id, l)));
     }

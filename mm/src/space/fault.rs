@@ -2,7 +2,7 @@
 //! policy" and "Files").
 
 use super::machine::Machine;
-use super::{pt, Access, El, FaultError, FaultKind, Space};
+use super::{ptes, Access, El, FaultError, FaultKind, Space};
 use crate::folio::{Folio, FolioKind, FolioOrder};
 use crate::vma::{VmProt, Vma, VmaKind};
 use crate::{AccessUpdate, Descriptor, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
@@ -96,7 +96,7 @@ impl Space {
         page: u64,
         need: Need,
     ) -> Result<(), FaultError> {
-        let Some(d) = pt::get(&self.root, m, page) else {
+        let Some(d) = ptes::get(&self.root, m, page) else {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
                 VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
@@ -111,7 +111,7 @@ impl Space {
             .expect("a user page maps an allocated folio");
         if need.write && !d.writable() {
             if shared {
-                pt::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
+                ptes::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
                 return Ok(());
             }
             if let VmaKind::FilePrivate { obj, .. } = &vma.kind {
@@ -130,7 +130,7 @@ impl Space {
             dirty: need.write,
             writable: false,
         };
-        if pt::update(&mut self.root, m, page, upd) {
+        if ptes::update(&mut self.root, m, page, upd) {
             if !d.young() {
                 self.stats.young_set += 1;
             }
@@ -147,12 +147,12 @@ impl Space {
         vma: &Vma<Shm>,
         page: u64,
     ) -> Result<(), FaultError> {
-        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let attrs = ptes::user_attrs(vma.prot.pte_prot());
         if let Some(block) = vma.large_folio_block(VirtAddr(page)) {
             let block = block.as_u64();
-            if pt::block_empty(&self.root, m, block) {
+            if ptes::block_empty(&self.root, m, block) {
                 if let Ok(folio) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
-                    if pt::ensure_table(&mut self.root, m, block).is_err() {
+                    if ptes::ensure_table(&mut self.root, m, block).is_err() {
                         folio.put(m);
                         return Err(FaultError::Oom);
                     }
@@ -160,8 +160,8 @@ impl Space {
                     folio
                         .add_anon_ptes(self.id, 0, CONT_PTES, true)
                         .expect("fresh folio");
-                    let desc = pt::page_desc(attrs, folio.pa().0, true);
-                    pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                    let desc = ptes::page_desc(attrs, folio.pa().0, true);
+                    ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
                     folio.put(m);
                     self.stats.anon_64k += 1;
                     return Ok(());
@@ -169,14 +169,14 @@ impl Space {
             }
         }
         let folio = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
-        if pt::ensure_table(&mut self.root, m, page).is_err() {
+        if ptes::ensure_table(&mut self.root, m, page).is_err() {
             folio.put(m);
             return Err(FaultError::Oom);
         }
         m.zero(folio.pa(), PAGE_SIZE);
         folio.add_anon_ptes(self.id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(attrs, folio.pa().0, true);
-        pt::set(&mut self.root, m, page, desc, 1, false);
+        let desc = ptes::page_desc(attrs, folio.pa().0, true);
+        ptes::set(&mut self.root, m, page, desc, 1, false);
         folio.put(m);
         self.stats.anon_4k += 1;
         Ok(())
@@ -200,9 +200,9 @@ impl Space {
         }
         let prot = vma.prot.pte_prot();
         let attrs = if vma.kind.is_shared() {
-            pt::user_attrs(prot)
+            ptes::user_attrs(prot)
         } else {
-            pt::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
+            ptes::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
         };
         let block = vma.large_folio_block(VirtAddr(page)).map(VirtAddr::as_u64);
         let (folio, fresh) = match obj.lookup(off) {
@@ -221,7 +221,7 @@ impl Space {
                 (folio, true)
             }
         };
-        if pt::ensure_table(&mut self.root, m, page).is_err() {
+        if ptes::ensure_table(&mut self.root, m, page).is_err() {
             if fresh {
                 folio.put(m);
             }
@@ -244,7 +244,7 @@ impl Space {
             Some(b) => {
                 order == FolioOrder::CONT
                     && vma.object_offset(VirtAddr(b)) == Some(folio_off)
-                    && pt::block_empty(&self.root, m, b)
+                    && ptes::block_empty(&self.root, m, b)
             }
             None => false,
         };
@@ -256,8 +256,8 @@ impl Space {
         folio
             .add_file_ptes(self.id, first, nr)
             .expect("file folio, pages inside it");
-        let desc = pt::page_desc(attrs, folio.page_pa(first).0, true);
-        pt::set(&mut self.root, m, va, desc, nr, pt::foldable(order));
+        let desc = ptes::page_desc(attrs, folio.page_pa(first).0, true);
+        ptes::set(&mut self.root, m, va, desc, nr, ptes::foldable(order));
         self.stats.shm_pages_mapped += nr as u64;
         Ok(())
     }
@@ -279,9 +279,9 @@ impl Space {
     ) -> Result<(), FaultError> {
         let offset = vma.object_offset(VirtAddr(page)).expect("page inside its region");
         debug_assert!(vma.prot.contains(VmProt::WRITE), "the write was allowed");
-        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let attrs = ptes::user_attrs(vma.prot.pte_prot());
         let dest = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
-        if old.is_none() && pt::ensure_table(&mut self.root, m, page).is_err() {
+        if old.is_none() && ptes::ensure_table(&mut self.root, m, page).is_err() {
             dest.put(m);
             return Err(FaultError::Oom);
         }
@@ -326,26 +326,26 @@ impl Space {
         } else {
             prot.without(Prot::WRITE)
         };
-        let attrs = pt::user_attrs(Some(prot));
+        let attrs = ptes::user_attrs(Some(prot));
         if unshare {
             self.stats.unshares += 1;
         }
 
-        let block = pt::block_of(page);
+        let block = ptes::block_of(page);
         let whole = folio.order() == FolioOrder::CONT
             && vma.start.as_u64() <= block
             && block + CONT_SIZE <= vma.end.as_u64()
-            && pt::block_maps(&self.root, m, block, folio.pa().0);
+            && ptes::block_maps(&self.root, m, block, folio.pa().0);
 
         // 2. Reuse.
         let reuse = folio.try_reuse_anon(id, idx, 0);
         if reuse && whole && (0..CONT_PTES).all(|i| i == idx || folio.try_reuse_anon(id, i, 0)) {
             if write {
-                pt::clear(&mut self.root, m, block, CONT_PTES);
-                let desc = pt::page_desc(attrs, folio.pa().0, true);
-                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                ptes::clear(&mut self.root, m, block, CONT_PTES);
+                let desc = ptes::page_desc(attrs, folio.pa().0, true);
+                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
             } else {
-                pt::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
+                ptes::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
             }
             self.stats.cow_reuse_64k += 1;
             return Ok(());
@@ -356,7 +356,7 @@ impl Space {
             } else {
                 AccessUpdate::ACCESSED
             };
-            pt::update(&mut self.root, m, page, upd);
+            ptes::update(&mut self.root, m, page, upd);
             self.stats.cow_reuse_4k += 1;
             return Ok(());
         }
@@ -365,13 +365,13 @@ impl Space {
         if whole && !folio.maybe_pinned() {
             if let Ok(new) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
                 m.copy(new.pa(), folio.pa(), CONT_SIZE);
-                pt::clear(&mut self.root, m, block, CONT_PTES);
+                ptes::clear(&mut self.root, m, block, CONT_PTES);
                 let old = folio
                     .remove_ptes(id, 0, CONT_PTES)
                     .expect("the block mapped the folio");
                 new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
-                let desc = pt::page_desc(attrs, new.pa().0, true);
-                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                let desc = ptes::page_desc(attrs, new.pa().0, true);
+                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
                 new.put(m);
                 old.release(m);
                 self.stats.cow_copy_64k += 1;
@@ -382,11 +382,11 @@ impl Space {
         // 4. Copy the page.
         let new = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
         m.copy(new.pa(), d.address(), PAGE_SIZE);
-        pt::clear(&mut self.root, m, page, 1);
+        ptes::clear(&mut self.root, m, page, 1);
         let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
         new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(attrs, new.pa().0, true);
-        pt::set(&mut self.root, m, page, desc, 1, false);
+        let desc = ptes::page_desc(attrs, new.pa().0, true);
+        ptes::set(&mut self.root, m, page, desc, 1, false);
         new.put(m);
         old.release(m);
         self.stats.cow_copy_4k += 1;

@@ -5,7 +5,7 @@
 use core::fmt;
 
 use super::machine::Machine;
-use super::{pt, Space};
+use super::{ptes, Space};
 use crate::folio::Folio;
 use crate::{Attrs, Descriptor, PhysAddr, VirtAddr};
 
@@ -76,7 +76,7 @@ impl<'m> FileFault<'_, 'm> {
         let root = &mut self.space.root;
         let va = self.va;
         debug_assert_eq!(
-            pt::get(root, m, va).map(|d| d.address()),
+            ptes::get(root, m, va).map(|d| d.address()),
             self.old.map(|d| d.address()),
             "the entry changed under the fault handler"
         );
@@ -86,12 +86,12 @@ impl<'m> FileFault<'_, 'm> {
                 .folio_page(d.address())
                 .expect("a user page maps an allocated folio");
             debug_assert!(!folio.is_anon(), "the old entry maps the object's page");
-            pt::clear(root, m, va, 1);
+            ptes::clear(root, m, va, 1);
             folio.remove_ptes(id, idx, 1).expect("the entry mapped the page")
         });
         dest.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(self.attrs, dest.pa().0, true);
-        pt::set(root, m, va, desc, 1, false);
+        let desc = ptes::page_desc(self.attrs, dest.pa().0, true);
+        ptes::set(root, m, va, desc, 1, false);
         dest.put(m);
         if let Some(u) = old {
             u.release(m);

@@ -16,7 +16,7 @@ mod file_fault;
 mod fork;
 mod machine;
 mod pin;
-mod pt;
+mod ptes;
 mod share;
 mod shm;
 mod stats;
@@ -340,7 +340,7 @@ impl Space {
         }
         let off = va.as_u64() & (PAGE_SIZE - 1);
         let page = va.as_u64() - off;
-        if let Some(d) = pt::get(&self.root, m, page) {
+        if let Some(d) = ptes::get(&self.root, m, page) {
             return Peek::Page(PhysAddr(d.address().0 + off));
         }
         let Some(vma) = self.vmas.find(va) else {
@@ -419,7 +419,7 @@ impl Space {
             while j + 1 < tables.len() && tables[j + 1].va.as_u64() < first + ZAP_BATCH {
                 j += 1;
             }
-            let piece_end = (tables[j].va.as_u64() + pt::TABLE_SPAN).min(end);
+            let piece_end = (tables[j].va.as_u64() + ptes::TABLE_SPAN).min(end);
             self.zap_piece(m, first.max(start), piece_end);
             i = j + 1;
         }
@@ -430,7 +430,7 @@ impl Space {
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
-        pt::unmap(&mut self.root, m, start, end - start, |leaf| {
+        ptes::unmap(&mut self.root, m, start, end - start, |leaf| {
             debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
             let (folio, idx) = mem
                 .folio_page(leaf.pa)
@@ -458,27 +458,27 @@ impl Space {
         let shared = piece.kind.is_shared();
         let prot = piece.prot.pte_prot();
         let can_write = piece.prot.contains(VmProt::WRITE);
-        let runs = pt::runs(&self.root, m, mem, start, end, |folio, idx, _| {
+        let runs = ptes::runs(&self.root, m, mem, start, end, |folio, idx, _| {
             can_write && (shared || folio.is_anon_exclusive(idx))
         });
         if runs.is_empty() {
             return;
         }
-        pt::clear(&mut self.root, m, start, ((end - start) / PAGE_SIZE) as usize);
+        ptes::clear(&mut self.root, m, start, ((end - start) / PAGE_SIZE) as usize);
         for run in runs {
             let attrs = match prot {
-                Some(p) if !run.key => pt::user_attrs(Some(p.without(crate::Prot::WRITE))),
-                p => pt::user_attrs(p),
+                Some(p) if !run.key => ptes::user_attrs(Some(p.without(crate::Prot::WRITE))),
+                p => ptes::user_attrs(p),
             };
             let young = prot.is_some() && run.desc.young();
-            let desc = pt::page_desc(attrs, run.pa, run.desc.dirty()).with_young(young);
-            pt::set(
+            let desc = ptes::page_desc(attrs, run.pa, run.desc.dirty()).with_young(young);
+            ptes::set(
                 &mut self.root,
                 m,
                 run.va,
                 desc,
                 run.nr,
-                pt::foldable(run.folio.order()),
+                ptes::foldable(run.folio.order()),
             );
         }
     }

@@ -5,7 +5,7 @@ use core::fmt;
 
 use super::fault::Need;
 use super::machine::Machine;
-use super::{pt, Access, El, FaultError, SegvCause, Space};
+use super::{ptes, Access, El, FaultError, SegvCause, Space};
 use crate::folio::{FolioError, SpaceId};
 use crate::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 
@@ -154,7 +154,7 @@ impl Space {
         let mem = m.mem();
         // Each round makes progress (maps, copies or marks exclusive); three suffice.
         for _ in 0..4 {
-            let Some(d) = pt::get(&self.root, m, page) else {
+            let Some(d) = ptes::get(&self.root, m, page) else {
                 self.fault_in(m, &vma, page, Need::of(access))?;
                 continue;
             };
