@@ -6,6 +6,10 @@ use core::fmt;
 pub const PAGE_SHIFT: u32 = 12;
 /// The translation granule and the size of every table frame.
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Entries in a contiguous level-3 block (CONTPTE).
+pub const CONT_PTES: usize = 16;
+/// Bytes mapped by a contiguous level-3 block (CONTPTE).
+pub const CONT_SIZE: u64 = CONT_PTES as u64 * PAGE_SIZE;
 /// Descriptors per table (4 KiB / 8 bytes).
 pub const ENTRIES: usize = 512;
 /// Virtual address bits per half (`TnSZ = 16`).

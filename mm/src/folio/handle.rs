@@ -1,4 +1,5 @@
-//! The [`Folio`] handle: reference counting, mapping accounting, pins, fork and COW helpers.
+//! The [`Folio`] handle: queries, reference counting, pins, and the locked internals the
+//! mapping accounting (`rmap.rs`) is built on.
 
 use core::fmt;
 use core::ops::Range;
@@ -23,8 +24,8 @@ const MAX_COUNT: u32 = i32::MAX as u32;
 /// operations taking a run refuse it with [`FolioError::PageRange`].
 #[derive(Clone, Copy)]
 pub struct Folio<'m> {
-    pages: &'m [PageMeta],
-    pa: PhysAddr,
+    pub(super) pages: &'m [PageMeta],
+    pub(super) pa: PhysAddr,
 }
 
 impl PartialEq for Folio<'_> {
@@ -35,7 +36,7 @@ impl PartialEq for Folio<'_> {
 impl Eq for Folio<'_> {}
 
 /// Holds the folio's mapping lock (a bit of the head's flags word) until dropped.
-struct Locked<'m> {
+pub(super) struct Locked<'m> {
     flags: &'m AtomicU32,
 }
 
@@ -45,12 +46,12 @@ impl Drop for Locked<'_> {
     }
 }
 
-fn add(ctr: &AtomicU32, n: u32, what: &str) {
+pub(super) fn add(ctr: &AtomicU32, n: u32, what: &str) {
     let old = ctr.fetch_add(n, Ordering::AcqRel);
     assert!(old <= MAX_COUNT - n, "folio {what} overflow");
 }
 
-fn sub(ctr: &AtomicU32, n: u32) {
+pub(super) fn sub(ctr: &AtomicU32, n: u32) {
     let old = ctr.fetch_sub(n, Ordering::AcqRel);
     debug_assert!(old >= n, "folio counter underflow");
 }
@@ -133,7 +134,7 @@ impl<'m> Folio<'m> {
     }
     /// Whether the folio may be mapped by more than one address space. `false` is exact
     /// (all mappings belong to one address space, or there are none); `true` is conservative
-    /// (see the module docs, "Mapped shared").
+    /// (see docs/mm.md, "Mapped shared").
     pub fn maybe_mapped_shared(&self) -> bool {
         self.head().flags() & flag::SHARED != 0
     }
@@ -144,7 +145,7 @@ impl<'m> Folio<'m> {
     }
     /// Whether every mapping of the folio belongs to `space` (and there is at least one).
     /// `true` is exact; `false` may be conservative after more than two address spaces
-    /// mapped the folio at once (module docs, "Mapped shared").
+    /// mapped the folio at once (docs/mm.md, "Mapped shared").
     pub fn mapped_exclusively_by(&self, space: SpaceId) -> bool {
         let _g = self.lock();
         self.mapped_exclusively_by_locked(space)
@@ -223,313 +224,6 @@ impl<'m> Folio<'m> {
     }
 
     // -------------------------------------------------------------------------------------
-    // Adding mappings. Each takes its references before raising any mapcount.
-
-    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of an anon folio in
-    /// `space` (one each), taking `nr` references first. With `exclusive`, the pages become
-    /// anon-exclusive; they must then be unmapped ([`FolioError::AlreadyMapped`]). Without,
-    /// none of them may be anon-exclusive ([`FolioError::AnonExclusive`]: use
-    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes)).
-    pub fn add_anon_ptes(
-        &self,
-        space: SpaceId,
-        first: usize,
-        nr: usize,
-        exclusive: bool,
-    ) -> Result<(), FolioError> {
-        self.require(FolioKind::Anon)?;
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        for i in range.clone() {
-            if exclusive && self.page_mapcount(i) != 0 {
-                return Err(FolioError::AlreadyMapped { page: i });
-            }
-            if !exclusive && self.is_anon_exclusive(i) {
-                return Err(FolioError::AnonExclusive { page: i });
-            }
-        }
-        self.add_ptes_locked(space, range.clone());
-        if exclusive {
-            for i in range {
-                self.set_exclusive(i);
-            }
-        }
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of a file folio in
-    /// `space`, taking `nr` references first. Also the fork path for file mappings.
-    pub fn add_file_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
-        self.require(FolioKind::File)?;
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        self.add_ptes_locked(space, range);
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    /// Accounts a new entire mapping (a 2 MiB level-2 block) of an order-9 anon folio in
-    /// `space`, taking one reference first. `exclusive` as for
-    /// [`add_anon_ptes`](Self::add_anon_ptes), for all 512 pages.
-    pub fn add_anon_entire(&self, space: SpaceId, exclusive: bool) -> Result<(), FolioError> {
-        self.require(FolioKind::Anon)?;
-        self.require_pmd()?;
-        let _g = self.lock();
-        for i in 0..self.pages.len() {
-            if exclusive && self.page_mapcount(i) != 0 {
-                return Err(FolioError::AlreadyMapped { page: i });
-            }
-            if !exclusive && self.is_anon_exclusive(i) {
-                return Err(FolioError::AnonExclusive { page: i });
-            }
-        }
-        self.add_entire_locked(space);
-        if exclusive {
-            for i in 0..self.pages.len() {
-                self.set_exclusive(i);
-            }
-        }
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    /// Accounts a new entire mapping of an order-9 file folio in `space`, taking one
-    /// reference first.
-    pub fn add_file_entire(&self, space: SpaceId) -> Result<(), FolioError> {
-        self.require(FolioKind::File)?;
-        self.require_pmd()?;
-        let _g = self.lock();
-        self.add_entire_locked(space);
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    // -------------------------------------------------------------------------------------
-    // Removing mappings. Each lowers mapcounts and hands the references back as an
-    // `Unmapped`, to be released only after the TLB invalidation.
-
-    /// Removes one PTE mapping in `space` of each page `first..first + nr`. Every page must
-    /// have one ([`FolioError::NotMapped`]). The pages lose their anon-exclusive flag. The
-    /// `nr` references the mappings held come back as an [`Unmapped`].
-    pub fn remove_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        if let Some(i) = range.clone().find(|&i| self.pte_mapcount(i) == 0) {
-            return Err(FolioError::NotMapped { page: i });
-        }
-        for i in range.clone() {
-            // An exclusive page has exactly one mapping, this one.
-            self.clear_exclusive(i);
-            sub(&self.pages[i].mapcount, 1);
-        }
-        let n = range.len() as u32;
-        self.account_sub(space, n);
-        self.debug_check_locked();
-        Ok(Unmapped::new(*self, n))
-    }
-
-    /// Removes one entire mapping in `space`. Pages that were mapped only by it lose their
-    /// anon-exclusive flag. The reference comes back as an [`Unmapped`].
-    pub fn remove_entire(&self, space: SpaceId) -> Result<Unmapped<'m>, FolioError> {
-        self.require_pmd()?;
-        let _g = self.lock();
-        let entire = self.entire_ctr().expect("order 9");
-        if entire.load(Ordering::Acquire) == 0 {
-            return Err(FolioError::NoEntireMapping);
-        }
-        for i in 0..self.pages.len() {
-            // An exclusive page has exactly one mapping; with an entire mapping present, it
-            // is that one.
-            self.clear_exclusive(i);
-        }
-        sub(entire, 1);
-        self.account_sub(space, 1);
-        self.debug_check_locked();
-        Ok(Unmapped::new(*self, 1))
-    }
-
-    /// Converts an entire mapping in `space` into PTE mappings of pages `first..first + nr`
-    /// (the PMD split, possibly with a partial unmap): first adds one PTE mapping per kept
-    /// page (taking `nr` references), then removes the entire mapping, whose reference comes
-    /// back as an [`Unmapped`]. Kept pages keep their anon-exclusive flag (their mapcount
-    /// does not change); the others lose it. To keep nothing use
-    /// [`remove_entire`](Self::remove_entire); to unmap a hole in the middle, convert all 512
-    /// pages and then [`remove_ptes`](Self::remove_ptes) the hole.
-    pub fn split_entire(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
-        self.require_pmd()?;
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        let entire = self.entire_ctr().expect("order 9");
-        if entire.load(Ordering::Acquire) == 0 {
-            return Err(FolioError::NoEntireMapping);
-        }
-        self.add_ptes_locked(space, range.clone());
-        for i in (0..self.pages.len()).filter(|i| !range.contains(i)) {
-            self.clear_exclusive(i);
-        }
-        sub(entire, 1);
-        self.account_sub(space, 1);
-        self.debug_check_locked();
-        Ok(Unmapped::new(*self, 1))
-    }
-
-    // -------------------------------------------------------------------------------------
-    // Fork.
-
-    /// Fork of `nr` PTE-mapped anon pages `first..first + nr` into `child`, in one call:
-    /// takes `nr` references, adds one PTE mapping of each page in `child`, and clears the
-    /// pages' anon-exclusive flags (parent and child now share them; the caller
-    /// write-protects the parent's entries). Every page must be mapped.
-    ///
-    /// Refused with [`FolioError::MaybePinned`], **changing nothing**, if the folio may be
-    /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
-    /// the child instead (the pinned page stays exclusive to the parent).
-    pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
-        self.require(FolioKind::Anon)?;
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        if let Some(i) = range.clone().find(|&i| self.page_mapcount(i) == 0) {
-            return Err(FolioError::NotMapped { page: i });
-        }
-        if self.maybe_pinned() {
-            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
-                return Err(FolioError::MaybePinned { page: i });
-            }
-        }
-        for i in range.clone() {
-            self.clear_exclusive(i);
-        }
-        self.add_ptes_locked(child, range);
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    /// Re-attributes `nr` existing mappings of this folio from address space `from` to `to`:
-    /// the leaves, mapcounts, references and flags stay as they are; only the "mapped shared"
-    /// tracking slots move. For a level-3 table shared by several address spaces, whose
-    /// entries are accounted once, under one of them (see the module docs of
-    /// `mm::space`, "Shared page tables"), when that space stops linking it.
-    pub fn transfer_mappings(&self, from: SpaceId, to: SpaceId, nr: u32) {
-        if from == to || nr == 0 {
-            return;
-        }
-        let _g = self.lock();
-        assert!(
-            nr <= self.mapcount(),
-            "folio {}: transferring {nr} mappings of {}",
-            self.pa,
-            self.mapcount()
-        );
-        self.slot_sub(from, nr);
-        self.slot_add(to, nr);
-        self.update_shared();
-    }
-
-    /// Fork of an entire anon mapping into `child`: one reference, one entire mapping in
-    /// `child`, anon-exclusive cleared on every page. Refused like
-    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) if the folio may be pinned and any
-    /// page is anon-exclusive.
-    pub fn try_dup_anon_entire(&self, child: SpaceId) -> Result<(), FolioError> {
-        self.require(FolioKind::Anon)?;
-        self.require_pmd()?;
-        let _g = self.lock();
-        if self.entire_mapcount() == 0 {
-            return Err(FolioError::NoEntireMapping);
-        }
-        if self.maybe_pinned() {
-            if let Some(i) = (0..self.pages.len()).find(|&i| self.is_anon_exclusive(i)) {
-                return Err(FolioError::MaybePinned { page: i });
-            }
-        }
-        for i in 0..self.pages.len() {
-            self.clear_exclusive(i);
-        }
-        self.add_entire_locked(child);
-        self.debug_check_locked();
-        Ok(())
-    }
-
-    // -------------------------------------------------------------------------------------
-    // Anon-exclusive and COW reuse.
-
-    /// Marks pages `first..first + nr` possibly shared (clears anon-exclusive), e.g. before
-    /// making them reachable other than through their one mapping. Refused with
-    /// [`FolioError::MaybePinned`], changing nothing, if the folio may be pinned and any of
-    /// the pages is exclusive (a pinned page must stay exclusive).
-    pub fn try_clear_anon_exclusive(&self, first: usize, nr: usize) -> Result<(), FolioError> {
-        self.require(FolioKind::Anon)?;
-        let range = self.range(first, nr)?;
-        let _g = self.lock();
-        if self.maybe_pinned() {
-            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
-                return Err(FolioError::MaybePinned { page: i });
-            }
-        }
-        for i in range {
-            self.clear_exclusive(i);
-        }
-        Ok(())
-    }
-
-    /// The COW reuse decision for a write fault on page `page`, PTE-mapped (read-only) in
-    /// `space`, with `extra_refs` references held by the caller besides the mappings
-    /// (normally 0 under the page table lock, 1 if the fault path took a reference).
-    ///
-    /// Returns `true` — and marks the page anon-exclusive, so the caller may map it writable
-    /// in place — if the folio is anon, the page has exactly one mapping (the faulting one)
-    /// and either the page is already anon-exclusive, or all of:
-    /// * every mapping of the folio belongs to `space` ([`mapped_exclusively_by`]);
-    /// * the folio is not pinned;
-    /// * `refcount == mapcount + extra_refs`: every reference is a mapping in `space` or the
-    ///   caller's, so nothing else (I/O, a cache, a lookup) can reach the page.
-    ///
-    /// Returns `false` otherwise (the caller copies the page), changing nothing.
-    ///
-    /// [`mapped_exclusively_by`]: Self::mapped_exclusively_by
-    pub fn try_reuse_anon(&self, space: SpaceId, page: usize, extra_refs: u32) -> bool {
-        if !self.is_anon() || page >= self.pages.len() {
-            return false;
-        }
-        let _g = self.lock();
-        if self.page_mapcount(page) != 1 {
-            return false;
-        }
-        if self.is_anon_exclusive(page) {
-            return true;
-        }
-        if !self.reusable_locked(space, extra_refs) {
-            return false;
-        }
-        self.set_exclusive(page);
-        true
-    }
-
-    /// The COW reuse decision for a write fault on an entire mapping in `space`: as
-    /// [`try_reuse_anon`](Self::try_reuse_anon), requiring that the entire mapping is the
-    /// only mapping of the folio (so every page has mapcount 1); marks all 512 pages
-    /// anon-exclusive.
-    pub fn try_reuse_anon_entire(&self, space: SpaceId, extra_refs: u32) -> bool {
-        if !self.is_anon() || self.order() != FolioOrder::PMD {
-            return false;
-        }
-        let _g = self.lock();
-        if self.entire_mapcount() != 1 || self.mapcount() != 1 {
-            return false;
-        }
-        if (0..self.pages.len()).all(|i| self.is_anon_exclusive(i)) {
-            return true;
-        }
-        if !self.reusable_locked(space, extra_refs) {
-            return false;
-        }
-        for i in 0..self.pages.len() {
-            self.set_exclusive(i);
-        }
-        true
-    }
-
-    // -------------------------------------------------------------------------------------
     // Pins.
 
     /// Pins the folio for access to page `page` (DMA, long-term GUP): one reference and one
@@ -564,11 +258,11 @@ impl<'m> Folio<'m> {
     // -------------------------------------------------------------------------------------
     // Internals.
 
-    fn head(&self) -> &'m PageMeta {
+    pub(super) fn head(&self) -> &'m PageMeta {
         &self.pages[0]
     }
 
-    fn total_ctr(&self) -> &'m AtomicU32 {
+    pub(super) fn total_ctr(&self) -> &'m AtomicU32 {
         match self.pages.get(1) {
             Some(p) => &p.w[second::TOTAL],
             // Order 0: the one page's PTE mapcount is the total.
@@ -576,11 +270,11 @@ impl<'m> Folio<'m> {
         }
     }
 
-    fn entire_ctr(&self) -> Option<&'m AtomicU32> {
+    pub(super) fn entire_ctr(&self) -> Option<&'m AtomicU32> {
         self.pages.get(1).map(|p| &p.w[second::ENTIRE])
     }
 
-    fn lock(&self) -> Locked<'m> {
+    pub(super) fn lock(&self) -> Locked<'m> {
         let flags = &self.head().flags;
         debug_assert!(
             flags.load(Ordering::Relaxed) & flag::HEAD != 0,
@@ -595,7 +289,7 @@ impl<'m> Folio<'m> {
         Locked { flags }
     }
 
-    fn require(&self, kind: FolioKind) -> Result<(), FolioError> {
+    pub(super) fn require(&self, kind: FolioKind) -> Result<(), FolioError> {
         match (self.kind(), kind) {
             (FolioKind::Anon, FolioKind::Anon) | (FolioKind::File, FolioKind::File) => Ok(()),
             (_, FolioKind::Anon) => Err(FolioError::NotAnon),
@@ -603,7 +297,7 @@ impl<'m> Folio<'m> {
         }
     }
 
-    fn require_pmd(&self) -> Result<(), FolioError> {
+    pub(super) fn require_pmd(&self) -> Result<(), FolioError> {
         if self.order() == FolioOrder::PMD {
             Ok(())
         } else {
@@ -611,33 +305,33 @@ impl<'m> Folio<'m> {
         }
     }
 
-    fn range(&self, first: usize, nr: usize) -> Result<Range<usize>, FolioError> {
+    pub(super) fn range(&self, first: usize, nr: usize) -> Result<Range<usize>, FolioError> {
         match first.checked_add(nr) {
             Some(end) if nr > 0 && end <= self.pages.len() => Ok(first..end),
             _ => Err(FolioError::PageRange { first, nr }),
         }
     }
 
-    fn take_refs(&self, n: u32) {
+    pub(super) fn take_refs(&self, n: u32) {
         let old = self.head().w[head::REFS].fetch_add(n, Ordering::AcqRel);
         assert!(old != 0, "folio {}: reference taken on a freed folio", self.pa);
         assert!(old <= MAX_COUNT - n, "folio {}: refcount overflow", self.pa);
     }
 
-    fn set_exclusive(&self, page: usize) {
+    pub(super) fn set_exclusive(&self, page: usize) {
         self.pages[page]
             .flags
             .fetch_or(flag::ANON_EXCLUSIVE, Ordering::AcqRel);
     }
 
-    fn clear_exclusive(&self, page: usize) {
+    pub(super) fn clear_exclusive(&self, page: usize) {
         self.pages[page]
             .flags
             .fetch_and(!flag::ANON_EXCLUSIVE, Ordering::AcqRel);
     }
 
     /// References first, then one PTE mapcount per page, then the folio-wide counts.
-    fn add_ptes_locked(&self, space: SpaceId, range: Range<usize>) {
+    pub(super) fn add_ptes_locked(&self, space: SpaceId, range: Range<usize>) {
         let n = range.len() as u32;
         self.take_refs(n);
         for i in range {
@@ -646,21 +340,21 @@ impl<'m> Folio<'m> {
         self.account_add(space, n);
     }
 
-    fn add_entire_locked(&self, space: SpaceId) {
+    pub(super) fn add_entire_locked(&self, space: SpaceId) {
         self.take_refs(1);
         add(self.entire_ctr().expect("order 9"), 1, "entire mapcount");
         self.account_add(space, 1);
     }
 
     /// `(space, count)` of slot `i`, if occupied.
-    fn slot(&self, i: usize) -> Option<(SpaceId, u32)> {
+    pub(super) fn slot(&self, i: usize) -> Option<(SpaceId, u32)> {
         let h = self.head();
         let id = h.w[head::SLOT_ID + 2 * i].load(Ordering::Relaxed);
         let n = h.w[head::SLOT_COUNT + 2 * i].load(Ordering::Relaxed);
         SpaceId::new(id).map(|s| (s, n))
     }
 
-    fn set_slot(&self, i: usize, v: Option<(SpaceId, u32)>) {
+    pub(super) fn set_slot(&self, i: usize, v: Option<(SpaceId, u32)>) {
         let h = self.head();
         let (id, n) = v.map_or((0, 0), |(s, n)| (s.get(), n));
         h.w[head::SLOT_ID + 2 * i].store(id, Ordering::Relaxed);
@@ -670,7 +364,7 @@ impl<'m> Folio<'m> {
     /// `d` new mappings in `space`, whose per-page / entire counters are already raised:
     /// raises the total (for order 0 the page's PTE mapcount *is* the total), updates the
     /// space's slot (taking a free one if it has none) and the shared flag.
-    fn account_add(&self, space: SpaceId, d: u32) {
+    pub(super) fn account_add(&self, space: SpaceId, d: u32) {
         if self.pages.len() > 1 {
             add(self.total_ctr(), d, "total mapcount");
         }
@@ -680,7 +374,7 @@ impl<'m> Folio<'m> {
 
     /// `d` more mappings of `space` in its slot, taking a free one if it has none (if both
     /// are taken by other spaces, they stay untracked).
-    fn slot_add(&self, space: SpaceId, d: u32) {
+    pub(super) fn slot_add(&self, space: SpaceId, d: u32) {
         let mut free = None;
         for i in 0..2 {
             match self.slot(i) {
@@ -695,7 +389,7 @@ impl<'m> Folio<'m> {
     }
 
     /// `d` mappings in `space` gone, per-page / entire counters already lowered.
-    fn account_sub(&self, space: SpaceId, d: u32) {
+    pub(super) fn account_sub(&self, space: SpaceId, d: u32) {
         if self.pages.len() > 1 {
             sub(self.total_ctr(), d);
         }
@@ -704,7 +398,7 @@ impl<'m> Folio<'m> {
     }
 
     /// `d` fewer mappings of `space` in its slot, if it has one.
-    fn slot_sub(&self, space: SpaceId, d: u32) {
+    pub(super) fn slot_sub(&self, space: SpaceId, d: u32) {
         for i in 0..2 {
             if let Some((s, n)) = self.slot(i) {
                 if s == space {
@@ -718,7 +412,7 @@ impl<'m> Folio<'m> {
     }
 
     /// SHARED := the folio is mapped and no slot accounts for all of its mappings.
-    fn update_shared(&self) {
+    pub(super) fn update_shared(&self) {
         let total = self.mapcount();
         let one_space = total == 0 || (0..2).any(|i| self.slot(i).is_some_and(|(_, n)| n == total));
         let flags = &self.head().flags;
@@ -729,19 +423,19 @@ impl<'m> Folio<'m> {
         }
     }
 
-    fn mapped_exclusively_by_locked(&self, space: SpaceId) -> bool {
+    pub(super) fn mapped_exclusively_by_locked(&self, space: SpaceId) -> bool {
         let total = self.mapcount();
         total != 0 && (0..2).any(|i| self.slot(i) == Some((space, total)))
     }
 
-    fn reusable_locked(&self, space: SpaceId, extra_refs: u32) -> bool {
+    pub(super) fn reusable_locked(&self, space: SpaceId, extra_refs: u32) -> bool {
         self.mapped_exclusively_by_locked(space)
             && !self.maybe_pinned()
             && self.refcount() as u64 == self.mapcount() as u64 + extra_refs as u64
     }
 
     /// The reference rule, with the mapping counts stable (lock held).
-    fn debug_check_locked(&self) {
+    pub(super) fn debug_check_locked(&self) {
         debug_assert!(
             self.refcount() as u64 >= self.mapcount() as u64 + self.pincount() as u64,
             "folio {}: refcount {} < mapcount {} + pincount {}",
@@ -780,7 +474,7 @@ pub struct Unmapped<'m> {
 }
 
 impl<'m> Unmapped<'m> {
-    fn new(folio: Folio<'m>, refs: u32) -> Unmapped<'m> {
+    pub(super) fn new(folio: Folio<'m>, refs: u32) -> Unmapped<'m> {
         Unmapped { folio, refs }
     }
 

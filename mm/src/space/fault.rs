@@ -1,15 +1,13 @@
-//! Demand faults, access-flag faults, copy-on-write, and the context of an object's fault
-//! handler (see the module docs of `mm::space`, "Faults", "Copy-on-write policy" and
-//! "Files").
-
-use core::fmt;
+//! Demand faults, access-flag faults and copy-on-write (docs/mm.md, "Faults", "Copy-on-write
+//! policy" and "Files").
 
 use super::machine::Machine;
-use super::{pt, Access, El, FaultError, FaultKind, Space};
+use super::{ptes, Access, El, FaultError, FaultKind, Space};
 use crate::folio::{Folio, FolioKind, FolioOrder};
 use crate::vma::{VmProt, Vma, VmaKind};
-use crate::{AccessUpdate, Attrs, Descriptor, PhysAddr, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
+use crate::{AccessUpdate, Descriptor, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
 
+use super::file_fault::{FileFault, Installed};
 use super::shm::Shm;
 
 /// What a fault needs.
@@ -30,110 +28,6 @@ impl Need {
     }
 }
 
-/// The context of a write fault on a private mapping of an object, handed to the object's
-/// fault handler ([`Shm::fault`]) with a destination page the address space allocated
-/// before the call. The handler fills the destination from the object's page at
-/// [`offset`](Self::offset) — one copy, straight from the source — and installs it with
-/// [`install`](Self::install). If the handler returns an error without installing, the
-/// address space frees the destination: nothing changed (module docs of `mm::space`,
-/// "Files").
-pub struct FileFault<'a, 'm> {
-    space: &'a mut Space,
-    /// The faulting page.
-    va: u64,
-    /// Its byte offset in the object.
-    offset: u64,
-    /// The attributes of the new, writable entry.
-    attrs: Attrs,
-    /// The entry being replaced (a read-only mapping of the object's page), if any.
-    old: Option<Descriptor>,
-    /// The destination: a fresh 4 KiB anon folio holding the allocation's reference, until
-    /// installed.
-    dest: Option<Folio<'m>>,
-}
-
-/// Proof that [`FileFault::install`] ran: what a fault handler returns on success.
-#[derive(Debug)]
-pub struct Installed(());
-
-impl<'m> FileFault<'_, 'm> {
-    /// The faulting page.
-    pub fn va(&self) -> VirtAddr {
-        VirtAddr(self.va)
-    }
-
-    /// The byte offset of the faulting page in the object.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// The physical address of the destination page (4 KiB, not mapped anywhere, contents
-    /// undefined until the handler fills them).
-    ///
-    /// # Panics
-    /// After [`install`](Self::install).
-    pub fn dest(&self) -> PhysAddr {
-        self.dest.as_ref().expect("destination already installed").pa()
-    }
-
-    /// The page currently mapped at [`va`](Self::va) (a read-only mapping of the object's
-    /// page) that the new page replaces, if any.
-    pub fn replaces(&self) -> Option<PhysAddr> {
-        self.old.map(|d| d.address())
-    }
-
-    /// Installs the filled destination at [`va`](Self::va): clears the old entry if any
-    /// (break-before-make through the engine: the invalidation has completed when the new
-    /// entry is written), removes the old mapping's accounting, maps the destination
-    /// writable, young and dirty as an anon-exclusive page, and releases the old mapping's
-    /// reference (after the invalidation). Cannot fail: the address space allocated the
-    /// destination and the level-3 table before calling the handler, and holds its lock.
-    ///
-    /// # Panics
-    /// If called twice.
-    pub fn install<M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Installed {
-        let dest = self.dest.take().expect("destination already installed");
-        let id = self.space.id;
-        let root = &mut self.space.root;
-        let va = self.va;
-        debug_assert_eq!(
-            pt::get(root, m, va).map(|d| d.address()),
-            self.old.map(|d| d.address()),
-            "the entry changed under the fault handler"
-        );
-        let old = self.old.map(|d| {
-            let (folio, idx) = m
-                .mem()
-                .folio_page(d.address())
-                .expect("a user page maps an allocated folio");
-            debug_assert!(!folio.is_anon(), "the old entry maps the object's page");
-            pt::clear(root, m, va, 1);
-            folio.remove_ptes(id, idx, 1).expect("the entry mapped the page")
-        });
-        dest.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(self.attrs, dest.pa().0, true);
-        pt::set(root, m, va, desc, 1, false);
-        dest.put(m);
-        if let Some(u) = old {
-            u.release(m);
-        }
-        self.space.stats.file_cow += 1;
-        Installed(())
-    }
-}
-
-impl fmt::Debug for FileFault<'_, '_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileFault")
-            .field("space", &self.space.id)
-            .field("va", &VirtAddr(self.va))
-            .field("offset", &self.offset)
-            .field("replaces", &self.replaces())
-            .field("dest", &self.dest.as_ref().map(|d| d.pa()))
-            .finish()
-    }
-}
-
 /// Allocates a folio, mapping every failure to "no memory".
 fn alloc<'m, M: Machine<'m> + ?Sized>(
     m: &mut M,
@@ -147,7 +41,7 @@ fn alloc<'m, M: Machine<'m> + ?Sized>(
 impl Space {
     /// Resolves a fault at `va` — the entry point of the data/instruction-abort hook — of an
     /// `access` made at `el`. `kind` is what the hardware reported; the outcome depends only
-    /// on the access, the region and the entry (module docs, "Faults"): an instruction fetch
+    /// on the access, the region and the entry (docs/mm.md, "Faults"): an instruction fetch
     /// at EL1 is always a segmentation fault. Returns `Ok` when the access can be retried.
     pub fn handle_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
@@ -202,7 +96,7 @@ impl Space {
         page: u64,
         need: Need,
     ) -> Result<(), FaultError> {
-        let Some(d) = pt::get(&self.root, m, page) else {
+        let Some(d) = ptes::get(&self.root, m, page) else {
             return match &vma.kind {
                 VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
                 VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
@@ -217,7 +111,7 @@ impl Space {
             .expect("a user page maps an allocated folio");
         if need.write && !d.writable() {
             if shared {
-                pt::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
+                ptes::update(&mut self.root, m, page, AccessUpdate::MADE_WRITABLE);
                 return Ok(());
             }
             if let VmaKind::FilePrivate { obj, .. } = &vma.kind {
@@ -236,7 +130,7 @@ impl Space {
             dirty: need.write,
             writable: false,
         };
-        if pt::update(&mut self.root, m, page, upd) {
+        if ptes::update(&mut self.root, m, page, upd) {
             if !d.young() {
                 self.stats.young_set += 1;
             }
@@ -246,19 +140,19 @@ impl Space {
         Ok(())
     }
 
-    /// A missing page of a private region: a fresh zeroed folio (module docs, "Faults").
+    /// A missing page of a private region: a fresh zeroed folio (docs/mm.md, "Faults").
     fn anon_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         vma: &Vma<Shm>,
         page: u64,
     ) -> Result<(), FaultError> {
-        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let attrs = ptes::user_attrs(vma.prot.pte_prot());
         if let Some(block) = vma.large_folio_block(VirtAddr(page)) {
             let block = block.as_u64();
-            if pt::block_empty(&self.root, m, block) {
+            if ptes::block_empty(&self.root, m, block) {
                 if let Ok(folio) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
-                    if pt::ensure_table(&mut self.root, m, block).is_err() {
+                    if ptes::ensure_table(&mut self.root, m, block).is_err() {
                         folio.put(m);
                         return Err(FaultError::Oom);
                     }
@@ -266,8 +160,8 @@ impl Space {
                     folio
                         .add_anon_ptes(self.id, 0, CONT_PTES, true)
                         .expect("fresh folio");
-                    let desc = pt::page_desc(attrs, folio.pa().0, true);
-                    pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                    let desc = ptes::page_desc(attrs, folio.pa().0, true);
+                    ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
                     folio.put(m);
                     self.stats.anon_64k += 1;
                     return Ok(());
@@ -275,14 +169,14 @@ impl Space {
             }
         }
         let folio = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
-        if pt::ensure_table(&mut self.root, m, page).is_err() {
+        if ptes::ensure_table(&mut self.root, m, page).is_err() {
             folio.put(m);
             return Err(FaultError::Oom);
         }
         m.zero(folio.pa(), PAGE_SIZE);
         folio.add_anon_ptes(self.id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(attrs, folio.pa().0, true);
-        pt::set(&mut self.root, m, page, desc, 1, false);
+        let desc = ptes::page_desc(attrs, folio.pa().0, true);
+        ptes::set(&mut self.root, m, page, desc, 1, false);
         folio.put(m);
         self.stats.anon_4k += 1;
         Ok(())
@@ -306,9 +200,9 @@ impl Space {
         }
         let prot = vma.prot.pte_prot();
         let attrs = if vma.kind.is_shared() {
-            pt::user_attrs(prot)
+            ptes::user_attrs(prot)
         } else {
-            pt::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
+            ptes::user_attrs(prot.map(|p| p.without(Prot::WRITE)))
         };
         let block = vma.large_folio_block(VirtAddr(page)).map(VirtAddr::as_u64);
         let (folio, fresh) = match obj.lookup(off) {
@@ -327,7 +221,7 @@ impl Space {
                 (folio, true)
             }
         };
-        if pt::ensure_table(&mut self.root, m, page).is_err() {
+        if ptes::ensure_table(&mut self.root, m, page).is_err() {
             if fresh {
                 folio.put(m);
             }
@@ -350,7 +244,7 @@ impl Space {
             Some(b) => {
                 order == FolioOrder::CONT
                     && vma.object_offset(VirtAddr(b)) == Some(folio_off)
-                    && pt::block_empty(&self.root, m, b)
+                    && ptes::block_empty(&self.root, m, b)
             }
             None => false,
         };
@@ -362,8 +256,8 @@ impl Space {
         folio
             .add_file_ptes(self.id, first, nr)
             .expect("file folio, pages inside it");
-        let desc = pt::page_desc(attrs, folio.page_pa(first).0, true);
-        pt::set(&mut self.root, m, va, desc, nr, pt::foldable(order));
+        let desc = ptes::page_desc(attrs, folio.page_pa(first).0, true);
+        ptes::set(&mut self.root, m, va, desc, nr, ptes::foldable(order));
         self.stats.shm_pages_mapped += nr as u64;
         Ok(())
     }
@@ -371,7 +265,7 @@ impl Space {
     /// A write to page `page` of a private object mapping that maps no private page yet
     /// (`old` is the read-only mapping of the object's page, if any): allocates the
     /// destination page and the table first, then lets the object's fault handler fill and
-    /// install it (module docs, "Files"). On any failure the destination is freed and no
+    /// install it (docs/mm.md, "Files"). On any failure the destination is freed and no
     /// entry, page or count changed (only a table allocated for the page may stay, empty,
     /// when the handler fails: it is freed with the region, as Linux keeps the tables it
     /// allocated before calling a fault handler).
@@ -385,9 +279,9 @@ impl Space {
     ) -> Result<(), FaultError> {
         let offset = vma.object_offset(VirtAddr(page)).expect("page inside its region");
         debug_assert!(vma.prot.contains(VmProt::WRITE), "the write was allowed");
-        let attrs = pt::user_attrs(vma.prot.pte_prot());
+        let attrs = ptes::user_attrs(vma.prot.pte_prot());
         let dest = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
-        if old.is_none() && pt::ensure_table(&mut self.root, m, page).is_err() {
+        if old.is_none() && ptes::ensure_table(&mut self.root, m, page).is_err() {
             dest.put(m);
             return Err(FaultError::Oom);
         }
@@ -409,7 +303,7 @@ impl Space {
     }
 
     /// Copy-on-write (or unshare) of the present, read-only or shared private page `page`,
-    /// whose entry is `d`: the policy of the module docs.
+    /// whose entry is `d`: the policy of docs/mm.md, "Copy-on-write policy".
     fn wp_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -432,26 +326,26 @@ impl Space {
         } else {
             prot.without(Prot::WRITE)
         };
-        let attrs = pt::user_attrs(Some(prot));
+        let attrs = ptes::user_attrs(Some(prot));
         if unshare {
             self.stats.unshares += 1;
         }
 
-        let block = pt::block_of(page);
+        let block = ptes::block_of(page);
         let whole = folio.order() == FolioOrder::CONT
             && vma.start.as_u64() <= block
             && block + CONT_SIZE <= vma.end.as_u64()
-            && pt::block_maps(&self.root, m, block, folio.pa().0);
+            && ptes::block_maps(&self.root, m, block, folio.pa().0);
 
         // 2. Reuse.
         let reuse = folio.try_reuse_anon(id, idx, 0);
         if reuse && whole && (0..CONT_PTES).all(|i| i == idx || folio.try_reuse_anon(id, i, 0)) {
             if write {
-                pt::clear(&mut self.root, m, block, CONT_PTES);
-                let desc = pt::page_desc(attrs, folio.pa().0, true);
-                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                ptes::clear(&mut self.root, m, block, CONT_PTES);
+                let desc = ptes::page_desc(attrs, folio.pa().0, true);
+                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
             } else {
-                pt::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
+                ptes::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
             }
             self.stats.cow_reuse_64k += 1;
             return Ok(());
@@ -462,7 +356,7 @@ impl Space {
             } else {
                 AccessUpdate::ACCESSED
             };
-            pt::update(&mut self.root, m, page, upd);
+            ptes::update(&mut self.root, m, page, upd);
             self.stats.cow_reuse_4k += 1;
             return Ok(());
         }
@@ -471,13 +365,13 @@ impl Space {
         if whole && !folio.maybe_pinned() {
             if let Ok(new) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
                 m.copy(new.pa(), folio.pa(), CONT_SIZE);
-                pt::clear(&mut self.root, m, block, CONT_PTES);
+                ptes::clear(&mut self.root, m, block, CONT_PTES);
                 let old = folio
                     .remove_ptes(id, 0, CONT_PTES)
                     .expect("the block mapped the folio");
                 new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
-                let desc = pt::page_desc(attrs, new.pa().0, true);
-                pt::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                let desc = ptes::page_desc(attrs, new.pa().0, true);
+                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
                 new.put(m);
                 old.release(m);
                 self.stats.cow_copy_64k += 1;
@@ -488,11 +382,11 @@ impl Space {
         // 4. Copy the page.
         let new = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
         m.copy(new.pa(), d.address(), PAGE_SIZE);
-        pt::clear(&mut self.root, m, page, 1);
+        ptes::clear(&mut self.root, m, page, 1);
         let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
         new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
-        let desc = pt::page_desc(attrs, new.pa().0, true);
-        pt::set(&mut self.root, m, page, desc, 1, false);
+        let desc = ptes::page_desc(attrs, new.pa().0, true);
+        ptes::set(&mut self.root, m, page, desc, 1, false);
         new.put(m);
         old.release(m);
         self.stats.cow_copy_4k += 1;

@@ -1,10 +1,10 @@
-//! `fork`: the child's regions and copy-on-write entries, batched per folio (module docs of
-//! `mm::space`, "Fork").
+//! `fork`: the child's regions and copy-on-write entries, batched per folio (docs/mm.md,
+//! "Fork").
 
 use alloc::vec::Vec;
 
 use super::machine::Machine;
-use super::{pt, ForkMode, Space, SpaceError};
+use super::{ptes, ForkMode, Space, SpaceError};
 use crate::folio::{FolioError, FolioKind, FolioOrder};
 use crate::vma::Vma;
 use crate::{PAGE_SIZE, USER_END};
@@ -20,7 +20,7 @@ impl Space {
     /// regions map the same objects.
     ///
     /// On [`SpaceError::OutOfMemory`] no child exists (everything it took is released) and
-    /// this space's contents and regions are unchanged (module docs, "Out of memory").
+    /// this space's contents and regions are unchanged (docs/mm.md, "Out of memory").
     pub fn fork<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M) -> Result<Space, SpaceError> {
         let mut child = Space::with_regions(m, self.vmas.fork(), self.tables.clone())?;
         child.fork_mode = self.fork_mode;
@@ -66,7 +66,7 @@ impl Space {
         span: u64,
     ) -> Result<(), SpaceError> {
         self.stats.fork_tables_copied += 1;
-        self.fork_copy(m, child, span, span + pt::TABLE_SPAN)
+        self.fork_copy(m, child, span, span + ptes::TABLE_SPAN)
     }
 
     /// Copies the entries of the private region `vma` in `[start, end)` into `child`, write-protecting the
@@ -93,11 +93,11 @@ impl Space {
         // bounded (at most 512) however large the region is.
         let mut chunk = start;
         'chunks: while chunk < end {
-            let chunk_end = (pt::span_of(chunk) + pt::TABLE_SPAN).min(end);
-            let runs = pt::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
+            let chunk_end = (ptes::span_of(chunk) + ptes::TABLE_SPAN).min(end);
+            let runs = ptes::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
             // A table under a write limit (shared, or left so by sharing) is not written: the
             // limit already keeps its entries read-only, and its last holder write-protects
-            // what is no longer exclusive when it takes it (module docs, "Shared page
+            // what is no longer exclusive when it takes it (docs/mm.md, "Shared page
             // tables").
             let limited = self.limited_tables
                 && self
@@ -106,12 +106,12 @@ impl Space {
                     .is_some_and(|t| t.write_protected);
             chunk = chunk_end;
             for run in &runs {
-                if pt::ensure_table(&mut child.root, m, run.va).is_err() {
+                if ptes::ensure_table(&mut child.root, m, run.va).is_err() {
                     result = Err(NoMemory);
                     break 'chunks;
                 }
                 let child_desc = run.desc.with_writable(false).with_young(false);
-                let fold = pt::foldable(run.folio.order());
+                let fold = ptes::foldable(run.folio.order());
                 if !run.folio.is_anon() {
                     // Object pages of a private object mapping: read-only in the parent,
                     // the same (read-only) entries in the child.
@@ -120,14 +120,14 @@ impl Space {
                         .add_file_ptes(child.id, run.first, run.nr)
                         .expect("file folio, pages inside it");
                     self.stats.fork_file_batches += 1;
-                    pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                    ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
                     continue;
                 }
                 match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
                     Ok(()) => {
                         self.stats.fork_dup_batches += 1;
                         self.stats.fork_dup_pages += run.nr as u64;
-                        pt::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                        ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
                         if run.writable && !limited {
                             add_protect(run.va, run.end());
                         }
@@ -135,7 +135,7 @@ impl Space {
                     Err(FolioError::MaybePinned { .. }) => {
                         // Page by page: share what can be shared, copy the exclusive pages of the
                         // pinned folio for the child.
-                        let attrs = pt::user_attrs(vma.prot.pte_prot());
+                        let attrs = ptes::user_attrs(vma.prot.pte_prot());
                         for i in 0..run.nr {
                             let va = run.va + i as u64 * PAGE_SIZE;
                             let idx = run.first + i;
@@ -145,7 +145,7 @@ impl Space {
                                     self.stats.fork_dup_batches += 1;
                                     self.stats.fork_dup_pages += 1;
                                     let d = child_desc.with_address(crate::PhysAddr(pa));
-                                    pt::set(&mut child.root, m, va, d, 1, fold);
+                                    ptes::set(&mut child.root, m, va, d, 1, fold);
                                     if run.writable && !limited {
                                         add_protect(va, va + PAGE_SIZE);
                                     }
@@ -158,9 +158,9 @@ impl Space {
                                     };
                                     m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
                                     new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
-                                    let d = pt::page_desc(attrs, new.pa().0, true)
+                                    let d = ptes::page_desc(attrs, new.pa().0, true)
                                         .with_young(!vma.prot.is_none());
-                                    pt::set(&mut child.root, m, va, d, 1, false);
+                                    ptes::set(&mut child.root, m, va, d, 1, false);
                                     new.put(m);
                                     self.stats.fork_copies += 1;
                                 }
@@ -176,7 +176,7 @@ impl Space {
             }
         }
         for (s, e) in protect {
-            pt::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
+            ptes::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
             self.stats.fork_wrprotects += 1;
         }
         result

@@ -1,18 +1,18 @@
-//! Pins: the GUP `FOLL_PIN` analogue (module docs of `mm::space`, "Pins").
+//! Pins: the GUP `FOLL_PIN` analogue (docs/mm.md, "Pins").
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use super::fault::Need;
 use super::machine::Machine;
-use super::{pt, Access, El, FaultError, SegvCause, Space};
+use super::{ptes, Access, El, FaultError, SegvCause, Space};
 use crate::folio::{FolioError, SpaceId};
 use crate::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
 
 /// Pinned user pages: one folio pin (and reference) per page, in address order.
 ///
 /// The frames stay allocated, and stay the pages the address space sees at those addresses
-/// (module docs, "Pins"), until the handle is released with [`PinHandle::release`] or
+/// (docs/mm.md, "Pins"), until the handle is released with [`PinHandle::release`] or
 /// [`Space::unpin`]. Dropping it unreleased leaks the pins: it is reported as an error and,
 /// in debug builds, panics (even for a handle of no page, so that the mistake shows before
 /// it leaks memory).
@@ -154,7 +154,7 @@ impl Space {
         let mem = m.mem();
         // Each round makes progress (maps, copies or marks exclusive); three suffice.
         for _ in 0..4 {
-            let Some(d) = pt::get(&self.root, m, page) else {
+            let Some(d) = ptes::get(&self.root, m, page) else {
                 self.fault_in(m, &vma, page, Need::of(access))?;
                 continue;
             };

@@ -1,5 +1,5 @@
 //! Copy-on-write page tables: level-3 tables shared between address spaces after a fork in
-//! [`ForkMode::ShareTables`] (module docs of `mm::space`, "Shared page tables").
+//! [`ForkMode::ShareTables`] (docs/mm.md, "Shared page tables").
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -7,11 +7,11 @@ use alloc::vec::Vec;
 use spin::Mutex;
 
 use super::machine::Machine;
-use super::{pt, FaultError, Space, SpaceError};
+use super::{ptes, FaultError, Space, SpaceError};
 use crate::folio::{Folio, SpaceId};
 use crate::{PhysAddr, PteTable, VirtAddr, PAGE_SIZE};
 
-use super::pt::{span_of, TABLE_SPAN};
+use super::ptes::{span_of, TABLE_SPAN};
 
 /// How [`Space::fork`] gives the child its private memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -209,9 +209,9 @@ impl Space {
         m: &M,
         t: PteTable,
         mut key: impl FnMut(Folio<'m>, usize) -> bool,
-    ) -> Vec<pt::Run<'m>> {
+    ) -> Vec<ptes::Run<'m>> {
         let s = t.va.as_u64();
-        pt::runs(&self.root, m, m.mem(), s, s + TABLE_SPAN, |f, i, _| key(f, i))
+        ptes::runs(&self.root, m, m.mem(), s, s + TABLE_SPAN, |f, i, _| key(f, i))
     }
 
     /// The private copy: a new table with this space's accounting of every entry, the shared
@@ -278,7 +278,7 @@ impl Space {
             }
         }
         for (a, b) in ranges {
-            pt::wrprotect(&mut self.root, m, a, ((b - a) / PAGE_SIZE) as usize);
+            ptes::wrprotect(&mut self.root, m, a, ((b - a) / PAGE_SIZE) as usize);
         }
         self.root.unprotect_pte_table(m, t.va);
         self.stats.table_takeovers += 1;

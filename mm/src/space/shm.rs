@@ -2,8 +2,8 @@
 //! [`VmaKind::FilePrivate`](crate::vma::VmaKind) regions — shared anonymous memory
 //! (`MAP_SHARED | MAP_ANONYMOUS`, or an object mapped into several address spaces) and
 //! read-only files held in RAM (an in-image blob or a RAM region acting as a DAX device) —,
-//! and the fault handler that fills a private copy of an object page (module docs of
-//! `mm::space`, "Files").
+//! and the fault handler that fills a private copy of an object page (docs/mm.md,
+//! "Files").
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use super::fault::{FileFault, Installed};
+use super::file_fault::{FileFault, Installed};
 use super::machine::Machine;
 use super::{FaultError, SpaceError};
 use crate::folio::{FolioKind, FolioOrder, MemMap};
@@ -177,8 +177,8 @@ impl Shm {
         self.0.folios.lock().insert(offset, (pa, order));
     }
 
-    /// The fault handler of a write fault on a private mapping of the object (module docs of
-    /// `mm::space`, "Files"): copies the object's page at [`FileFault::offset`] straight
+    /// The fault handler of a write fault on a private mapping of the object (docs/mm.md,
+    /// "Files"): copies the object's page at [`FileFault::offset`] straight
     /// into the destination page the address space allocated ([`FileFault::dest`]) — zeroes
     /// it if an anonymous object has no page there yet — and installs it with
     /// [`FileFault::install`]. Past the end of a file it fails with [`FaultError::Bus`]

@@ -13,7 +13,7 @@
 //! The reference keeps each page's *own* A/D state ("raw", what its entry holds) and applies
 //! the engine's documented rules: the state seen through `pte_get` is the OR over the block
 //! when folded; folding and unfolding write that OR into all 16 entries; whole-block A/D
-//! operations act on all 16. What it guarantees about the bit (module docs of `contpte`):
+//! operations act on all 16. What it guarantees about the bit (docs/mm.md, "CONTPTE"):
 //!
 //! * after `set_ptes` with `fold_ok` (CONTPTE on), every block the call touched is folded
 //!   exactly when it qualifies (16 pages, consecutive PAs from a 64 KiB aligned base, equal

@@ -77,7 +77,7 @@
 //!   frames handed out = frames of live folios;
 //! * **the Contiguous bit**: on every level-3 leaf it is set **exactly** when the reference
 //!   says the 64 KiB VA block is folded; 2 MiB blocks never carry it. The reference folds by
-//!   the engine's documented rule (module docs of `contpte`):
+//!   the engine's documented rule (docs/mm.md, "CONTPTE"):
 //!   - after a `set_ptes` with `fold_ok` (always on these user roots), every 64 KiB VA block
 //!     the call touched is folded iff it *qualifies*: all 16 pages mapped by level-3 entries,
 //!     consecutive PAs from a 64 KiB aligned base, equal write permission (the only attribute
@@ -115,7 +115,7 @@ use proptest::prelude::*;
 use super::super::folio::{
     self, Folio, FolioError, FolioKind, FolioOrder, MappedLeaf, MemMap, PageMeta, SpaceId, Unmapped,
 };
-use super::super::model::{Access, El, FaultKind, Model, ModelRoot};
+use super::super::model::{Access, El, FaultKind, Model};
 use super::super::{
     AccessUpdate, Asid, Attrs, Descriptor, DescriptorKind, Leaf, Level, MapError, PhysAddr, Root, VirtAddr,
 };
@@ -124,7 +124,7 @@ const KB4: u64 = 4 << 10;
 const KB64: u64 = 64 << 10;
 const MB2: u64 = 2 << 20;
 /// Simulated RAM for folio frames.
-use crate::folio::tests::{FRAMES, RAM};
+use crate::fixture::{memmap, quiet_model, storage, user_root, FRAMES, RAM};
 /// The window of every root: four 2 MiB slots, two below and two above 1 GiB.
 const WIN: u64 = (1 << 30) - 2 * MB2;
 const WIN_PAGES: u64 = 4 * 512;
@@ -150,7 +150,7 @@ fn attrs(writable: bool) -> Attrs {
 }
 
 // Frame source: the folio tests' checking buddy over [RAM, RAM + RAM_SIZE).
-use crate::folio::tests::Frames;
+use crate::fixture::Frames;
 
 // -----------------------------------------------------------------------------------------
 // Address spaces and the unmap callback.
@@ -163,8 +163,7 @@ struct Space {
 
 fn new_space(m: &mut Model, i: usize) -> Space {
     let asid = Asid(40 + i as u16);
-    let root = Root::new_user(m, asid).unwrap();
-    m.add_root(root.pa(), ModelRoot::User { asid });
+    let root = user_root(m, asid);
     Space {
         id: SpaceId::new(1 + i as u32).unwrap(),
         asid,
@@ -626,7 +625,7 @@ struct Tally {
 
 impl<'m> World<'m> {
     fn new(storage: &'m mut [PageMeta], nroots: usize, tlbi_range: bool) -> World<'m> {
-        let mem = MemMap::new(PhysAddr(RAM), storage).unwrap();
+        let mem = memmap(storage);
         let mut m = Model::new().with_tlbi_range(tlbi_range);
         m.set_logging(false);
         let sp = (0..nroots).map(|i| new_space(&mut m, i)).collect();
@@ -1506,12 +1505,8 @@ fn table_leaves(m: &Model, root: PhysAddr) -> Vec<Leaf> {
     out
 }
 
-fn storage() -> Vec<PageMeta> {
-    (0..FRAMES).map(|_| PageMeta::new()).collect()
-}
-
 fn run(nroots: usize, tlbi_range: bool, ops: &[Op]) {
-    let mut st = storage();
+    let mut st = storage(FRAMES);
     let mut w = World::new(&mut st, nroots, tlbi_range);
     w.check();
     for op in ops {
@@ -1543,11 +1538,10 @@ proptest! {
 /// every count back to 0, and the folio freed by its last reference.
 #[test]
 fn folded_folio_partially_unmapped_then_reprotected() {
-    let mut st = storage();
+    let mut st = storage(FRAMES);
     let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
     let mut fr = Frames::new();
-    let mut m = Model::new();
-    m.set_logging(false);
+    let mut m = quiet_model();
     let mut s = new_space(&mut m, 0);
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::Anon)
@@ -1765,7 +1759,7 @@ fn scripted_folio_sequence() {
             span: at(0, 1024),
         },
     ];
-    let mut st = storage();
+    let mut st = storage(FRAMES);
     let mut w = World::new(&mut st, 3, false);
     w.max_mapped = usize::MAX;
     w.check();
@@ -1798,11 +1792,10 @@ fn scripted_folio_sequence() {
 #[ignore = "bug: Root::map(allow_blocks) writes 512 pages instead of the documented 2 MiB block \
             where clear_ptes left an empty level-3 table"]
 fn block_map_over_an_empty_pte_table() {
-    let mut st = storage();
+    let mut st = storage(FRAMES);
     let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
     let mut fr = Frames::new();
-    let mut m = Model::new();
-    m.set_logging(false);
+    let mut m = quiet_model();
     let mut s = new_space(&mut m, 0);
     // A page faulted in and cleared again (e.g. a fault handler retrying): the level-3 table
     // covering [WIN, WIN + 2 MiB) stays, empty.
@@ -1847,8 +1840,7 @@ fn block_map_over_an_empty_pte_table() {
             with hardware dirty updates the stale read-only TLB entry makes the write fault \
             unresolvable"]
 fn clean_write_grant_leaves_a_stale_read_only_entry() {
-    let mut m = Model::new();
-    m.set_logging(false);
+    let mut m = quiet_model();
     let mut s = new_space(&mut m, 0);
     let va = VirtAddr(WIN);
     let pte = Attrs::USER_RO.leaf(Level::L3, PhysAddr(RAM));
@@ -1939,7 +1931,7 @@ fn write_faults_after_hardware_dirty_updates() {
         ],
     ];
     for (k, ops) in cases.iter().enumerate() {
-        let mut st = storage();
+        let mut st = storage(FRAMES);
         let mut w = World::new(&mut st, 2, false);
         w.check();
         for op in ops {

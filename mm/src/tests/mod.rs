@@ -24,58 +24,10 @@ mod oom;
 mod props;
 mod units;
 
-use super::model::{Model, ModelRoot};
-use super::{Asid, Descriptor, DescriptorKind, Level, PhysAddr, Platform, Root, VirtAddr};
+use super::model::Model;
+use super::{Descriptor, DescriptorKind, Level, PhysAddr, Platform, VirtAddr};
 
-/// The ASID the test user root runs with.
-pub(crate) const USER_ASID: Asid = Asid(7);
-
-/// A model with a kernel and a user root registered.
-pub(crate) struct Env {
-    pub m: Model,
-    pub k: Root,
-    pub u: Root,
-}
-
-impl Env {
-    pub fn new(tlbi_range: bool) -> Env {
-        let mut m = Model::new().with_tlbi_range(tlbi_range);
-        let k = Root::new_kernel(&mut m).unwrap();
-        m.add_root(k.pa(), ModelRoot::Kernel);
-        let u = Root::new_user(&mut m, USER_ASID).unwrap();
-        m.add_root(u.pa(), ModelRoot::User { asid: USER_ASID });
-        Env { m, k, u }
-    }
-
-    /// The root for `kernel`, with the model.
-    pub fn split(&mut self, kernel: bool) -> (&mut Model, &mut Root) {
-        if kernel {
-            (&mut self.m, &mut self.k)
-        } else {
-            (&mut self.m, &mut self.u)
-        }
-    }
-
-    pub fn check(&self) {
-        self.m.check_all();
-    }
-
-    /// Retires and destroys both roots; asserts every frame came back.
-    pub fn teardown(self) {
-        let Env { mut m, k, u } = self;
-        for r in [k, u] {
-            let tables = m.tables_under(r.pa());
-            m.retire_root(r.pa());
-            assert_eq!(
-                r.destroy(&mut m),
-                tables,
-                "destroy freed a different number of tables"
-            );
-        }
-        m.check_all();
-        assert_eq!(m.live_frames(), 0, "table frames leaked");
-    }
-}
+pub(crate) use crate::fixture::{Env, USER_ASID};
 
 /// The slot holding the leaf (or the first invalid entry) for `va`, found by reading the
 /// tables directly: `(table, index, level, descriptor)`.

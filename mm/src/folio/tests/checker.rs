@@ -53,7 +53,7 @@ fn free_frame(mem: &MemMap<'_>) -> PhysAddr {
 macro_rules! setup {
     ($mem:ident, $fr:ident, $s:ident) => {
         let mut st = storage(FRAMES);
-        let $mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+        let $mem = memmap(&mut st);
         #[allow(unused_mut)]
         let mut $fr = Frames::new();
         let $s = scene(&$mem, &mut $fr);

@@ -16,84 +16,9 @@ mod units;
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::frames::PhysRange;
-use crate::frames::{FrameAllocator, OutOfMemory, MAX_ORDER};
+use crate::fixture::{memmap, storage, Frames, FRAMES, RAM, RAM_SIZE};
+use crate::frames::OutOfMemory;
 use crate::{Level, PhysAddr, VirtAddr};
-
-/// Start of the simulated RAM the folios come from (data is not simulated).
-pub(crate) const RAM: u64 = 0x4000_0000;
-/// Bytes of simulated RAM: four order-10 buddy blocks.
-pub(crate) const RAM_SIZE: u64 = 16 << 20;
-/// Frames of simulated RAM.
-pub(crate) const FRAMES: usize = (RAM_SIZE >> 12) as usize;
-
-/// Zeroed metadata for `n` frames.
-pub(crate) fn storage(n: usize) -> Vec<PageMeta> {
-    (0..n).map(|_| PageMeta::new()).collect()
-}
-
-/// A frame source over the buddy allocator that records every block it hands out, refuses
-/// double or mismatched frees, and counts.
-pub(crate) struct Frames {
-    pub buddy: FrameAllocator,
-    pub out: BTreeMap<u64, FolioOrder>,
-    pub allocs: usize,
-    pub frees: usize,
-}
-
-impl Frames {
-    /// The buddy over `[RAM, RAM + RAM_SIZE)`.
-    pub fn new() -> Frames {
-        let mut buddy = FrameAllocator::new();
-        buddy.add_range(PhysRange {
-            base: RAM,
-            size: RAM_SIZE,
-        });
-        Frames {
-            buddy,
-            out: BTreeMap::new(),
-            allocs: 0,
-            frees: 0,
-        }
-    }
-
-    /// Frames currently handed out.
-    pub fn frames_out(&self) -> usize {
-        self.out.values().map(|o| o.pages()).sum()
-    }
-
-    /// Every frame is back and the free blocks have coalesced: the whole RAM can be taken
-    /// again as maximal (order-10) blocks, hence also as order-9 blocks.
-    pub fn assert_all_back(&mut self) {
-        assert!(self.out.is_empty(), "blocks not returned: {:x?}", self.out);
-        assert_eq!(self.allocs, self.frees);
-        assert_eq!(self.buddy.free_frames(), FRAMES);
-        let mut big = Vec::new();
-        while let Ok(pa) = self.buddy.alloc(MAX_ORDER) {
-            big.push(pa);
-        }
-        assert_eq!(big.len(), FRAMES >> MAX_ORDER, "free blocks did not coalesce");
-        for pa in big {
-            self.buddy.free(pa, MAX_ORDER).unwrap();
-        }
-        let pa = FrameSource::alloc(&mut self.buddy, FolioOrder::PMD).expect("an order-9 block");
-        FrameSource::free(&mut self.buddy, pa, FolioOrder::PMD);
-    }
-}
-
-impl FrameSource for Frames {
-    fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory> {
-        let pa = FrameSource::alloc(&mut self.buddy, order)?;
-        assert!(self.out.insert(pa.0, order).is_none(), "{pa} handed out twice");
-        self.allocs += 1;
-        Ok(pa)
-    }
-    fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
-        assert_eq!(self.out.remove(&pa.0), Some(order), "free of {pa} with {order:?}");
-        self.frees += 1;
-        FrameSource::free(&mut self.buddy, pa, order);
-    }
-}
 
 pub(crate) fn sp(id: u32) -> SpaceId {
     SpaceId::new(id).unwrap()

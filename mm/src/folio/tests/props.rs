@@ -799,7 +799,7 @@ impl<'m> St<'m> {
 
 fn run(ops: &[Op]) {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut s = St {
         fr: Frames::new(),
         fs: Vec::new(),

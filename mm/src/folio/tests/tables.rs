@@ -2,7 +2,8 @@
 //! checker fed from `Root::leaves`. The folio calls follow what the engine did to the
 //! tables (block map, fork copy, block split by a partial unmap, COW reuse, teardown).
 
-use crate::model::{Model, ModelRoot};
+use crate::fixture::{quiet_model, user_root};
+use crate::model::Model;
 use crate::{Asid, Attrs, Root};
 
 use super::*;
@@ -17,9 +18,7 @@ struct Space {
 }
 
 fn space(m: &mut Model, id: u32) -> Space {
-    let asid = Asid(id as u16);
-    let root = Root::new_user(m, asid).unwrap();
-    m.add_root(root.pa(), ModelRoot::User { asid });
+    let root = user_root(m, Asid(id as u16));
     Space { id: sp(id), root }
 }
 
@@ -33,10 +32,9 @@ fn leaves(m: &Model, spaces: &[&Space]) -> Vec<MappedLeaf> {
 #[test]
 fn folios_through_real_page_tables() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
-    let mut m = Model::new();
-    m.set_logging(false);
+    let mut m = quiet_model();
     let mut a = space(&mut m, 1);
     let mut b = space(&mut m, 2);
     let chk = |m: &Model, a: &Space, b: &Space| {

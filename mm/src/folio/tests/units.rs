@@ -23,7 +23,7 @@ fn page_meta_is_32_bytes_and_zero_means_free() {
 #[test]
 fn memmap_names_live_address_spaces() {
     let mut st = storage(16);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     assert_eq!(mem.live_space_ids(), []);
     let (a, b, c) = (mem.new_space_id(), mem.new_space_id(), mem.new_space_id());
     assert_eq!([a.get(), b.get(), c.get()], [1, 2, 3]);
@@ -43,7 +43,7 @@ fn memmap_names_live_address_spaces() {
 #[should_panic(expected = "already free")]
 fn memmap_refuses_to_free_a_free_space_id() {
     let mut st = storage(16);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let a = mem.new_space_id();
     mem.free_space_id(a);
     mem.free_space_id(a);
@@ -96,7 +96,7 @@ fn memmap_from_bytes_zeroes_and_validates() {
 #[test]
 fn lookup_from_any_page_to_the_head() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f0 = mem
         .alloc_folio(&mut fr, FolioOrder::SMALL, FolioKind::Anon)
@@ -152,7 +152,7 @@ fn lookup_from_any_page_to_the_head() {
 #[test]
 fn frames_return_exactly_at_the_last_put() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     for order in [FolioOrder::SMALL, FolioOrder::CONT, FolioOrder::PMD] {
         let f = mem.alloc_folio(&mut fr, order, FolioKind::Anon).unwrap();
@@ -178,7 +178,7 @@ fn frames_return_exactly_at_the_last_put() {
 #[should_panic(expected = "refcount underflow")]
 fn put_below_zero_panics() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::SMALL, FolioKind::Anon)
@@ -191,7 +191,7 @@ fn put_below_zero_panics() {
 #[should_panic(expected = "freed while mapped")]
 fn dropping_a_mapping_reference_panics_at_free() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::File)
@@ -206,7 +206,7 @@ fn dropping_a_mapping_reference_panics_at_free() {
 #[should_panic(expected = "dropped without release")]
 fn unreleased_references_are_caught() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::SMALL, FolioKind::File)
@@ -218,7 +218,7 @@ fn unreleased_references_are_caught() {
 #[test]
 fn allocation_failures() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let mut all = Vec::new();
     while let Ok(f) = mem.alloc_folio(&mut fr, FolioOrder::PMD, FolioKind::File) {
@@ -261,7 +261,7 @@ fn allocation_failures() {
 #[test]
 fn anon_ptes_exclusive_map_and_unmap() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let mut lv = Leaves::default();
     let f = mem
@@ -325,7 +325,7 @@ fn anon_ptes_exclusive_map_and_unmap() {
 #[test]
 fn range_and_kind_errors_change_nothing() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::File)
@@ -373,7 +373,7 @@ fn range_and_kind_errors_change_nothing() {
 #[test]
 fn order0_total_is_the_page_mapcount() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let mut lv = Leaves::default();
     let f = mem
@@ -407,7 +407,7 @@ fn order0_total_is_the_page_mapcount() {
 #[test]
 fn entire_mapping_split_and_partial_unmap() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let mut lv = Leaves::default();
     let va = 0x4000_0000u64;
@@ -496,7 +496,7 @@ fn entire_mapping_split_and_partial_unmap() {
 #[test]
 fn fork_dup_shares_then_reuse_after_the_child_unmaps() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::Anon)
@@ -543,7 +543,7 @@ fn fork_dup_shares_then_reuse_after_the_child_unmaps() {
 #[test]
 fn dup_is_refused_for_pinned_exclusive_pages() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::Anon)
@@ -609,7 +609,7 @@ fn dup_is_refused_for_pinned_exclusive_pages() {
 #[test]
 fn pins_block_reuse_even_when_their_references_are_declared() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::Anon)
@@ -635,7 +635,7 @@ fn pins_block_reuse_even_when_their_references_are_declared() {
 #[test]
 fn entire_fork_pin_and_reuse() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::PMD, FolioKind::Anon)
@@ -686,7 +686,7 @@ fn entire_fork_pin_and_reuse() {
 #[test]
 fn mapped_shared_is_exact_with_two_spaces_and_conservative_beyond() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::CONT, FolioKind::File)
@@ -727,7 +727,7 @@ fn mapped_shared_is_exact_with_two_spaces_and_conservative_beyond() {
 #[test]
 fn references_outlive_mapcounts_until_release() {
     let mut st = storage(FRAMES);
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mem = memmap(&mut st);
     let mut fr = Frames::new();
     let f = mem
         .alloc_folio(&mut fr, FolioOrder::PMD, FolioKind::Anon)

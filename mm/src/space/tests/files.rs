@@ -534,7 +534,7 @@ fn check_notices_a_writable_file_page_in_a_private_mapping() {
         read(m, &mut s, BASE, 1).unwrap();
         check(m, &[&s]);
         // Make the file page writable behind the fault handler's back.
-        pt::update(&mut s.root, m, BASE, crate::AccessUpdate::MADE_WRITABLE);
+        ptes::update(&mut s.root, m, BASE, crate::AccessUpdate::MADE_WRITABLE);
         assert_eq!(s.check(m), Err(SpaceCheckError::Backing(VirtAddr(BASE))));
         s.madvise_dontneed(m, VirtAddr(BASE), PAGE_SIZE).unwrap();
         check(m, &[&s]);

@@ -25,18 +25,11 @@ mod units;
 use std::collections::HashMap;
 
 use super::*;
-use crate::folio::{FolioOrder, FrameSource, MemMap, PageMeta};
-use crate::frames::PhysRange;
+use crate::fixture::{memmap, quiet_model, ram_buddy, storage, FRAMES};
+use crate::folio::{FolioOrder, FrameSource, MemMap};
 use crate::frames::{FrameAllocator, OutOfMemory};
 use crate::model::{Model, ModelRoot};
 use crate::{Descriptor, Platform, RootKind, TlbOp};
-
-/// Start of the simulated RAM folios come from.
-pub(crate) const RAM: u64 = 0x4000_0000;
-/// Size of the simulated RAM.
-pub(crate) const RAM_SIZE: u64 = 16 << 20;
-/// Frames of simulated RAM.
-pub(crate) const FRAMES: usize = (RAM_SIZE >> 12) as usize;
 
 const KB4: usize = 4096;
 
@@ -74,16 +67,9 @@ fn junk(pa: u64) -> [u8; KB4] {
 
 impl<'m> TestMachine<'m> {
     pub fn new(mem: &'m MemMap<'m>) -> TestMachine<'m> {
-        let mut model = Model::new();
-        model.set_logging(false);
-        let mut buddy = FrameAllocator::new();
-        buddy.add_range(PhysRange {
-            base: RAM,
-            size: RAM_SIZE,
-        });
         TestMachine {
-            model,
-            buddy,
+            model: quiet_model(),
+            buddy: ram_buddy(),
             out: HashMap::new(),
             mem,
             data: HashMap::new(),
@@ -248,15 +234,10 @@ unsafe impl<'m> Machine<'m> for TestMachine<'m> {
     }
 }
 
-/// Zeroed page metadata for the simulated RAM.
-pub(crate) fn storage() -> Vec<PageMeta> {
-    (0..FRAMES).map(|_| PageMeta::new()).collect()
-}
-
 /// Runs `f` with a fresh machine.
 pub(crate) fn with_machine<R>(f: impl FnOnce(&mut TestMachine<'_>) -> R) -> R {
-    let mut st = storage();
-    let mem = MemMap::new(PhysAddr(RAM), &mut st).unwrap();
+    let mut st = storage(FRAMES);
+    let mem = memmap(&mut st);
     let mut m = TestMachine::new(&mem);
     f(&mut m)
 }

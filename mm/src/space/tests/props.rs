@@ -1003,9 +1003,9 @@ impl World<'_, '_> {
         for proc in &self.procs {
             let s = &proc.space;
             let leaves = if full {
-                pt::leaves(s.root(), self.m)
+                ptes::leaves(s.root(), self.m)
             } else {
-                pt::leaves_in(s.root(), self.m, WINDOW, va_of(PAGES))
+                ptes::leaves_in(s.root(), self.m, WINDOW, va_of(PAGES))
             };
             if let Err(e) = s.check_leaves(self.m, &leaves) {
                 panic!("{:?}: {e:?}", s.id());

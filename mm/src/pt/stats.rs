@@ -1,6 +1,6 @@
 //! Counters of what the engine did, per root.
 
-use super::hal::TlbOp;
+use super::platform::TlbOp;
 
 /// What a root's operations cost, cumulatively since creation or [`Stats::reset`].
 ///

@@ -14,7 +14,7 @@
 
 use core::fmt;
 
-use super::addr::{Level, PhysAddr};
+use crate::addr::{Level, PhysAddr};
 
 /// One translation table entry, as stored in memory.
 #[repr(transparent)]
@@ -194,7 +194,7 @@ pub mod bits {
     /// Mask of the software bits.
     pub const SW: u64 = 0xF << SW_SHIFT;
     /// Software bit 55: *dirty*, the page was (or may have been) written even though the
-    /// entry no longer lets the hardware write it (see [`super::Descriptor::dirty`]).
+    /// entry no longer lets the hardware write it (see [`crate::Descriptor::dirty`]).
     pub const SW_DIRTY: u64 = 1 << SW_SHIFT;
     /// Table descriptor: PXN for everything below.
     pub const PXN_TABLE: u64 = 1 << 59;
@@ -236,7 +236,7 @@ impl Descriptor {
     }
 
     /// A leaf at `level` (block at 1/2, page at 3) for `oa` with no attributes set (AF clear);
-    /// combine with [`super::Attrs::descriptor_bits`] or the `with_*` setters.
+    /// combine with [`crate::Attrs::descriptor_bits`] or the `with_*` setters.
     ///
     /// # Panics
     /// If `level` is 0, where the 4 KiB granule has no block descriptor.
@@ -426,7 +426,7 @@ impl Descriptor {
     /// is recorded by the hardware clearing AP\[2\] (DBM with `TCR_EL1.HD`). An entry the
     /// hardware can write through (AP\[2\] clear) is always considered dirty, whatever
     /// SW_DIRTY says. Write-protecting a dirty entry moves the dirty state into SW_DIRTY.
-    /// [`super::Root::map`] and [`super::Root::protect`] write writable entries in the legacy
+    /// [`crate::Root::map`] and [`crate::Root::protect`] write writable entries in the legacy
     /// form (AP\[2\] clear, DBM clear): writable and dirty from the start.
     pub const fn writable(self) -> bool {
         self.ap().writable() || self.dbm()

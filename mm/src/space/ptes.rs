@@ -29,8 +29,8 @@ pub(super) fn page_desc(attrs: Attrs, pa: u64, dirty: bool) -> Descriptor {
 }
 
 /// The attributes of a user page with permissions `prot` (from `VmProt::pte_prot`), or the
-/// inaccessible form used for `PROT_NONE` pages when `None` (see the module docs of
-/// `mm::space`, "PROT_NONE").
+/// inaccessible form used for `PROT_NONE` pages when `None` (see docs/mm.md,
+/// "PROT_NONE").
 pub(super) fn user_attrs(prot: Option<Prot>) -> Attrs {
     match prot {
         Some(p) => Attrs::new(p, MemType::Normal, false),

@@ -5,9 +5,9 @@
 //! They are distinct types so that "the table at X" and "the descriptor slot pointing to X"
 //! cannot be confused; both are cheap `Copy` values, not borrows.
 
-use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES};
 use super::desc::Descriptor;
-use super::hal::Platform;
+use super::platform::Platform;
+use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES};
 
 /// A translation table: a frame at `pa`, at `level`, mapping `[va_base, va_base + span)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,27 +1,5 @@
-//! ASID allocation with generation rollover.
-//!
-//! Every user address space needs an ASID so that its non-global TLB entries can coexist with
-//! other address spaces' and survive a context switch. There are only 2^8 or 2^16 of them, so
-//! they are handed out lazily and recycled in *generations* (the scheme of Linux's
-//! `arch/arm64/mm/context.c`, written afresh here):
-//!
-//! * An address space holds an [`AsidContext`]: the ASID it was given and the generation it was
-//!   given in. On [`AsidAllocator::activate`] (a context switch to it) the context is still
-//!   good if its generation is the current one; otherwise it needs a new ASID.
-//! * A new ASID is the old number again if it is still free in this generation, else the next
-//!   free number from a rotating cursor. ASID 0 is never handed out (it is the "no user address
-//!   space" ASID used with the reserved TTBR0).
-//! * When every number is taken, the generation is bumped and the bitmap cleared, except for
-//!   the ASID each CPU is running (or, for a CPU that has not switched since the previous
-//!   rollover, the one it was running then): those stay *reserved*, so running address spaces
-//!   keep their number and only pick up the new generation. Every CPU is then marked as
-//!   needing a TLB flush, and its next `activate` returns [`Activation::flush_tlb`]: the caller
-//!   must invalidate all non-global entries on that CPU (`TLBI VMALLE1`, or once for everyone
-//!   `TLBI VMALLE1IS`) before running with the returned ASID, because entries left by the old
-//!   generation's owners of that number would otherwise be hit.
-//!
-//! Freed address spaces do not return their ASID; it becomes free at the next rollover.
-//! The allocator is plain data behind `&mut self`: wrap it in a lock for SMP.
+//! ASID allocation with generation rollover (the scheme of Linux's
+//! `arch/arm64/mm/context.c`, written afresh); described in docs/mm.md ("ASIDs").
 
 /// An address space identifier (the ASID field of TTBR0_EL1 and of TLB entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

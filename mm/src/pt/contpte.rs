@@ -1,122 +1,24 @@
-//! CONTPTE: the Contiguous bit on level-3 entries (16 × 4 KiB = one 64 KiB TLB entry), and the
-//! PTE-level operations the fault and fork paths are built on.
-//!
-//! # The architecture rules
-//!
-//! With the 4 KiB granule, 16 adjacent level-3 entries whose first one is at a 16-entry
-//! boundary (so the VA range is 64 KiB aligned) may carry the **Contiguous bit** (bit 52). It
-//! is a hint: it allows the MMU to cache the 16 translations as *one* TLB entry, which
-//! multiplies the TLB's reach by 16 for large folios. The bit may be set only when
-//!
-//! * all 16 entries are valid pages with the bit set;
-//! * their output addresses are consecutive, from a 64 KiB aligned base;
-//! * their attributes are identical — memory type, shareability, nG, permissions, XN — except
-//!   for the access flag and, with DBM set, AP\[2\] (the dirty state), which the hardware may
-//!   update in any single one of them.
-//!
-//! Breaking this ("misprogramming the Contiguous bit") lets the TLB return, for any address of
-//! the block, a translation built from any of the 16 entries, or take a TLB conflict abort.
-//! The model (`mm::model`, host tests) checks the rule after every operation
-//! (`check_contiguous`).
-//!
-//! **Changing the bit of a live entry needs break-before-make** (without FEAT_BBM level 2,
-//! which the engine does not assume): otherwise the TLB may hold the old per-page entries and
-//! the new 64 KiB entry at once — overlapping entries that translate the same address, which
-//! is a TLB conflict. So folding and unfolding (`Ctx::convert_block` in `ops.rs`) write all
-//! 16 entries invalid, invalidate the whole 64 KiB in one batch, and only then write the 16
-//! new entries. The invalidation covers *every page* of the block (16 by-VA TLBIs, one range
-//! TLBI with FEAT_TLBIRANGE, or one by-ASID TLBI, per the engine's policy in `tlb.rs`): an
-//! implementation may have cached the block as one entry or page by page, and the engine does
-//! not rely on a single TLBI reaching a whole contiguous entry. During the window an access to
-//! the block faults; user faults are serialised with the operation by the caller (the
-//! address-space lock), which is why **kernel (TTBR1) mappings are never folded**: the kernel
-//! cannot take a fault on its own stack or code in the middle of a break.
-//!
-//! What does **not** need break-before-make, and is done in place on all 16 entries followed
-//! by one invalidation of the block (Linux's reasoning in `contpte_wrprotect_ptes`):
-//! changing permissions (AP, PXN, UXN), AF or the dirty state of a *whole* block. Between the
-//! first and the last write the group is transiently inconsistent, but the architecture bounds
-//! the effect to translations built from one of the old or new entries — each of which the
-//! operation allows for the duration (the old permissions are still allowed until the TLBI
-//! anyway); after the invalidation completes, only the new ones remain. Writing a whole block
-//! from invalid (mapping a new folio) or to invalid (unmapping it) is the same argument with
-//! "no translation" as one side. A change that covers **part** of a folded block would leave
-//! it inconsistent for good, so the block is unfolded first (break-before-make), then the
-//! change applied to the covered entries only.
-//!
-//! # Access and dirty state
-//!
-//! The representation is Linux's ([`Descriptor::writable`] has the table): AF is the access
-//! flag ("young"); a *writable* entry has DBM set, and its AP\[2\] is its dirty state (set
-//! while clean — the first write faults, or, with hardware dirty management, the hardware
-//! clears it); software bit 55 ([`bits::SW_DIRTY`]) keeps "dirty" across write-protection.
-//! The engine does not enable hardware AF/dirty updates itself, but everything here is correct
-//! with them: the hardware updates whichever entry of a folded block it used, so the state of
-//! a block is the OR over its 16 entries. [`Root::pte_get`] gathers it; folding and unfolding
-//! write the gathered state into all 16; unmapping a folded block reports it gathered;
-//! [`Root::test_and_clear_young`] and [`Root::set_access_flags`] act on all 16. That is
-//! correct because a block is only ever folded over *one* folio, whose A/D state is tracked
-//! per folio anyway.
-//!
-//! # When the bit is set (the guarantee)
-//!
-//! * [`Root::set_ptes`] with `fold_ok` on a user root with CONTPTE enabled
-//!   ([`Root::set_contpte`], on by default) writes every 64 KiB block it covers whole at a
-//!   64 KiB aligned physical address folded directly (invalid → valid, no TLBI). Every other
-//!   block it writes into is folded afterwards ("contpte_try_fold", break-before-make) if its
-//!   16 entries then qualify (all present, consecutive from an aligned base, identical
-//!   attributes but for A/D) — typically when a run of single-page writes completes a block.
-//!   So after `set_ptes(.., fold_ok = true)`, *every block it touched is folded exactly when it
-//!   qualifies*.
-//! * `fold_ok` is the caller's word that, for every 64 KiB aligned physical block the call
-//!   touches, the **whole** block belongs to **one** folio (true for naturally aligned folios
-//!   of at least 64 KiB). The engine cannot know it: folio metadata lives elsewhere.
-//! * No other operation folds. A folded block stays folded through whole-block permission,
-//!   memory-type (break-before-make of the 16) and A/D changes, and is unfolded by any
-//!   operation that changes part of it: a range operation that covers it in part (unmap,
-//!   clear, protect, write-protect), or [`Root::set_access_flags`] changing the write
-//!   permission of one page. [`Root::map`] never folds.
-//!
-//! # Cost
-//!
-//! One invalidation batch per operation (plus one per fold/unfold, which is a
-//! break-before-make of its own), never one per entry: mapping a folio costs 16 writes and no
-//! TLBI; unmapping a range of folded blocks writes each entry invalid and issues one gathered
-//! invalidation of the range. [`Stats`] counts `folds`, `unfolds`, `cont_blocks_mapped` and
-//! `cont_blocks_unmapped`; [`map_folios`] / [`unmap_folios`] measure a benchmark with CONTPTE
-//! on and off.
-//!
-//! # The PTE-level API
-//!
-//! Methods of [`Root`], over `nr` pages from `va` (any range in the root's half; tables are
-//! never freed by the PTE-level clears, so a fault handler can clear and re-set an entry
-//! without allocating):
-//!
-//! * [`Root::set_ptes`]: map `nr` pages from the template page descriptor `pte` (output
-//!   address, attributes, AF, dirty state) — Linux's `set_ptes`; all must be unmapped.
-//! * [`Root::clear_ptes`], [`Root::get_and_clear_ptes`] (old entry, A/D gathered over all).
-//! * [`Root::wrprotect_ptes`]: revoke write permission, keep the dirty state, keep whole
-//!   blocks folded (fork).
-//! * [`Root::pte_get`], [`Root::test_and_clear_young`], [`Root::set_access_flags`].
-//! * [`Root::pte_entry`] / [`Root::alloc_pte_entry`]: the level-3 slot of an address.
-//! * [`Root::unmap_leaves`]: unmap with a per-leaf callback delivered after the invalidation.
+//! The PTE-level operations the fault and fork paths are built on (`set_ptes`, `clear_ptes`,
+//! `get_and_clear_ptes`, `wrprotect_ptes`, `pte_get`, `test_and_clear_young`,
+//! `set_access_flags`, methods of [`Root`]), which fold and unfold 64 KiB blocks with the
+//! Contiguous bit (CONTPTE), and the figures helpers. The rules and the guarantee are in
+//! docs/mm.md ("CONTPTE"); the fold and unfold mechanics are in `fold.rs`.
 
-use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 use super::attrs::Attrs;
+use super::ctx::{Ctx, Reserve};
 use super::desc::{bits, Descriptor, DescriptorKind};
-use super::hal::Platform;
-use super::ops::{
-    block_covered, find_slot, read_block, ChangeOp, Ctx, LeafChange, MapGeom, MapOp, MapPlan, Reserve, Slot,
-    UnmapOp,
-};
-use super::root::{Leaf, MapError, Root};
+use super::error::MapError;
+use super::fold::partial_blocks;
+use super::leaf::Leaf;
+use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, UnmapOp};
+use super::platform::Platform;
+use super::query::{find_slot, Slot};
+use super::root::Root;
 use super::stats::Stats;
-use super::walk::{walk, Reader};
+use super::walk::{read_block, walk, Reader};
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 
-/// Entries in a contiguous level-3 block.
-pub const CONT_PTES: usize = 16;
-/// Bytes mapped by a contiguous level-3 block.
-pub const CONT_SIZE: u64 = CONT_PTES as u64 * PAGE_SIZE;
+pub use crate::addr::{CONT_PTES, CONT_SIZE};
 
 /// What [`Root::set_access_flags`] grants to an entry. Only relaxations: a flag that is
 /// `false` leaves the entry's state as it is.
@@ -173,17 +75,6 @@ fn pages_len(nr: usize) -> Result<u64, MapError> {
     (nr as u64).checked_mul(PAGE_SIZE).ok_or(MapError::VaOverflow)
 }
 
-/// The (at most two) 64 KiB blocks that `[start, end)` touches without covering them whole,
-/// each with a page of the range inside it.
-fn partial_blocks(start: u64, end: u64) -> impl Iterator<Item = u64> {
-    let last = end.wrapping_sub(PAGE_SIZE);
-    let first_block = start & !(CONT_SIZE - 1);
-    let last_block = last & !(CONT_SIZE - 1);
-    let a = (!block_covered(first_block, start, end)).then_some(start);
-    let b = (last_block != first_block && !block_covered(last_block, start, end)).then_some(last);
-    a.into_iter().chain(b)
-}
-
 impl Root {
     /// Maps `nr` pages from `va` to consecutive frames from the output address of `pte`, each
     /// entry a copy of the page descriptor `pte` (attributes, AF, dirty state, software bits)
@@ -196,7 +87,7 @@ impl Root {
     ///
     /// With `fold_ok` (the caller's word that each 64 KiB aligned physical block the call
     /// touches lies inside one folio) on a user root with CONTPTE enabled, blocks are folded
-    /// as the module docs say: whole aligned blocks written folded directly; blocks completed
+    /// as docs/mm.md ("CONTPTE") says: whole aligned blocks written folded directly; blocks completed
     /// by this call folded with break-before-make if they qualify. No TLBI otherwise.
     pub fn set_ptes<P: Platform + ?Sized>(
         &mut self,

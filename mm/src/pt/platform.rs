@@ -5,9 +5,9 @@
 //! On the target it is implemented over the kernel linear map, the frame allocator and
 //! `arch::tlb`; in host tests over the hardware model (`mm::model`), which checks every step.
 
-use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SHIFT};
 use super::asid::Asid;
 use super::desc::Descriptor;
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SHIFT};
 
 /// A table frame could not be allocated ([`Platform::alloc_table`]): the frame allocator's
 /// error, the same type folio frames fail with.

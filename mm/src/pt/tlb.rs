@@ -1,36 +1,10 @@
-//! TLB invalidation policy: which instructions to issue for a set of changed entries.
-//!
-//! An operation does not invalidate as it goes. It records in a `Gather` (Linux calls it
-//! `mmu_gather`) the union of the VA ranges whose cached entries became stale, the smallest
-//! entry size involved (the *stride*), whether only leaves changed, the common leaf level, and
-//! the table frames to free once the invalidation is complete. At the end (or when the batch of
-//! frames to free is full) it turns that into instructions with [`plan_flush`]:
-//!
-//! 1. one entry → one by-VA TLBI;
-//! 2. with FEAT_TLBIRANGE and fewer than [`MAX_TLBI_RANGE_PAGES`] pages → at most five range
-//!    TLBIs (one single-page TLBI for an odd page, then one per `SCALE` 0..=3);
-//! 3. at most [`MAX_TLBI_OPS`] entries → one by-VA TLBI per stride;
-//! 4. otherwise → one by-ASID TLBI (user) or a full `VMALLE1IS` (kernel: global entries are
-//!    only reachable by VA or by "all").
-//!
-//! The forms: user roots use the ASID-tagged instructions (`VAE1IS`, `RVAE1IS`, `ASIDE1IS`),
-//! which also hit global entries for the VA; the kernel root uses the all-ASID forms
-//! (`VAAE1IS`, `RVAAE1IS`) because its entries are global. If only leaves changed, the
-//! last-level forms (`VALE1IS`, …) are used, which spare the walk caches; if a table was
-//! unlinked, the non-last-level forms are used and no TTL hint is given. The TTL hint is given
-//! only when every affected entry is a leaf of the same level.
-//!
-//! ## Thresholds
-//! A broadcast TLBI is a DVM message every PE must acknowledge; past a few dozen, one
-//! ASID-wide (or full) invalidation plus the refill of the working set is cheaper, and it bounds
-//! the time spent with interrupts possibly masked. [`MAX_TLBI_OPS`] = 64 (Linux uses 512,
-//! tuned for large servers; our address spaces are small, so refilling after an ASID flush is
-//! cheap). Range TLBIs cost about as much as a single one, so they are preferred whenever
-//! available, up to the architectural maximum of one `SCALE = 3` op ((31+1) << 16 pages).
+//! TLB invalidation policy: which instructions to issue for a set of changed entries
+//! (gathered while an operation runs, planned by [`plan_flush`] at its end). The policy and
+//! its thresholds are described in docs/mm.md ("TLB maintenance").
 
-use super::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE};
 use super::asid::Asid;
-use super::hal::{TlbOp, TlbRange};
+use super::platform::{TlbOp, TlbRange};
+use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE};
 
 /// Most by-VA TLBIs issued for one flush before falling back to a by-ASID / full flush.
 pub const MAX_TLBI_OPS: u64 = 64;
@@ -90,8 +64,8 @@ pub fn scope_op(scope: TlbScope) -> TlbOp {
     }
 }
 
-/// Emits the instructions that invalidate `req`, as few as the policy in the module docs
-/// allows. Emits at most `max(MAX_TLBI_OPS, 5)` operations.
+/// Emits the instructions that invalidate `req`, as few as the policy (docs/mm.md, "TLB
+/// maintenance") allows. Emits at most `max(MAX_TLBI_OPS, 5)` operations.
 pub fn plan_flush(req: &FlushRequest, has_range: bool, mut emit: impl FnMut(TlbOp)) {
     debug_assert!(req.stride.is_power_of_two() && req.stride >= PAGE_SIZE);
     debug_assert!(
@@ -175,7 +149,7 @@ enum Hint {
     Mixed,
 }
 
-/// Accumulates stale ranges and frames to free for one operation (see the module docs).
+/// Accumulates stale ranges and frames to free for one operation (see docs/mm.md, "TLB maintenance").
 pub(crate) struct Gather {
     scope: TlbScope,
     dirty: bool,

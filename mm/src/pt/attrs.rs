@@ -251,7 +251,7 @@ impl Attrs {
     }
 
     /// The leaf descriptor at `level` mapping `oa` with these attributes.
-    pub const fn leaf(self, level: super::Level, oa: super::PhysAddr) -> Descriptor {
+    pub const fn leaf(self, level: crate::Level, oa: crate::PhysAddr) -> Descriptor {
         Descriptor(Descriptor::leaf(level, oa).0 | self.descriptor_bits())
     }
 
@@ -283,11 +283,11 @@ impl Attrs {
     }
 }
 
-/// The leaf `d` with its attributes replaced by `attrs`: what [`super::Root::protect`] writes.
+/// The leaf `d` with its attributes replaced by `attrs`: what [`crate::Root::protect`] writes.
 ///
 /// Keeps the output address, the type bits, AF, the Contiguous bit and the software bits. A
 /// writable result is written hardware-writable (AP\[2\] clear, DBM clear: the legacy form,
-/// writable and dirty, as [`super::Root::map`] writes it); a read-only result records in
+/// writable and dirty, as [`crate::Root::map`] writes it); a read-only result records in
 /// SW_DIRTY that the old entry was dirty, so that write-protection never loses a dirty state.
 /// Idempotent: `reprotect(reprotect(d, a), a) == reprotect(d, a)`.
 pub(crate) const fn reprotect(d: Descriptor, attrs: Attrs) -> Descriptor {

@@ -2,93 +2,21 @@
 
 use core::fmt;
 
-use super::addr::{Level, PhysAddr, VirtAddr, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END};
 use super::asid::Asid;
 use super::attrs::{Attrs, AttrsError};
-use super::desc::{Descriptor, DescriptorKind};
-use super::frames::OutOfMemory;
-use super::hal::Platform;
-use super::ops::{
-    ChangeOp, Ctx, FirstLeaf, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, Reports, Reserve,
-    SplitPlan, UnmapOp,
-};
+use super::ctx::{Ctx, Reports, Reserve};
+use super::desc::DescriptorKind;
+use super::error::MapError;
+use super::leaf::{Leaf, Translation};
+use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, SplitPlan, UnmapOp};
+use super::platform::Platform;
+use super::query::{find_slot, FirstLeaf, Slot};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
 use super::walk::{walk, Reader};
-
-/// Why an operation was refused. A refused operation changed nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapError {
-    /// `len == 0`.
-    ZeroLength,
-    /// The virtual address is not page aligned.
-    UnalignedVa(VirtAddr),
-    /// The physical address is not page aligned.
-    UnalignedPa(PhysAddr),
-    /// The length is not a multiple of the page size.
-    UnalignedLen(u64),
-    /// `va + len` overflows 64 bits.
-    VaOverflow,
-    /// The range is not inside this root's half of the address space.
-    OutOfRange {
-        /// Start of the request.
-        va: VirtAddr,
-        /// Length of the request.
-        len: u64,
-    },
-    /// `pa + len` exceeds the 48-bit output address space.
-    PaOutOfRange(PhysAddr),
-    /// The range already has a mapping at this address (the first one found).
-    AlreadyMapped(VirtAddr),
-    /// The attributes cannot be used here.
-    BadAttrs(AttrsError),
-    /// A table frame could not be allocated.
-    OutOfMemory,
-    /// The address is mapped by a level-1 or level-2 block: there is no level-3 entry.
-    BlockMapped(VirtAddr),
-    /// Nothing is mapped at this address.
-    NotMapped(VirtAddr),
-    /// Not a level-3 page descriptor (a PTE-level operation was given something else).
-    BadDescriptor(Descriptor),
-}
-
-impl fmt::Display for MapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MapError::ZeroLength => f.write_str("zero-length range"),
-            MapError::UnalignedVa(va) => write!(f, "virtual address {va} is not page aligned"),
-            MapError::UnalignedPa(pa) => write!(f, "physical address {pa} is not page aligned"),
-            MapError::UnalignedLen(len) => write!(f, "length {len:#x} is not a multiple of 4 KiB"),
-            MapError::VaOverflow => f.write_str("virtual range wraps around 2^64"),
-            MapError::OutOfRange { va, len } => {
-                write!(
-                    f,
-                    "range {va}+{len:#x} is outside this root's half of the address space"
-                )
-            }
-            MapError::PaOutOfRange(pa) => write!(f, "physical range from {pa} exceeds 48 bits"),
-            MapError::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
-            MapError::BadAttrs(e) => write!(f, "bad attributes: {e}"),
-            MapError::OutOfMemory => f.write_str("out of memory for translation tables"),
-            MapError::BlockMapped(va) => write!(f, "{va} is mapped by a block, not a page"),
-            MapError::NotMapped(va) => write!(f, "{va} is not mapped"),
-            MapError::BadDescriptor(d) => write!(f, "{d:?} is not a page descriptor"),
-        }
-    }
-}
-
-impl From<OutOfMemory> for MapError {
-    fn from(_: OutOfMemory) -> MapError {
-        MapError::OutOfMemory
-    }
-}
-
-impl From<AttrsError> for MapError {
-    fn from(e: AttrsError) -> MapError {
-        MapError::BadAttrs(e)
-    }
-}
+use crate::addr::{Level, PhysAddr, VirtAddr, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END};
+use crate::frames::OutOfMemory;
 
 /// Which TTBR a root is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,37 +29,6 @@ pub enum RootKind {
         /// The ASID the address space currently runs with.
         asid: Asid,
     },
-}
-
-/// Result of [`Root::translate`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Translation {
-    /// Physical address of the translated byte.
-    pub pa: PhysAddr,
-    /// Attributes of the leaf.
-    pub attrs: Attrs,
-    /// Level of the leaf (1 or 2: block; 3: page).
-    pub level: Level,
-    /// The leaf descriptor.
-    pub desc: Descriptor,
-}
-
-/// A leaf mapping, as reported by the leaf iterator and the copy callback.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leaf {
-    /// First virtual address.
-    pub va: VirtAddr,
-    /// Physical address of `va`.
-    pub pa: PhysAddr,
-    /// Bytes mapped: the entry size, or the part inside the requested range for
-    /// [`Root::copy_range`].
-    pub size: u64,
-    /// Level of the leaf descriptor.
-    pub level: Level,
-    /// Its attributes.
-    pub attrs: Attrs,
-    /// The leaf descriptor.
-    pub desc: Descriptor,
 }
 
 /// A translation table tree for one TTBR: the level-0 table and what it takes to maintain it.
@@ -208,7 +105,7 @@ impl Root {
         }
     }
 
-    /// Records the ASID a user root now runs with (after [`super::AsidAllocator::activate`]
+    /// Records the ASID a user root now runs with (after [`crate::AsidAllocator::activate`]
     /// changed it), so that later maintenance targets it.
     ///
     /// # Panics
@@ -400,7 +297,7 @@ impl Root {
     /// straddling either end are unfolded first, folded blocks inside the range stay folded.
     ///
     /// AF, the Contiguous bit and the software bits are kept. A writable result is written
-    /// writable by the hardware (and so dirty, see [`Descriptor::writable`]); a read-only one
+    /// writable by the hardware (and so dirty, see [`crate::Descriptor::writable`]); a read-only one
     /// keeps a dirty state in the software dirty bit.
     pub fn protect<P: Platform + ?Sized>(
         &mut self,
@@ -454,10 +351,10 @@ impl Root {
     /// maintenance.
     pub fn pte_entry<P: Platform + ?Sized>(&self, p: &P, va: VirtAddr) -> Result<Option<Entry>, MapError> {
         self.check_range(va.align_down(PAGE_SIZE), PAGE_SIZE)?;
-        match super::ops::find_slot(&mut Reader(p), self.table, va.0) {
+        match find_slot(&mut Reader(p), self.table, va.0) {
             None => Ok(None),
-            Some(super::ops::Slot::Pte(e)) => Ok(Some(e)),
-            Some(super::ops::Slot::Block(_)) => Err(MapError::BlockMapped(va)),
+            Some(Slot::Pte(e)) => Ok(Some(e)),
+            Some(Slot::Block(_)) => Err(MapError::BlockMapped(va)),
         }
     }
 
@@ -628,7 +525,7 @@ impl Root {
 fn free_tree<P: Platform + ?Sized>(p: &mut P, table: PhysAddr, level: Level) -> usize {
     let mut n = 1;
     if let Some(child) = level.next() {
-        for i in 0..super::addr::ENTRIES {
+        for i in 0..crate::addr::ENTRIES {
             if let DescriptorKind::Table { next } = p.read(table, i).kind(level) {
                 n += free_tree(p, next, child);
             }

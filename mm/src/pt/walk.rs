@@ -15,10 +15,10 @@
 //! Ranges use the wrapping convention of [`Level::addr_end`] (`end == 0` is 2^64), so a range
 //! ending at the very top of the upper half needs no special case.
 
-use super::addr::{Level, PhysAddr, ENTRIES};
 use super::desc::Descriptor;
-use super::hal::Platform;
+use super::platform::Platform;
 use super::table::{Entry, Table};
+use crate::addr::{Level, PhysAddr, CONT_PTES, ENTRIES};
 
 /// What the visitor wants done after visiting an entry.
 pub(crate) enum Step<B> {
@@ -33,6 +33,21 @@ pub(crate) enum Step<B> {
 /// Descriptor reads, the one thing the walker itself needs from its context.
 pub(crate) trait ReadDesc {
     fn read_desc(&self, table: PhysAddr, index: usize) -> Descriptor;
+}
+
+/// The 16 descriptors of the contiguous block starting at `first` in `table`, and their
+/// gathered state: the first entry with AF and dirty ORed over all 16.
+pub(crate) fn read_block<C: ReadDesc + ?Sized>(
+    cx: &C,
+    table: PhysAddr,
+    first: usize,
+) -> ([Descriptor; CONT_PTES], Descriptor) {
+    let mut old = [Descriptor::INVALID; CONT_PTES];
+    for (i, d) in old.iter_mut().enumerate() {
+        *d = cx.read_desc(table, first + i);
+    }
+    let gathered = old[1..].iter().fold(old[0], |g, d| g.gather_young_dirty(*d));
+    (old, gathered)
 }
 
 /// A read-only context over a platform.
@@ -147,7 +162,7 @@ pub(crate) fn tables_for_split(level: Level, addr: u64, next: u64) -> usize {
     let mut a = addr;
     loop {
         let b = child.addr_end(a, next);
-        if !super::addr::covers_entry(child, a, b) {
+        if !crate::addr::covers_entry(child, a, b) {
             n += tables_for_split(child, a, b);
         }
         a = b;

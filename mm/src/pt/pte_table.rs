@@ -1,39 +1,19 @@
-//! Level-3 tables shared between user roots: the engine side of copy-on-write page tables.
-//!
-//! A fork in `ShareTables` mode (see the module docs of [`crate::space`], "Shared page
-//! tables") does not copy the parent's level-3 entries: the child's level-2 descriptor points
-//! at the parent's level-3 table, and **both** level-2 descriptors carry
-//! `APTable = NoWrite`, so no write can go through either. The table itself is never written
-//! while more than one root links it: every change first gives the changing root a private
-//! copy ([`Root::replace_pte_table`]) or drops its link ([`Root::detach_pte_table`]); the last
-//! root left lifts the limit ([`Root::unprotect_pte_table`]).
-//!
-//! The engine knows nothing of reference counts: which roots link a table, and who may free
-//! it, is the address-space layer's business. What the engine guarantees is the
-//! architecture's side of each step:
-//!
-//! | step | descriptor change | maintenance (this root's ASID) |
-//! |------|-------------------|--------------------------------|
-//! | [`Root::link_shared_pte_table`] | invalid → table (NoWrite) | a barrier before the link (missing level-1/2 tables are allocated first, all or nothing) |
-//! | [`Root::wrprotect_pte_tables`] | APTable none → NoWrite, same table | one non-last-level invalidation covering every changed span (the walk cache holds APTable) |
-//! | [`Root::replace_pte_table`] | table → invalid → new table (no limit) | break-before-make: one non-last-level invalidation of the 2 MiB span between break and make |
-//! | [`Root::detach_pte_table`] | table → invalid | one non-last-level invalidation of the span; the table is not freed |
-//! | [`Root::unprotect_pte_table`] | APTable NoWrite → none, same table | one invalidation of the span, so that stale read-only entries do not fault again |
-//!
-//! Changing APTable in place keeps the next-table address, so it is a permission change, not
-//! a break-before-make case; a reduction must be invalidated before it is relied on, which
-//! [`Root::wrprotect_pte_tables`] does before returning.
+//! Level-3 tables shared between user roots: the engine side of copy-on-write page tables
+//! (link, write-protect, replace, detach and unprotect a shared table, each with the
+//! maintenance the architecture needs). The steps are described in docs/mm.md ("Shared
+//! level-3 tables").
 
 use alloc::vec::Vec;
 
-use super::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
+use super::ctx::{Ctx, Reserve};
 use super::desc::{ApTable, Descriptor, DescriptorKind};
-use super::frames::OutOfMemory;
-use super::hal::Platform;
-use super::ops::{Ctx, Reserve};
-use super::root::{MapError, Root};
+use super::error::MapError;
+use super::platform::Platform;
+use super::root::Root;
 use super::table::Entry;
 use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
+use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
+use crate::frames::OutOfMemory;
 
 /// Bytes mapped by one level-3 table (the span of one level-2 entry).
 pub const PTE_TABLE_SPAN: u64 = PAGE_SIZE * ENTRIES as u64;

@@ -1,0 +1,316 @@
+//! The mapping accounting of a [`Folio`] (the reverse-map side of mapping and unmapping it):
+//! adding and removing PTE and entire mappings, fork, anon-exclusive and copy-on-write reuse.
+
+use core::sync::atomic::Ordering;
+
+use super::handle::sub;
+use super::{Folio, FolioError, FolioKind, FolioOrder, SpaceId, Unmapped};
+
+impl<'m> Folio<'m> {
+    // -------------------------------------------------------------------------------------
+    // Adding mappings. Each takes its references before raising any mapcount.
+
+    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of an anon folio in
+    /// `space` (one each), taking `nr` references first. With `exclusive`, the pages become
+    /// anon-exclusive; they must then be unmapped ([`FolioError::AlreadyMapped`]). Without,
+    /// none of them may be anon-exclusive ([`FolioError::AnonExclusive`]: use
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes)).
+    pub fn add_anon_ptes(
+        &self,
+        space: SpaceId,
+        first: usize,
+        nr: usize,
+        exclusive: bool,
+    ) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        for i in range.clone() {
+            if exclusive && self.page_mapcount(i) != 0 {
+                return Err(FolioError::AlreadyMapped { page: i });
+            }
+            if !exclusive && self.is_anon_exclusive(i) {
+                return Err(FolioError::AnonExclusive { page: i });
+            }
+        }
+        self.add_ptes_locked(space, range.clone());
+        if exclusive {
+            for i in range {
+                self.set_exclusive(i);
+            }
+        }
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts `nr` new PTE mappings of pages `first..first + nr` of a file folio in
+    /// `space`, taking `nr` references first. Also the fork path for file mappings.
+    pub fn add_file_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::File)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        self.add_ptes_locked(space, range);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts a new entire mapping (a 2 MiB level-2 block) of an order-9 anon folio in
+    /// `space`, taking one reference first. `exclusive` as for
+    /// [`add_anon_ptes`](Self::add_anon_ptes), for all 512 pages.
+    pub fn add_anon_entire(&self, space: SpaceId, exclusive: bool) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        for i in 0..self.pages.len() {
+            if exclusive && self.page_mapcount(i) != 0 {
+                return Err(FolioError::AlreadyMapped { page: i });
+            }
+            if !exclusive && self.is_anon_exclusive(i) {
+                return Err(FolioError::AnonExclusive { page: i });
+            }
+        }
+        self.add_entire_locked(space);
+        if exclusive {
+            for i in 0..self.pages.len() {
+                self.set_exclusive(i);
+            }
+        }
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Accounts a new entire mapping of an order-9 file folio in `space`, taking one
+    /// reference first.
+    pub fn add_file_entire(&self, space: SpaceId) -> Result<(), FolioError> {
+        self.require(FolioKind::File)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        self.add_entire_locked(space);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Removing mappings. Each lowers mapcounts and hands the references back as an
+    // `Unmapped`, to be released only after the TLB invalidation.
+
+    /// Removes one PTE mapping in `space` of each page `first..first + nr`. Every page must
+    /// have one ([`FolioError::NotMapped`]). The pages lose their anon-exclusive flag. The
+    /// `nr` references the mappings held come back as an [`Unmapped`].
+    pub fn remove_ptes(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if let Some(i) = range.clone().find(|&i| self.pte_mapcount(i) == 0) {
+            return Err(FolioError::NotMapped { page: i });
+        }
+        for i in range.clone() {
+            // An exclusive page has exactly one mapping, this one.
+            self.clear_exclusive(i);
+            sub(&self.pages[i].mapcount, 1);
+        }
+        let n = range.len() as u32;
+        self.account_sub(space, n);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, n))
+    }
+
+    /// Removes one entire mapping in `space`. Pages that were mapped only by it lose their
+    /// anon-exclusive flag. The reference comes back as an [`Unmapped`].
+    pub fn remove_entire(&self, space: SpaceId) -> Result<Unmapped<'m>, FolioError> {
+        self.require_pmd()?;
+        let _g = self.lock();
+        let entire = self.entire_ctr().expect("order 9");
+        if entire.load(Ordering::Acquire) == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        for i in 0..self.pages.len() {
+            // An exclusive page has exactly one mapping; with an entire mapping present, it
+            // is that one.
+            self.clear_exclusive(i);
+        }
+        sub(entire, 1);
+        self.account_sub(space, 1);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, 1))
+    }
+
+    /// Converts an entire mapping in `space` into PTE mappings of pages `first..first + nr`
+    /// (the PMD split, possibly with a partial unmap): first adds one PTE mapping per kept
+    /// page (taking `nr` references), then removes the entire mapping, whose reference comes
+    /// back as an [`Unmapped`]. Kept pages keep their anon-exclusive flag (their mapcount
+    /// does not change); the others lose it. To keep nothing use
+    /// [`remove_entire`](Self::remove_entire); to unmap a hole in the middle, convert all 512
+    /// pages and then [`remove_ptes`](Self::remove_ptes) the hole.
+    pub fn split_entire(&self, space: SpaceId, first: usize, nr: usize) -> Result<Unmapped<'m>, FolioError> {
+        self.require_pmd()?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        let entire = self.entire_ctr().expect("order 9");
+        if entire.load(Ordering::Acquire) == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        self.add_ptes_locked(space, range.clone());
+        for i in (0..self.pages.len()).filter(|i| !range.contains(i)) {
+            self.clear_exclusive(i);
+        }
+        sub(entire, 1);
+        self.account_sub(space, 1);
+        self.debug_check_locked();
+        Ok(Unmapped::new(*self, 1))
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Fork.
+
+    /// Fork of `nr` PTE-mapped anon pages `first..first + nr` into `child`, in one call:
+    /// takes `nr` references, adds one PTE mapping of each page in `child`, and clears the
+    /// pages' anon-exclusive flags (parent and child now share them; the caller
+    /// write-protects the parent's entries). Every page must be mapped.
+    ///
+    /// Refused with [`FolioError::MaybePinned`], **changing nothing**, if the folio may be
+    /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
+    /// the child instead (the pinned page stays exclusive to the parent).
+    pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if let Some(i) = range.clone().find(|&i| self.page_mapcount(i) == 0) {
+            return Err(FolioError::NotMapped { page: i });
+        }
+        if self.maybe_pinned() {
+            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in range.clone() {
+            self.clear_exclusive(i);
+        }
+        self.add_ptes_locked(child, range);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    /// Re-attributes `nr` existing mappings of this folio from address space `from` to `to`:
+    /// the leaves, mapcounts, references and flags stay as they are; only the "mapped shared"
+    /// tracking slots move. For a level-3 table shared by several address spaces, whose
+    /// entries are accounted once, under one of them (see docs/mm.md,
+    /// "Shared page tables"), when that space stops linking it.
+    pub fn transfer_mappings(&self, from: SpaceId, to: SpaceId, nr: u32) {
+        if from == to || nr == 0 {
+            return;
+        }
+        let _g = self.lock();
+        assert!(
+            nr <= self.mapcount(),
+            "folio {}: transferring {nr} mappings of {}",
+            self.pa,
+            self.mapcount()
+        );
+        self.slot_sub(from, nr);
+        self.slot_add(to, nr);
+        self.update_shared();
+    }
+
+    /// Fork of an entire anon mapping into `child`: one reference, one entire mapping in
+    /// `child`, anon-exclusive cleared on every page. Refused like
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) if the folio may be pinned and any
+    /// page is anon-exclusive.
+    pub fn try_dup_anon_entire(&self, child: SpaceId) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        self.require_pmd()?;
+        let _g = self.lock();
+        if self.entire_mapcount() == 0 {
+            return Err(FolioError::NoEntireMapping);
+        }
+        if self.maybe_pinned() {
+            if let Some(i) = (0..self.pages.len()).find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in 0..self.pages.len() {
+            self.clear_exclusive(i);
+        }
+        self.add_entire_locked(child);
+        self.debug_check_locked();
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Anon-exclusive and COW reuse.
+
+    /// Marks pages `first..first + nr` possibly shared (clears anon-exclusive), e.g. before
+    /// making them reachable other than through their one mapping. Refused with
+    /// [`FolioError::MaybePinned`], changing nothing, if the folio may be pinned and any of
+    /// the pages is exclusive (a pinned page must stay exclusive).
+    pub fn try_clear_anon_exclusive(&self, first: usize, nr: usize) -> Result<(), FolioError> {
+        self.require(FolioKind::Anon)?;
+        let range = self.range(first, nr)?;
+        let _g = self.lock();
+        if self.maybe_pinned() {
+            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
+                return Err(FolioError::MaybePinned { page: i });
+            }
+        }
+        for i in range {
+            self.clear_exclusive(i);
+        }
+        Ok(())
+    }
+
+    /// The COW reuse decision for a write fault on page `page`, PTE-mapped (read-only) in
+    /// `space`, with `extra_refs` references held by the caller besides the mappings
+    /// (normally 0 under the page table lock, 1 if the fault path took a reference).
+    ///
+    /// Returns `true` — and marks the page anon-exclusive, so the caller may map it writable
+    /// in place — if the folio is anon, the page has exactly one mapping (the faulting one)
+    /// and either the page is already anon-exclusive, or all of:
+    /// * every mapping of the folio belongs to `space` ([`mapped_exclusively_by`]);
+    /// * the folio is not pinned;
+    /// * `refcount == mapcount + extra_refs`: every reference is a mapping in `space` or the
+    ///   caller's, so nothing else (I/O, a cache, a lookup) can reach the page.
+    ///
+    /// Returns `false` otherwise (the caller copies the page), changing nothing.
+    ///
+    /// [`mapped_exclusively_by`]: Self::mapped_exclusively_by
+    pub fn try_reuse_anon(&self, space: SpaceId, page: usize, extra_refs: u32) -> bool {
+        if !self.is_anon() || page >= self.pages.len() {
+            return false;
+        }
+        let _g = self.lock();
+        if self.page_mapcount(page) != 1 {
+            return false;
+        }
+        if self.is_anon_exclusive(page) {
+            return true;
+        }
+        if !self.reusable_locked(space, extra_refs) {
+            return false;
+        }
+        self.set_exclusive(page);
+        true
+    }
+
+    /// The COW reuse decision for a write fault on an entire mapping in `space`: as
+    /// [`try_reuse_anon`](Self::try_reuse_anon), requiring that the entire mapping is the
+    /// only mapping of the folio (so every page has mapcount 1); marks all 512 pages
+    /// anon-exclusive.
+    pub fn try_reuse_anon_entire(&self, space: SpaceId, extra_refs: u32) -> bool {
+        if !self.is_anon() || self.order() != FolioOrder::PMD {
+            return false;
+        }
+        let _g = self.lock();
+        if self.entire_mapcount() != 1 || self.mapcount() != 1 {
+            return false;
+        }
+        if (0..self.pages.len()).all(|i| self.is_anon_exclusive(i)) {
+            return true;
+        }
+        if !self.reusable_locked(space, extra_refs) {
+            return false;
+        }
+        for i in 0..self.pages.len() {
+            self.set_exclusive(i);
+        }
+        true
+    }
+}

@@ -1,0 +1,52 @@
+//! Read-only queries over a tree: the first leaf of a range, and where the translation of one
+//! page is held.
+
+use super::desc::{Descriptor, DescriptorKind};
+use super::table::{Entry, Table};
+use super::walk::{walk, ReadDesc, Step, Visitor};
+use crate::addr::PAGE_SIZE;
+
+/// Query: stops at the first leaf in the range.
+pub(crate) struct FirstLeaf;
+
+impl<C: ?Sized> Visitor<C> for FirstLeaf {
+    type Break = (Entry, Descriptor);
+    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, _: u64, _: u64) -> Step<Self::Break> {
+        match d.kind(e.level()) {
+            DescriptorKind::Invalid => Step::Next,
+            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
+            _ => Step::Break((e, d)),
+        }
+    }
+}
+
+/// Where the translation of one page is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The level-3 entry (valid or not).
+    Pte(Entry),
+    /// A level-1 or level-2 block covering the page.
+    Block(Entry),
+}
+
+/// Query: the slot of one page (stops at a level-3 entry or a block).
+pub(crate) struct FindSlot;
+
+impl<C: ?Sized> Visitor<C> for FindSlot {
+    type Break = Slot;
+    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, _: u64, _: u64) -> Step<Slot> {
+        let level = e.level();
+        match d.kind(level) {
+            _ if level.is_page_level() => Step::Break(Slot::Pte(e)),
+            DescriptorKind::Invalid => Step::Next,
+            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
+            _ => Step::Break(Slot::Block(e)),
+        }
+    }
+}
+
+/// The slot of the page at `va` under `root`, if the path reaches a level-3 table or a block.
+pub(crate) fn find_slot<C: ReadDesc + ?Sized>(cx: &mut C, root: Table, va: u64) -> Option<Slot> {
+    let page = va & !(PAGE_SIZE - 1);
+    walk(cx, &mut FindSlot, root, page, page.wrapping_add(PAGE_SIZE)).err()
+}
