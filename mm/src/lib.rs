@@ -8,7 +8,7 @@
 //! (the translation-table engine); `folio/`; `vma/`; `space/`. docs/mm.md has the map and
 //! the design.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "model")), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;

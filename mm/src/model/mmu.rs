@@ -457,12 +457,14 @@ impl Model {
 
 impl Model {
     /// Whether a TLB entry usable by `asid` translates `va`.
+    #[cfg(test)]
     pub(crate) fn tlb_covers(&self, asid: u16, va: u64) -> bool {
         self.tlb_lookup(asid, va).is_some()
     }
 
     /// Whether an entry mapping `va` was broken (written invalid) and no TLBI covering it has
     /// completed yet.
+    #[cfg(test)]
     pub(crate) fn break_pending(&self, va: u64) -> bool {
         self.breaks
             .values()
@@ -470,6 +472,7 @@ impl Model {
     }
 
     /// The number of cached combined (contiguous-group) TLB entries.
+    #[cfg(test)]
     pub(crate) fn tlb_combined(&self) -> usize {
         self.tlb
             .values()
