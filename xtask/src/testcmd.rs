@@ -137,34 +137,25 @@ pub fn check_commands() -> Vec<(String, Command)> {
         host.args(["-p", p]);
     }
     host.args(["--all-targets", "--", "-D", "warnings"]);
-    let mut target = cargo();
-    target.arg("clippy");
-    for p in TARGET_PACKAGES {
-        target.args(["-p", p]);
-    }
-    target
-        .args([
+    // Clippy over `packages` for the kernel target, in a target directory of its own.
+    let kernel_clippy = |packages: &[&str], dir: &str| {
+        let mut c = cargo();
+        c.arg("clippy");
+        for p in packages {
+            c.args(["-p", p]);
+        }
+        c.args([
             "--target",
             crate::TARGET,
             "--features",
             &Board::QemuVirt.feature(),
         ])
         .args(["--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", crate::target_root().join("clippy"));
-    let mut production = cargo();
-    production.arg("clippy");
-    for p in PRODUCTION_PACKAGES {
-        production.args(["-p", p]);
-    }
-    production
-        .args([
-            "--target",
-            crate::TARGET,
-            "--features",
-            &Board::QemuVirt.feature(),
-        ])
-        .args(["--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", crate::target_root().join("clippy-production"));
+        .env("CARGO_TARGET_DIR", crate::target_root().join(dir));
+        c
+    };
+    let target = kernel_clippy(&TARGET_PACKAGES, "clippy");
+    let production = kernel_clippy(&PRODUCTION_PACKAGES, "clippy-production");
     vec![
         ("cargo fmt --check".to_string(), fmt),
         ("clippy (host)".to_string(), host),
