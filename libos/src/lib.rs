@@ -37,6 +37,8 @@ pub mod testing;
 #[cfg(target_os = "none")]
 pub mod ttbr0;
 #[cfg(target_os = "none")]
+pub mod user;
+#[cfg(target_os = "none")]
 pub mod vm;
 
 #[cfg(target_os = "none")]
