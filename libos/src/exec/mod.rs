@@ -12,3 +12,4 @@
 //! uses these descriptions; nothing here maps memory or trusts its input.
 
 pub mod cpio;
+pub mod elf;
