@@ -13,3 +13,4 @@
 
 pub mod cpio;
 pub mod elf;
+pub mod stack;
