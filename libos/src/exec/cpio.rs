@@ -148,12 +148,21 @@ impl Entry<'_> {
 }
 
 /// A validated `newc` archive borrowed from memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Archive<'a> {
     bytes: &'a [u8],
     /// Offset of the trailer's header: the entries lie in `bytes[..end]`.
     end: usize,
     len: usize,
+}
+
+impl fmt::Debug for Archive<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Archive")
+            .field("bytes", &self.bytes.len())
+            .field("entries", &self.len)
+            .finish()
+    }
 }
 
 impl<'a> Archive<'a> {

@@ -259,7 +259,7 @@ impl fmt::Display for ElfError {
 }
 
 /// A validated static AArch64 executable borrowed from memory.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Elf<'a> {
     bytes: &'a [u8],
     pie: bool,
@@ -332,6 +332,21 @@ impl Phdr {
     }
 }
 
+impl fmt::Debug for Elf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Elf")
+            .field("len", &self.bytes.len())
+            .field("pie", &self.pie)
+            .field("entry", &format_args!("{:#x}", self.entry))
+            .field("phnum", &self.phnum)
+            .field("segments", &self.segments)
+            .field("phdr_vaddr", &self.phdr_vaddr)
+            .field("tls", &self.tls)
+            .field("stack_flags", &self.stack_flags)
+            .finish()
+    }
+}
+
 impl<'a> Elf<'a> {
     /// Parses and validates `bytes` (see the module documentation for what is checked).
     pub fn parse(bytes: &'a [u8]) -> Result<Elf<'a>, ElfError> {
@@ -387,19 +402,20 @@ impl<'a> Elf<'a> {
         let mut phdr = None;
         let mut tls = None;
         let mut stack_flags = None;
-        for (index, raw) in table.chunks_exact(PHDR_SIZE).enumerate() {
-            let ph = Phdr::read(raw);
+        // A dynamically linked program is reported as such whatever else is wrong with it.
+        let phdrs = || table.chunks_exact(PHDR_SIZE).map(Phdr::read).enumerate();
+        if let Some((index, ph)) = phdrs().find(|(_, ph)| ph.p_type == PT_INTERP) {
+            let path = ph.file_bytes(bytes, index)?;
+            let path = path.split(|&b| b == 0).next().unwrap_or_default();
+            let interpreter = String::from_utf8_lossy(path).into_owned();
+            return Err(ElfError::Dynamic { interpreter });
+        }
+        for (index, ph) in phdrs() {
             let duplicate = Err(ElfError::DuplicateSegment {
                 index,
                 p_type: ph.p_type,
             });
             match ph.p_type {
-                PT_INTERP => {
-                    let path = ph.file_bytes(bytes, index)?;
-                    let path = path.split(|&b| b == 0).next().unwrap_or_default();
-                    let interpreter = String::from_utf8_lossy(path).into_owned();
-                    return Err(ElfError::Dynamic { interpreter });
-                }
                 PT_LOAD => {
                     let segment = check_load(bytes, index, &ph)?;
                     if let Some(prev) = segments.last() {

@@ -473,3 +473,13 @@ fn every_truncation_is_an_error_or_a_shorter_valid_prefix() {
         }
     }
 }
+
+#[test]
+fn debug_output_is_short() {
+    let bytes = sample();
+    let text = alloc::format!("{:?}", Archive::new(&bytes).unwrap());
+    assert_eq!(
+        text,
+        alloc::format!("Archive {{ bytes: {}, entries: 5 }}", bytes.len())
+    );
+}

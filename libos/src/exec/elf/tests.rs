@@ -673,3 +673,37 @@ proptest! {
         let _ = Elf::parse(&bytes);
     }
 }
+
+#[test]
+fn interpreter_wins_over_other_errors() {
+    let interp = b"/lib/ld-musl-aarch64.so.1\0";
+    let phdrs = [
+        load(R | X, 0x10, 0x40_0000, 0x2000, 0x1000),
+        ph(
+            PT_INTERP,
+            R,
+            0x200,
+            0x40_0200,
+            interp.len() as u64,
+            interp.len() as u64,
+        ),
+    ];
+    let mut bytes = image(ET_EXEC, 0, &phdrs);
+    bytes[0x200..0x200 + interp.len()].copy_from_slice(interp);
+    assert_eq!(
+        Elf::parse(&bytes).unwrap_err(),
+        ElfError::Dynamic {
+            interpreter: "/lib/ld-musl-aarch64.so.1".to_string()
+        }
+    );
+}
+
+#[test]
+fn debug_output_is_short() {
+    let bytes = static_exec();
+    let text = alloc::format!("{:?}", Elf::parse(&bytes).unwrap());
+    assert!(
+        text.starts_with("Elf { len: 8192, pie: false, entry: 0x400100"),
+        "{text}"
+    );
+}
