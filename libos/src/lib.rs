@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod bootargs;
 pub mod devicetree;
+pub mod exec;
 
 /// The memory manager (the `tessera-mm` crate).
 pub use tessera_mm as mm;
