@@ -114,8 +114,13 @@ fn load(p: &mut Process, elf: &Elf, argv: &[&str], envp: &[&str]) -> Result<(u64
     let bias = if elf.is_pie() { PIE_BASE } else { 0 };
     let mut brk = 0;
     for seg in elf.segments() {
-        let start = (seg.vaddr + bias) & !(PAGE_SIZE - 1);
+        // Two segments may share the page at their boundary: map it once.
+        let start = ((seg.vaddr + bias) & !(PAGE_SIZE - 1)).max(brk);
         let end = (seg.vaddr + bias + seg.memsz).next_multiple_of(PAGE_SIZE);
+        if start >= end {
+            write_into(p, seg.vaddr + bias, elf.segment_data(seg))?;
+            continue;
+        }
         p.map(
             Placement::FixedNoReplace(VirtAddr(start)),
             end - start,
@@ -127,10 +132,19 @@ fn load(p: &mut Process, elf: &Elf, argv: &[&str], envp: &[&str]) -> Result<(u64
         write_into(p, seg.vaddr + bias, elf.segment_data(seg))?;
         brk = brk.max(end);
     }
+    // Each segment's pages get its protection; a page two segments share gets both.
+    let mut prev: Option<(u64, VmProt)> = None;
     for seg in elf.segments() {
         let start = (seg.vaddr + bias) & !(PAGE_SIZE - 1);
         let end = (seg.vaddr + bias + seg.memsz).next_multiple_of(PAGE_SIZE);
-        p.mprotect(VirtAddr(start), end - start, vm_prot(seg.flags)).map_err(ExecError::Space)?;
+        let prot = vm_prot(seg.flags);
+        p.mprotect(VirtAddr(start), end - start, prot).map_err(ExecError::Space)?;
+        if let Some((prev_end, prev_prot)) = prev {
+            if prev_end > start {
+                p.mprotect(VirtAddr(start), PAGE_SIZE, prot.union(prev_prot)).map_err(ExecError::Space)?;
+            }
+        }
+        prev = Some((end, prot));
     }
     p.map(
         Placement::FixedNoReplace(VirtAddr(STACK_TOP - STACK_SIZE)),
@@ -175,6 +189,8 @@ fn load(p: &mut Process, elf: &Elf, argv: &[&str], envp: &[&str]) -> Result<(u64
         (AT_CLKTCK, 100),
         (AT_SECURE, 0),
     ];
+    // Linux runs a program given no arguments with an empty argv[0].
+    let argv: &[&str] = if argv.is_empty() { &[""] } else { argv };
     let st = stack::build(STACK_TOP, argv, envp, &aux, random).map_err(ExecError::Stack)?;
     write_into(p, st.sp, &st.bytes)?;
     Ok((st.sp, brk, elf.entry() + bias))
