@@ -21,6 +21,7 @@ pub mod bench;
 pub mod board;
 pub mod builder;
 pub mod cli;
+pub mod cpio;
 pub mod dtb;
 pub mod parse;
 pub mod process;
