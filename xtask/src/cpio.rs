@@ -76,9 +76,7 @@ fn member(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, size: 
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// Reads a newc archive back (up to the trailer), checking magic, padding and bounds.
@@ -163,7 +161,7 @@ mod tests {
         assert_eq!(&a[110..116], b"ab\0\0\0\0");
         assert_eq!(&a[116..124], b"hello\0\0\0");
         assert_eq!(&a[124..130], MAGIC);
-        assert_eq!(a.len() % 4, 0);
+        assert!(a.len().is_multiple_of(4));
     }
 
     #[test]
@@ -176,7 +174,7 @@ mod tests {
             .map(|(n, d)| (*n, 0o755, d.as_slice()))
             .collect();
         let a = write(&entries).unwrap();
-        assert_eq!(a.len() % 4, 0);
+        assert!(a.len().is_multiple_of(4));
         let back = read(&a).unwrap();
         assert_eq!(back.len(), 5);
         for (e, (n, d)) in back.iter().zip(names.iter().zip(&data)) {
@@ -187,7 +185,7 @@ mod tests {
         // Every header starts 4-aligned.
         for (i, w) in a.windows(6).enumerate() {
             if w == MAGIC {
-                assert_eq!(i % 4, 0);
+                assert!(i.is_multiple_of(4));
             }
         }
         // A mode with type bits is kept (a directory).
