@@ -281,6 +281,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             icount,
             args,
         } => {
+            let defaulted = app.is_none();
             let app = app.unwrap_or_else(|| DEFAULT_INIT_APP.to_string());
             let bootargs = match target.programs.first() {
                 Some(first) => init_bootargs(&append, &first.name, &args)?,
@@ -288,7 +289,14 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             };
             // Tools first: a missing QEMU is reported before time goes into the build.
             setup::ensure_ready(&[target.board])?;
-            let image = builder::build(&target.request(&app))?;
+            let built = builder::build(&target.request(&app));
+            let image = if defaulted {
+                built.with_context(|| {
+                    format!("'{DEFAULT_INIT_APP}' is the app that run boots with --program and no app")
+                })?
+            } else {
+                built?
+            };
             let mut runner = QemuRunner::new(&image)
                 .append(bootargs)
                 .semihosting(!no_semihosting)
@@ -372,8 +380,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Programs => {
             setup::ensure_rust()?;
-            for (name, path) in programs::build_examples(false)? {
-                eprintln!("program {name}:");
+            for (_, path) in programs::build_examples(false)? {
                 println!("{}", path.display());
             }
             eprintln!("(put them into an image with --program PATH[=NAME])");
