@@ -32,6 +32,8 @@ pub mod platform;
 #[cfg(target_os = "none")]
 pub mod process;
 #[cfg(target_os = "none")]
+pub mod programs;
+#[cfg(target_os = "none")]
 pub mod runtime;
 #[cfg(all(target_os = "none", feature = "boot-tests"))]
 pub mod testing;
