@@ -65,11 +65,18 @@ fn board_word() -> Option<u32> {
     None
 }
 
-/// 64 random bits from the hardware, or `None` if this machine has no generator (or it failed to
-/// deliver in time). Never a made-up value.
-pub fn random_u64() -> Option<u64> {
-    if has_rndr() {
-        return (0..10).find_map(|_| rndr());
+/// 64 random bits from the CPU (`RNDR`), or `None` without FEAT_RNG (or when it keeps failing).
+pub fn cpu_u64() -> Option<u64> {
+    if !has_rndr() {
+        return None;
     }
+    (0..10).find_map(|_| rndr())
+}
+
+/// 64 random bits from the board's generator, or `None` when it failed to deliver in time.
+///
+/// Only call it when the firmware's device tree lists the generator: a board without one (QEMU's
+/// raspi4b) answers the access with an external abort.
+pub fn board_u64() -> Option<u64> {
     Some(u64::from(board_word()?) << 32 | u64::from(board_word()?))
 }

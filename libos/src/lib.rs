@@ -34,6 +34,8 @@ pub mod process;
 #[cfg(target_os = "none")]
 pub mod programs;
 #[cfg(target_os = "none")]
+pub mod random;
+#[cfg(target_os = "none")]
 pub mod runtime;
 #[cfg(all(target_os = "none", feature = "boot-tests"))]
 pub mod testing;

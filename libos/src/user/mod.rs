@@ -63,6 +63,8 @@ pub enum ExecError {
     Space(SpaceError),
     /// Writing the program's bytes or stack into its memory failed.
     Fault(FaultError),
+    /// The machine has no entropy for the program's `AT_RANDOM` bytes.
+    NoEntropy,
 }
 
 /// The running program's kernel-side state, for the system calls.
@@ -155,10 +157,7 @@ fn load(p: &mut Process, elf: &Elf, argv: &[&str], envp: &[&str]) -> Result<(u64
     )
     .map_err(ExecError::Space)?;
     let mut random = [0u8; 16];
-    for chunk in random.chunks_mut(8) {
-        let w = arch::rng::random_u64().unwrap_or_else(|| arch::timer::ticks().rotate_left(17));
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
+    crate::random::fill(&mut random).map_err(|_| ExecError::NoEntropy)?;
     const AT_PHDR: u64 = 3;
     const AT_PHENT: u64 = 4;
     const AT_PHNUM: u64 = 5;

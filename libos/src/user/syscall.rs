@@ -654,23 +654,12 @@ fn getrandom(buf: u64, len: u64, flags: u64) -> i64 {
         return -EINVAL;
     }
     let len = len.min(33_554_431) as usize;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        match arch::rng::random_u64() {
-            Some(w) => bytes.extend_from_slice(&w.to_le_bytes()),
-            None => return if bytes.is_empty() { -EAGAIN } else { break_len(&mut bytes, buf) },
-        }
+    let mut bytes = alloc::vec![0u8; len];
+    if crate::random::fill(&mut bytes).is_err() {
+        return -EAGAIN;
     }
-    bytes.truncate(len);
     match uaccess::write(buf, &bytes) {
         Ok(()) => len as i64,
-        Err(e) => e,
-    }
-}
-
-fn break_len(bytes: &mut Vec<u8>, buf: u64) -> i64 {
-    match uaccess::write(buf, bytes) {
-        Ok(()) => bytes.len() as i64,
         Err(e) => e,
     }
 }
