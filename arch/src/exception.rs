@@ -77,7 +77,8 @@ pub struct TrapFrame {
 
 const FRAME_SIZE: usize = 816;
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
-const _: () = assert!(core::mem::offset_of!(TrapFrame, fpcr) == 288 && core::mem::offset_of!(TrapFrame, q) == 304);
+const _: () =
+    assert!(core::mem::offset_of!(TrapFrame, fpcr) == 288 && core::mem::offset_of!(TrapFrame, q) == 304);
 
 pub use crate::esr::ec;
 

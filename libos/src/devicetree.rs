@@ -179,7 +179,8 @@ mod tests {
             w.property("rng-seed", &[1, 2, 3, 4]).unwrap();
             w.end_node(chosen).unwrap();
             let rng = w.begin_node("rng@7e104000").unwrap();
-            w.property_string_list("compatible", vec!["brcm,bcm2711-rng200".into()]).unwrap();
+            w.property_string_list("compatible", vec!["brcm,bcm2711-rng200".into()])
+                .unwrap();
             w.end_node(rng).unwrap();
         }
         if with_psci {

@@ -164,7 +164,9 @@ impl Process {
         CURRENT.store(outer, Ordering::Release);
         match r {
             Ok(()) => Ok(out.expect("ran")),
-            Err(CODE_SEGV) => Err(RunEnd::Segfault(LAST_SEGFAULT.lock().take().expect("segfault recorded"))),
+            Err(CODE_SEGV) => Err(RunEnd::Segfault(
+                LAST_SEGFAULT.lock().take().expect("segfault recorded"),
+            )),
             Err(other) => Err(RunEnd::Abandoned(other)),
         }
     }

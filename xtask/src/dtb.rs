@@ -47,8 +47,10 @@ pub fn generate(board: Board) -> Result<Vec<u8>> {
     if board == Board::Raspi3 {
         // QEMU's raspi3b models the BCM2835 RNG; its raspi4b has no RNG200, so that tree lists none.
         let rng = w.begin_node("rng@7e104000").map_err(fdt_err)?;
-        w.property_string("compatible", "brcm,bcm2835-rng").map_err(fdt_err)?;
-        w.property_array_u32("reg", &[0x7e10_4000, 0x10]).map_err(fdt_err)?;
+        w.property_string("compatible", "brcm,bcm2835-rng")
+            .map_err(fdt_err)?;
+        w.property_array_u32("reg", &[0x7e10_4000, 0x10])
+            .map_err(fdt_err)?;
         w.end_node(rng).map_err(fdt_err)?;
     }
 

@@ -3,6 +3,7 @@
 //! the boot tests of `selftest` on every available board, then a closing
 //! `N passed, N failed` line. Each check counts as one test.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -276,6 +277,8 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
     // or TESSERA_REQUIRE_QEMU=1 (CI, after setup) demands every board.
     let strict = explicit || std::env::var_os("TESSERA_REQUIRE_QEMU").is_some_and(|v| v == "1");
     let qemu = qemu::detect();
+    // The selftest image carries the example programs, which its boot tests run at EL0.
+    let programs = crate::programs::build_examples(true).map_err(|e| format!("building the programs: {e:#}"));
     boards
         .into_iter()
         .map(|board| {
@@ -284,9 +287,17 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|q| q.check_board(board));
-            let r = match available {
-                Ok(()) => run_board(board, opts, label),
-                Err(reason) if strict => PhaseResult {
+            let r = match (available, &programs) {
+                (Ok(()), Ok(programs)) => run_board(board, opts, label, programs),
+                (Ok(()), Err(e)) => PhaseResult {
+                    label,
+                    passed: 0,
+                    failed: 1,
+                    skipped: None,
+                    error: Some(e.clone()),
+                    detail: String::new(),
+                },
+                (Err(reason), _) if strict => PhaseResult {
                     label,
                     passed: 0,
                     failed: 1,
@@ -294,7 +305,7 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
                     error: Some(reason),
                     detail: String::new(),
                 },
-                Err(reason) => PhaseResult::skipped(label, reason),
+                (Err(reason), _) => PhaseResult::skipped(label, reason),
             };
             println!("{}", r.line());
             r
@@ -311,7 +322,7 @@ pub fn bootargs(filters: &[String]) -> String {
     }
 }
 
-fn run_board(board: Board, opts: &TestOptions, label: String) -> PhaseResult {
+fn run_board(board: Board, opts: &TestOptions, label: String, programs: &[(String, PathBuf)]) -> PhaseResult {
     println!("==> boot tests on {board} (QEMU -M {})", board.qemu_machine());
     let fail = |label: String, e: String| PhaseResult {
         label,
@@ -321,7 +332,8 @@ fn run_board(board: Board, opts: &TestOptions, label: String) -> PhaseResult {
         error: Some(e),
         detail: String::new(),
     };
-    let image = match builder::build(&BuildRequest::new(SELFTEST_APP, board)) {
+    let request = BuildRequest::new(SELFTEST_APP, board).programs(programs.iter().cloned());
+    let image = match builder::build(&request) {
         Ok(i) => i,
         Err(e) => return fail(label, format!("build: {e:#}")),
     };

@@ -38,7 +38,10 @@ fn main() -> u32 {
     };
     let Some(entry) = archive.find(name) else {
         let names: Vec<&str> = archive.entries().map(|e| e.name).collect();
-        println!("init: no program '{name}' in the image (it holds: {})", names.join(", "));
+        println!(
+            "init: no program '{name}' in the image (it holds: {})",
+            names.join(", ")
+        );
         return 127;
     };
     let mut argv = Vec::with_capacity(args.len() + 1);

@@ -47,6 +47,7 @@ pub enum Exit {
 /// Signal numbers of the faults that kill a program.
 pub mod signal {
     pub const SIGILL: u8 = 4;
+    pub const SIGKILL: u8 = 9;
     pub const SIGTRAP: u8 = 5;
     pub const SIGBUS: u8 = 7;
     pub const SIGSEGV: u8 = 11;
@@ -140,10 +141,12 @@ fn load(p: &mut Process, elf: &Elf, argv: &[&str], envp: &[&str]) -> Result<(u64
         let start = (seg.vaddr + bias) & !(PAGE_SIZE - 1);
         let end = (seg.vaddr + bias + seg.memsz).next_multiple_of(PAGE_SIZE);
         let prot = vm_prot(seg.flags);
-        p.mprotect(VirtAddr(start), end - start, prot).map_err(ExecError::Space)?;
+        p.mprotect(VirtAddr(start), end - start, prot)
+            .map_err(ExecError::Space)?;
         if let Some((prev_end, prev_prot)) = prev {
             if prev_end > start {
-                p.mprotect(VirtAddr(start), PAGE_SIZE, prot.union(prev_prot)).map_err(ExecError::Space)?;
+                p.mprotect(VirtAddr(start), PAGE_SIZE, prot.union(prev_prot))
+                    .map_err(ExecError::Space)?;
             }
         }
         prev = Some((end, prot));
@@ -200,7 +203,9 @@ fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let pin = p.pin(VirtAddr(va), bytes.len() as u64, true).map_err(ExecError::Fault)?;
+    let pin = p
+        .pin(VirtAddr(va), bytes.len() as u64, true)
+        .map_err(ExecError::Fault)?;
     let mut done = 0usize;
     for (i, page) in pin.pages().iter().enumerate() {
         let page_va = (va & !(PAGE_SIZE - 1)) + i as u64 * PAGE_SIZE;
@@ -208,7 +213,10 @@ fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
         let to = (va + bytes.len() as u64).min(page_va + PAGE_SIZE);
         let n = (to - from) as usize;
         use crate::mm::space::Machine;
-        crate::platform::TargetMachine.write_bytes(crate::mm::PhysAddr(page.0 + (from - page_va)), &bytes[done..done + n]);
+        crate::platform::TargetMachine.write_bytes(
+            crate::mm::PhysAddr(page.0 + (from - page_va)),
+            &bytes[done..done + n],
+        );
         done += n;
     }
     p.unpin(pin);
@@ -255,8 +263,13 @@ pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError
     let exit = match end {
         Ok(()) => unreachable!("a user program returned to the kernel without an exception"),
         Err(RunEnd::Abandoned(CODE_EXIT)) => state.exit.expect("exit recorded"),
+        // Out of memory in a fault: killed, as by Linux's OOM killer.
         Err(RunEnd::Segfault(s)) => Exit::Signal {
-            signal: if matches!(s.error, FaultError::Bus { .. }) { signal::SIGBUS } else { signal::SIGSEGV },
+            signal: match s.error {
+                FaultError::Bus { .. } => signal::SIGBUS,
+                FaultError::Oom => signal::SIGKILL,
+                _ => signal::SIGSEGV,
+            },
             address: s.va,
         },
         Err(RunEnd::Abandoned(other)) => {
@@ -286,11 +299,19 @@ fn on_user_exception(frame: &mut TrapFrame) -> Disposition {
     match frame.ec() {
         ec::SVC64 => {
             let nr = frame.x[8];
-            let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5]];
+            let args = [
+                frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
+            ];
             match syscall::dispatch(st, nr, args) {
                 syscall::Outcome::Return(r) => {
                     if st.strace {
-                        crate::println!("[strace] {}({:#x}, {:#x}, {:#x}) = {r}", syscall::name(nr), args[0], args[1], args[2]);
+                        crate::println!(
+                            "[strace] {}({:#x}, {:#x}, {:#x}) = {r}",
+                            syscall::name(nr),
+                            args[0],
+                            args[1],
+                            args[2]
+                        );
                     }
                     frame.x[0] = r as u64;
                     Disposition::Resume

@@ -307,7 +307,10 @@ fn iovecs(iov: u64, count: u64) -> Result<Vec<(u64, u64)>, i64> {
         })
         .collect();
     for &(_, len) in &v {
-        total = total.checked_add(len).filter(|&t| t <= i64::MAX as u64).ok_or(-EINVAL)?;
+        total = total
+            .checked_add(len)
+            .filter(|&t| t <= i64::MAX as u64)
+            .ok_or(-EINVAL)?;
     }
     Ok(v)
 }
@@ -401,7 +404,9 @@ fn nanosleep(req: u64, _rem: u64) -> i64 {
     if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
         return -EINVAL;
     }
-    let ns = (sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64);
+    let ns = (sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nsec as u64);
     let end = arch::timer::now_ns().saturating_add(ns);
     while arch::timer::now_ns() < end {
         core::hint::spin_loop();
@@ -515,9 +520,16 @@ fn rt_sigprocmask(st: &mut State, how: u64, set: u64, old: u64, size: u64) -> i6
 
 fn uname(buf: u64) -> i64 {
     let mut u = [0u8; 65 * 6];
-    for (i, s) in ["Linux", "tessera", "6.12.0-tessera", "#1 Tessera", "aarch64", "(none)"]
-        .iter()
-        .enumerate()
+    for (i, s) in [
+        "Linux",
+        "tessera",
+        "6.12.0-tessera",
+        "#1 Tessera",
+        "aarch64",
+        "(none)",
+    ]
+    .iter()
+    .enumerate()
     {
         u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
     }
@@ -590,7 +602,14 @@ fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: i64, off: u64) -> i
     } else {
         Placement::Any
     };
-    let kind = if ty == MAP_SHARED { VmaKind::Shared { obj: Shm::new(), offset: 0 } } else { VmaKind::AnonPrivate };
+    let kind = if ty == MAP_SHARED {
+        VmaKind::Shared {
+            obj: Shm::new(),
+            offset: 0,
+        }
+    } else {
+        VmaKind::AnonPrivate
+    };
     let align = if len >= 64 << 10 && flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) == 0 {
         MapAlign::Size64K
     } else {
@@ -636,7 +655,11 @@ fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
         }
     }
     if old != 0 {
-        let cur = if resource == RLIMIT_STACK { super::STACK_SIZE } else { RLIM_INFINITY };
+        let cur = if resource == RLIMIT_STACK {
+            super::STACK_SIZE
+        } else {
+            RLIM_INFINITY
+        };
         if let Err(e) = uaccess::write_u64s(old, &[cur, RLIM_INFINITY]) {
             return e;
         }

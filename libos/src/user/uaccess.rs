@@ -29,7 +29,9 @@ fn with_pinned(va: u64, len: usize, write: bool, mut f: impl FnMut(u64, usize, u
         return Err(-EFAULT);
     }
     with_current_space(|space| {
-        let pin = space.pin(&mut TargetMachine, VirtAddr(va), len as u64, write).map_err(fault_errno)?;
+        let pin = space
+            .pin(&mut TargetMachine, VirtAddr(va), len as u64, write)
+            .map_err(fault_errno)?;
         let mut done = 0usize;
         for (i, &page) in pin.pages().iter().enumerate() {
             let page_va = (va & !(PAGE_SIZE - 1)) + i as u64 * PAGE_SIZE;
