@@ -285,11 +285,26 @@ mod tests {
         assert_eq!(
             ex,
             [
+                Program::c("bad-args", vec![root.join("programs/bad-args/bad-args.c")]),
                 Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")]),
+                Program::c("exit0", vec![root.join("programs/exit0/exit0.c")]),
+                Program::c(
+                    "jump-kernel",
+                    vec![root.join("programs/jump-kernel/jump-kernel.c")]
+                ),
+                Program::c(
+                    "null-syscall",
+                    vec![root.join("programs/null-syscall/null-syscall.c")]
+                ),
+                Program::c("oom", vec![root.join("programs/oom/oom.c")]),
                 Program {
                     name: "rust-hello".into(),
                     source: Source::Rust(root.join("programs/rust-hello")),
                 },
+                Program::c(
+                    "write-kernel",
+                    vec![root.join("programs/write-kernel/write-kernel.c")]
+                ),
             ]
         );
     }

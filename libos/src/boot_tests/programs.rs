@@ -14,9 +14,7 @@ use alloc::string::String;
 /// The program `name` from the archive, or `None` for an image built without programs.
 fn program(name: &str) -> Option<&'static [u8]> {
     let archive = Archive::new(crate::programs::archive()).expect("the program archive is valid");
-    if archive.entries().next().is_none() {
-        return None;
-    }
+    archive.entries().next()?;
     let entry = archive
         .find(name)
         .unwrap_or_else(|| panic!("the image's program archive has no '{name}'"));

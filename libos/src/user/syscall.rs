@@ -257,7 +257,7 @@ pub fn dispatch(st: &mut State, nr: u64, a: [u64; 6]) -> Outcome {
         BRK => brk(st, a[0]),
         MMAP => mmap(a[0], a[1], a[2], a[3], a[4] as i64, a[5]),
         MUNMAP => {
-            if a[0] % PAGE_SIZE != 0 || a[1] == 0 {
+            if !a[0].is_multiple_of(PAGE_SIZE) || a[1] == 0 {
                 -EINVAL
             } else {
                 let len = a[1].next_multiple_of(PAGE_SIZE);
@@ -265,7 +265,7 @@ pub fn dispatch(st: &mut State, nr: u64, a: [u64; 6]) -> Outcome {
             }
         }
         MPROTECT => {
-            if a[0] % PAGE_SIZE != 0 || a[2] & !PROT_MASK != 0 {
+            if !a[0].is_multiple_of(PAGE_SIZE) || a[2] & !PROT_MASK != 0 {
                 -EINVAL
             } else if a[1] == 0 {
                 0
@@ -581,19 +581,19 @@ fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: i64, off: u64) -> i
         // No files yet: the console's descriptors cannot be mapped, others are not open.
         return if (0..=2).contains(&fd) { -ENODEV } else { -EBADF };
     }
-    if off % PAGE_SIZE != 0 {
+    if !off.is_multiple_of(PAGE_SIZE) {
         return -EINVAL;
     }
     let Some(len) = len.checked_next_multiple_of(PAGE_SIZE).filter(|&l| l <= USER_END) else {
         return -ENOMEM;
     };
     let placement = if flags & MAP_FIXED_NOREPLACE != 0 {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return -EINVAL;
         }
         Placement::FixedNoReplace(VirtAddr(addr))
     } else if flags & MAP_FIXED != 0 {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return -EINVAL;
         }
         Placement::Fixed(VirtAddr(addr))
@@ -624,7 +624,7 @@ fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: i64, off: u64) -> i
 
 fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DONTNEED: u64 = 4;
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return -EINVAL;
     }
     if len == 0 {
