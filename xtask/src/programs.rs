@@ -287,6 +287,7 @@ mod tests {
             [
                 Program::c("bad-args", vec![root.join("programs/bad-args/bad-args.c")]),
                 Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")]),
+                Program::c("counters", vec![root.join("programs/counters/counters.c")]),
                 Program::c("exit0", vec![root.join("programs/exit0/exit0.c")]),
                 Program::c(
                     "jump-kernel",

@@ -18,10 +18,18 @@ use crate::{toolchain, workspace_root, Board};
 /// The host packages tested by the host phase (and linted on the host).
 pub const HOST_PACKAGES: [&str; 5] = ["arch", "tessera-mm", "libos", "xtask", "tessera-tests"];
 /// The apps, linted for the kernel target.
-pub const TARGET_PACKAGES: [&str; 5] = ["hello", "selftest", "mmbench", "forkbench", "tour"];
+pub const TARGET_PACKAGES: [&str; 7] = [
+    "hello",
+    "selftest",
+    "mmbench",
+    "forkbench",
+    "tour",
+    "init",
+    "procbench",
+];
 /// Apps without the boot-test harness, linted alone too: cargo unifies features, so linting them
 /// with `selftest` would only see `libos` with its boot tests compiled in.
-pub const PRODUCTION_PACKAGES: [&str; 2] = ["hello", "tour"];
+pub const PRODUCTION_PACKAGES: [&str; 4] = ["hello", "tour", "init", "procbench"];
 /// The app whose boot tests the boot phase runs.
 pub const SELFTEST_APP: &str = "selftest";
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -557,12 +565,13 @@ mod tests {
         );
         assert_eq!(
             line(2),
-            "clippy -p hello -p selftest -p mmbench -p forkbench -p tour --target aarch64-unknown-none \
-             --features libos/board-qemu-virt -- -D warnings"
+            "clippy -p hello -p selftest -p mmbench -p forkbench -p tour -p init -p procbench --target \
+             aarch64-unknown-none --features libos/board-qemu-virt -- -D warnings"
         );
         assert_eq!(
             line(3),
-            "clippy -p hello -p tour --target aarch64-unknown-none --features libos/board-qemu-virt -- -D warnings"
+            "clippy -p hello -p tour -p init -p procbench --target aarch64-unknown-none --features \
+             libos/board-qemu-virt -- -D warnings"
         );
         let r = check_phase("sh".into(), Command::new("sh").args(["-c", "echo bad; exit 1"]));
         assert_eq!((r.passed, r.failed, r.ok()), (0, 1, false));

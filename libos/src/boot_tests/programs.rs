@@ -108,6 +108,17 @@ crate::boot_test! {
 }
 
 crate::boot_test! {
+    /// EL0 reads the virtual counter directly, gets the physical counter and the cache type through
+    /// the emulation Linux also does, and dies with SIGILL reading a kernel system register.
+    fn el0_reaches_only_the_counters_it_may() {
+        let Some((exit, out)) = run("counters", &[]) else { return };
+        assert!(out.contains("counters: virtual ok, physical ok, cache type ok\n"), "{out}");
+        assert!(!out.contains("SCTLR_EL1 ="), "{out}");
+        assert!(matches!(exit, Ok(Exit::Signal { signal: signal::SIGILL, .. })), "{exit:?}\n{out}");
+    }
+}
+
+crate::boot_test! {
     /// A program that does not exist, or is not an ELF, is refused with a clear error.
     fn a_bad_image_is_refused() {
         assert!(matches!(

@@ -285,6 +285,33 @@ pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError
     Ok(exit)
 }
 
+/// `ESR_EL1.EC` of a trapped `MSR`/`MRS`/system instruction.
+const EC_SYSREG: u64 = 0x18;
+
+/// The system-register reads EL0 traps on that Linux emulates: `CNTPCT_EL0` (answered with the
+/// counter) and `CTR_EL0` (the cache type). Returns the target register and the value.
+fn emulated_read(esr: u64) -> Option<(usize, u64)> {
+    let iss = esr & 0x1ff_ffff;
+    let read = iss & 1 == 1;
+    let rt = ((iss >> 5) & 0x1f) as usize;
+    // Op0, Op2, Op1, CRn, CRm as the ISS lays them out.
+    let key = (
+        iss >> 20 & 3,
+        iss >> 17 & 7,
+        iss >> 14 & 7,
+        iss >> 10 & 0xf,
+        iss >> 1 & 0xf,
+    );
+    if !read {
+        return None;
+    }
+    match key {
+        (3, 1, 3, 14, 0) => Some((rt, arch::timer::ticks())),
+        (3, 1, 3, 0, 0) => Some((rt, arch::cpu::cache_type())),
+        _ => None,
+    }
+}
+
 /// Everything the running program raises that the abort hook did not resolve.
 fn on_user_exception(frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
@@ -329,6 +356,16 @@ fn on_user_exception(frame: &mut TrapFrame) -> Disposition {
         ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => kill(st, signal::SIGSEGV, frame.far),
         ec::PC_ALIGNMENT | ec::SP_ALIGNMENT => kill(st, signal::SIGBUS, frame.elr),
         ec::BRK64 => kill(st, signal::SIGTRAP, frame.elr),
+        EC_SYSREG => match emulated_read(frame.esr) {
+            Some((rt, value)) => {
+                if rt < 31 {
+                    frame.x[rt] = value;
+                }
+                frame.elr += 4;
+                Disposition::Resume
+            }
+            None => kill(st, signal::SIGILL, frame.elr),
+        },
         // Undefined instructions, system-register accesses EL0 may not make, and the rest.
         _ => kill(st, signal::SIGILL, frame.elr),
     }
