@@ -580,7 +580,7 @@ mod tests {
     fn unknown_benchmark_lists_valid_ones() {
         assert_eq!(
             run("nope").unwrap_err().to_string(),
-            "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork"
+            "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork, proc"
         );
     }
 
