@@ -18,6 +18,15 @@ pub enum IntController {
     Bcm2836Local { base: usize, legacy: usize },
 }
 
+/// A board's hardware random number generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RngKind {
+    /// The BCM2835 RNG (Pi 3).
+    Bcm2835,
+    /// The iproc RNG200 (Pi 4).
+    Rng200,
+}
+
 /// Everything the boot code and drivers need to know about one board.
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
@@ -30,6 +39,8 @@ pub struct Board {
     pub uart_clock_hz: u32,
     /// The GPIO block that routes the UART's pins, where the board has one.
     pub gpio: Option<(usize, crate::gpio::Kind)>,
+    /// The board's random number generator (used where the CPU has no `RNDR`).
+    pub rng: Option<(usize, RngKind)>,
     /// How the timer interrupt reaches the core.
     pub int_controller: IntController,
     /// RAM assumed when the device tree does not say (base, size). On a Pi this must stay below the
@@ -61,6 +72,7 @@ pub const BOARD: Board = Board {
     uart_base: 0x0900_0000,
     uart_clock_hz: 24_000_000,
     gpio: None,
+    rng: None,
     int_controller: IntController::GicV2 {
         distributor: 0x0800_0000,
         cpu: 0x0801_0000,
@@ -84,6 +96,7 @@ pub const BOARD: Board = Board {
     uart_base: 0x3F20_1000,
     uart_clock_hz: 48_000_000,
     gpio: Some((0x3F20_0000, crate::gpio::Kind::Bcm2837)),
+    rng: Some((0x3F10_4000, RngKind::Bcm2835)),
     int_controller: IntController::Bcm2836Local {
         base: 0x4000_0000,
         legacy: 0x3F00_B200,
@@ -107,6 +120,7 @@ pub const BOARD: Board = Board {
     uart_base: 0xFE20_1000,
     uart_clock_hz: 48_000_000,
     gpio: Some((0xFE20_0000, crate::gpio::Kind::Bcm2711)),
+    rng: Some((0xFE10_4000, RngKind::Rng200)),
     int_controller: IntController::GicV2 {
         distributor: 0xFF84_1000,
         cpu: 0xFF84_2000,

@@ -140,6 +140,14 @@ pub fn wait_for_interrupt() {
     asm::wfi();
 }
 
+/// `CTR_EL0`: the cache type (line sizes), as EL0 would read it.
+pub fn cache_type() -> u64 {
+    let v: u64;
+    // SAFETY: reading CTR_EL0 (not named by aarch64-cpu) has no side effect.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// The exception level the code runs at now.
 pub fn current_el() -> u8 {
     CurrentEL.read(CurrentEL::EL) as u8

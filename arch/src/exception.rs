@@ -63,12 +63,22 @@ pub struct TrapFrame {
     /// Fault address (valid for aborts).
     pub far: u64,
     /// SP_EL0: the stack pointer of interrupted kernel code (which runs on SP_EL0; for an exception
-    /// taken while already handling one, the interrupted SP_EL1 is the frame's address + its size).
+    /// taken while already handling one, the interrupted SP_EL1 is the frame's address + its size),
+    /// or of the interrupted user program.
     pub sp: u64,
+    /// Floating-point control register of the interrupted code.
+    pub fpcr: u64,
+    /// Floating-point status register of the interrupted code.
+    pub fpsr: u64,
+    /// q0..q31 of the interrupted code: saved for every exception, since the handlers (Rust code
+    /// that may use SIMD registers) run with the interrupted code's register file.
+    pub q: [u128; 32],
 }
 
-const FRAME_SIZE: usize = 288;
-const _: () = assert!(core::mem::size_of::<TrapFrame>() <= FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
+const FRAME_SIZE: usize = 816;
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
+const _: () =
+    assert!(core::mem::offset_of!(TrapFrame, fpcr) == 288 && core::mem::offset_of!(TrapFrame, q) == 304);
 
 pub use crate::esr::ec;
 
@@ -166,6 +176,32 @@ extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     }
 }
 
+/// `SPSR_EL1` for a return to EL1 using SP_EL0 (EL1t) with D, A, I and F masked.
+#[cfg(target_os = "none")]
+const SPSR_EL1T_MASKED: u64 = 0b0100 | (0b1111 << 6);
+
+/// `SPSR_EL1` for a return to EL0 (AArch64, EL0t) with nothing masked.
+pub const SPSR_EL0T: u64 = 0;
+
+/// Enters the user program whose registers `frame` holds: `elr` is its pc, `spsr` its PSTATE
+/// ([`SPSR_EL0T`]), `sp` its stack pointer, `x`, `fpcr`, `fpsr` and `q` its registers. Does not
+/// return: the program comes back to the kernel only through exceptions, whose handlers resume
+/// it or abandon the enclosing [`try_call`].
+///
+/// # Safety
+/// Must run inside a [`try_call`] on the kernel stack, outside any exception handler, with the
+/// program's address space in TTBR0; `frame.spsr` must select EL0.
+#[cfg(target_os = "none")]
+pub unsafe fn enter_user(frame: &TrapFrame) -> ! {
+    extern "C" {
+        fn __tessera_enter_user(frame: *const TrapFrame) -> !;
+    }
+    debug_assert_eq!(frame.spsr & 0b1111, 0, "enter_user needs an EL0 PSTATE");
+    // SAFETY: the caller's contract; the routine copies the frame onto the (idle) exception stack
+    // and leaves through the common exception return.
+    unsafe { __tessera_enter_user(frame) }
+}
+
 /// Saved callee-state of an active [`try_call`]: x19..x30, sp, d8..d15, DAIF.
 #[repr(C)]
 struct ResumeContext {
@@ -193,6 +229,9 @@ fn redirect_to_resume(frame: &mut TrapFrame, code: u64) -> bool {
         fn __tessera_resume(ctx: usize, code: u64) -> !;
     }
     frame.elr = __tessera_resume as *const () as u64;
+    // Back to EL1 on SP_EL0 with everything masked, whatever level the exception came from (an
+    // abandoned user program was at EL0); `__tessera_resume` restores the call's interrupt mask.
+    frame.spsr = SPSR_EL1T_MASKED;
     frame.x[0] = ctx as u64;
     frame.x[1] = code;
     true
@@ -300,8 +339,50 @@ __exception_common:
     mrs     x1, far_el1
     mrs     x2, sp_el0
     stp     x1, x2, [sp, #272]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    stp     x1, x2, [sp, #288]
+    stp     q0, q1, [sp, #304]
+    stp     q2, q3, [sp, #336]
+    stp     q4, q5, [sp, #368]
+    stp     q6, q7, [sp, #400]
+    stp     q8, q9, [sp, #432]
+    stp     q10, q11, [sp, #464]
+    stp     q12, q13, [sp, #496]
+    stp     q14, q15, [sp, #528]
+    stp     q16, q17, [sp, #560]
+    stp     q18, q19, [sp, #592]
+    stp     q20, q21, [sp, #624]
+    stp     q22, q23, [sp, #656]
+    stp     q24, q25, [sp, #688]
+    stp     q26, q27, [sp, #720]
+    stp     q28, q29, [sp, #752]
+    stp     q30, q31, [sp, #784]
     mov     x1, sp
     bl      __tessera_exception
+.global __tessera_exception_return
+__tessera_exception_return:
+    ldp     x1, x2, [sp, #288]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    ldp     q0, q1, [sp, #304]
+    ldp     q2, q3, [sp, #336]
+    ldp     q4, q5, [sp, #368]
+    ldp     q6, q7, [sp, #400]
+    ldp     q8, q9, [sp, #432]
+    ldp     q10, q11, [sp, #464]
+    ldp     q12, q13, [sp, #496]
+    ldp     q14, q15, [sp, #528]
+    ldp     q16, q17, [sp, #560]
+    ldp     q18, q19, [sp, #592]
+    ldp     q20, q21, [sp, #624]
+    ldp     q22, q23, [sp, #656]
+    ldp     q24, q25, [sp, #688]
+    ldp     q26, q27, [sp, #720]
+    ldp     q28, q29, [sp, #752]
+    ldp     q30, q31, [sp, #784]
+    ldr     x1, [sp, #280]
+    msr     sp_el0, x1
     ldp     x30, x1, [sp, #240]
     msr     elr_el1, x1
     ldr     x1, [sp, #256]
@@ -325,6 +406,22 @@ __exception_common:
     eret
 
 .section .text
+// ! __tessera_enter_user(frame): copy the frame to the top of the idle exception stack and leave
+// through the exception return, which restores every register and erets to the frame's level.
+.global __tessera_enter_user
+__tessera_enter_user:
+    msr     daifset, #0xf
+    msr     spsel, #1
+    ldr     x9, =__exception_stack_top
+    sub     sp, x9, #{frame}
+    mov     x10, sp
+    mov     x11, #({frame} / 16)
+1:  ldp     x12, x13, [x0], #16
+    stp     x12, x13, [x10], #16
+    subs    x11, x11, #1
+    b.ne    1b
+    b       __tessera_exception_return
+
 // u64 __tessera_try_call(f, arg, ctx): save callee-saved state in ctx, call f(arg), return 0.
 .global __tessera_try_call
 __tessera_try_call:

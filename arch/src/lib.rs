@@ -16,6 +16,7 @@
 //! * [`gic`], [`irq`]: the GICv2 and the BCM2836 local block, reset and timer routing.
 //! * [`gpio`]: the Pi's GPIO block, pins for the UART.
 //! * [`mmu`]: TTBR1/TTBR0 switching, ASID width, hardware address translation.
+//! * [`rng`]: hardware random numbers (`RNDR`, or the board's generator).
 //! * [`tlb`]: TLB maintenance instructions and their operands.
 
 #![cfg_attr(not(test), no_std)]
@@ -36,6 +37,8 @@ pub mod cpu;
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod rng;
 #[cfg(target_os = "none")]
 pub mod timer;
 

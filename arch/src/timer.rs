@@ -66,3 +66,10 @@ pub fn spin_ns(ns: u64) {
         core::hint::spin_loop();
     }
 }
+
+/// What EL0 may use of the generic timer: the virtual counter (`CNTVCT_EL0`, and `CNTFRQ_EL0`)
+/// and nothing else. The physical counter, the timers and the event stream trap.
+pub fn limit_el0_access() {
+    CNTKCTL_EL1.write(CNTKCTL_EL1::EL0VCTEN::TrappedNone);
+    barrier::isb(barrier::SY);
+}

@@ -147,6 +147,24 @@ fn send(uart: &mut Uart<'static>, b: u8) {
     }
 }
 
+/// Writes raw bytes to the console (a user program's output): `\n` becomes `\r\n` on the UART as
+/// for text; bytes that are not UTF-8 are written as they are (a capture keeps them lossily).
+pub fn write_bytes(bytes: &[u8]) {
+    let mut c = CONSOLE.lock();
+    if let Some(buf) = c.capture.as_mut() {
+        buf.push_str(&String::from_utf8_lossy(bytes));
+        return;
+    }
+    if let Some(uart) = c.uart.as_mut() {
+        for &b in bytes {
+            if b == b'\n' {
+                send(uart, b'\r');
+            }
+            send(uart, b);
+        }
+    }
+}
+
 /// Writes formatted text to the console (used by the macros).
 pub fn write_fmt(args: fmt::Arguments) {
     let _ = CONSOLE.lock().write_fmt(args);

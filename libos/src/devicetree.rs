@@ -30,6 +30,10 @@ pub struct DtInfo {
     pub psci: Option<PsciMethod>,
     /// Root `model` property.
     pub model: String,
+    /// `/chosen/rng-seed` and `/chosen/kaslr-seed`: entropy the firmware or loader passed.
+    pub rng_seed: Vec<u8>,
+    /// A hardware random number generator the tree lists (its `compatible`).
+    pub rng: Option<&'static str>,
     /// Size of the blob itself (to reserve it).
     pub total_size: usize,
 }
@@ -111,7 +115,17 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
         if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
             info.bootargs = String::from(args);
         }
+        for name in ["rng-seed", "kaslr-seed"] {
+            if let Some(p) = chosen.property(name) {
+                info.rng_seed.extend_from_slice(p.value);
+            }
+        }
     }
+    const RNGS: [&str; 3] = ["brcm,bcm2835-rng", "brcm,bcm2711-rng200", "brcm,iproc-rng200"];
+    info.rng = fdt.find_compatible(&RNGS).and_then(|n| {
+        let c = n.compatible()?;
+        RNGS.into_iter().find(|r| c.all().any(|x| x == *r))
+    });
     let psci = top_level_node(&fdt, "psci")
         .or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
     info.psci = psci
@@ -162,7 +176,12 @@ mod tests {
         if let Some(args) = bootargs {
             let chosen = w.begin_node("chosen").unwrap();
             w.property_string("bootargs", args).unwrap();
+            w.property("rng-seed", &[1, 2, 3, 4]).unwrap();
             w.end_node(chosen).unwrap();
+            let rng = w.begin_node("rng@7e104000").unwrap();
+            w.property_string_list("compatible", vec!["brcm,bcm2711-rng200".into()])
+                .unwrap();
+            w.end_node(rng).unwrap();
         }
         if with_psci {
             let psci = w.begin_node("psci").unwrap();
@@ -208,6 +227,8 @@ mod tests {
             "only the no-map child"
         );
         assert_eq!(info.bootargs, "log=debug tests=heap");
+        assert_eq!(info.rng_seed, [1, 2, 3, 4]);
+        assert_eq!(info.rng, Some("brcm,bcm2711-rng200"));
         assert_eq!(info.psci, Some(PsciMethod::Hvc));
         assert_eq!(info.model, "test-board");
         assert_eq!(info.total_size, b.len());
@@ -218,6 +239,7 @@ mod tests {
         let info = parse(&blob(false, None)).unwrap();
         assert_eq!(info.bootargs, "");
         assert_eq!(info.psci, None);
+        assert!(info.rng_seed.is_empty() && info.rng.is_none());
         assert_eq!(info.memory.len(), 2);
     }
 

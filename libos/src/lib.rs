@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod bootargs;
 pub mod devicetree;
+pub mod exec;
 
 /// The memory manager (the `tessera-mm` crate).
 pub use tessera_mm as mm;
@@ -31,11 +32,17 @@ pub mod platform;
 #[cfg(target_os = "none")]
 pub mod process;
 #[cfg(target_os = "none")]
+pub mod programs;
+#[cfg(target_os = "none")]
+pub mod random;
+#[cfg(target_os = "none")]
 pub mod runtime;
 #[cfg(all(target_os = "none", feature = "boot-tests"))]
 pub mod testing;
 #[cfg(target_os = "none")]
 pub mod ttbr0;
+#[cfg(target_os = "none")]
+pub mod user;
 #[cfg(target_os = "none")]
 pub mod vm;
 

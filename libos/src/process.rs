@@ -132,6 +132,20 @@ impl Process {
     /// access that cannot be resolved ends `f` and returns `Err(Segfault)`; destructors of `f`'s
     /// frames do not run in that case (like a signal that kills the computation).
     pub fn run<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, Segfault> {
+        match self.run_until(f) {
+            Ok(v) => Ok(v),
+            Err(RunEnd::Segfault(s)) => Err(s),
+            Err(RunEnd::Abandoned(code)) => {
+                // A panic or timeout inside `f` belongs to whoever encloses `run`.
+                arch::exception::abandon(code);
+                unreachable!("process run outside an abandonable context aborted with {code}")
+            }
+        }
+    }
+
+    /// Like [`run`](Self::run), but an abandon code other than a segfault's (a user program's
+    /// exit, raised by the system-call hook) is returned to the caller instead of passed on.
+    pub(crate) fn run_until<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, RunEnd> {
         let space: *mut Space = self.space.as_mut().expect("process exited");
         // SAFETY: `space` points at our live space, exclusively borrowed through `self` for the
         // whole call.
@@ -150,12 +164,10 @@ impl Process {
         CURRENT.store(outer, Ordering::Release);
         match r {
             Ok(()) => Ok(out.expect("ran")),
-            Err(CODE_SEGV) => Err(LAST_SEGFAULT.lock().take().expect("segfault recorded")),
-            Err(other) => {
-                // A panic or timeout inside `f` belongs to whoever encloses `run`.
-                arch::exception::abandon(other);
-                unreachable!("process run outside an abandonable context aborted with {other}")
-            }
+            Err(CODE_SEGV) => Err(RunEnd::Segfault(
+                LAST_SEGFAULT.lock().take().expect("segfault recorded"),
+            )),
+            Err(other) => Err(RunEnd::Abandoned(other)),
         }
     }
 
@@ -165,6 +177,23 @@ impl Process {
             space.exit(&mut TargetMachine);
         }
     }
+}
+
+/// How [`Process::run_until`] ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunEnd {
+    Segfault(Segfault),
+    /// Abandoned with this code (a panic, the watchdog, or a user program's exit).
+    Abandoned(u64),
+}
+
+/// The address space of the process running on this core, for the system-call handlers: `None`
+/// outside [`Process::run`].
+pub(crate) fn with_current_space<R>(f: impl FnOnce(&mut Space) -> R) -> Option<R> {
+    let space = CURRENT.load(Ordering::Acquire);
+    // SAFETY: as in `on_abort`: `run` set CURRENT to its exclusively borrowed space for the
+    // duration of the call, and this core handles one exception at a time.
+    (!space.is_null()).then(|| f(unsafe { &mut *space }))
 }
 
 /// Any error of a process operation, for apps that just want `?` to work.

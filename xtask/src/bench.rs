@@ -24,6 +24,7 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
     ("tables", "translation-table costs of mapping/unmapping 1..256 MiB with pages and blocks (qemu-virt)"),
     ("contpte", "map / touch / unmap 256 MiB of 64 KiB folios with CONTPTE on and off (qemu-virt)"),
     ("fork", "first touch, fork (median of 5), child COW writes and munmap of 1..1024 MiB, Copy (64 KiB / 4 KiB folios) vs ShareTables fork (qemu-virt)"),
+    ("proc", "a null system call from EL0 and exec of a small static program to its exit (qemu-virt)"),
 ];
 
 /// A result table.
@@ -488,6 +489,61 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Linux 6.12 on the same QEMU and CPU model (`-cpu max`, icount), for the `proc` table.
+const LINUX_NULL_SYSCALL_NS: u64 = 506;
+
+fn proc_bench() -> Result<Report> {
+    let programs = crate::programs::build_examples(true)?;
+    qemu::require_board(Board::QemuVirt)?;
+    let request = BuildRequest::new("procbench", Board::QemuVirt)
+        .programs(programs)
+        .quiet(true);
+    let image = builder::build(&request)?;
+    let out = run_icount(&image, "", Duration::from_secs(600))?;
+    let rows = parse_bench_lines(&out);
+    let find = |op: &str| {
+        rows.iter()
+            .find(|r| r.get("op").is_some_and(|o| o == op))
+            .with_context(|| format!("procbench printed no '{op}' line:\n{}", builder::tail(&out, 20)))
+    };
+    let null = num(find("null-syscall")?, "ns")?;
+    let exec = num(find("exec-exit")?, "ns")?;
+    let table = Table {
+        headers: [
+            "operation",
+            "Tessera (virtual ns)",
+            "Linux 6.12, same QEMU (virtual ns)",
+            "goal",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![
+            vec![
+                "null system call (`getppid`, EL0 → EL1 → EL0)".into(),
+                null.to_string(),
+                LINUX_NULL_SYSCALL_NS.to_string(),
+                "< 150".into(),
+            ],
+            vec![
+                "exec of a static glibc program to its exit (load, run, teardown)".into(),
+                exec.to_string(),
+                "not measured".into(),
+                "".into(),
+            ],
+        ],
+    };
+    let notes = format!(
+        "The null system call is the program's own measurement (`clock_gettime` around 20,000 \
+         `svc #0` with `x8 = getppid`) from EL0; exec-to-exit is measured by the kernel around \
+         `libos::user::run` of the `exit0` program (median of 11): parse the ELF, map and copy its \
+         segments, build the stack, run it at EL0 through glibc's start-up to `exit_group`, and free \
+         every frame. qemu-virt, `-cpu max`, `-icount shift=0,sleep=off`: virtual ns = instructions. \
+         The null call {} the goal of 150 ns.",
+        if null < 150 { "meets" } else { "misses" }
+    );
+    Ok(Report::new(table, notes))
+}
+
 pub fn run(name: &str) -> Result<()> {
     let (title, report) = match name {
         "boot" => ("Boot to main and image size (`hello`)", boot_bench()?),
@@ -497,6 +553,7 @@ pub fn run(name: &str) -> Result<()> {
             "Fork: 1..1024 MiB of anonymous memory, Copy vs ShareTables",
             fork_bench()?,
         ),
+        "proc" => ("Processes: a null system call and exec to exit", proc_bench()?),
         _ => {
             let valid: Vec<&str> = BENCHMARKS.iter().map(|b| b.0).collect();
             bail!(
@@ -523,7 +580,7 @@ mod tests {
     fn unknown_benchmark_lists_valid_ones() {
         assert_eq!(
             run("nope").unwrap_err().to_string(),
-            "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork"
+            "unknown benchmark 'nope'; valid benchmarks: boot, tables, contpte, fork, proc"
         );
     }
 

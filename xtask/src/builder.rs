@@ -1,13 +1,24 @@
 //! Building an app for a board: `cargo build` into a per-board (and
 //! per-feature-set) target directory, then the raw `kernel8.img` and the DTB
 //! for the raspi boards.
+//!
+//! With EL0 programs ([`BuildRequest::programs`]) the builder first writes their newc cpio archive
+//! to `<target dir>/programs/<hash of the archive>.cpio` and names it in `TESSERA_PROGRAMS`, which
+//! `libos/build.rs` embeds (and tracks: the variable names a new file for a new archive, so no
+//! stale build is reused). Such builds get a target directory of their own (`...+programs`), so
+//! switching between an image with programs and one without does not rebuild every time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{apps, dtb, process, target_root, toolchain, workspace_root, Board, TARGET};
+use crate::{apps, cpio, dtb, process, target_root, toolchain, workspace_root, Board, TARGET};
+
+/// The variable that names the program archive for `libos/build.rs`.
+pub const PROGRAMS_ENV: &str = "TESSERA_PROGRAMS";
+/// The mode of the programs in the archive (a regular file, `r-xr-xr-x`).
+pub const PROGRAM_MODE: u32 = 0o100555;
 
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +31,9 @@ pub struct BuildRequest {
     pub features: Vec<String>,
     /// Capture cargo's output and show it only on failure (tests).
     pub quiet: bool,
+    /// The EL0 programs of the image's archive: (name in the archive, file). Empty: the image
+    /// carries the empty archive.
+    pub programs: Vec<(String, PathBuf)>,
 }
 
 impl BuildRequest {
@@ -29,6 +43,7 @@ impl BuildRequest {
             board,
             features: Vec::new(),
             quiet: false,
+            programs: Vec::new(),
         }
     }
 
@@ -44,6 +59,37 @@ impl BuildRequest {
     pub fn quiet(mut self, quiet: bool) -> Self {
         self.quiet = quiet;
         self
+    }
+
+    /// Adds EL0 programs: (name in the archive, file).
+    pub fn programs<I, S, P>(mut self, programs: I) -> Self
+    where
+        I: IntoIterator<Item = (S, P)>,
+        S: Into<String>,
+        P: Into<PathBuf>,
+    {
+        self.programs
+            .extend(programs.into_iter().map(|(n, p)| (n.into(), p.into())));
+        self
+    }
+
+    /// The program archive: the files of [`Self::programs`] in order, each with [`PROGRAM_MODE`].
+    pub fn archive(&self) -> Result<Vec<u8>> {
+        let mut entries = Vec::new();
+        for (name, path) in &self.programs {
+            let data = std::fs::read(path)
+                .with_context(|| format!("reading program '{name}' from {}", path.display()))?;
+            entries.push((name.as_str(), PROGRAM_MODE, data));
+        }
+        cpio::write(&entries)
+    }
+
+    /// Where the builder puts `archive`: named by a hash of its bytes, so a different archive is
+    /// a different file (and value of [`PROGRAMS_ENV`]), the same archive the same file.
+    pub fn archive_path(&self, target_root: &Path, archive: &[u8]) -> PathBuf {
+        self.target_dir(target_root)
+            .join("programs")
+            .join(format!("{:016x}.cpio", fnv1a(archive)))
     }
 
     /// The extra features, split on commas, sorted and deduplicated.
@@ -76,6 +122,10 @@ impl BuildRequest {
                 }
             }));
         }
+        if !self.programs.is_empty() {
+            // '+' is never part of a sanitized feature name.
+            name.push_str("+programs");
+        }
         target_root.join("boards").join(name)
     }
 
@@ -86,8 +136,15 @@ impl BuildRequest {
         all.join(",")
     }
 
-    /// The `cargo build` command (without running it).
-    pub fn cargo_command(&self, package: &str, root: &Path, target_root: &Path) -> Command {
+    /// The `cargo build` command (without running it); `archive` is the program archive's file
+    /// (none: libos embeds the empty archive).
+    pub fn cargo_command(
+        &self,
+        package: &str,
+        root: &Path,
+        target_root: &Path,
+        archive: Option<&Path>,
+    ) -> Command {
         let mut cmd = Command::new(toolchain::cargo());
         cmd.current_dir(root)
             .args([
@@ -110,11 +167,22 @@ impl BuildRequest {
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_BUILD_TARGET")
             .env_remove("CARGO_BUILD_RUSTFLAGS");
+        match archive {
+            Some(path) => cmd.env(PROGRAMS_ENV, path),
+            None => cmd.env_remove(PROGRAMS_ENV),
+        };
         if self.quiet {
             cmd.arg("--quiet");
         }
         cmd
     }
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A built image.
@@ -149,7 +217,18 @@ pub fn build(req: &BuildRequest) -> Result<BuiltImage> {
         bail!("linker script {} does not exist", script.display());
     }
 
-    let mut cmd = req.cargo_command(&app.package, &root, &troot);
+    let archive = if req.programs.is_empty() {
+        None
+    } else {
+        let bytes = req.archive()?;
+        let path = req.archive_path(&troot, &bytes);
+        // Written once per content: rewriting it would make cargo rerun libos's build script.
+        if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            process::write_atomic(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Some(path)
+    };
+    let mut cmd = req.cargo_command(&app.package, &root, &troot, archive.as_deref());
     if !req.quiet {
         eprintln!(
             "building {} for {} ({})",
@@ -278,7 +357,7 @@ mod tests {
     #[test]
     fn cargo_command() {
         let r = BuildRequest::new("hello", Board::Raspi4).features(["x"]);
-        let cmd = r.cargo_command("hello", Path::new("/w"), Path::new("/w/target"));
+        let cmd = r.cargo_command("hello", Path::new("/w"), Path::new("/w/target"), None);
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args,
@@ -311,5 +390,49 @@ mod tests {
             Some("-Clink-arg=-T/w/linker/raspi4.ld".into())
         )));
         assert!(env.contains(&("RUSTFLAGS".into(), None)));
+        assert!(env.contains(&("TESSERA_PROGRAMS".into(), None)));
+    }
+
+    #[test]
+    fn programs_make_an_archive() {
+        let dir = std::env::temp_dir().join(format!("xtask-programs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), b"first").unwrap();
+        std::fs::write(dir.join("b"), b"second!").unwrap();
+        let t = Path::new("/w/target");
+        let r = BuildRequest::new("init", Board::QemuVirt)
+            .programs([("x", dir.join("a")), ("bin/y", dir.join("b"))]);
+        assert_eq!(r.target_dir(t), Path::new("/w/target/boards/qemu-virt+programs"));
+        let archive = r.archive().unwrap();
+        let entries = cpio::read(&archive).unwrap();
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.mode, &e.data[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x", 0o100555, &b"first"[..]),
+                ("bin/y", 0o100555, &b"second!"[..])
+            ]
+        );
+        let path = r.archive_path(t, &archive);
+        assert!(path.starts_with("/w/target/boards/qemu-virt+programs/programs"));
+        assert_ne!(path, r.archive_path(t, &cpio::empty()));
+        assert_eq!(path, r.archive_path(t, &archive.clone()));
+        let cmd = r.cargo_command("init", Path::new("/w"), t, Some(&path));
+        let env: Vec<_> = cmd
+            .get_envs()
+            .filter(|(k, _)| *k == "TESSERA_PROGRAMS")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(env, [Some(path.as_os_str())]);
+
+        let missing = BuildRequest::new("init", Board::QemuVirt).programs([("z", dir.join("nope"))]);
+        assert!(format!("{:#}", missing.archive().unwrap_err()).contains("reading program 'z'"));
+        let twice =
+            BuildRequest::new("init", Board::QemuVirt).programs([("x", dir.join("a")), ("x", dir.join("b"))]);
+        assert!(twice.archive().unwrap_err().to_string().contains("two members"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

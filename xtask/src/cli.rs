@@ -1,6 +1,6 @@
 //! The `cargo xtask` command line (parsed with `clap`) and what each command does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 use crate::builder::{self, BuildRequest, BuiltImage};
 use crate::qemu::QemuRunner;
 use crate::testcmd::{self, TestOptions};
-use crate::{bench, process, sdcard, setup, Board};
+use crate::{bench, process, programs, sdcard, setup, Board};
+
+/// The app `run` boots when `--program` is given without an app.
+pub const DEFAULT_INIT_APP: &str = "init";
 
 /// Tessera's build driver: builds an app into a bootable image per board, boots it under QEMU,
 /// runs the test suite and the benchmarks.
@@ -21,29 +24,117 @@ use crate::{bench, process, sdcard, setup, Board};
     propagate_version = true
 )]
 #[command(after_help = "Boards: qemu-virt (default), raspi3, raspi4.\n\
-Boot arguments (--append): tests=<substr>[,<substr>...] log=<off|error|warn|info|debug|trace>")]
+Boot arguments (--append): tests=<substr>[,<substr>...] log=<off|error|warn|info|debug|trace>\n\
+EL0 programs: --program PATH[=NAME] (build, run, image; repeatable) puts a static Linux arm64 \
+executable into the image's read-only program archive as NAME (default: its file name; split at \
+the last '='). 'cargo xtask programs' builds the examples in programs/ and prints their paths.\n\
+'run --program P [-- ARGS]' without an app boots the app 'init'; with --program the kernel command \
+line ends with 'init=NAME [-- ARG...]' (NAME: the first program; see 'init_bootargs').")]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
 }
 
-/// Which app, for which board, with which extra cargo features.
+/// Which app, for which board, with which extra cargo features and EL0 programs.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct AppArgs {
     /// The app: a crate under `apps/` (hello, selftest, mmbench, forkbench, ...).
     pub app: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// The board, the extra cargo features and the EL0 programs of an image.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct TargetArgs {
     /// The board to build for.
     #[arg(long, default_value = "qemu-virt")]
     pub board: Board,
     /// Extra cargo features of the app (comma separated, repeatable).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    /// An EL0 program for the image's archive: a static Linux arm64 executable, stored as NAME
+    /// (default: its file name). Repeatable.
+    #[arg(long = "program", value_name = "PATH[=NAME]", value_parser = parse_program)]
+    pub programs: Vec<ProgramArg>,
 }
 
-impl AppArgs {
-    fn request(&self) -> BuildRequest {
-        BuildRequest::new(self.app.clone(), self.board).features(self.features.iter().cloned())
+impl TargetArgs {
+    fn request(&self, app: &str) -> BuildRequest {
+        BuildRequest::new(app, self.board)
+            .features(self.features.iter().cloned())
+            .programs(self.programs.iter().map(|p| (p.name.clone(), p.path.clone())))
     }
+}
+
+/// A `--program PATH[=NAME]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramArg {
+    /// The name in the archive.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Parses `PATH[=NAME]`, split at the last `=` (a path with `=` in it needs an explicit NAME).
+/// NAME defaults to the file name of PATH; it must not contain whitespace (it goes on the kernel
+/// command line as `init=NAME`).
+pub fn parse_program(s: &str) -> Result<ProgramArg, String> {
+    let (path, name) = match s.rsplit_once('=') {
+        Some((path, name)) => (Path::new(path), name.to_string()),
+        None => {
+            let path = Path::new(s);
+            let name = path
+                .file_name()
+                .ok_or_else(|| format!("'{s}' has no file name; give one with PATH=NAME"))?;
+            (path, name.to_string_lossy().into_owned())
+        }
+    };
+    if path.as_os_str().is_empty() {
+        return Err(format!("'{s}': the path is empty"));
+    }
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('\0') {
+        return Err(format!(
+            "'{s}': the name '{name}' must be non-empty and without whitespace"
+        ));
+    }
+    Ok(ProgramArg {
+        name,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The kernel command line of a boot with EL0 programs: `<append> init=<name>`, then, if there
+/// are arguments, ` -- <arg1> <arg2> ...`. The init app runs the program `name` with the words
+/// after the first `--` word as its arguments (argv[1..]). Words are separated by single spaces,
+/// so an argument must be non-empty and without whitespace, and `append` must not contain a `--`
+/// word itself.
+pub fn init_bootargs(append: &str, name: &str, args: &[String]) -> Result<String> {
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        bail!("the init program's name '{name}' must be non-empty and without whitespace");
+    }
+    if append.split_whitespace().any(|w| w == "--") {
+        bail!("--append must not contain a '--' word: it starts the init program's arguments");
+    }
+    let mut line = append.trim().to_string();
+    if !line.is_empty() {
+        line.push(' ');
+    }
+    line.push_str("init=");
+    line.push_str(name);
+    if !args.is_empty() {
+        line.push_str(" --");
+    }
+    for a in args {
+        if a.is_empty() || a.contains(char::is_whitespace) {
+            bail!(
+                "argument {a:?} of the init program: arguments are passed on the kernel command line, \
+                 separated by spaces, so they must be non-empty and contain no whitespace"
+            );
+        }
+        line.push(' ');
+        line.push_str(a);
+    }
+    Ok(line)
 }
 
 /// A command.
@@ -53,9 +144,16 @@ pub enum Cmd {
     Build(AppArgs),
     /// Build an app and boot it under QEMU, the serial console on this terminal; exits with the
     /// guest's status. Installs what is missing first (see `setup`).
+    ///
+    /// With --program the app may be left out: it is then `init`. The kernel command line then
+    /// ends with `init=NAME` (NAME: the first program) and, when arguments follow `--`,
+    /// ` -- ARG1 ARG2 ...` (arguments without whitespace).
     Run {
+        /// The app: a crate under `apps/` (default with --program: init).
+        #[arg(required_unless_present = "programs")]
+        app: Option<String>,
         #[command(flatten)]
-        app: AppArgs,
+        target: TargetArgs,
         /// The kernel command line.
         #[arg(long, default_value = "")]
         append: String,
@@ -72,6 +170,12 @@ pub enum Cmd {
         /// which ends through PSCI SYSTEM_OFF where the board has PSCI (else stop it with --timeout).
         #[arg(long)]
         no_semihosting: bool,
+        /// Run in virtual time: QEMU's `-icount shift=0,sleep=off` (deterministic timing).
+        #[arg(long)]
+        icount: bool,
+        /// Arguments of the init program (after `--`; needs --program).
+        #[arg(last = true, requires = "programs", value_name = "ARGS")]
+        args: Vec<String>,
     },
     /// Write `kernel8.img` and `config.txt` (and `cmdline.txt`) for a real Raspberry Pi's SD card.
     Image {
@@ -86,9 +190,13 @@ pub enum Cmd {
         /// The output directory (default: target/sdcard/<board>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The kernel command line (written to cmdline.txt).
+        /// The kernel command line (written to cmdline.txt; with --program it ends with
+        /// `init=NAME`, NAME the first program).
         #[arg(long, default_value = "")]
         append: String,
+        /// An EL0 program for the image's archive (see `build --help`). Repeatable.
+        #[arg(long = "program", value_name = "PATH[=NAME]", value_parser = parse_program)]
+        programs: Vec<ProgramArg>,
     },
     /// Formatting and lint checks, host tests, and the boot tests on every board; ends with one line
     /// `N passed, N failed`. Installs what is missing first (see `setup`).
@@ -112,6 +220,9 @@ pub enum Cmd {
     /// Install what is missing (Rust target, llvm-tools, QEMU >= 9 on Debian), then boot `hello` on
     /// every board to show that QEMU works.
     Setup,
+    /// Build the example EL0 programs in `programs/` (static Linux arm64 executables) and print
+    /// their paths, one per line, for `--program`. Installs what is missing first (see `setup`).
+    Programs,
     /// Run a benchmark under QEMU in virtual time and write its table to BENCHMARKS.md.
     Bench {
         /// boot, tables or fork.
@@ -149,7 +260,7 @@ pub fn gdb_command(image: &BuiltImage, port: u16) -> String {
 pub fn execute(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Build(app) => {
-            let image = builder::build(&app.request())?;
+            let image = builder::build(&app.target.request(&app.app))?;
             println!("{}", image.elf.display());
             if image.kernel != image.elf {
                 println!("{}", image.kernel.display());
@@ -161,18 +272,35 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Run {
             app,
+            target,
             append,
             timeout,
             gdb,
             gdb_port,
             no_semihosting,
+            icount,
+            args,
         } => {
+            let defaulted = app.is_none();
+            let app = app.unwrap_or_else(|| DEFAULT_INIT_APP.to_string());
+            let bootargs = match target.programs.first() {
+                Some(first) => init_bootargs(&append, &first.name, &args)?,
+                None => append,
+            };
             // Tools first: a missing QEMU is reported before time goes into the build.
-            setup::ensure_ready(&[app.board])?;
-            let image = builder::build(&app.request())?;
+            setup::ensure_ready(&[target.board])?;
+            let built = builder::build(&target.request(&app));
+            let image = if defaulted {
+                built.with_context(|| {
+                    format!("'{DEFAULT_INIT_APP}' is the app that run boots with --program and no app")
+                })?
+            } else {
+                built?
+            };
             let mut runner = QemuRunner::new(&image)
-                .append(append)
+                .append(bootargs)
                 .semihosting(!no_semihosting)
+                .icount(icount)
                 .gdb(gdb.then_some(gdb_port));
             runner.timeout = timeout;
             let cmd = runner.command()?;
@@ -196,6 +324,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             features,
             out,
             append,
+            programs,
         } => {
             if !board.is_raspi() {
                 bail!(
@@ -203,7 +332,14 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
                      'cargo xtask run'"
                 );
             }
-            sdcard::write_image(&app, board, &features, out, &append)?;
+            let bootargs = match programs.first() {
+                Some(first) => init_bootargs(&append, &first.name, &[])?,
+                None => append,
+            };
+            let req = BuildRequest::new(app, board)
+                .features(features)
+                .programs(programs.into_iter().map(|p| (p.name, p.path)));
+            sdcard::write_request(&req, out, &bootargs)?;
             Ok(0)
         }
         Cmd::Test {
@@ -240,6 +376,14 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Setup => {
             setup::run().context("setup failed")?;
+            Ok(0)
+        }
+        Cmd::Programs => {
+            setup::ensure_rust()?;
+            for (_, path) in programs::build_examples(false)? {
+                println!("{}", path.display());
+            }
+            eprintln!("(put them into an image with --program PATH[=NAME])");
             Ok(0)
         }
         Cmd::Bench { name } => {
@@ -280,11 +424,25 @@ mod tests {
         p(s).unwrap_err().to_string()
     }
 
+    fn target(board: Board, features: &[&str]) -> TargetArgs {
+        TargetArgs {
+            board,
+            features: features.iter().map(|f| f.to_string()).collect(),
+            programs: vec![],
+        }
+    }
+
     fn app(name: &str, board: Board, features: &[&str]) -> AppArgs {
         AppArgs {
             app: name.into(),
-            board,
-            features: features.iter().map(|f| f.to_string()).collect(),
+            target: target(board, features),
+        }
+    }
+
+    fn prog(path: &str, name: &str) -> ProgramArg {
+        ProgramArg {
+            name: name.into(),
+            path: path.into(),
         }
     }
 
@@ -311,12 +469,15 @@ mod tests {
         assert_eq!(
             parse(args).unwrap(),
             Cmd::Run {
-                app: app("selftest", Board::Raspi4, &[]),
+                app: Some("selftest".into()),
+                target: target(Board::Raspi4, &[]),
                 append: "tests=mm log=debug".into(),
                 timeout: Some(Duration::from_secs(30)),
                 gdb: false,
                 gdb_port: 1234,
                 no_semihosting: false,
+                icount: false,
+                args: vec![],
             }
         );
         assert!(matches!(
@@ -325,9 +486,98 @@ mod tests {
                 gdb: true,
                 gdb_port: 4321,
                 no_semihosting: true,
+                icount: false,
                 ..
             }
         ));
+        assert!(matches!(
+            p("run hello --icount").unwrap(),
+            Cmd::Run { icount: true, .. }
+        ));
+    }
+
+    #[test]
+    fn programs_on_build_run_and_image() {
+        let mut want = app("hello", Board::QemuVirt, &[]);
+        want.target.programs = vec![prog("/p/rust-hello", "rust-hello"), prog("t/c-hello", "hello")];
+        assert_eq!(
+            p("build hello --program /p/rust-hello --program=t/c-hello=hello").unwrap(),
+            Cmd::Build(want.clone())
+        );
+        // No app with --program: `init`, with the arguments after `--`.
+        let Cmd::Run {
+            app, target, args, ..
+        } = p("run --program /p/rust-hello --icount -- a b=c -x").unwrap()
+        else {
+            panic!("not run")
+        };
+        assert_eq!(app, None);
+        assert_eq!(target.programs, [prog("/p/rust-hello", "rust-hello")]);
+        assert_eq!(args, ["a", "b=c", "-x"]);
+        let Cmd::Run { app, target, .. } = p("run hello --program x/y=z --board raspi3").unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!((app.as_deref(), target.board), (Some("hello"), Board::Raspi3));
+        assert_eq!(
+            target.request("hello").programs,
+            [("z".to_string(), PathBuf::from("x/y"))]
+        );
+        assert_eq!(
+            p("image hello --board raspi4 --program a/b").unwrap(),
+            Cmd::Image {
+                app: "hello".into(),
+                board: Board::Raspi4,
+                features: vec![],
+                out: None,
+                append: String::new(),
+                programs: vec![prog("a/b", "b")],
+            }
+        );
+        assert_eq!(p("programs").unwrap(), Cmd::Programs);
+    }
+
+    #[test]
+    fn program_errors() {
+        // The app is optional only with --program; arguments need --program too.
+        assert!(err("run").contains("<APP>"));
+        assert!(err("run hello -- a").contains("--program"));
+        assert!(err("build --program a").contains("<APP>"));
+        assert!(err("run --program").contains("a value is required"));
+        assert!(err("run --program a=").contains("non-empty"));
+        assert!(err("run --program =x").contains("path is empty"));
+        assert!(err("run --program /").contains("no file name"));
+        assert!(parse(["run", "--program", "a=b c"])
+            .unwrap_err()
+            .to_string()
+            .contains("whitespace"));
+    }
+
+    #[test]
+    fn program_paths_and_names() {
+        assert_eq!(parse_program("a/b/c").unwrap(), prog("a/b/c", "c"));
+        assert_eq!(parse_program("a/b/c=sh").unwrap(), prog("a/b/c", "sh"));
+        assert_eq!(parse_program("a=1/b=bin/x").unwrap(), prog("a=1/b", "bin/x"));
+        assert_eq!(parse_program("./prog").unwrap(), prog("./prog", "prog"));
+    }
+
+    #[test]
+    fn init_bootargs_encoding() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(init_bootargs("", "sh", &[]).unwrap(), "init=sh");
+        assert_eq!(
+            init_bootargs(" log=debug ", "rust-hello", &args(&["a", "b=c", "-x"])).unwrap(),
+            "log=debug init=rust-hello -- a b=c -x"
+        );
+        assert_eq!(init_bootargs("", "sh", &args(&["--"])).unwrap(), "init=sh -- --");
+        let e = init_bootargs("", "sh", &args(&["a b"])).unwrap_err().to_string();
+        assert!(e.contains("\"a b\"") && e.contains("whitespace"), "{e}");
+        assert!(init_bootargs("", "sh", &args(&[""])).is_err());
+        assert!(init_bootargs("", "sh", &args(&["a\tb"])).is_err());
+        assert!(init_bootargs("x -- y", "sh", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("'--'"));
+        assert!(init_bootargs("", "a b", &[]).is_err());
     }
 
     #[test]
@@ -383,10 +633,13 @@ mod tests {
         let help = p("--help").unwrap_err();
         assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
         let text = help.to_string();
-        for cmd in ["build", "run", "image", "test", "setup", "bench"] {
+        for cmd in ["build", "run", "image", "test", "setup", "bench", "programs"] {
             assert!(text.contains(cmd), "{cmd} missing from\n{text}");
         }
-        assert!(p("run --help").unwrap_err().to_string().contains("--gdb"));
+        let run_help = p("run --help").unwrap_err().to_string();
+        for word in ["--gdb", "--program <PATH[=NAME]>", "--icount", "[ARGS]", "init"] {
+            assert!(run_help.contains(word), "{word} missing from\n{run_help}");
+        }
         assert_eq!(p("setup").unwrap(), Cmd::Setup);
         assert_eq!(p("bench fork").unwrap(), Cmd::Bench { name: "fork".into() });
         assert_eq!(
@@ -396,7 +649,8 @@ mod tests {
                 board: Board::Raspi4,
                 features: vec![],
                 out: Some("/tmp/sd".into()),
-                append: String::new()
+                append: String::new(),
+                programs: vec![],
             }
         );
         Cli::command_for_debug_assert();

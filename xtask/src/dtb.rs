@@ -40,7 +40,19 @@ pub fn generate(board: Board) -> Result<Vec<u8>> {
 
     let chosen = w.begin_node("chosen").map_err(fdt_err)?;
     w.property_string("bootargs", "").map_err(fdt_err)?;
+    // Entropy for the kernel's random numbers, as boot firmware and loaders provide it (the
+    // Devicetree spec's `/chosen/rng-seed`): fresh from the host for every generated tree.
+    w.property("rng-seed", &host_random_seed()?).map_err(fdt_err)?;
     w.end_node(chosen).map_err(fdt_err)?;
+    if board == Board::Raspi3 {
+        // QEMU's raspi3b models the BCM2835 RNG; its raspi4b has no RNG200, so that tree lists none.
+        let rng = w.begin_node("rng@7e104000").map_err(fdt_err)?;
+        w.property_string("compatible", "brcm,bcm2835-rng")
+            .map_err(fdt_err)?;
+        w.property_array_u32("reg", &[0x7e10_4000, 0x10])
+            .map_err(fdt_err)?;
+        w.end_node(rng).map_err(fdt_err)?;
+    }
 
     let memory = w.begin_node("memory").map_err(fdt_err)?;
     w.property_string("device_type", "memory").map_err(fdt_err)?;
@@ -53,6 +65,16 @@ pub fn generate(board: Board) -> Result<Vec<u8>> {
 }
 
 /// Where the DTB of a board lives: `target/boards/<board>/<board>.dtb`.
+/// 32 bytes from the host's random number generator.
+fn host_random_seed() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut seed = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("reading /dev/urandom for the device tree's rng-seed")?;
+    Ok(seed)
+}
+
 pub fn path(target_root: &Path, board: Board) -> PathBuf {
     target_root
         .join("boards")

@@ -13,6 +13,8 @@
 //! - [`qemu`]: QEMU detection and the runner (command line, timeout, capture),
 //! - [`process`]: child processes with a timeout and captured/teed output,
 //! - [`parse`]: parsers for the boot-test protocol and cargo's test summaries,
+//! - [`programs`], [`cpio`]: the EL0 programs (static Linux arm64 executables) and the newc
+//!   archive that carries them in an image,
 //! - [`cli`]: the `cargo xtask` commands,
 //! - [`setup`], [`bench`], [`sdcard`]: the `setup`, `bench` and `image` commands.
 
@@ -21,9 +23,11 @@ pub mod bench;
 pub mod board;
 pub mod builder;
 pub mod cli;
+pub mod cpio;
 pub mod dtb;
 pub mod parse;
 pub mod process;
+pub mod programs;
 pub mod qemu;
 pub mod sdcard;
 pub mod setup;

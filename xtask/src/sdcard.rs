@@ -74,8 +74,18 @@ pub fn write_image(
     out: Option<PathBuf>,
     bootargs: &str,
 ) -> Result<PathBuf> {
+    write_request(
+        &BuildRequest::new(app, board).features(features.iter().cloned()),
+        out,
+        bootargs,
+    )
+}
+
+/// [`write_image`] for a whole build request (with EL0 programs, say).
+pub fn write_request(req: &BuildRequest, out: Option<PathBuf>, bootargs: &str) -> Result<PathBuf> {
+    let (app, board) = (req.app.as_str(), req.board);
     let config = config_txt(board, app)?;
-    let image = builder::build(&BuildRequest::new(app, board).features(features.iter().cloned()))?;
+    let image = builder::build(req)?;
     let out = out.unwrap_or_else(|| {
         crate::target_root()
             .join("sdcard")

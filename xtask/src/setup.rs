@@ -2,6 +2,11 @@
 //! (idempotent; fast when everything is present), then boot `hello` on every
 //! board. `run`, `test` and `bench` call [`ensure_ready`] first, so the
 //! README's two commands work as the first commands on a fresh machine.
+//!
+//! For the EL0 programs (see [`crate::programs`]) setup also adds the Rust target
+//! `aarch64-unknown-linux-musl` and the C cross compiler `aarch64-linux-gnu-gcc`; the program
+//! builder installs the compiler itself only when it is missing and a C program is built
+//! ([`ensure_cross_cc`]).
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -11,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::process;
+use crate::programs::{self, CROSS_CC, CROSS_CC_PACKAGES, MUSL_TARGET};
 use crate::{workspace_root, Board, TARGET};
 
 const BACKPORTS_LINE: &str = "deb http://deb.debian.org/debian bookworm-backports main";
@@ -23,6 +29,10 @@ pub fn run() -> Result<()> {
     if let Some(problem) = qemu_problem(true) {
         install_qemu(&problem)?;
     }
+    match programs::cross_cc_problem() {
+        Some(problem) => install_cross_cc(&problem)?,
+        None => println!("setup: {CROSS_CC}: installed"),
+    }
     for board in Board::ALL {
         boot_hello(board)?;
     }
@@ -30,7 +40,8 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// The Rust target and llvm-tools, added with rustup when missing (quietly when present).
+/// The Rust targets ([`TARGET`] for the kernel, [`MUSL_TARGET`] for the EL0 programs) and
+/// llvm-tools, added with rustup when missing (quietly when present).
 pub fn ensure_rust() -> Result<()> {
     rust(false)
 }
@@ -117,12 +128,14 @@ fn rust(verbose: bool) -> Result<()> {
         bail!("rustup not found; install Rust with rustup (https://rustup.rs) first");
     }
     let targets = output(&mut rustup(&["target", "list", "--installed"]))?;
-    if targets.lines().any(|l| l.trim() == TARGET) {
-        if verbose {
-            println!("setup: Rust target {TARGET}: installed");
+    for target in [TARGET, MUSL_TARGET] {
+        if targets.lines().any(|l| l.trim() == target) {
+            if verbose {
+                println!("setup: Rust target {target}: installed");
+            }
+        } else {
+            sh(&mut rustup(&["target", "add", target]))?;
         }
-    } else {
-        sh(&mut rustup(&["target", "add", TARGET]))?;
     }
     let components = output(&mut rustup(&["component", "list", "--installed"]))?;
     if components.lines().any(|l| l.trim().starts_with("llvm-tools")) {
@@ -258,11 +271,7 @@ fn install_qemu(problem: &str) -> Result<()> {
             }
         }
     }
-    let apt = |args: &[&str]| {
-        let mut c = privileged(root, "apt-get");
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
+    let apt = |args: &[&str]| apt_get(root, args);
     sh(&mut apt(&["update", "-q"]))?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
     if bookworm {
@@ -276,9 +285,72 @@ fn install_qemu(problem: &str) -> Result<()> {
     Ok(())
 }
 
+/// `apt-get ARGS`, non-interactive, as root (through sudo when not root).
+fn apt_get(root: bool, args: &[&str]) -> Command {
+    let mut c = privileged(root, "apt-get");
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// The `apt-get install` arguments for `packages`, without recommended packages.
+pub fn apt_install_args<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    args
+}
+
+/// Installs the C cross compiler for the EL0 programs ([`CROSS_CC_PACKAGES`]) with apt-get.
+fn install_cross_cc(problem: &str) -> Result<()> {
+    println!("setup: {problem}; installing {}", CROSS_CC_PACKAGES.join(" "));
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("{problem}; install {CROSS_CC} (a static aarch64 Linux C toolchain) with your package manager");
+    }
+    let root = is_root();
+    if !root && Command::new("sudo").arg("--version").output().is_err() {
+        bail!(
+            "{problem}; not root and no sudo: install {} as root",
+            CROSS_CC_PACKAGES.join(" ")
+        );
+    }
+    sh(&mut apt_get(root, &["update", "-q"]))?;
+    sh(&mut apt_get(root, &apt_install_args(&CROSS_CC_PACKAGES)))?;
+    if let Some(problem) = programs::cross_cc_problem() {
+        bail!("after installing {}: {problem}", CROSS_CC_PACKAGES.join(" "));
+    }
+    Ok(())
+}
+
+/// What building a C program needs: [`CROSS_CC`] with a static C library. When missing it is
+/// installed when running as root without a terminal (as CI does); otherwise this stops with the
+/// one command that installs it.
+pub fn ensure_cross_cc() -> Result<()> {
+    let Some(problem) = programs::cross_cc_problem() else {
+        return Ok(());
+    };
+    if is_root() && !std::io::stdin().is_terminal() {
+        install_cross_cc(&problem)
+    } else {
+        bail!(
+            "{problem}.\nInstall it with:\n    cargo xtask setup\n\
+             (installs the Debian packages {} without recommended packages{})",
+            CROSS_CC_PACKAGES.join(" "),
+            if is_root() { "" } else { ", through sudo" }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_cc_install_command() {
+        let c = apt_get(true, &apt_install_args(&CROSS_CC_PACKAGES));
+        assert_eq!(
+            process::render(&c),
+            "apt-get install -y -q --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+        );
+    }
 
     #[test]
     fn backports_detection() {

@@ -3,6 +3,7 @@
 //! the boot tests of `selftest` on every available board, then a closing
 //! `N passed, N failed` line. Each check counts as one test.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,10 +18,18 @@ use crate::{toolchain, workspace_root, Board};
 /// The host packages tested by the host phase (and linted on the host).
 pub const HOST_PACKAGES: [&str; 5] = ["arch", "tessera-mm", "libos", "xtask", "tessera-tests"];
 /// The apps, linted for the kernel target.
-pub const TARGET_PACKAGES: [&str; 5] = ["hello", "selftest", "mmbench", "forkbench", "tour"];
+pub const TARGET_PACKAGES: [&str; 7] = [
+    "hello",
+    "selftest",
+    "mmbench",
+    "forkbench",
+    "tour",
+    "init",
+    "procbench",
+];
 /// Apps without the boot-test harness, linted alone too: cargo unifies features, so linting them
 /// with `selftest` would only see `libos` with its boot tests compiled in.
-pub const PRODUCTION_PACKAGES: [&str; 2] = ["hello", "tour"];
+pub const PRODUCTION_PACKAGES: [&str; 4] = ["hello", "tour", "init", "procbench"];
 /// The app whose boot tests the boot phase runs.
 pub const SELFTEST_APP: &str = "selftest";
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -267,6 +276,8 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
     // or TESSERA_REQUIRE_QEMU=1 (CI, after setup) demands every board.
     let strict = explicit || std::env::var_os("TESSERA_REQUIRE_QEMU").is_some_and(|v| v == "1");
     let qemu = qemu::detect();
+    // The selftest image carries the example programs, which its boot tests run at EL0.
+    let programs = crate::programs::build_examples(true).map_err(|e| format!("building the programs: {e:#}"));
     boards
         .into_iter()
         .map(|board| {
@@ -275,9 +286,17 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(|q| q.check_board(board));
-            let r = match available {
-                Ok(()) => run_board(board, opts, label),
-                Err(reason) if strict => PhaseResult {
+            let r = match (available, &programs) {
+                (Ok(()), Ok(programs)) => run_board(board, opts, label, programs),
+                (Ok(()), Err(e)) => PhaseResult {
+                    label,
+                    passed: 0,
+                    failed: 1,
+                    skipped: None,
+                    error: Some(e.clone()),
+                    detail: String::new(),
+                },
+                (Err(reason), _) if strict => PhaseResult {
                     label,
                     passed: 0,
                     failed: 1,
@@ -285,7 +304,7 @@ fn boot_phase(opts: &TestOptions) -> Vec<PhaseResult> {
                     error: Some(reason),
                     detail: String::new(),
                 },
-                Err(reason) => PhaseResult::skipped(label, reason),
+                (Err(reason), _) => PhaseResult::skipped(label, reason),
             };
             println!("{}", r.line());
             r
@@ -302,7 +321,7 @@ pub fn bootargs(filters: &[String]) -> String {
     }
 }
 
-fn run_board(board: Board, opts: &TestOptions, label: String) -> PhaseResult {
+fn run_board(board: Board, opts: &TestOptions, label: String, programs: &[(String, PathBuf)]) -> PhaseResult {
     println!("==> boot tests on {board} (QEMU -M {})", board.qemu_machine());
     let fail = |label: String, e: String| PhaseResult {
         label,
@@ -312,7 +331,8 @@ fn run_board(board: Board, opts: &TestOptions, label: String) -> PhaseResult {
         error: Some(e),
         detail: String::new(),
     };
-    let image = match builder::build(&BuildRequest::new(SELFTEST_APP, board)) {
+    let request = BuildRequest::new(SELFTEST_APP, board).programs(programs.iter().cloned());
+    let image = match builder::build(&request) {
         Ok(i) => i,
         Err(e) => return fail(label, format!("build: {e:#}")),
     };
@@ -536,12 +556,13 @@ mod tests {
         );
         assert_eq!(
             line(2),
-            "clippy -p hello -p selftest -p mmbench -p forkbench -p tour --target aarch64-unknown-none \
-             --features libos/board-qemu-virt -- -D warnings"
+            "clippy -p hello -p selftest -p mmbench -p forkbench -p tour -p init -p procbench --target \
+             aarch64-unknown-none --features libos/board-qemu-virt -- -D warnings"
         );
         assert_eq!(
             line(3),
-            "clippy -p hello -p tour --target aarch64-unknown-none --features libos/board-qemu-virt -- -D warnings"
+            "clippy -p hello -p tour -p init -p procbench --target aarch64-unknown-none --features \
+             libos/board-qemu-virt -- -D warnings"
         );
         let r = check_phase("sh".into(), Command::new("sh").args(["-c", "echo bad; exit 1"]));
         assert_eq!((r.passed, r.failed, r.ok()), (0, 1, false));

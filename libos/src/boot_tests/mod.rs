@@ -3,4 +3,5 @@
 //! child modules.
 
 mod folio;
+mod programs;
 mod vm;

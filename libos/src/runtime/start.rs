@@ -189,6 +189,7 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     });
 
     arch::irq::init();
+    arch::timer::limit_el0_access();
     arch::cpu::unmask_interrupts();
     let cfg = boot_config();
     log::debug!(

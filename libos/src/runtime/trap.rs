@@ -28,7 +28,19 @@ pub fn fault_hook() -> Option<FaultHook> {
     *FAULT_HOOK.lock()
 }
 
-fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
+/// The handler of everything a user program (EL0) raises that the abort hook did not resolve:
+/// system calls, and the faults and undefined instructions that kill it. Installed while a user
+/// program runs.
+pub type UserHook = fn(&mut TrapFrame) -> Disposition;
+
+static USER_HOOK: Mutex<Option<UserHook>> = Mutex::new(None);
+
+/// Installs (or removes) the user hook; returns the previous one.
+pub fn set_user_hook(hook: Option<UserHook>) -> Option<UserHook> {
+    core::mem::replace(&mut *USER_HOOK.lock(), hook)
+}
+
+fn on_sync(kind: Kind, frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
     if matches!(
         frame.ec(),
@@ -37,6 +49,12 @@ fn on_sync(_kind: Kind, frame: &mut TrapFrame) -> Disposition {
         let hook = *FAULT_HOOK.lock();
         if let Some(d) = hook.and_then(|h| h(frame)) {
             return d;
+        }
+    }
+    if matches!(kind, Kind::Lower64Sync | Kind::Lower32Sync) {
+        let hook = *USER_HOOK.lock();
+        if let Some(h) = hook {
+            return h(frame);
         }
     }
     match hooks::hooks() {

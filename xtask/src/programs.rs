@@ -1,0 +1,312 @@
+//! Building EL0 programs: unmodified static Linux arm64 executables that an image carries in its
+//! program archive (see [`crate::cpio`] and `--program`).
+//!
+//! - A Rust program is a Cargo project of its own (not a workspace member), built with
+//!   `cargo build --release --target aarch64-unknown-linux-musl`, linked by `rust-lld` with a
+//!   static C runtime (`-C linker=rust-lld -C target-feature=+crt-static`).
+//! - A C program is one or more `.c` files, built with `aarch64-linux-gnu-gcc -static -O2`.
+//!
+//! Outputs go under `target/programs/<program>/`. The examples live in `programs/` at the
+//! workspace root: every folder with a `Cargo.toml` is a Rust program (named after its package),
+//! every other folder with `.c` files is a C program named after the folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{apps, builder, process, target_root, toolchain, workspace_root, SETUP_HINT};
+
+/// The Rust target of the EL0 programs.
+pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
+/// The rustc flags of a Rust program, one per element (`CARGO_ENCODED_RUSTFLAGS`).
+pub const RUST_FLAGS: [&str; 2] = ["-Clinker=rust-lld", "-Ctarget-feature=+crt-static"];
+/// The C cross compiler.
+pub const CROSS_CC: &str = "aarch64-linux-gnu-gcc";
+/// The C compiler flags (before `-o`).
+pub const C_FLAGS: [&str; 3] = ["-static", "-O2", "-Wall"];
+/// The Debian packages that provide [`CROSS_CC`]: the static C library comes in
+/// `libc6-dev-arm64-cross`, which the compiler only recommends.
+pub const CROSS_CC_PACKAGES: [&str; 2] = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// What a program is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The folder of a Cargo project.
+    Rust(PathBuf),
+    /// C source files.
+    C(Vec<PathBuf>),
+}
+
+/// A program to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// The executable's name (Rust: the package name; C: the folder name).
+    pub name: String,
+    pub source: Source,
+}
+
+impl Program {
+    /// A Rust program from the Cargo project in `dir`.
+    pub fn rust(dir: &Path) -> Result<Program> {
+        let manifest = dir.join("Cargo.toml");
+        let text =
+            std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        let name = apps::package_name(&text)
+            .with_context(|| format!("{} has no [package] name", manifest.display()))?;
+        Ok(Program {
+            name,
+            source: Source::Rust(dir.to_path_buf()),
+        })
+    }
+
+    /// A C program `name` from `sources`.
+    pub fn c(name: impl Into<String>, sources: Vec<PathBuf>) -> Program {
+        Program {
+            name: name.into(),
+            source: Source::C(sources),
+        }
+    }
+
+    /// `<target root>/programs/<name>`: the program's own output folder.
+    pub fn out_dir(&self, target_root: &Path) -> PathBuf {
+        target_root.join("programs").join(&self.name)
+    }
+
+    /// Where the built executable is.
+    pub fn output(&self, target_root: &Path) -> PathBuf {
+        let dir = self.out_dir(target_root);
+        match self.source {
+            Source::Rust(_) => dir.join(MUSL_TARGET).join("release").join(&self.name),
+            Source::C(_) => dir.join(&self.name),
+        }
+    }
+
+    /// The build command (without running it).
+    pub fn command(&self, target_root: &Path, quiet: bool) -> Command {
+        match &self.source {
+            Source::Rust(dir) => {
+                let mut cmd = Command::new(toolchain::cargo());
+                cmd.current_dir(dir)
+                    .args(["build", "--release", "--target", MUSL_TARGET])
+                    .env("CARGO_TARGET_DIR", self.out_dir(target_root))
+                    // The encoded form takes precedence over RUSTFLAGS and build.rustflags.
+                    .env("CARGO_ENCODED_RUSTFLAGS", RUST_FLAGS.join("\x1f"))
+                    .env_remove("RUSTFLAGS")
+                    .env_remove("CARGO_BUILD_TARGET")
+                    .env_remove("CARGO_BUILD_RUSTFLAGS");
+                if quiet {
+                    cmd.arg("--quiet");
+                }
+                cmd
+            }
+            Source::C(sources) => {
+                let mut cmd = Command::new(CROSS_CC);
+                cmd.args(C_FLAGS)
+                    .arg("-o")
+                    .arg(self.output(target_root))
+                    .args(sources);
+                cmd
+            }
+        }
+    }
+}
+
+/// The example programs in `<root>/programs`, sorted by name.
+pub fn examples(root: &Path) -> Result<Vec<Program>> {
+    let dir = root.join("programs");
+    let mut programs = Vec::new();
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.join("Cargo.toml").is_file() {
+            programs.push(Program::rust(&path)?);
+            continue;
+        }
+        let mut sources: Vec<PathBuf> = std::fs::read_dir(&path)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "c"))
+            .collect();
+        sources.sort();
+        if !sources.is_empty() {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            programs.push(Program::c(name, sources));
+        }
+    }
+    programs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(programs)
+}
+
+/// Whether the standard library for [`MUSL_TARGET`] is installed.
+pub fn musl_target_installed() -> bool {
+    toolchain::sysroot().is_ok_and(|s| s.join("lib/rustlib").join(MUSL_TARGET).join("lib").is_dir())
+}
+
+/// `None` if [`CROSS_CC`] can link static programs, else why not.
+pub fn cross_cc_problem() -> Option<String> {
+    // Without the C library, gcc prints the bare name back instead of a path.
+    match Command::new(CROSS_CC).arg("-print-file-name=libc.a").output() {
+        Err(_) => Some(format!("{CROSS_CC} not found")),
+        Ok(o) if !o.status.success() => Some(format!("{CROSS_CC} does not run")),
+        Ok(o) if !Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute() => {
+            Some(format!("{CROSS_CC} has no static C library (libc.a)"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Builds `program` (cargo's or gcc's output shown only on failure when `quiet`); returns the
+/// executable. A missing C compiler is installed first where [`crate::setup::ensure_cross_cc`]
+/// may.
+pub fn build(program: &Program, quiet: bool) -> Result<PathBuf> {
+    let troot = target_root();
+    match &program.source {
+        Source::Rust(_) => {
+            if !musl_target_installed() {
+                bail!("the Rust target {MUSL_TARGET} is not installed; {SETUP_HINT}");
+            }
+        }
+        Source::C(_) => crate::setup::ensure_cross_cc()?,
+    }
+    let out = program.output(&troot);
+    std::fs::create_dir_all(program.out_dir(&troot))
+        .with_context(|| format!("creating {}", program.out_dir(&troot).display()))?;
+    let mut cmd = program.command(&troot, quiet);
+    if !quiet {
+        eprintln!("building program {} ({})", program.name, process::render(&cmd));
+    }
+    let o = if quiet {
+        cmd.stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?
+    } else {
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?;
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    };
+    if !o.status.success() {
+        let mut msg = format!("building program {} failed ({})", program.name, o.status);
+        if quiet {
+            msg.push_str(&format!(
+                "\n{}\n{}",
+                process::render(&cmd),
+                builder::tail(&String::from_utf8_lossy(&o.stderr), 60)
+            ));
+        }
+        bail!(msg);
+    }
+    if !out.is_file() {
+        bail!("building program {} left no {}", program.name, out.display());
+    }
+    Ok(out)
+}
+
+/// Builds every example in `programs/`; returns (name, executable) pairs.
+pub fn build_examples(quiet: bool) -> Result<Vec<(String, PathBuf)>> {
+    examples(&workspace_root())?
+        .iter()
+        .map(|p| Ok((p.name.clone(), build(p, quiet)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    fn env(cmd: &Command, key: &str) -> Option<Option<String>> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn rust_command_line() {
+        let p = Program {
+            name: "rust-hello".into(),
+            source: Source::Rust("/w/programs/rust-hello".into()),
+        };
+        let t = Path::new("/w/target");
+        let cmd = p.command(t, false);
+        assert_eq!(
+            args(&cmd),
+            ["build", "--release", "--target", "aarch64-unknown-linux-musl"]
+        );
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/w/programs/rust-hello")));
+        assert_eq!(
+            env(&cmd, "CARGO_TARGET_DIR"),
+            Some(Some("/w/target/programs/rust-hello".into()))
+        );
+        assert_eq!(
+            env(&cmd, "CARGO_ENCODED_RUSTFLAGS"),
+            Some(Some("-Clinker=rust-lld\x1f-Ctarget-feature=+crt-static".into()))
+        );
+        assert_eq!(env(&cmd, "RUSTFLAGS"), Some(None));
+        assert_eq!(
+            p.output(t),
+            Path::new("/w/target/programs/rust-hello/aarch64-unknown-linux-musl/release/rust-hello")
+        );
+        assert_eq!(args(&p.command(t, true)).last().unwrap(), "--quiet");
+    }
+
+    #[test]
+    fn c_command_line() {
+        let p = Program::c("c-hello", vec!["/w/programs/c-hello/hello.c".into()]);
+        let t = Path::new("/w/target");
+        let cmd = p.command(t, true);
+        assert_eq!(
+            process::render(&cmd),
+            "aarch64-linux-gnu-gcc -static -O2 -Wall -o /w/target/programs/c-hello/c-hello \
+             /w/programs/c-hello/hello.c"
+        );
+        assert_eq!(p.output(t), Path::new("/w/target/programs/c-hello/c-hello"));
+    }
+
+    #[test]
+    fn the_examples() {
+        let root = workspace_root();
+        let ex = examples(&root).unwrap();
+        assert_eq!(
+            ex,
+            [
+                Program::c("bad-args", vec![root.join("programs/bad-args/bad-args.c")]),
+                Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")]),
+                Program::c("counters", vec![root.join("programs/counters/counters.c")]),
+                Program::c("exit0", vec![root.join("programs/exit0/exit0.c")]),
+                Program::c(
+                    "jump-kernel",
+                    vec![root.join("programs/jump-kernel/jump-kernel.c")]
+                ),
+                Program::c(
+                    "null-syscall",
+                    vec![root.join("programs/null-syscall/null-syscall.c")]
+                ),
+                Program::c("oom", vec![root.join("programs/oom/oom.c")]),
+                Program {
+                    name: "rust-hello".into(),
+                    source: Source::Rust(root.join("programs/rust-hello")),
+                },
+                Program::c(
+                    "write-kernel",
+                    vec![root.join("programs/write-kernel/write-kernel.c")]
+                ),
+            ]
+        );
+    }
+}
