@@ -15,20 +15,13 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{apps, builder, process, target_root, toolchain, workspace_root, SETUP_HINT};
+use crate::toolchain::{self, musl_target_installed, CROSS_CC, MUSL_TARGET};
+use crate::{apps, builder, process, target_root, workspace_root, SETUP_HINT};
 
-/// The Rust target of the EL0 programs.
-pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
 /// The rustc flags of a Rust program, one per element (`CARGO_ENCODED_RUSTFLAGS`).
 pub const RUST_FLAGS: [&str; 2] = ["-Clinker=rust-lld", "-Ctarget-feature=+crt-static"];
-/// The C cross compiler.
-pub const CROSS_CC: &str = "aarch64-linux-gnu-gcc";
 /// The C compiler flags (before `-o`).
 pub const C_FLAGS: [&str; 3] = ["-static", "-O2", "-Wall"];
-/// The Debian packages that provide [`CROSS_CC`]: the static C library comes in
-/// `libc6-dev-arm64-cross`, which the compiler only recommends.
-pub const CROSS_CC_PACKAGES: [&str; 2] = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
-
 /// What a program is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -143,24 +136,6 @@ pub fn examples(root: &Path) -> Result<Vec<Program>> {
     }
     programs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(programs)
-}
-
-/// Whether the standard library for [`MUSL_TARGET`] is installed.
-pub fn musl_target_installed() -> bool {
-    toolchain::sysroot().is_ok_and(|s| s.join("lib/rustlib").join(MUSL_TARGET).join("lib").is_dir())
-}
-
-/// `None` if [`CROSS_CC`] can link static programs, else why not.
-pub fn cross_cc_problem() -> Option<String> {
-    // Without the C library, gcc prints the bare name back instead of a path.
-    match Command::new(CROSS_CC).arg("-print-file-name=libc.a").output() {
-        Err(_) => Some(format!("{CROSS_CC} not found")),
-        Ok(o) if !o.status.success() => Some(format!("{CROSS_CC} does not run")),
-        Ok(o) if !Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute() => {
-            Some(format!("{CROSS_CC} has no static C library (libc.a)"))
-        }
-        Ok(_) => None,
-    }
 }
 
 /// Builds `program` (cargo's or gcc's output shown only on failure when `quiet`); returns the

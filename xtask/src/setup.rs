@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::process;
-use crate::programs::{self, CROSS_CC, CROSS_CC_PACKAGES, MUSL_TARGET};
+use crate::toolchain::{self, CROSS_CC, CROSS_CC_PACKAGES, MUSL_TARGET};
 use crate::{workspace_root, Board, TARGET};
 
 const BACKPORTS_LINE: &str = "deb http://deb.debian.org/debian bookworm-backports main";
@@ -29,7 +29,7 @@ pub fn run() -> Result<()> {
     if let Some(problem) = qemu_problem(true) {
         install_qemu(&problem)?;
     }
-    match programs::cross_cc_problem() {
+    match toolchain::cross_cc_problem() {
         Some(problem) => install_cross_cc(&problem)?,
         None => println!("setup: {CROSS_CC}: installed"),
     }
@@ -314,7 +314,7 @@ fn install_cross_cc(problem: &str) -> Result<()> {
     }
     sh(&mut apt_get(root, &["update", "-q"]))?;
     sh(&mut apt_get(root, &apt_install_args(&CROSS_CC_PACKAGES)))?;
-    if let Some(problem) = programs::cross_cc_problem() {
+    if let Some(problem) = toolchain::cross_cc_problem() {
         bail!("after installing {}: {problem}", CROSS_CC_PACKAGES.join(" "));
     }
     Ok(())
@@ -324,7 +324,7 @@ fn install_cross_cc(problem: &str) -> Result<()> {
 /// installed when running as root without a terminal (as CI does); otherwise this stops with the
 /// one command that installs it.
 pub fn ensure_cross_cc() -> Result<()> {
-    let Some(problem) = programs::cross_cc_problem() else {
+    let Some(problem) = toolchain::cross_cc_problem() else {
         return Ok(());
     };
     if is_root() && !std::io::stdin().is_terminal() {

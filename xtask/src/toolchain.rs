@@ -95,3 +95,29 @@ pub fn require_llvm_objcopy() -> Result<PathBuf> {
     llvm_objcopy()
         .with_context(|| format!("llvm-objcopy not found (rustup component llvm-tools); {SETUP_HINT}"))
 }
+
+/// The Rust target of the EL0 programs.
+pub const MUSL_TARGET: &str = "aarch64-unknown-linux-musl";
+/// The C cross compiler.
+pub const CROSS_CC: &str = "aarch64-linux-gnu-gcc";
+/// The Debian packages that provide [`CROSS_CC`]: the static C library comes in
+/// `libc6-dev-arm64-cross`, which the compiler only recommends.
+pub const CROSS_CC_PACKAGES: [&str; 2] = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// Whether the standard library for [`MUSL_TARGET`] is installed.
+pub fn musl_target_installed() -> bool {
+    sysroot().is_ok_and(|s| s.join("lib/rustlib").join(MUSL_TARGET).join("lib").is_dir())
+}
+
+/// `None` if [`CROSS_CC`] can link static programs, else why not.
+pub fn cross_cc_problem() -> Option<String> {
+    // Without the C library, gcc prints the bare name back instead of a path.
+    match Command::new(CROSS_CC).arg("-print-file-name=libc.a").output() {
+        Err(_) => Some(format!("{CROSS_CC} not found")),
+        Ok(o) if !o.status.success() => Some(format!("{CROSS_CC} does not run")),
+        Ok(o) if !std::path::Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute() => {
+            Some(format!("{CROSS_CC} has no static C library (libc.a)"))
+        }
+        Ok(_) => None,
+    }
+}
