@@ -9,7 +9,7 @@
 //! switching between an image with programs and one without does not rebuild every time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -237,20 +237,7 @@ pub fn build(req: &BuildRequest) -> Result<BuiltImage> {
             process::render(&cmd)
         );
     }
-    let out = if req.quiet {
-        cmd.stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?
-    } else {
-        let status = cmd
-            .status()
-            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?;
-        std::process::Output {
-            status,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        }
-    };
+    let out = process::run_build(&mut cmd, req.quiet)?;
     if !out.status.success() {
         let mut msg = format!(
             "building {} for {} failed ({})",

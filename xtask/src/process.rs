@@ -125,6 +125,25 @@ fn wait(child: &mut Child, timeout: Option<Duration>, start: Instant) -> Result<
     }
 }
 
+/// Runs a build command: `quiet`, with its output captured (shown by the caller on failure);
+/// otherwise attached to the terminal, with nothing captured.
+pub fn run_build(cmd: &mut Command, quiet: bool) -> Result<std::process::Output> {
+    if quiet {
+        cmd.stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", program_name(cmd)))
+    } else {
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", program_name(cmd)))?;
+        Ok(std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        })
+    }
+}
+
 /// Runs `cmd` with stdin from /dev/null, capturing stdout and stderr and
 /// echoing them as requested, killing it after `timeout`.
 pub fn run_captured(

@@ -11,7 +11,7 @@
 //! every other folder with `.c` files is a C program named after the folder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -158,20 +158,7 @@ pub fn build(program: &Program, quiet: bool) -> Result<PathBuf> {
     if !quiet {
         eprintln!("building program {} ({})", program.name, process::render(&cmd));
     }
-    let o = if quiet {
-        cmd.stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?
-    } else {
-        let status = cmd
-            .status()
-            .with_context(|| format!("cannot run {}", process::program_name(&cmd)))?;
-        std::process::Output {
-            status,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        }
-    };
+    let o = process::run_build(&mut cmd, quiet)?;
     if !o.status.success() {
         let mut msg = format!("building program {} failed ({})", program.name, o.status);
         if quiet {
