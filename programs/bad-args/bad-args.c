@@ -3,6 +3,7 @@
  * ok" at the end; exits 0 only if every check held. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,15 @@ int main(void) {
     expect("prlimit64 bad resource", syscall(SYS_prlimit64, 0, 99, 0, buf), EINVAL);
     expect("set_robust_list bad size", syscall(SYS_set_robust_list, buf, 5), EINVAL);
     expect("unknown system call", syscall(4000), ENOSYS);
+    expect("getcwd too small", syscall(SYS_getcwd, buf, 1), ERANGE);
+    expect("getcwd bad pointer", syscall(SYS_getcwd, BAD, 64), EFAULT);
+    expect("fcntl bad fd", syscall(SYS_fcntl, 57, F_GETFD), EBADF);
+    expect("fcntl bad command", syscall(SYS_fcntl, 1, 9999), EINVAL);
+    expect("openat bad path", syscall(SYS_openat, AT_FDCWD, BAD, O_RDONLY), EFAULT);
+    expect("openat missing file", syscall(SYS_openat, AT_FDCWD, "/no/such/file", O_RDONLY), ENOENT);
+    expect("kill bad signal", syscall(SYS_kill, getpid(), 99), EINVAL);
+    expect("kill no such process", syscall(SYS_kill, 99999, 0), ESRCH);
+    expect("sched_getaffinity bad size", syscall(SYS_sched_getaffinity, 0, 3, buf), EINVAL);
     printf("bad-args: %d checks, %d failed\n", checks, failures);
     return failures != 0;
 }

@@ -247,6 +247,7 @@ mod tests {
         assert_eq!(
             ex,
             [
+                Program::c("abort", vec![root.join("programs/abort/abort.c")]),
                 Program::c("bad-args", vec![root.join("programs/bad-args/bad-args.c")]),
                 Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")]),
                 Program::c("counters", vec![root.join("programs/counters/counters.c")]),

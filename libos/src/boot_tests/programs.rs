@@ -71,10 +71,19 @@ crate::boot_test! {
     fn bad_system_call_arguments_get_linux_errnos() {
         let unknown = user::unknown_calls();
         let Some((exit, out)) = run("bad-args", &[]) else { return };
-        assert!(out.contains("bad-args: 35 checks, 0 failed"), "{out}");
+        assert!(out.contains("bad-args: 44 checks, 0 failed"), "{out}");
         assert_eq!(exit, Ok(Exit::Code(0)), "{out}");
         // Its call of an unknown number is counted (glibc's start-up makes one more: rseq).
         assert!(user::unknown_calls() > unknown, "the ENOSYS answer was not counted");
+    }
+}
+
+crate::boot_test! {
+    /// `abort()` ends the program with SIGABRT, as on Linux, after what it printed.
+    fn abort_ends_with_sigabrt() {
+        let Some((exit, out)) = run("abort", &[]) else { return };
+        assert_eq!(out, "abort: calling abort()\ntessera: program killed by signal 6\n");
+        assert_eq!(exit, Ok(Exit::Signal { signal: 6, address: 0 }), "{out}");
     }
 }
 

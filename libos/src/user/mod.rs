@@ -278,8 +278,12 @@ pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError
             unreachable!("a program run outside an abandonable context aborted with {other}")
         }
     };
-    if let Exit::Signal { signal, address } = exit {
-        crate::println!("tessera: program killed by signal {signal} (fault at {address:#x})");
+    match exit {
+        Exit::Signal { signal, address: 0 } => crate::println!("tessera: program killed by signal {signal}"),
+        Exit::Signal { signal, address } => {
+            crate::println!("tessera: program killed by signal {signal} (fault at {address:#x})")
+        }
+        _ => {}
     }
     p.exit();
     Ok(exit)

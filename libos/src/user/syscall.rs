@@ -50,6 +50,14 @@ pub const MADVISE: u64 = 233;
 pub const PRLIMIT64: u64 = 261;
 pub const GETRANDOM: u64 = 278;
 pub const RSEQ: u64 = 293;
+pub const GETCWD: u64 = 17;
+pub const FCNTL: u64 = 25;
+pub const FACCESSAT: u64 = 48;
+pub const OPENAT: u64 = 56;
+pub const SCHED_GETAFFINITY: u64 = 123;
+pub const KILL: u64 = 129;
+pub const TKILL: u64 = 130;
+pub const TGKILL: u64 = 131;
 
 /// The name of a system call number, for `strace=1`.
 pub fn name(nr: u64) -> &'static str {
@@ -93,6 +101,14 @@ pub fn name(nr: u64) -> &'static str {
         PRLIMIT64 => "prlimit64",
         GETRANDOM => "getrandom",
         RSEQ => "rseq",
+        GETCWD => "getcwd",
+        FCNTL => "fcntl",
+        FACCESSAT => "faccessat",
+        OPENAT => "openat",
+        SCHED_GETAFFINITY => "sched_getaffinity",
+        KILL => "kill",
+        TKILL => "tkill",
+        TGKILL => "tgkill",
         _ => "?",
     }
 }
@@ -277,11 +293,99 @@ pub fn dispatch(st: &mut State, nr: u64, a: [u64; 6]) -> Outcome {
         MADVISE => madvise(a[0], a[1], a[2]),
         PRLIMIT64 => prlimit64(a[0], a[1], a[2], a[3]),
         GETRANDOM => getrandom(a[0], a[1], a[2]),
+        GETCWD => getcwd(a[0], a[1]),
+        FCNTL => fcntl(a[0], a[1]),
+        // There is no file system: every path names nothing (after the path is checked).
+        OPENAT | FACCESSAT => match uaccess::read(a[1], 1) {
+            Ok(_) => -ENOENT,
+            Err(e) => e,
+        },
+        SCHED_GETAFFINITY => {
+            // One CPU: a mask with bit 0, in a buffer of whole longs as Linux requires.
+            if a[1] < 8 || !a[1].is_multiple_of(8) {
+                -EINVAL
+            } else {
+                match uaccess::write_u64s(a[2], &[1]) {
+                    Ok(()) => 8,
+                    Err(e) => e,
+                }
+            }
+        }
+        KILL | TKILL | TGKILL => {
+            let (target, sig) = if nr == TGKILL { (a[1], a[2]) } else { (a[0], a[1]) };
+            let me = match nr {
+                KILL => target == super::PID || target == 0 || target as i64 == -1,
+                _ => target == super::PID && (nr != TGKILL || a[0] == super::PID),
+            };
+            if sig > NSIG {
+                -EINVAL
+            } else if !me || (nr == TGKILL && (a[0] as i64) <= 0) {
+                -ESRCH
+            } else if sig == 0 || ignored_by_default(sig) || st.sigmask & (1 << (sig - 1)) != 0 {
+                // Nothing to do (a blocked signal would stay pending; none is ever delivered).
+                0
+            } else {
+                // The default action of every other signal ends the process (no handler runs yet).
+                return Outcome::Exit(Exit::Signal {
+                    signal: sig as u8,
+                    address: 0,
+                });
+            }
+        }
         _ => {
             st.unknown_calls += 1;
             -ENOSYS
         }
     })
+}
+
+/// Signals whose default action is to do nothing (or to stop/continue, which a lone process
+/// cannot observe here).
+fn ignored_by_default(sig: u64) -> bool {
+    const SIGCHLD: u64 = 17;
+    const SIGCONT: u64 = 18;
+    const SIGTSTP: u64 = 20;
+    const SIGTTIN: u64 = 21;
+    const SIGTTOU: u64 = 22;
+    const SIGURG: u64 = 23;
+    const SIGWINCH: u64 = 28;
+    matches!(
+        sig,
+        SIGCHLD | SIGCONT | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU | SIGURG | SIGWINCH
+    )
+}
+
+fn getcwd(buf: u64, size: u64) -> i64 {
+    const ERANGE: i64 = 34;
+    if size < 2 {
+        return -ERANGE;
+    }
+    match uaccess::write(buf, b"/\0") {
+        Ok(()) => 2,
+        Err(e) => e,
+    }
+}
+
+fn fcntl(fd: u64, cmd: u64) -> i64 {
+    const F_DUPFD: u64 = 0;
+    const F_GETFD: u64 = 1;
+    const F_SETFD: u64 = 2;
+    const F_GETFL: u64 = 3;
+    const F_SETFL: u64 = 4;
+    const F_DUPFD_CLOEXEC: u64 = 1030;
+    const O_RDWR: i64 = 2;
+    const EMFILE: i64 = 24;
+    if !is_console(fd) {
+        return -EBADF;
+    }
+    match cmd {
+        F_GETFD => 0,
+        F_SETFD | F_SETFL => 0,
+        F_GETFL => O_RDWR,
+        // Descriptors are not duplicated yet: there is no descriptor table.
+        F_DUPFD | F_DUPFD_CLOEXEC => -EMFILE,
+        _ => -EINVAL,
+    }
 }
 
 fn with_space(f: impl FnOnce(&mut crate::mm::space::Space) -> Result<(), SpaceError>) -> i64 {
