@@ -261,6 +261,7 @@ mod tests {
                     vec![root.join("programs/null-syscall/null-syscall.c")]
                 ),
                 Program::c("oom", vec![root.join("programs/oom/oom.c")]),
+                Program::c("poweroff", vec![root.join("programs/poweroff/poweroff.c")]),
                 Program {
                     name: "rust-hello".into(),
                     source: Source::Rust(root.join("programs/rust-hello")),

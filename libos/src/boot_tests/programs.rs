@@ -131,6 +131,33 @@ crate::boot_test! {
 }
 
 crate::boot_test! {
+    /// With tracing on, every system call is logged with its arguments and result, and the
+    /// program's own output is unchanged.
+    fn strace_logs_every_system_call() {
+        let Some(image) = program("c-hello") else { return };
+        let mut result = None;
+        let out = crate::console::capture(|| result = Some(user::run_traced(image, &["c-hello"], &[], true)));
+        assert_eq!(result, Some(Ok(Exit::Code(0))), "{out}");
+        assert!(out.contains("c-hello: done\n"), "{out}");
+        assert!(out.contains("[strace] set_tid_address("), "{out}");
+        assert!(out.contains("[strace] brk("), "{out}");
+        assert!(out.contains("[strace] exit_group(0x0) = ?"), "{out}");
+        let writes = out.lines().filter(|l| l.starts_with("[strace] write(0x1,")).count();
+        assert!(writes >= 1, "{out}");
+    }
+}
+
+crate::boot_test! {
+    /// `reboot(LINUX_REBOOT_CMD_POWER_OFF)` with the magic numbers ends the program with a
+    /// request to power the machine off (which the init app carries out); wrong magic is `EINVAL`.
+    fn reboot_power_off_is_reported() {
+        let Some((exit, out)) = run("poweroff", &[]) else { return };
+        assert!(out.contains("poweroff: bad magic refused with errno 22\n"), "{out}");
+        assert_eq!(exit, Ok(Exit::PowerOff), "{out}");
+    }
+}
+
+crate::boot_test! {
     /// A program that does not exist, or is not an ELF, is refused with a clear error.
     fn a_bad_image_is_refused() {
         assert!(matches!(

@@ -224,8 +224,15 @@ fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
 }
 
 /// Runs the static ELF `image` with `argv` and `envp` to its end, in a process of its own whose
-/// every frame returns to the allocator afterwards.
+/// every frame returns to the allocator afterwards. `strace=1` on the kernel command line logs
+/// every system call.
 pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError> {
+    let strace = runtime::boot_config().bootargs.get("strace") == Some("1");
+    run_traced(image, argv, envp, strace)
+}
+
+/// [`run`], logging every system call with its result when `strace` is set.
+pub fn run_traced(image: &[u8], argv: &[&str], envp: &[&str], strace: bool) -> Result<Exit, ExecError> {
     let elf = Elf::parse(image).map_err(ExecError::Elf)?;
     let mut p = Process::new().map_err(ExecError::Space)?;
     let (sp, brk, entry) = match load(&mut p, &elf, argv, envp) {
@@ -235,7 +242,6 @@ pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError
             return Err(e);
         }
     };
-    let strace = runtime::boot_config().bootargs.get("strace") == Some("1");
     *STATE.lock() = Some(State {
         brk_start: brk,
         brk,
