@@ -152,3 +152,30 @@ pub fn cache_type() -> u64 {
 pub fn current_el() -> u8 {
     CurrentEL.read(CurrentEL::EL) as u8
 }
+
+/// The block `DC ZVA` zeroes, in bytes (`4 << DCZID_EL0.BS`), or `None` where the instruction is
+/// prohibited (`DCZID_EL0.DZP`).
+pub fn zva_block_size() -> Option<usize> {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effect.
+    unsafe {
+        core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags))
+    };
+    (dczid & (1 << 4) == 0).then(|| 4usize << (dczid & 0xf))
+}
+
+/// Zeroes `[va, va + len)` with `DC ZVA`, one block at a time.
+///
+/// # Safety
+/// The range must be writable Normal memory the caller owns, `va` and `len` multiples of
+/// `block` = [`zva_block_size`] (which must be `Some`).
+pub unsafe fn zero_blocks(va: usize, len: usize, block: usize) {
+    debug_assert!(va.is_multiple_of(block) && len.is_multiple_of(block));
+    let mut p = va;
+    let end = va + len;
+    while p < end {
+        // SAFETY: the caller's contract: `p` is an aligned block of memory it may write.
+        unsafe { core::arch::asm!("dc zva, {}", in(reg) p, options(nostack, preserves_flags)) };
+        p += block;
+    }
+}

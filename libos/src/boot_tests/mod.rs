@@ -3,5 +3,6 @@
 //! child modules.
 
 mod folio;
+mod platform;
 mod programs;
 mod vm;
