@@ -94,6 +94,24 @@ fn memmap_from_bytes_zeroes_and_validates() {
 }
 
 #[test]
+fn memmap_over_bytes_already_zeroed() {
+    let frames = 64;
+    let mut raw = vec![0u64; MemMap::bytes_needed(frames) / 8 + 4];
+    // SAFETY: u64 storage viewed as bytes, all zero.
+    let bytes = unsafe {
+        core::slice::from_raw_parts_mut(
+            raw.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(),
+            raw.len() * 8,
+        )
+    };
+    // PageMeta is 32-byte aligned; a Vec<u64> only 8.
+    let off = bytes.as_ptr().align_offset(32);
+    // SAFETY: the storage is all zero.
+    let mem = unsafe { MemMap::from_zeroed_bytes(PhysAddr(RAM), frames, &mut bytes[off..]) }.unwrap();
+    assert_eq!(mem.frames(), frames);
+}
+
+#[test]
 fn lookup_from_any_page_to_the_head() {
     let mut st = storage(FRAMES);
     let mem = memmap(&mut st);
