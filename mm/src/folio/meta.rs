@@ -234,17 +234,7 @@ impl<'a> MemMap<'a> {
         frames: usize,
         bytes: &'a mut [MaybeUninit<u8>],
     ) -> Result<MemMap<'a>, MemMapError> {
-        Self::validate(base, frames)?;
-        let needed = Self::bytes_needed(frames);
-        if bytes.len() < needed {
-            return Err(MemMapError::StorageTooSmall {
-                needed,
-                given: bytes.len(),
-            });
-        }
-        if !(bytes.as_ptr() as usize).is_multiple_of(align_of::<PageMeta>()) {
-            return Err(MemMapError::UnalignedStorage);
-        }
+        let needed = Self::check_storage(base, frames, bytes)?;
         let ptr = bytes.as_mut_ptr();
         // SAFETY: `ptr` is valid for writes of `needed <= bytes.len()` bytes (it comes from the
         // exclusive borrow `bytes`).
@@ -264,17 +254,7 @@ impl<'a> MemMap<'a> {
         frames: usize,
         bytes: &'a mut [MaybeUninit<u8>],
     ) -> Result<MemMap<'a>, MemMapError> {
-        Self::validate(base, frames)?;
-        let needed = Self::bytes_needed(frames);
-        if bytes.len() < needed {
-            return Err(MemMapError::StorageTooSmall {
-                needed,
-                given: bytes.len(),
-            });
-        }
-        if !(bytes.as_ptr() as usize).is_multiple_of(align_of::<PageMeta>()) {
-            return Err(MemMapError::UnalignedStorage);
-        }
+        Self::check_storage(base, frames, bytes)?;
         let ptr = bytes.as_mut_ptr();
         // SAFETY: the `needed = frames * 32` bytes at `ptr` are exclusively borrowed for `'a`
         // (the borrow of `bytes` moves into the returned slice), 32-byte aligned (checked
@@ -287,6 +267,22 @@ impl<'a> MemMap<'a> {
             pages,
             spaces: Mutex::new(SpaceIds::new()),
         })
+    }
+
+    /// Checks the arguments of [`from_bytes`](Self::from_bytes); returns the bytes needed.
+    fn check_storage(base: PhysAddr, frames: usize, bytes: &[MaybeUninit<u8>]) -> Result<usize, MemMapError> {
+        Self::validate(base, frames)?;
+        let needed = Self::bytes_needed(frames);
+        if bytes.len() < needed {
+            return Err(MemMapError::StorageTooSmall {
+                needed,
+                given: bytes.len(),
+            });
+        }
+        if !(bytes.as_ptr() as usize).is_multiple_of(align_of::<PageMeta>()) {
+            return Err(MemMapError::UnalignedStorage);
+        }
+        Ok(needed)
     }
 
     fn validate(base: PhysAddr, frames: usize) -> Result<(), MemMapError> {
