@@ -16,9 +16,10 @@ mod uaccess;
 
 use crate::exec::elf::{Elf, ElfError};
 use crate::exec::stack;
-use crate::mm::space::{FaultError, SpaceError};
+use crate::mm::space::{FaultError, Machine, SpaceError};
 use crate::mm::vma::{MapAlign, Placement, VmProt, VmaKind};
-use crate::mm::{VirtAddr, PAGE_SIZE, USER_END};
+use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE, USER_END};
+use crate::platform::TargetMachine;
 use crate::process::{Process, RunEnd};
 use crate::runtime;
 use arch::exception::{Disposition, TrapFrame, SPSR_EL0T};
@@ -206,19 +207,9 @@ fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
     let pin = p
         .pin(VirtAddr(va), bytes.len() as u64, true)
         .map_err(ExecError::Fault)?;
-    let mut done = 0usize;
-    for (i, page) in pin.pages().iter().enumerate() {
-        let page_va = (va & !(PAGE_SIZE - 1)) + i as u64 * PAGE_SIZE;
-        let from = va.max(page_va);
-        let to = (va + bytes.len() as u64).min(page_va + PAGE_SIZE);
-        let n = (to - from) as usize;
-        use crate::mm::space::Machine;
-        crate::platform::TargetMachine.write_bytes(
-            crate::mm::PhysAddr(page.0 + (from - page_va)),
-            &bytes[done..done + n],
-        );
-        done += n;
-    }
+    uaccess::for_each_piece(pin.pages(), va, bytes.len(), |pa, off, n| {
+        TargetMachine.write_bytes(PhysAddr(pa), &bytes[off..off + n])
+    });
     p.unpin(pin);
     Ok(())
 }

@@ -162,8 +162,6 @@ fn space_errno(e: SpaceError) -> i64 {
     }
 }
 
-const EACCES: i64 = 13;
-
 fn is_console(fd: u64) -> bool {
     fd <= 2
 }
@@ -175,10 +173,12 @@ pub fn dispatch(st: &mut State, nr: u64, a: [u64; 6]) -> Outcome {
             if !is_console(a[0]) {
                 -EBADF
             } else {
-                // The console has no input yet: end of file, after checking the buffer.
-                match uaccess::write(a[1], &[]) {
-                    Ok(()) if a[2] == 0 || a[1] != 0 => 0,
-                    _ => -EFAULT,
+                // The console has no input yet: end of file (a null buffer for a non-empty read
+                // is refused).
+                if a[1] == 0 && a[2] != 0 {
+                    -EFAULT
+                } else {
+                    0
                 }
             }
         }
@@ -356,7 +356,6 @@ fn ignored_by_default(sig: u64) -> bool {
 }
 
 fn getcwd(buf: u64, size: u64) -> i64 {
-    const ERANGE: i64 = 34;
     if size < 2 {
         return -ERANGE;
     }
@@ -374,7 +373,6 @@ fn fcntl(fd: u64, cmd: u64) -> i64 {
     const F_SETFL: u64 = 4;
     const F_DUPFD_CLOEXEC: u64 = 1030;
     const O_RDWR: i64 = 2;
-    const EMFILE: i64 = 24;
     if !is_console(fd) {
         return -EBADF;
     }
@@ -790,6 +788,3 @@ fn getrandom(buf: u64, len: u64, flags: u64) -> i64 {
         Err(e) => e,
     }
 }
-
-#[allow(dead_code)]
-const _ERRNOS_USED: [i64; 3] = [EPERM, EINTR, EEXIST];

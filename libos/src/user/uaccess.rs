@@ -6,7 +6,7 @@
 
 use super::errno::{EFAULT, ENOMEM};
 use crate::mm::space::{FaultError, Machine};
-use crate::mm::{VirtAddr, PAGE_SIZE};
+use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::platform::TargetMachine;
 use crate::process::with_current_space;
 use alloc::vec::Vec;
@@ -15,6 +15,20 @@ fn fault_errno(e: FaultError) -> i64 {
     match e {
         FaultError::Oom => -ENOMEM,
         _ => -EFAULT,
+    }
+}
+
+/// Calls `f(pa, offset_in_range, piece_len)` for each piece of `[va, va + len)` that lies in one
+/// page, given the pinned `pages` of the range in order.
+pub(super) fn for_each_piece(pages: &[PhysAddr], va: u64, len: usize, mut f: impl FnMut(u64, usize, usize)) {
+    let end = va + len as u64;
+    let mut done = 0usize;
+    for (i, page) in pages.iter().enumerate() {
+        let page_va = (va & !(PAGE_SIZE - 1)) + i as u64 * PAGE_SIZE;
+        let from = va.max(page_va);
+        let n = (end.min(page_va + PAGE_SIZE) - from) as usize;
+        f(page.0 + (from - page_va), done, n);
+        done += n;
     }
 }
 
@@ -32,15 +46,7 @@ fn with_pinned(va: u64, len: usize, write: bool, mut f: impl FnMut(u64, usize, u
         let pin = space
             .pin(&mut TargetMachine, VirtAddr(va), len as u64, write)
             .map_err(fault_errno)?;
-        let mut done = 0usize;
-        for (i, &page) in pin.pages().iter().enumerate() {
-            let page_va = (va & !(PAGE_SIZE - 1)) + i as u64 * PAGE_SIZE;
-            let from = va.max(page_va);
-            let to = end.min(page_va + PAGE_SIZE);
-            let n = (to - from) as usize;
-            f(page.0 + (from - page_va), done, n);
-            done += n;
-        }
+        for_each_piece(pin.pages(), va, len, &mut f);
         space.unpin(&mut TargetMachine, pin);
         Ok(())
     })
@@ -51,7 +57,7 @@ fn with_pinned(va: u64, len: usize, write: bool, mut f: impl FnMut(u64, usize, u
 pub fn read(va: u64, len: usize) -> Result<Vec<u8>, i64> {
     let mut buf = alloc::vec![0u8; len];
     with_pinned(va, len, false, |pa, off, n| {
-        TargetMachine.read_bytes(crate::mm::PhysAddr(pa), &mut buf[off..off + n])
+        TargetMachine.read_bytes(PhysAddr(pa), &mut buf[off..off + n])
     })?;
     Ok(buf)
 }
@@ -59,7 +65,7 @@ pub fn read(va: u64, len: usize) -> Result<Vec<u8>, i64> {
 /// Writes `data` into the program's memory at `va`.
 pub fn write(va: u64, data: &[u8]) -> Result<(), i64> {
     with_pinned(va, data.len(), true, |pa, off, n| {
-        TargetMachine.write_bytes(crate::mm::PhysAddr(pa), &data[off..off + n])
+        TargetMachine.write_bytes(PhysAddr(pa), &data[off..off + n])
     })
 }
 
