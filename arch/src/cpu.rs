@@ -154,28 +154,43 @@ pub fn current_el() -> u8 {
 }
 
 /// The block `DC ZVA` zeroes, in bytes (`4 << DCZID_EL0.BS`), or `None` where the instruction is
-/// prohibited (`DCZID_EL0.DZP`).
+/// prohibited (`DCZID_EL0.DZP`). Read once.
 pub fn zva_block_size() -> Option<usize> {
-    let dczid: u64;
-    // SAFETY: reading DCZID_EL0 has no side effect.
-    unsafe {
-        core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags))
-    };
-    (dczid & (1 << 4) == 0).then(|| 4usize << (dczid & 0xf))
+    // 0: not read yet; 1: prohibited; else the block size.
+    static BLOCK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    use core::sync::atomic::Ordering::Relaxed;
+    match BLOCK.load(Relaxed) {
+        0 => {
+            let dczid: u64;
+            // SAFETY: reading DCZID_EL0 has no side effect.
+            unsafe {
+                core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags))
+            };
+            let block = (dczid & (1 << 4) == 0).then(|| 4usize << (dczid & 0xf));
+            BLOCK.store(block.unwrap_or(1), Relaxed);
+            block
+        }
+        1 => None,
+        b => Some(b),
+    }
 }
 
-/// Zeroes `[va, va + len)` with `DC ZVA`, one block at a time.
+/// Zeroes `[va, va + len)`: with `DC ZVA`, a block per instruction, where the CPU allows it and
+/// the range is block aligned; with ordinary stores otherwise.
 ///
 /// # Safety
-/// The range must be writable Normal memory the caller owns, `va` and `len` multiples of
-/// `block` = [`zva_block_size`] (which must be `Some`).
-pub unsafe fn zero_blocks(va: usize, len: usize, block: usize) {
-    debug_assert!(va.is_multiple_of(block) && len.is_multiple_of(block));
-    let mut p = va;
-    let end = va + len;
-    while p < end {
-        // SAFETY: the caller's contract: `p` is an aligned block of memory it may write.
-        unsafe { core::arch::asm!("dc zva, {}", in(reg) p, options(nostack, preserves_flags)) };
-        p += block;
+/// The range must be writable Normal memory (the MMU on) that the caller owns.
+pub unsafe fn zero(va: usize, len: usize) {
+    match zva_block_size() {
+        Some(block) if va.is_multiple_of(block) && len.is_multiple_of(block) => {
+            let mut p = va;
+            while p < va + len {
+                // SAFETY: the caller's contract: `p` is an aligned block of memory it may write.
+                unsafe { core::arch::asm!("dc zva, {}", in(reg) p, options(nostack, preserves_flags)) };
+                p += block;
+            }
+        }
+        // SAFETY: the caller's contract.
+        _ => unsafe { core::ptr::write_bytes(va as *mut u8, 0, len) },
     }
 }

@@ -94,8 +94,7 @@ pub fn init() {
     }
     let mut uart = make_uart();
     // Let whatever the firmware was sending go out before the line is reprogrammed.
-    let start = arch::timer::now_ns();
-    while uart.is_busy() && arch::timer::now_ns() - start < 10 * TX_WAIT_NS {}
+    wait_idle(&uart);
     let line = LineConfig {
         data_bits: DataBits::Bits8,
         parity: Parity::None,
@@ -112,7 +111,10 @@ pub fn init() {
 
 /// Waits (at most a few milliseconds) until the UART has sent everything queued.
 pub fn flush() {
-    let uart = make_uart();
+    wait_idle(&make_uart());
+}
+
+fn wait_idle(uart: &Uart<'static>) {
     let start = arch::timer::now_ns();
     while uart.is_busy() && arch::timer::now_ns() - start < 10 * TX_WAIT_NS {}
 }

@@ -10,22 +10,6 @@ use crate::mm::{Asid, Descriptor, Level, OutOfMemory, PhysAddr, Platform, Root, 
 use crate::runtime;
 use arch::board::phys_to_virt;
 
-/// `DC ZVA`'s block size, read once (0 until then, 1 when the instruction is prohibited).
-static ZVA_BLOCK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-fn zva_block() -> Option<usize> {
-    use core::sync::atomic::Ordering::Relaxed;
-    match ZVA_BLOCK.load(Relaxed) {
-        0 => {
-            let b = arch::cpu::zva_block_size();
-            ZVA_BLOCK.store(b.unwrap_or(1), Relaxed);
-            b
-        }
-        1 => None,
-        b => Some(b),
-    }
-}
-
 /// The real machine, as the memory manager sees it. Stateless: the frame allocator, the page
 /// metadata and the TLB are global.
 #[derive(Clone, Copy, Debug, Default)]
@@ -142,17 +126,9 @@ unsafe impl Machine<'static> for TargetMachine {
     }
 
     fn zero(&mut self, pa: PhysAddr, len: u64) {
-        let va = linear(pa, len);
-        match zva_block() {
-            Some(block) if (va as usize).is_multiple_of(block) && (len as usize).is_multiple_of(block) => {
-                // SAFETY: `linear` checked the range is RAM, mapped read-write Normal memory by the
-                // kernel map; the address-space layer only zeroes frames it owns and has not mapped
-                // yet; the range is block aligned (checked).
-                unsafe { arch::cpu::zero_blocks(va as usize, len as usize, block) }
-            }
-            // SAFETY: as above, with plain stores.
-            _ => unsafe { core::ptr::write_bytes(va, 0, len as usize) },
-        }
+        // SAFETY: `linear` checked the range is RAM, mapped read-write Normal memory by the kernel
+        // map; the address-space layer only zeroes frames it owns and has not mapped yet.
+        unsafe { arch::cpu::zero(linear(pa, len) as usize, len as usize) }
     }
 
     fn copy(&mut self, dst: PhysAddr, src: PhysAddr, len: u64) {

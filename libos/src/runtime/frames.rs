@@ -104,17 +104,11 @@ pub(super) fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
             bytes as usize,
         )
     };
-    let map = match arch::cpu::zva_block_size() {
-        // Zeroing the metadata is most of the boot time: `DC ZVA` zeroes a block per instruction.
-        Some(block) if bytes.is_multiple_of(block as u64) && carved.base.is_multiple_of(block as u64) => {
-            // SAFETY: the carved range is ours (above), block aligned (checked), and Normal
-            // memory in the boot map.
-            unsafe { arch::cpu::zero_blocks(phys_to_virt(carved.base as usize), bytes as usize, block) };
-            // SAFETY: every byte of the storage was just zeroed.
-            unsafe { MemMap::from_zeroed_bytes(PhysAddr(base), frames, storage) }.ok()?
-        }
-        _ => MemMap::from_bytes(PhysAddr(base), frames, storage).ok()?,
-    };
+    // Zeroing the metadata is most of the boot time: `arch::cpu::zero` uses `DC ZVA`.
+    // SAFETY: the carved range is ours (above) and Normal memory in the boot map.
+    unsafe { arch::cpu::zero(phys_to_virt(carved.base as usize), bytes as usize) };
+    // SAFETY: every byte of the storage was just zeroed.
+    let map = unsafe { MemMap::from_zeroed_bytes(PhysAddr(base), frames, storage) }.ok()?;
     MEMMAP.call_once(|| map);
     Some(carved)
 }
