@@ -288,7 +288,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
                 None => append,
             };
             // Tools first: a missing QEMU is reported before time goes into the build.
-            setup::ensure_ready(&[target.board])?;
+            setup::ensure_ready()?;
             let built = builder::build(&target.request(&app));
             let image = if defaulted {
                 built.with_context(|| {
@@ -356,12 +356,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
                 new
             });
             if !host_only {
-                let wanted = if boards.is_empty() {
-                    Board::ALL.to_vec()
-                } else {
-                    boards.clone()
-                };
-                setup::ensure_ready(&wanted)?;
+                setup::ensure_ready()?;
             } else {
                 setup::ensure_rust()?;
             }
@@ -387,7 +382,7 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench { name } => {
-            setup::ensure_ready(&[Board::QemuVirt])?;
+            setup::ensure_ready()?;
             bench::run(&name)?;
             Ok(0)
         }

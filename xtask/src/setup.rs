@@ -47,15 +47,16 @@ pub fn ensure_rust() -> Result<()> {
 }
 
 /// What `run`, `test` and `bench` need before they build: the Rust pieces, and a QEMU that has
-/// the machines of `boards`. A missing QEMU is installed when running as root without a terminal
-/// (as CI does); otherwise this stops with the one command that installs it.
-pub fn ensure_ready(boards: &[Board]) -> Result<()> {
+/// the machines of every board. A missing QEMU is installed when running as root without a
+/// terminal (as CI does; the install checks the machines again); otherwise this stops with the one
+/// command that installs it.
+pub fn ensure_ready() -> Result<()> {
     rust(false)?;
     let Some(problem) = qemu_problem(false) else {
         return Ok(());
     };
     if is_root() && !std::io::stdin().is_terminal() {
-        install_qemu(&problem)?;
+        install_qemu(&problem)
     } else {
         bail!(
             "{problem}.\nInstall it with:\n    cargo xtask setup\n\
@@ -63,11 +64,6 @@ pub fn ensure_ready(boards: &[Board]) -> Result<()> {
             if is_root() { "" } else { ", through sudo" }
         );
     }
-    let info = crate::qemu::require_board(boards.first().copied().unwrap_or(Board::QemuVirt))?;
-    for &b in boards {
-        info.check_board(b).map_err(anyhow::Error::msg)?;
-    }
-    Ok(())
 }
 
 /// Builds `hello` for `board` and boots it exactly as `cargo xtask run` does: it must greet and
