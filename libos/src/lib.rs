@@ -19,6 +19,8 @@ extern crate alloc;
 pub mod bootargs;
 pub mod devicetree;
 pub mod exec;
+pub mod files;
+pub mod sched;
 
 /// The memory manager (the `tessera-mm` crate).
 pub use tessera_mm as mm;
