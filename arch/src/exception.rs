@@ -50,7 +50,7 @@ impl Kind {
 
 /// The state saved by the vectors. The layout is shared with the assembly below.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TrapFrame {
     /// x0..x30.
     pub x: [u64; 31],

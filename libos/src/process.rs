@@ -171,12 +171,52 @@ impl Process {
         }
     }
 
+    /// Installs this address space for this CPU without running anything in it (a process
+    /// switch): TTBR0 translates it, its faults go to it, and the system calls reach it through
+    /// [`with_current_space`].
+    pub(crate) fn activate(&mut self) {
+        let space: *mut Space = self.space.as_mut().expect("process exited");
+        // SAFETY: `space` points at our live space.
+        let root_pa = unsafe { (*space).root().pa().0 };
+        // SAFETY: the root is our space's, live while the process is; the space's exit retires it
+        // from TTBR0 (`Machine::root_retiring`) before destroying it.
+        let asid = unsafe { crate::ttbr0::switch_ttbr0(root_pa, &mut self.asid) };
+        // SAFETY: as above.
+        unsafe { (*space).set_asid(asid) };
+        CURRENT.store(space, Ordering::Release);
+    }
+
     /// Ends the process: every page, table and folio reference is released.
     pub fn exit(mut self) {
         if let Some(space) = self.space.take() {
             space.exit(&mut TargetMachine);
         }
     }
+}
+
+/// No address space is current for the system calls and faults any more (the switch to a
+/// process installs one).
+pub(crate) fn deactivate() {
+    CURRENT.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+/// [`deactivate`], if `p`'s space is the current one (it is about to be destroyed).
+pub(crate) fn deactivate_if(p: &Process) {
+    if let Some(space) = p.space.as_ref() {
+        let ptr = space as *const Space as *mut Space;
+        let _ = CURRENT.compare_exchange(ptr, core::ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// The fault an EL0 access took that the memory manager could not resolve (the abort hook
+/// records it and leaves the exception to the user hook, which kills the process).
+pub(crate) fn take_user_segfault() -> Option<Segfault> {
+    LAST_SEGFAULT.lock().take()
+}
+
+/// The abort hook for user processes (see [`take_user_segfault`]).
+pub(crate) fn user_fault_hook(frame: &mut TrapFrame) -> Option<Disposition> {
+    on_abort(frame)
 }
 
 /// How [`Process::run_until`] ended early.
@@ -277,7 +317,12 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
                 access,
                 error,
             });
-            Some(Disposition::Abandon(CODE_SEGV))
+            // A user process's fault is the user hook's to act on (it kills the process); a
+            // kernel closure's ends `run`.
+            match el {
+                El::El0 => None,
+                El::El1 => Some(Disposition::Abandon(CODE_SEGV)),
+            }
         }
     }
 }

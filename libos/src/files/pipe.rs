@@ -108,17 +108,29 @@ impl Pipe {
                 PipeRead::Empty
             };
         }
+        let n = self.peek(out);
+        self.consume(n);
+        PipeRead::Data(n)
+    }
+
+    /// Copies up to `out.len()` queued bytes into `out` without taking them; returns how many.
+    pub fn peek(&self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.len);
         let cap = self.buf.len();
         let first = n.min(cap - self.head);
         out[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
         out[first..n].copy_from_slice(&self.buf[..n - first]);
-        self.head = (self.head + n) % cap;
+        n
+    }
+
+    /// Takes `n` queued bytes (after [`peek`](Pipe::peek) delivered them).
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.len, "consuming more than is queued");
+        self.head = (self.head + n) % self.buf.len();
         self.len -= n;
         if self.len == 0 {
             self.head = 0;
         }
-        PipeRead::Data(n)
     }
 
     /// Writes `data`: all of it if it is at most [`PIPE_BUF`] bytes and fits, else as much as

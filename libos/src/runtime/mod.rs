@@ -21,8 +21,8 @@ pub use frames::{alloc_frames, frame_counts, frames_free_or_heap, free_frames, m
 pub use heap::heap_usage;
 pub use hooks::{abandonable, set_hooks, Hooks};
 pub use start::{boot_config, boot_to_main_ns, exit, BootConfig, RamSource};
-pub use timer::{timer_arm, timer_cancel, timer_fired_count, TimerSlot};
-pub use trap::{fault_hook, print_exception, set_fault_hook, set_user_hook, FaultHook, UserHook};
+pub use timer::{poll_timers, timer_arm, timer_cancel, timer_fired_count, TimerSlot};
+pub use trap::{fault_hook, print_exception, set_fault_hook, set_user_hooks, FaultHook, UserHooks};
 
 /// Exit status: the app reported failure.
 pub const EXIT_APP_FAILURE: u32 = 1;

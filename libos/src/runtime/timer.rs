@@ -10,11 +10,13 @@ pub enum TimerSlot {
     Watchdog = 0,
     /// General use (apps, tests).
     User = 1,
+    /// The process scheduler: the end of a time slice, or a sleeper's deadline.
+    Scheduler = 2,
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
-static DEADLINES: [AtomicU64; 2] = [AtomicU64::new(NO_DEADLINE), AtomicU64::new(NO_DEADLINE)];
-static TIMER_FIRED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static DEADLINES: [AtomicU64; 3] = [const { AtomicU64::new(NO_DEADLINE) }; 3];
+static TIMER_FIRED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 fn rearm() {
     let next = DEADLINES
@@ -57,6 +59,13 @@ pub fn timer_cancel(slot: TimerSlot) {
 /// How many times `slot` has fired since boot.
 pub fn timer_fired_count(slot: TimerSlot) -> u64 {
     TIMER_FIRED[slot as usize].load(Ordering::Acquire)
+}
+
+/// Handles the slots whose time has come without an interrupt (code that waits with interrupts
+/// masked, e.g. an idle CPU in an exception handler, calls this after `WFI`): what the watchdog
+/// decided, if it fired.
+pub fn poll_timers() -> Option<Disposition> {
+    timers_fired()
 }
 
 pub(super) fn timers_fired() -> Option<Disposition> {

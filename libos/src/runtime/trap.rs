@@ -3,6 +3,7 @@
 
 use super::{exit, hooks, timer, EXIT_FATAL_EXCEPTION, EXIT_PANIC};
 use arch::exception::{self, Disposition, Handlers, Kind, TrapFrame};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use spin::Mutex;
 
 pub(super) static HANDLERS: Handlers = Handlers {
@@ -28,16 +29,29 @@ pub fn fault_hook() -> Option<FaultHook> {
     *FAULT_HOOK.lock()
 }
 
-/// The handler of everything a user program (EL0) raises that the abort hook did not resolve:
-/// system calls, and the faults and undefined instructions that kill it. Installed while a user
-/// program runs.
-pub type UserHook = fn(&mut TrapFrame) -> Disposition;
+/// The handlers of a running user process (EL0), installed while processes run: `sync` gets
+/// everything the process raises that the abort hook did not resolve (system calls, and the
+/// faults and undefined instructions that kill it); `irq` runs after the interrupts taken from
+/// the process were handled (the scheduler's tick).
+pub struct UserHooks {
+    pub sync: fn(&mut TrapFrame) -> Disposition,
+    pub irq: fn(&mut TrapFrame) -> Disposition,
+}
 
-static USER_HOOK: Mutex<Option<UserHook>> = Mutex::new(None);
+static USER_HOOKS: AtomicPtr<UserHooks> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Installs (or removes) the user hook; returns the previous one.
-pub fn set_user_hook(hook: Option<UserHook>) -> Option<UserHook> {
-    core::mem::replace(&mut *USER_HOOK.lock(), hook)
+/// Installs (or removes) the user hooks; returns the previous ones.
+pub fn set_user_hooks(hooks: Option<&'static UserHooks>) -> Option<&'static UserHooks> {
+    let new = hooks.map_or(core::ptr::null_mut(), |h| h as *const UserHooks as *mut UserHooks);
+    let old = USER_HOOKS.swap(new, Ordering::AcqRel);
+    // SAFETY: only `'static` hook tables are stored.
+    (!old.is_null()).then(|| unsafe { &*old })
+}
+
+fn user_hooks() -> Option<&'static UserHooks> {
+    let p = USER_HOOKS.load(Ordering::Acquire);
+    // SAFETY: only `'static` hook tables are stored.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 fn on_sync(kind: Kind, frame: &mut TrapFrame) -> Disposition {
@@ -52,9 +66,8 @@ fn on_sync(kind: Kind, frame: &mut TrapFrame) -> Disposition {
         }
     }
     if matches!(kind, Kind::Lower64Sync | Kind::Lower32Sync) {
-        let hook = *USER_HOOK.lock();
-        if let Some(h) = hook {
-            return h(frame);
+        if let Some(h) = user_hooks() {
+            return (h.sync)(frame);
         }
     }
     match hooks::hooks() {
@@ -63,7 +76,7 @@ fn on_sync(kind: Kind, frame: &mut TrapFrame) -> Disposition {
     }
 }
 
-fn on_irq(_kind: Kind, _frame: &mut TrapFrame) -> Disposition {
+fn on_irq(kind: Kind, frame: &mut TrapFrame) -> Disposition {
     let mut disposition = Disposition::Resume;
     while let Some(id) = arch::irq::acknowledge() {
         if id == arch::irq::timer_id() {
@@ -74,6 +87,11 @@ fn on_irq(_kind: Kind, _frame: &mut TrapFrame) -> Disposition {
             log::warn!("unexpected interrupt {id}");
         }
         arch::irq::end_of_interrupt(id);
+    }
+    if disposition == Disposition::Resume && matches!(kind, Kind::Lower64Irq | Kind::Lower32Irq) {
+        if let Some(h) = user_hooks() {
+            return (h.irq)(frame);
+        }
     }
     disposition
 }

@@ -1,41 +1,61 @@
-//! User programs at EL0 that speak Linux's arm64 system-call ABI: a static ELF is loaded into a
-//! fresh [`Process`], its initial stack laid out as Linux lays it out, and it runs at EL0 with
-//! its own registers until it exits, is killed by a fault, or powers the machine off.
+//! User programs at EL0 that speak Linux's arm64 system-call ABI: static ELFs from the image's
+//! archive run as processes with their own registers and address spaces, fork, exec, wait,
+//! talk through pipes, and share the CPU by round robin with a timer tick.
 //!
-//! * [`run`]: load and run one program to its end.
-//! * `syscall`: the system calls; `uaccess`: fault-free copies from and to the program's memory;
-//!   `errno`: Linux's error numbers.
+//! * [`run`]: start a program as the first process (init) of a run and return when it ends;
+//! * `system`: the task table and the switch between processes; `task`: a process;
+//! * `syscall`: the system calls; `uaccess`: copies from and to a program's memory that cannot
+//!   fault; `load`: an ELF into a fresh address space; `errno`: Linux's error numbers.
 //!
-//! One program runs at a time on this core: it enters EL0 from inside [`Process::run_until`], and
-//! its system calls are handled in the exception handler on the exception stack, which resumes it
-//! or, at its end, abandons the run with the program's [`Exit`].
+//! Boot flags: `strace=1` logs every system call with its result; `quantum_ms=N` sets the time
+//! slice (default 10); `max_procs=N` the number of processes (default 128).
 
+mod console_input {
+    pub fn read_available(_: &mut [u8]) -> usize {
+        0
+    }
+    pub fn input_ready() -> bool {
+        false
+    }
+}
 mod errno;
 mod load;
 mod syscall;
+mod system;
+mod task;
 mod uaccess;
 
+pub use syscall::process::tessera_prctl;
+
+use crate::exec::cpio::Archive;
 use crate::exec::elf::{Elf, ElfError};
 use crate::exec::stack;
 use crate::mm::space::{FaultError, SpaceError};
-use crate::process::{Process, RunEnd};
-use crate::runtime;
+use crate::process::{self, Process};
+use crate::runtime::{self, UserHooks};
+use alloc::boxed::Box;
+use alloc::string::String;
 use arch::exception::{Disposition, TrapFrame, SPSR_EL0T};
-use spin::Mutex;
+use syscall::{Action, Call};
+use system::{System, CODE_END, SYSTEM};
+use task::{sig, Memory, Pid, Restart, State, Task, WaitStatus};
 
-/// The process id every program sees (one process at a time).
-pub const PID: u64 = 1;
 /// The stack's size (also its `RLIMIT_STACK`).
 pub const STACK_SIZE: u64 = 8 << 20;
 /// How far the heap (`brk`) may grow.
 const BRK_LIMIT: u64 = 1 << 30;
+/// Processes a run may hold at once, unless `max_procs=` says otherwise.
+const DEFAULT_MAX_PROCS: usize = 128;
+/// The time slice, unless `quantum_ms=` says otherwise.
+const DEFAULT_QUANTUM_MS: u64 = 10;
 
 /// How a program ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// `exit` / `exit_group` with this status.
     Code(u8),
-    /// Killed by this signal (the default action of a fault it could not survive).
+    /// Killed by this signal (the default action of a fault it could not survive, or of a
+    /// signal sent to it); `address` is the faulting address for faults, else 0.
     Signal { signal: u8, address: u64 },
     /// `reboot(LINUX_REBOOT_CMD_POWER_OFF)`.
     PowerOff,
@@ -43,11 +63,7 @@ pub enum Exit {
 
 /// Signal numbers of the faults that kill a program.
 pub mod signal {
-    pub const SIGILL: u8 = 4;
-    pub const SIGKILL: u8 = 9;
-    pub const SIGTRAP: u8 = 5;
-    pub const SIGBUS: u8 = 7;
-    pub const SIGSEGV: u8 = 11;
+    pub use super::task::sig::{SIGABRT, SIGBUS, SIGILL, SIGKILL, SIGPIPE, SIGSEGV, SIGTERM, SIGTRAP};
 }
 
 /// Why a program could not be started.
@@ -65,24 +81,6 @@ pub enum ExecError {
     NoEntropy,
 }
 
-/// The running program's kernel-side state, for the system calls.
-pub(crate) struct State {
-    brk_start: u64,
-    brk: u64,
-    brk_limit: u64,
-    clear_child_tid: u64,
-    sigmask: u64,
-    actions: [[u64; 4]; 64],
-    altstack: Option<(u64, u64, u64)>,
-    unknown_calls: u64,
-    exit: Option<Exit>,
-    strace: bool,
-}
-
-static STATE: Mutex<Option<State>> = Mutex::new(None);
-/// Abandon code of a program's end (see [`State::exit`]).
-const CODE_EXIT: u64 = 0xe817;
-
 /// Calls that answered `-ENOSYS` over the life of the image.
 static UNKNOWN_CALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -91,76 +89,138 @@ pub fn unknown_calls() -> u64 {
     UNKNOWN_CALLS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Runs the static ELF `image` with `argv` and `envp` to its end, in a process of its own whose
-/// every frame returns to the allocator afterwards. `strace=1` on the kernel command line logs
-/// every system call.
+/// The program `name` in the image's archive.
+fn program(name: &str) -> Option<&'static [u8]> {
+    Archive::new(crate::programs::archive()).ok()?.find(name).map(|e| e.data)
+}
+
+/// Where a loaded program starts.
+struct Start {
+    sp: u64,
+    brk: u64,
+    entry: u64,
+}
+
+impl Start {
+    /// Sets `frame` to the program's first instruction: every register zero but the stack
+    /// pointer, at EL0.
+    fn enter(&self, frame: &mut TrapFrame) {
+        // SAFETY: an all-zero TrapFrame is a valid value (plain integers).
+        *frame = unsafe { core::mem::zeroed() };
+        frame.elr = self.entry;
+        frame.sp = self.sp;
+        frame.spsr = SPSR_EL0T;
+    }
+}
+
+/// Loads the static ELF `image` into a fresh process with `argv` and `envp`.
+fn load_image(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<(Process, Start), ExecError> {
+    let elf = Elf::parse(image).map_err(ExecError::Elf)?;
+    let mut p = Process::new().map_err(ExecError::Space)?;
+    match load::load(&mut p, &elf, argv, envp) {
+        Ok((sp, brk, entry)) => Ok((p, Start { sp, brk, entry })),
+        Err(e) => {
+            p.exit();
+            Err(e)
+        }
+    }
+}
+
+/// Writes `bytes` at `va` in `p`'s memory (not necessarily the running one's).
+fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
+    load::write_into(p, va, bytes)
+}
+
+/// Runs the static ELF `image` with `argv` and `envp` as the first process of a run, to its end
+/// and the end of every process it started (they are killed when it exits); every frame
+/// returns to the allocator afterwards. Boot flags: see the module docs.
 pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError> {
     let strace = runtime::boot_config().bootargs.get("strace") == Some("1");
     run_traced(image, argv, envp, strace)
 }
 
+fn boot_number(name: &str) -> Option<u64> {
+    runtime::boot_config().bootargs.get(name)?.parse().ok()
+}
+
+static HOOKS: UserHooks = UserHooks {
+    sync: on_user_sync,
+    irq: on_user_irq,
+};
+
 /// [`run`], logging every system call with its result when `strace` is set.
 pub fn run_traced(image: &[u8], argv: &[&str], envp: &[&str], strace: bool) -> Result<Exit, ExecError> {
-    let elf = Elf::parse(image).map_err(ExecError::Elf)?;
-    let mut p = Process::new().map_err(ExecError::Space)?;
-    let (sp, brk, entry) = match load::load(&mut p, &elf, argv, envp) {
-        Ok(v) => v,
-        Err(e) => {
-            p.exit();
-            return Err(e);
-        }
-    };
-    *STATE.lock() = Some(State {
-        brk_start: brk,
-        brk,
-        brk_limit: brk + BRK_LIMIT,
-        clear_child_tid: 0,
-        sigmask: 0,
-        actions: [[0; 4]; 64],
-        altstack: None,
-        unknown_calls: 0,
-        exit: None,
-        strace,
-    });
+    let name = argv.first().copied().unwrap_or("");
+    // Linux runs a program given no arguments with an empty argv[0].
+    let argv: &[&str] = if argv.is_empty() { &[""] } else { argv };
+    let (process, start) = load_image(image, argv, envp)?;
+    let mut init = new_task(process, &start, String::from(name));
+    let console = syscall::console_file();
+    for _ in 0..3 {
+        init.fds.install(console.clone(), false, 0).expect("three descriptors fit");
+    }
+    let max = boot_number("max_procs").map_or(DEFAULT_MAX_PROCS, |n| n.max(1) as usize);
+    let quantum = boot_number("quantum_ms").map_or(DEFAULT_QUANTUM_MS, |n| n.max(1)) * 1_000_000;
+    let mut sys = System::new(init, strace, max, quantum);
     // SAFETY: an all-zero TrapFrame is a valid value (plain integers).
-    let mut frame: TrapFrame = unsafe { core::mem::zeroed() };
-    frame.elr = entry;
-    frame.sp = sp;
-    frame.spsr = SPSR_EL0T;
-    let outer = runtime::set_user_hook(Some(on_user_exception));
-    // SAFETY: inside `run_until` (an abandonable call on the kernel stack, not in an exception
-    // handler) with the process's address space in TTBR0; the frame selects EL0.
-    let end = p.run_until(|| -> () { unsafe { arch::exception::enter_user(&frame) } });
-    runtime::set_user_hook(outer);
-    let state = STATE.lock().take().expect("program state");
-    UNKNOWN_CALLS.fetch_add(state.unknown_calls, core::sync::atomic::Ordering::Relaxed);
-    let exit = match end {
+    let mut first: Box<TrapFrame> = Box::new(unsafe { core::mem::zeroed() });
+    (*first).clone_from(&sys.task(task::INIT).ctx);
+    sys.activate(task::INIT);
+    let previous = SYSTEM.lock().replace(sys);
+    assert!(previous.is_none(), "one run at a time");
+    let outer_fault = runtime::fault_hook();
+    runtime::set_fault_hook(Some(process::user_fault_hook));
+    let outer = runtime::set_user_hooks(Some(&HOOKS));
+    // SAFETY: an abandonable call on the kernel stack, outside any exception handler, with
+    // init's address space in TTBR0; the frame selects EL0.
+    let r = runtime::abandonable(|| unsafe { arch::exception::enter_user(&first) });
+    runtime::set_user_hooks(outer);
+    runtime::set_fault_hook(outer_fault);
+    runtime::timer_cancel(runtime::TimerSlot::Scheduler);
+    process::deactivate();
+    let mut sys = SYSTEM.lock().take().expect("the run's system");
+    UNKNOWN_CALLS.fetch_add(sys.unknown_calls, core::sync::atomic::Ordering::Relaxed);
+    if sys.end.is_none() {
+        // Abandoned from outside (a watchdog, a panic): nothing of the run may survive.
+        sys.end_now(Exit::Signal {
+            signal: sig::SIGKILL,
+            address: 0,
+        });
+    }
+    let exit = sys.end.expect("the run ended");
+    drop(sys);
+    match r {
         Ok(()) => unreachable!("a user program returned to the kernel without an exception"),
-        Err(RunEnd::Abandoned(CODE_EXIT)) => state.exit.expect("exit recorded"),
-        // Out of memory in a fault: killed, as by Linux's OOM killer.
-        Err(RunEnd::Segfault(s)) => Exit::Signal {
-            signal: match s.error {
-                FaultError::Bus { .. } => signal::SIGBUS,
-                FaultError::Oom => signal::SIGKILL,
-                _ => signal::SIGSEGV,
-            },
-            address: s.va,
-        },
-        Err(RunEnd::Abandoned(other)) => {
-            p.exit();
+        Err(CODE_END) => Ok(exit),
+        Err(other) => {
             arch::exception::abandon(other);
             unreachable!("a program run outside an abandonable context aborted with {other}")
         }
-    };
-    match exit {
-        Exit::Signal { signal, address: 0 } => crate::println!("tessera: program killed by signal {signal}"),
-        Exit::Signal { signal, address } => {
-            crate::println!("tessera: program killed by signal {signal} (fault at {address:#x})")
-        }
-        _ => {}
     }
-    p.exit();
-    Ok(exit)
+}
+
+/// A process running `process` from `start`, not yet in a table.
+fn new_task(process: Process, start: &Start, name: String) -> Box<Task> {
+    // SAFETY: an all-zero TrapFrame is a valid value (plain integers).
+    let mut ctx: TrapFrame = unsafe { core::mem::zeroed() };
+    start.enter(&mut ctx);
+    Box::new(Task {
+        pid: 0,
+        ppid: 0,
+        ctx,
+        memory: Memory::Own(process),
+        state: State::Runnable,
+        fds: crate::files::FdTable::new(),
+        signals: task::Signals::new(),
+        brk_start: start.brk,
+        brk: start.brk,
+        brk_limit: start.brk + BRK_LIMIT,
+        clear_child_tid: 0,
+        folio_size: 64 << 10,
+        restart: None,
+        fault_address: None,
+        name,
+    })
 }
 
 /// `ESR_EL1.EC` of a trapped `MSR`/`MRS`/system instruction.
@@ -173,13 +233,7 @@ fn emulated_read(esr: u64) -> Option<(usize, u64)> {
     let read = iss & 1 == 1;
     let rt = ((iss >> 5) & 0x1f) as usize;
     // Op0, Op2, Op1, CRn, CRm as the ISS lays them out.
-    let key = (
-        iss >> 20 & 3,
-        iss >> 17 & 7,
-        iss >> 14 & 7,
-        iss >> 10 & 0xf,
-        iss >> 1 & 0xf,
-    );
+    let key = (iss >> 20 & 3, iss >> 17 & 7, iss >> 14 & 7, iss >> 10 & 0xf, iss >> 1 & 0xf);
     if !read {
         return None;
     }
@@ -190,61 +244,142 @@ fn emulated_read(esr: u64) -> Option<(usize, u64)> {
     }
 }
 
-/// Everything the running program raises that the abort hook did not resolve.
-fn on_user_exception(frame: &mut TrapFrame) -> Disposition {
+/// The timer tick (or any interrupt) taken from a process.
+fn on_user_irq(frame: &mut TrapFrame) -> Disposition {
+    let mut guard = SYSTEM.lock();
+    match guard.as_mut() {
+        Some(sys) => sys.tick(frame),
+        None => Disposition::Resume,
+    }
+}
+
+/// Everything a process raises that the abort hook did not resolve.
+fn on_user_sync(frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
-    let mut guard = STATE.lock();
-    let Some(st) = guard.as_mut() else {
+    let mut guard = SYSTEM.lock();
+    let Some(sys) = guard.as_mut() else {
         return Disposition::Fatal;
     };
-    let kill = |st: &mut State, signal: u8, address: u64| {
-        st.exit = Some(Exit::Signal { signal, address });
-        Disposition::Abandon(CODE_EXIT)
-    };
-    match frame.ec() {
+    let pid = sys.current();
+    let action = match frame.ec() {
         ec::SVC64 => {
             let nr = frame.x[8];
-            let args = [
-                frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
-            ];
-            match syscall::dispatch(st, nr, args) {
-                syscall::Outcome::Return(r) => {
-                    if st.strace {
-                        crate::println!(
-                            "[strace] {}({:#x}, {:#x}, {:#x}) = {r}",
-                            syscall::name(nr),
-                            args[0],
-                            args[1],
-                            args[2]
-                        );
-                    }
-                    frame.x[0] = r as u64;
-                    Disposition::Resume
-                }
-                syscall::Outcome::Exit(e) => {
-                    if st.strace {
-                        crate::println!("[strace] {}({:#x}) = ?", syscall::name(nr), args[0]);
-                    }
-                    st.exit = Some(e);
-                    Disposition::Abandon(CODE_EXIT)
-                }
+            let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5]];
+            let mut call = Call {
+                sys,
+                pid,
+                frame,
+                nr,
+            };
+            let action = syscall::dispatch(&mut call, args);
+            if call.sys.strace {
+                trace(call.sys, pid, nr, &args, &action);
             }
+            return finish(call.sys, pid, call.frame, nr, action);
         }
         // An access the memory manager could not resolve or must refuse (a kernel address).
-        ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => kill(st, signal::SIGSEGV, frame.far),
-        ec::PC_ALIGNMENT | ec::SP_ALIGNMENT => kill(st, signal::SIGBUS, frame.elr),
-        ec::BRK64 => kill(st, signal::SIGTRAP, frame.elr),
+        ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => {
+            let signal = match process::take_user_segfault().map(|s| s.error) {
+                Some(FaultError::Bus { .. }) => sig::SIGBUS,
+                Some(FaultError::Oom) => sig::SIGKILL,
+                _ => sig::SIGSEGV,
+            };
+            Kill(signal, frame.far)
+        }
+        ec::PC_ALIGNMENT | ec::SP_ALIGNMENT => Kill(sig::SIGBUS, frame.elr),
+        ec::BRK64 => Kill(sig::SIGTRAP, frame.elr),
         EC_SYSREG => match emulated_read(frame.esr) {
             Some((rt, value)) => {
                 if rt < 31 {
                     frame.x[rt] = value;
                 }
                 frame.elr += 4;
-                Disposition::Resume
+                return Disposition::Resume;
             }
-            None => kill(st, signal::SIGILL, frame.elr),
+            None => Kill(sig::SIGILL, frame.elr),
         },
         // Undefined instructions, system-register accesses EL0 may not make, and the rest.
-        _ => kill(st, signal::SIGILL, frame.elr),
+        _ => Kill(sig::SIGILL, frame.elr),
+    };
+    let Kill(signal, address) = action;
+    let t = sys.task(pid);
+    t.fault_address = Some(address);
+    report_kill(pid, signal, address);
+    sys.exit_task(pid, WaitStatus::signaled(signal));
+    sys.switch(frame, pid)
+}
+
+/// A process killed by a fault: the signal and the faulting address.
+struct Kill(u8, u64);
+
+fn report_kill(pid: Pid, signal: u8, address: u64) {
+    let who = if pid == task::INIT {
+        String::from("program")
+    } else {
+        alloc::format!("process {pid}")
+    };
+    match address {
+        0 => crate::println!("tessera: {who} killed by signal {signal}"),
+        _ => crate::println!("tessera: {who} killed by signal {signal} (fault at {address:#x})"),
+    }
+}
+
+/// Carries out what a system call decided for the caller `pid`, whose registers are in
+/// `frame`.
+fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, nr: u64, action: Action) -> Disposition {
+    match action {
+        Action::Return(r) => {
+            frame.x[0] = r as u64;
+            if let Some(t) = sys.tasks.get_mut(&pid) {
+                t.restart = None;
+            }
+            Disposition::Resume
+        }
+        Action::Replaced => Disposition::Resume,
+        Action::Yield(r) => {
+            frame.x[0] = r as u64;
+            sys.task(pid).restart = None;
+            sys.cpu().preempt();
+            sys.switch(frame, pid)
+        }
+        Action::Block(wait, data) => {
+            let t = sys.task(pid);
+            t.restart = Some(Restart { nr, data });
+            t.state = State::Blocked(wait);
+            // Woken, the process executes the `SVC` again.
+            frame.elr -= 4;
+            sys.cpu().remove(pid);
+            sys.switch(frame, pid)
+        }
+        Action::Exit(status) => {
+            if let Some(signal) = status.signal() {
+                report_kill(pid, signal, 0);
+            }
+            sys.exit_task(pid, status);
+            sys.switch(frame, pid)
+        }
+        Action::PowerOff => {
+            sys.end_now(Exit::PowerOff);
+            sys.switch(frame, pid)
+        }
+    }
+}
+
+fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
+    let who = if sys.tasks.len() > 1 || pid != task::INIT {
+        alloc::format!("{pid} ")
+    } else {
+        String::new()
+    };
+    let name = syscall::name(nr);
+    match action {
+        Action::Return(r) | Action::Yield(r) => {
+            crate::println!("[strace] {who}{name}({:#x}, {:#x}, {:#x}) = {r}", a[0], a[1], a[2])
+        }
+        Action::Block(w, _) => {
+            crate::println!("[strace] {who}{name}({:#x}, {:#x}, {:#x}) waits ({w:?})", a[0], a[1], a[2])
+        }
+        Action::Replaced => crate::println!("[strace] {who}{name}({:#x}) = 0", a[0]),
+        Action::Exit(_) | Action::PowerOff => crate::println!("[strace] {who}{name}({:#x}) = ?", a[0]),
     }
 }

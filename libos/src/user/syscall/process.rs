@@ -1,0 +1,490 @@
+//! Processes: `clone` (fork and vfork), `execve`, `exit`, `wait4`, `kill`, ids and limits, and
+//! Tessera's own `prctl`s (fork mode, folio size, memory counters).
+
+use super::super::errno::*;
+use super::super::task::{sig, Memory, Pid, State, Task, Wait, WaitStatus, INIT};
+use super::super::{uaccess, ExecError};
+use super::{Action, Call, Return};
+use crate::mm::space::{ForkMode, SpaceError};
+use crate::mm::PAGE_SIZE;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub fn exit(_c: &mut Call, a: [u64; 6]) -> Action {
+    Action::Exit(WaitStatus::exited((a[0] & 0xff) as u8))
+}
+
+pub fn set_tid_address(c: &mut Call, a: [u64; 6]) -> Action {
+    c.task().clear_child_tid = a[0];
+    Return(i64::from(c.pid))
+}
+
+pub fn set_robust_list(_c: &mut Call, a: [u64; 6]) -> Action {
+    Return(if a[1] != 24 { -EINVAL } else { 0 })
+}
+
+pub fn sched_getaffinity(_c: &mut Call, a: [u64; 6]) -> Action {
+    // One CPU: a mask with bit 0, in a buffer of whole longs as Linux requires.
+    if a[1] < 8 || !a[1].is_multiple_of(8) {
+        return Return(-EINVAL);
+    }
+    Return(uaccess::write_u64s(a[2], &[1]).map_or_else(|e| e, |_| 8))
+}
+
+pub fn sched_yield(_c: &mut Call, _a: [u64; 6]) -> Action {
+    Action::Yield(0)
+}
+
+pub fn getpid(c: &mut Call, _a: [u64; 6]) -> Action {
+    Return(i64::from(c.pid))
+}
+
+pub fn getppid(c: &mut Call, _a: [u64; 6]) -> Action {
+    Return(i64::from(c.task().ppid))
+}
+
+pub fn zero(_c: &mut Call, _a: [u64; 6]) -> Action {
+    Return(0)
+}
+
+/// Every process is in init's session and process group.
+pub fn getpgid(c: &mut Call, a: [u64; 6]) -> Action {
+    Return(if a[0] == 0 || c.sys.tasks.contains_key(&(a[0] as Pid)) { i64::from(INIT) } else { -ESRCH })
+}
+
+pub fn setpgid(_c: &mut Call, _a: [u64; 6]) -> Action {
+    Return(-EPERM)
+}
+
+pub fn setsid(_c: &mut Call, _a: [u64; 6]) -> Action {
+    Return(-EPERM)
+}
+
+pub fn prlimit64(c: &mut Call, a: [u64; 6]) -> Action {
+    const RLIM_NLIMITS: u64 = 16;
+    const RLIMIT_STACK: u64 = 3;
+    const RLIMIT_NPROC: u64 = 6;
+    const RLIMIT_NOFILE: u64 = 7;
+    const RLIM_INFINITY: u64 = u64::MAX;
+    let (pid, resource, new, old) = (a[0], a[1], a[2], a[3]);
+    if pid != 0 && !c.sys.tasks.contains_key(&(pid as Pid)) {
+        return Return(-ESRCH);
+    }
+    if resource >= RLIM_NLIMITS {
+        return Return(-EINVAL);
+    }
+    if new != 0 {
+        if let Err(e) = uaccess::read(new, 16) {
+            return Return(e);
+        }
+    }
+    if old != 0 {
+        let cur = match resource {
+            RLIMIT_STACK => super::super::STACK_SIZE,
+            RLIMIT_NPROC => c.sys.max_tasks as u64,
+            RLIMIT_NOFILE => crate::files::MAX_FDS as u64,
+            _ => RLIM_INFINITY,
+        };
+        let max = if resource == RLIMIT_STACK { RLIM_INFINITY } else { cur };
+        if let Err(e) = uaccess::write_u64s(old, &[cur, max]) {
+            return Return(e);
+        }
+    }
+    Return(0)
+}
+
+pub fn getrusage(c: &mut Call, a: [u64; 6]) -> Action {
+    const RUSAGE_SELF: i64 = 0;
+    const RUSAGE_CHILDREN: i64 = -1;
+    const RUSAGE_THREAD: i64 = 1;
+    let who = a[0] as i64;
+    if ![RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD].contains(&who) {
+        return Return(-EINVAL);
+    }
+    // struct rusage: two timevals, then 14 longs; ru_minflt is the 7th long.
+    let mut words = [0u64; 18];
+    if who != RUSAGE_CHILDREN {
+        let s = *c.sys.process(c.pid).space().stats();
+        words[6] = s.faults_translation + s.faults_permission + s.faults_access_flag;
+    }
+    Return(uaccess::write_u64s(a[1], &words).map_or_else(|e| e, |_| 0))
+}
+
+/// `prctl` options Tessera defines (`'T' 'E' 'S'` in the high bytes).
+pub mod tessera_prctl {
+    /// Sets the fork mode of the caller (and of the children it forks afterwards): 0 copies
+    /// page-table entries (batched per folio), 1 shares level-3 tables copy-on-write.
+    pub const SET_FORK_MODE: u64 = 0x5445_5301;
+    /// Returns the fork mode.
+    pub const GET_FORK_MODE: u64 = 0x5445_5302;
+    /// Sets the folio size of the caller's future anonymous mappings: 4096 or 65536.
+    pub const SET_FOLIO_SIZE: u64 = 0x5445_5303;
+    /// Writes up to 8 `u64` memory counters to `(arg2, arg3 bytes)`, returns how many: page
+    /// faults handled, COW copies of 4 KiB pages, COW copies of 64 KiB folios, COW reuses of
+    /// 4 KiB pages, COW reuses of 64 KiB folios, tables copied on a write under a shared table,
+    /// bytes copied by COW, tables shared at fork.
+    pub const MM_STATS: u64 = 0x5445_5304;
+}
+
+pub fn prctl(c: &mut Call, a: [u64; 6]) -> Action {
+    use tessera_prctl::*;
+    const PR_SET_NAME: u64 = 15;
+    const PR_GET_NAME: u64 = 16;
+    match a[0] {
+        SET_FORK_MODE => {
+            let mode = match a[1] {
+                0 => ForkMode::Copy,
+                1 => ForkMode::ShareTables,
+                _ => return Return(-EINVAL),
+            };
+            c.sys.process(c.pid).set_fork_mode(mode);
+            Return(0)
+        }
+        GET_FORK_MODE => Return(match c.sys.process(c.pid).space().fork_mode() {
+            ForkMode::Copy => 0,
+            ForkMode::ShareTables => 1,
+        }),
+        SET_FOLIO_SIZE => match a[1] {
+            4096 | 65536 => {
+                c.task().folio_size = a[1];
+                Return(0)
+            }
+            _ => Return(-EINVAL),
+        },
+        MM_STATS => {
+            let s = *c.sys.process(c.pid).space().stats();
+            let words = [
+                s.faults_translation + s.faults_permission + s.faults_access_flag,
+                s.cow_copy_4k,
+                s.cow_copy_64k,
+                s.cow_reuse_4k,
+                s.cow_reuse_64k,
+                s.table_breaks,
+                s.cow_copy_4k * PAGE_SIZE + s.cow_copy_64k * (64 << 10),
+                s.fork_tables_shared,
+            ];
+            let n = (a[2] / 8).min(words.len() as u64) as usize;
+            Return(uaccess::write_u64s(a[1], &words[..n]).map_or_else(|e| e, |_| n as i64))
+        }
+        PR_SET_NAME => Return(uaccess::read(a[1], 1).map_or_else(|e| e, |_| 0)),
+        PR_GET_NAME => {
+            let mut name = [0u8; 16];
+            let n = c.task().name.len().min(15);
+            name[..n].copy_from_slice(&c.task().name.as_bytes()[..n]);
+            Return(uaccess::write(a[1], &name).map_or_else(|e| e, |_| 0))
+        }
+        _ => Return(-EINVAL),
+    }
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x1_0000;
+const CLONE_SETTLS: u64 = 0x8_0000;
+const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+/// The exit signal's bits.
+const CSIGNAL: u64 = 0xff;
+
+/// `clone(flags, stack, parent_tid, tls, child_tid)`: a new process, either a copy of the
+/// caller's memory (`fork`: copy-on-write, in the caller's fork mode) or, with
+/// `CLONE_VM | CLONE_VFORK`, running in the caller's memory while the caller waits for it to
+/// `execve` or exit. Threads (`CLONE_THREAD`, `CLONE_SIGHAND`, `CLONE_VM` alone) and shared
+/// descriptor tables are not offered (`EINVAL`).
+pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
+    let (flags, stack, ptid, tls, ctid) = (a[0], a[1], a[2], a[3], a[4]);
+    if let Some(child) = c.resumed() {
+        // The vfork child has called execve or exited.
+        return Return(child as i64);
+    }
+    let known = CSIGNAL | CLONE_VM | CLONE_FS | CLONE_VFORK | CLONE_SETTLS | CLONE_PARENT_SETTID
+        | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+    if flags & !known != 0 || flags & (CLONE_THREAD | CLONE_SIGHAND | CLONE_FILES) != 0 {
+        return Return(-EINVAL);
+    }
+    let vfork = flags & CLONE_VM != 0;
+    if vfork && flags & CLONE_VFORK == 0 {
+        return Return(-EINVAL);
+    }
+    if c.sys.tasks.len() >= c.sys.max_tasks {
+        return Return(-EAGAIN);
+    }
+    let memory = if vfork {
+        Memory::Parent(c.pid)
+    } else {
+        match c.sys.process(c.pid).fork() {
+            Ok(p) => Memory::Own(p),
+            Err(SpaceError::OutOfMemory) => return Return(-ENOMEM),
+            Err(_) => return Return(-ENOMEM),
+        }
+    };
+    let pid = c.sys.alloc_pid();
+    let mut ctx = c.frame.clone();
+    ctx.x[0] = 0;
+    if stack != 0 {
+        ctx.sp = stack;
+    }
+    if flags & CLONE_SETTLS != 0 {
+        let _ = tls; // FIXME tpidr
+    }
+    let parent = c.sys.task(c.pid);
+    let child = Box::new(Task {
+        pid,
+        ppid: c.pid,
+        ctx,
+        memory,
+        state: State::Runnable,
+        fds: parent.fds.clone(),
+        signals: parent.signals.clone(),
+        brk_start: parent.brk_start,
+        brk: parent.brk,
+        brk_limit: parent.brk_limit,
+        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 },
+        folio_size: parent.folio_size,
+        restart: None,
+        fault_address: None,
+        name: parent.name.clone(),
+    });
+    c.sys.tasks.insert(pid, child);
+    if flags & CLONE_CHILD_SETTID != 0 {
+        // In the child's memory (the caller's own, for a vfork child).
+        let _ = super::super::write_into(c.sys.process(pid), ctid, &(pid as u32).to_le_bytes());
+    }
+    if flags & CLONE_PARENT_SETTID != 0 {
+        if let Err(e) = uaccess::write(ptid, &(pid as u32).to_le_bytes()) {
+            c.sys.exit_task(pid, WaitStatus::signaled(sig::SIGKILL));
+            c.sys.reap(pid);
+            return Return(e);
+        }
+    }
+    c.sys.cpu().wake(pid);
+    if vfork {
+        Action::Block(Wait::Vfork(pid), u64::from(pid))
+    } else {
+        Return(i64::from(pid))
+    }
+}
+
+/// Reads a NUL-terminated string of at most `max` bytes.
+fn read_cstr(va: u64, max: usize) -> Result<String, i64> {
+    let mut out = Vec::new();
+    let mut at = va;
+    loop {
+        // Up to the end of the page, so no read crosses into an unmapped page needlessly.
+        let n = (PAGE_SIZE - at % PAGE_SIZE) as usize;
+        let chunk = uaccess::read(at, n)?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+        if out.len() > max {
+            return Err(-ENAMETOOLONG);
+        }
+        at += n as u64;
+    }
+    if out.len() > max {
+        return Err(-ENAMETOOLONG);
+    }
+    String::from_utf8(out).map_err(|_| -ENOENT)
+}
+
+/// Reads a NULL-terminated array of string pointers (`argv`, `envp`); a null array is empty.
+fn read_strings(va: u64, budget: &mut usize) -> Result<Vec<String>, i64> {
+    const MAX_STRINGS: usize = 0x7fff_ffff;
+    let mut v = Vec::new();
+    if va == 0 {
+        return Ok(v);
+    }
+    for i in 0..MAX_STRINGS as u64 {
+        let p = uaccess::read_u64(va + i * 8)?;
+        if p == 0 {
+            break;
+        }
+        let s = read_cstr(p, 128 << 10).map_err(|e| if e == -ENAMETOOLONG { -E2BIG } else { e })?;
+        *budget = budget.checked_sub(s.len() + 1 + 8).ok_or(-E2BIG)?;
+        v.push(s);
+    }
+    Ok(v)
+}
+
+/// `execve(path, argv, envp)`: the program named by the path's last component in the image's
+/// archive replaces the caller's memory; close-on-exec descriptors close, handled signals
+/// return to their default action. On failure the caller goes on unchanged.
+pub fn execve(c: &mut Call, a: [u64; 6]) -> Action {
+    let path = match read_cstr(a[0], 4095) {
+        Ok(p) => p,
+        Err(e) => return Return(e),
+    };
+    // Linux's limit on arguments and environment: a quarter of the 8 MiB stack.
+    let mut budget = (super::super::STACK_SIZE / 4) as usize;
+    let argv = match read_strings(a[1], &mut budget) {
+        Ok(v) => v,
+        Err(e) => return Return(e),
+    };
+    let envp = match read_strings(a[2], &mut budget) {
+        Ok(v) => v,
+        Err(e) => return Return(e),
+    };
+    if path.is_empty() {
+        return Return(-ENOENT);
+    }
+    let name = path.rsplit('/').next().unwrap_or(&path);
+    let Some(image) = super::super::program(name) else {
+        return Return(-ENOENT);
+    };
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let envp: Vec<&str> = envp.iter().map(String::as_str).collect();
+    let (process, start) = match super::super::load_image(image, &argv, &envp) {
+        Ok(v) => v,
+        Err(ExecError::Elf(_)) => return Return(-ENOEXEC),
+        Err(ExecError::Stack(_)) => return Return(-E2BIG),
+        Err(ExecError::NoEntropy) => return Return(-EAGAIN),
+        Err(_) => return Return(-ENOMEM),
+    };
+    let pid = c.pid;
+    let old = core::mem::replace(&mut c.task().memory, Memory::Own(process));
+    match old {
+        Memory::Own(p) => {
+            crate::process::deactivate_if(&p);
+            p.exit();
+        }
+        Memory::Parent(parent) => c.sys.wake(parent),
+    }
+    let t = c.sys.task(pid);
+    let closed = t.fds.close_on_exec();
+    t.signals.reset_for_exec();
+    t.brk_start = start.brk;
+    t.brk = start.brk;
+    t.brk_limit = start.brk + super::super::BRK_LIMIT;
+    t.clear_child_tid = 0;
+    t.restart = None;
+    t.name = String::from(name);
+    start.enter(c.frame);
+    let pipes = closed.iter().any(|f| f.pipe_id().is_some());
+    drop(closed);
+    if pipes {
+        c.sys.wake_all_pipes();
+    }
+    c.sys.activate(pid);
+    Action::Replaced
+}
+
+/// `wait4(pid, status, options, rusage)`: reaps a dead child (`pid` > 0: that one; -1, 0 or
+/// below: any, as every process is in one group), waiting for one unless `WNOHANG`.
+pub fn wait4(c: &mut Call, a: [u64; 6]) -> Action {
+    const WNOHANG: u64 = 1;
+    const WUNTRACED: u64 = 2;
+    const WCONTINUED: u64 = 8;
+    const WALL: u64 = 0x4000_0000;
+    const WCLONE: u64 = 0x8000_0000;
+    const WNOTHREAD: u64 = 0x2000_0000;
+    let (target, status, options, rusage) = (a[0] as i32, a[1], a[2], a[3]);
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD) != 0 {
+        return Return(-EINVAL);
+    }
+    let me = c.pid;
+    let mine = |t: &Task| t.ppid == me && (target <= 0 || t.pid == target as Pid);
+    let mut any = false;
+    let mut zombie = None;
+    for t in c.sys.tasks.values() {
+        if mine(t) {
+            any = true;
+            if let State::Zombie(s) = t.state {
+                zombie = Some((t.pid, s));
+                break;
+            }
+        }
+    }
+    let Some((pid, s)) = zombie else {
+        return if !any {
+            Return(-ECHILD)
+        } else if options & WNOHANG != 0 {
+            Return(0)
+        } else {
+            Action::Block(Wait::Child, 0)
+        };
+    };
+    if status != 0 {
+        if let Err(e) = uaccess::write(status, &s.0.to_le_bytes()) {
+            return Return(e);
+        }
+    }
+    if rusage != 0 {
+        if let Err(e) = uaccess::write(rusage, &[0u8; 144]) {
+            return Return(e);
+        }
+    }
+    c.sys.reap(pid);
+    Return(i64::from(pid))
+}
+
+/// `kill`, `tkill`, `tgkill`: default actions only. A fatal signal ends its target at once; an
+/// ignored one does nothing; one blocked or with a handler stays pending (handlers do not run).
+pub fn kill(c: &mut Call, a: [u64; 6]) -> Action {
+    let (targets, signal): (Vec<Pid>, u64) = match c.nr {
+        super::KILL => {
+            let pid = a[0] as i32;
+            let t = if pid > 0 {
+                Vec::from([pid as Pid])
+            } else if pid == 0 || pid == -(INIT as i32) {
+                c.sys.tasks.keys().copied().collect()
+            } else if pid == -1 {
+                c.sys.tasks.keys().copied().filter(|&p| p != INIT && p != c.pid).collect()
+            } else {
+                Vec::new()
+            };
+            (t, a[1])
+        }
+        super::TKILL => (Vec::from([a[0] as Pid]), a[1]),
+        _ => {
+            if (a[0] as i64) <= 0 || (a[1] as i64) <= 0 {
+                return Return(-EINVAL);
+            }
+            if a[0] != a[1] {
+                return Return(-ESRCH);
+            }
+            (Vec::from([a[1] as Pid]), a[2])
+        }
+    };
+    let targets: Vec<Pid> = targets.into_iter().filter(|p| c.sys.tasks.contains_key(p)).collect();
+    if targets.is_empty() {
+        return Return(-ESRCH);
+    }
+    if signal > sig::NSIG {
+        return Return(-EINVAL);
+    }
+    if signal == 0 {
+        return Return(0);
+    }
+    let s = signal as u8;
+    let mut self_killed = false;
+    for pid in targets {
+        let t = c.sys.task(pid);
+        if t.is_zombie() {
+            continue;
+        }
+        let handler = t.signals.handler(s);
+        let fatal = s == sig::SIGKILL
+            || (handler == sig::SIG_DFL && !sig::ignored_by_default(s) && !t.signals.blocked(s));
+        if fatal {
+            if pid == c.pid {
+                self_killed = true;
+            } else {
+                c.sys.exit_task(pid, WaitStatus::signaled(s));
+            }
+        } else if handler != sig::SIG_IGN && !(handler == sig::SIG_DFL && sig::ignored_by_default(s)) {
+            t.signals.pending |= 1 << (s - 1);
+        }
+    }
+    if self_killed {
+        Action::Exit(WaitStatus::signaled(s))
+    } else {
+        Return(0)
+    }
+}
