@@ -27,9 +27,14 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+/* Insertion sort: few samples, and no library sort (glibc's asks the kernel for sysinfo). */
+static void sort_u64(uint64_t *t, long n) {
+    for (long i = 1; i < n; i++) {
+        uint64_t v = t[i];
+        long j = i;
+        for (; j > 0 && t[j - 1] > v; j--) t[j] = t[j - 1];
+        t[j] = v;
+    }
 }
 
 int main(int argc, char **argv) {
@@ -70,7 +75,7 @@ int main(int argc, char **argv) {
         }
         sum += t[i];
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_u64);
+    sort_u64(t, n);
     printf("forkbench-touch: fork median %llu ns\n", (unsigned long long)t[n / 2]);
     printf("forkbench-touch: fork mean %llu ns\n", (unsigned long long)(sum / (uint64_t)n));
     return 0;
