@@ -244,33 +244,32 @@ mod tests {
     fn the_examples() {
         let root = workspace_root();
         let ex = examples(&root).unwrap();
+        let names: Vec<&str> = ex.iter().map(|p| p.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted, "found once each, in name order");
+        let find = |n: &str| {
+            ex.iter()
+                .find(|p| p.name == n)
+                .unwrap_or_else(|| panic!("no {n}"))
+        };
         assert_eq!(
-            ex,
-            [
-                Program::c("abort", vec![root.join("programs/abort/abort.c")]),
-                Program::c("bad-args", vec![root.join("programs/bad-args/bad-args.c")]),
-                Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")]),
-                Program::c("counters", vec![root.join("programs/counters/counters.c")]),
-                Program::c("exit0", vec![root.join("programs/exit0/exit0.c")]),
-                Program::c(
-                    "jump-kernel",
-                    vec![root.join("programs/jump-kernel/jump-kernel.c")]
-                ),
-                Program::c(
-                    "null-syscall",
-                    vec![root.join("programs/null-syscall/null-syscall.c")]
-                ),
-                Program::c("oom", vec![root.join("programs/oom/oom.c")]),
-                Program::c("poweroff", vec![root.join("programs/poweroff/poweroff.c")]),
-                Program {
-                    name: "rust-hello".into(),
-                    source: Source::Rust(root.join("programs/rust-hello")),
-                },
-                Program::c(
-                    "write-kernel",
-                    vec![root.join("programs/write-kernel/write-kernel.c")]
-                ),
-            ]
+            *find("c-hello"),
+            Program::c("c-hello", vec![root.join("programs/c-hello/hello.c")])
         );
+        assert_eq!(
+            *find("pipes"),
+            Program::c("pipes", vec![root.join("programs/pipes/pipes.c")])
+        );
+        for rust in ["rust-hello", "kvsnap"] {
+            assert_eq!(find(rust).source, Source::Rust(root.join("programs").join(rust)));
+        }
+        // Every folder of `programs/` is a program (the README is not).
+        let folders = std::fs::read_dir(root.join("programs"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(ex.len(), folders);
     }
 }

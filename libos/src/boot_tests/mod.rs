@@ -4,5 +4,6 @@
 
 mod folio;
 mod platform;
+mod processes;
 mod programs;
 mod vm;

@@ -12,7 +12,7 @@ use crate::user::{self, signal, Exit};
 use alloc::string::String;
 
 /// The program `name` from the archive, or `None` for an image built without programs.
-fn program(name: &str) -> Option<&'static [u8]> {
+pub(super) fn program(name: &str) -> Option<&'static [u8]> {
     let archive = Archive::new(crate::programs::archive()).expect("the program archive is valid");
     archive.entries().next()?;
     let entry = archive
@@ -22,7 +22,7 @@ fn program(name: &str) -> Option<&'static [u8]> {
 }
 
 /// Runs `name` with `args`, capturing what it prints.
-fn run(name: &str, args: &[&str]) -> Option<(Result<Exit, user::ExecError>, String)> {
+pub(super) fn run(name: &str, args: &[&str]) -> Option<(Result<Exit, user::ExecError>, String)> {
     let image = program(name)?;
     let mut argv = alloc::vec![name];
     argv.extend_from_slice(args);

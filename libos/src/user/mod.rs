@@ -91,7 +91,10 @@ pub fn unknown_calls() -> u64 {
 
 /// The program `name` in the image's archive.
 fn program(name: &str) -> Option<&'static [u8]> {
-    Archive::new(crate::programs::archive()).ok()?.find(name).map(|e| e.data)
+    Archive::new(crate::programs::archive())
+        .ok()?
+        .find(name)
+        .map(|e| e.data)
 }
 
 /// Where a loaded program starts.
@@ -157,7 +160,9 @@ pub fn run_traced(image: &[u8], argv: &[&str], envp: &[&str], strace: bool) -> R
     let mut init = new_task(process, &start, String::from(name));
     let console = syscall::console_file();
     for _ in 0..3 {
-        init.fds.install(console.clone(), false, 0).expect("three descriptors fit");
+        init.fds
+            .install(console.clone(), false, 0)
+            .expect("three descriptors fit");
     }
     let max = boot_number("max_procs").map_or(DEFAULT_MAX_PROCS, |n| n.max(1) as usize);
     let quantum = boot_number("quantum_ms").map_or(DEFAULT_QUANTUM_MS, |n| n.max(1)) * 1_000_000;
@@ -208,7 +213,7 @@ fn new_task(process: Process, start: &Start, name: String) -> Box<Task> {
         pid: 0,
         ppid: 0,
         ctx,
-        memory: Memory::Own(process),
+        memory: Memory::Own(Box::new(process)),
         state: State::Runnable,
         fds: crate::files::FdTable::new(),
         signals: task::Signals::new(),
@@ -233,7 +238,13 @@ fn emulated_read(esr: u64) -> Option<(usize, u64)> {
     let read = iss & 1 == 1;
     let rt = ((iss >> 5) & 0x1f) as usize;
     // Op0, Op2, Op1, CRn, CRm as the ISS lays them out.
-    let key = (iss >> 20 & 3, iss >> 17 & 7, iss >> 14 & 7, iss >> 10 & 0xf, iss >> 1 & 0xf);
+    let key = (
+        iss >> 20 & 3,
+        iss >> 17 & 7,
+        iss >> 14 & 7,
+        iss >> 10 & 0xf,
+        iss >> 1 & 0xf,
+    );
     if !read {
         return None;
     }
@@ -264,13 +275,10 @@ fn on_user_sync(frame: &mut TrapFrame) -> Disposition {
     let action = match frame.ec() {
         ec::SVC64 => {
             let nr = frame.x[8];
-            let args = [frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5]];
-            let mut call = Call {
-                sys,
-                pid,
-                frame,
-                nr,
-            };
+            let args = [
+                frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
+            ];
+            let mut call = Call { sys, pid, frame, nr };
             let action = syscall::dispatch(&mut call, args);
             if call.sys.strace {
                 trace(call.sys, pid, nr, &args, &action);
@@ -352,7 +360,9 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, nr: u64, action: Ac
             sys.switch(frame, pid)
         }
         Action::Exit(status) => {
-            if let Some(signal) = status.signal() {
+            // Init's death by a signal is reported (as a shell would); another process's is its
+            // parent's to see through `wait4`.
+            if let Some(signal) = status.signal().filter(|_| pid == task::INIT) {
                 report_kill(pid, signal, 0);
             }
             sys.exit_task(pid, status);
@@ -374,10 +384,20 @@ fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
     let name = syscall::name(nr);
     match action {
         Action::Return(r) | Action::Yield(r) => {
-            crate::println!("[strace] {who}{name}({:#x}, {:#x}, {:#x}) = {r}", a[0], a[1], a[2])
+            crate::println!(
+                "[strace] {who}{name}({:#x}, {:#x}, {:#x}) = {r}",
+                a[0],
+                a[1],
+                a[2]
+            )
         }
         Action::Block(w, _) => {
-            crate::println!("[strace] {who}{name}({:#x}, {:#x}, {:#x}) waits ({w:?})", a[0], a[1], a[2])
+            crate::println!(
+                "[strace] {who}{name}({:#x}, {:#x}, {:#x}) waits ({w:?})",
+                a[0],
+                a[1],
+                a[2]
+            )
         }
         Action::Replaced => crate::println!("[strace] {who}{name}({:#x}) = 0", a[0]),
         Action::Exit(_) | Action::PowerOff => crate::println!("[strace] {who}{name}({:#x}) = ?", a[0]),

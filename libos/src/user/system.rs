@@ -121,7 +121,9 @@ impl System {
 
     /// Wakes the processes waiting on the pipe `id` (and any `ppoll`).
     pub fn wake_pipe(&mut self, id: usize) {
-        self.wake_where(|w| matches!(w, Wait::PipeRead(p) | Wait::PipeWrite(p) if p == id) || matches!(w, Wait::Poll(_)));
+        self.wake_where(|w| {
+            matches!(w, Wait::PipeRead(p) | Wait::PipeWrite(p) if p == id) || matches!(w, Wait::Poll(_))
+        });
     }
 
     /// Wakes every process waiting on any pipe (descriptors were closed: some end may be gone).
@@ -155,7 +157,9 @@ impl System {
     /// `vfork` child still using it), its children pass to init, and it stays a zombie for its
     /// parent. The end of init ends the run.
     pub fn exit_task(&mut self, pid: Pid, status: WaitStatus) {
-        let Some(task) = self.tasks.get_mut(&pid) else { return };
+        let Some(task) = self.tasks.get_mut(&pid) else {
+            return;
+        };
         if task.is_zombie() {
             return;
         }
@@ -204,7 +208,11 @@ impl System {
     }
 
     fn wake_if_waiting_child(&mut self, pid: Pid) {
-        if self.tasks.get(&pid).is_some_and(|t| t.state == State::Blocked(Wait::Child)) {
+        if self
+            .tasks
+            .get(&pid)
+            .is_some_and(|t| t.state == State::Blocked(Wait::Child))
+        {
             self.wake(pid);
         }
     }
@@ -287,7 +295,10 @@ impl System {
             Wait::Sleep(t) | Wait::Poll(Some(t)) => t <= now,
             _ => false,
         });
-        if self.tasks.values().any(|t| matches!(t.state, State::Blocked(Wait::Console | Wait::Poll(_))))
+        if self
+            .tasks
+            .values()
+            .any(|t| matches!(t.state, State::Blocked(Wait::Console | Wait::Poll(_))))
             && super::console_input::input_ready()
         {
             self.wake_where(|w| matches!(w, Wait::Console | Wait::Poll(_)));

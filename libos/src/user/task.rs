@@ -17,7 +17,7 @@ pub const INIT: Pid = 1;
 /// Whose memory a process runs in.
 pub enum Memory {
     /// Its own address space.
-    Own(Process),
+    Own(alloc::boxed::Box<Process>),
     /// Its `vfork` parent's (until it calls `execve` or exits; the parent waits meanwhile).
     Parent(Pid),
 }
@@ -162,7 +162,10 @@ pub mod sig {
     /// Signals whose default action does nothing (or stops/continues, which nothing here
     /// observes).
     pub fn ignored_by_default(s: u8) -> bool {
-        matches!(s, SIGCHLD | SIGCONT | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU | SIGURG | SIGWINCH)
+        matches!(
+            s,
+            SIGCHLD | SIGCONT | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU | SIGURG | SIGWINCH
+        )
     }
 }
 

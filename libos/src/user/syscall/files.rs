@@ -89,7 +89,9 @@ pub fn fcntl(c: &mut Call, a: [u64; 6]) -> Action {
     let fds = &mut c.task().fds;
     Return(match a[1] {
         F_GETFD => fds.cloexec(fd).map_or_else(fd_errno, i64::from),
-        F_SETFD => fds.set_cloexec(fd, a[2] & FD_CLOEXEC != 0).map_or_else(fd_errno, |_| 0),
+        F_SETFD => fds
+            .set_cloexec(fd, a[2] & FD_CLOEXEC != 0)
+            .map_or_else(fd_errno, |_| 0),
         F_GETFL => {
             let mode = match &f.kind {
                 FileKind::Console => O_RDWR,
@@ -99,12 +101,14 @@ pub fn fcntl(c: &mut Call, a: [u64; 6]) -> Action {
             mode | if f.nonblocking() { O_NONBLOCK as i64 } else { 0 }
         }
         F_SETFL => {
-            f.nonblock.store(a[2] & O_NONBLOCK != 0, core::sync::atomic::Ordering::Relaxed);
+            f.nonblock
+                .store(a[2] & O_NONBLOCK != 0, core::sync::atomic::Ordering::Relaxed);
             0
         }
         F_DUPFD | F_DUPFD_CLOEXEC => {
             let min = usize::try_from(a[2]).unwrap_or(usize::MAX);
-            fds.install(f, a[1] == F_DUPFD_CLOEXEC, min).unwrap_or_else(fd_errno)
+            fds.install(f, a[1] == F_DUPFD_CLOEXEC, min)
+                .unwrap_or_else(fd_errno)
         }
         _ => -EINVAL,
     })
@@ -150,7 +154,13 @@ pub fn pipe2(c: &mut Call, a: [u64; 6]) -> Action {
     let cloexec = a[1] & O_CLOEXEC != 0;
     let nonblock = a[1] & O_NONBLOCK != 0;
     let pipe = Arc::new(Mutex::new(Pipe::new()));
-    let r = File::new(FileKind::Pipe(PipeEnd { pipe: pipe.clone(), write: false }), nonblock);
+    let r = File::new(
+        FileKind::Pipe(PipeEnd {
+            pipe: pipe.clone(),
+            write: false,
+        }),
+        nonblock,
+    );
     let w = File::new(FileKind::Pipe(PipeEnd { pipe, write: true }), nonblock);
     let fds = &mut c.task().fds;
     let rfd = match fds.install(r, cloexec, 0) {
@@ -360,7 +370,11 @@ fn write_from(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
                 if !pipe.writable(left as usize) {
                     break Err(PipeWrite::Full);
                 }
-                let n = if atomic { left as usize } else { (left as usize).min(pipe.free()) };
+                let n = if atomic {
+                    left as usize
+                } else {
+                    (left as usize).min(pipe.free())
+                };
                 let bytes = match gather(pieces, done, n) {
                     Ok(b) => b,
                     // A bad buffer ends the write: what was written counts, else EFAULT.
@@ -381,7 +395,9 @@ fn write_from(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
             }
             match outcome {
                 Ok(()) | Err(PipeWrite::Wrote(_)) => Return(done as i64),
-                Err(PipeWrite::Full) if f.nonblocking() => Return(if done > 0 { done as i64 } else { -EAGAIN }),
+                Err(PipeWrite::Full) if f.nonblocking() => {
+                    Return(if done > 0 { done as i64 } else { -EAGAIN })
+                }
                 Err(PipeWrite::Full) => Action::Block(Wait::PipeWrite(id), done),
                 Err(PipeWrite::Broken) if done > 0 => Return(done as i64),
                 Err(PipeWrite::Broken) => broken_pipe(c),
@@ -439,7 +455,9 @@ pub fn ppoll(c: &mut Call, a: [u64; 6]) -> Action {
                 if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
                     return Return(-EINVAL);
                 }
-                let ns = (sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64);
+                let ns = (sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(nsec as u64);
                 Some(arch::timer::now_ns().saturating_add(ns))
             }
             Err(e) => return Return(e),
@@ -459,7 +477,11 @@ pub fn ppoll(c: &mut Call, a: [u64; 6]) -> Action {
                 Err(_) => POLLNVAL,
                 Ok(f) => match &f.kind {
                     FileKind::Console => {
-                        let input = if super::super::console_input::input_ready() { POLLIN } else { 0 };
+                        let input = if super::super::console_input::input_ready() {
+                            POLLIN
+                        } else {
+                            0
+                        };
                         events & (POLLOUT | input)
                     }
                     FileKind::Pipe(end) => {

@@ -40,7 +40,9 @@ fn sleep(c: &mut Call, req: u64, absolute: bool) -> Action {
     if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
         return Return(-EINVAL);
     }
-    let ns = (sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64);
+    let ns = (sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nsec as u64);
     let now = arch::timer::now_ns();
     let deadline = if absolute { ns } else { now.saturating_add(ns) };
     if deadline <= now {
@@ -56,9 +58,7 @@ pub fn clock_gettime(_c: &mut Call, a: [u64; 6]) -> Action {
         return Return(-EINVAL);
     }
     let ns = arch::timer::now_ns();
-    Return(
-        uaccess::write_u64s(a[1], &[ns / 1_000_000_000, ns % 1_000_000_000]).map_or_else(|e| e, |_| 0),
-    )
+    Return(uaccess::write_u64s(a[1], &[ns / 1_000_000_000, ns % 1_000_000_000]).map_or_else(|e| e, |_| 0))
 }
 
 pub fn clock_getres(_c: &mut Call, a: [u64; 6]) -> Action {
@@ -73,9 +73,16 @@ pub fn clock_getres(_c: &mut Call, a: [u64; 6]) -> Action {
 
 pub fn uname(_c: &mut Call, a: [u64; 6]) -> Action {
     let mut u = [0u8; 65 * 6];
-    for (i, s) in ["Linux", "tessera", "6.12.0-tessera", "#1 Tessera", "aarch64", "(none)"]
-        .iter()
-        .enumerate()
+    for (i, s) in [
+        "Linux",
+        "tessera",
+        "6.12.0-tessera",
+        "#1 Tessera",
+        "aarch64",
+        "(none)",
+    ]
+    .iter()
+    .enumerate()
     {
         u[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
     }

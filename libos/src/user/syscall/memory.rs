@@ -102,7 +102,9 @@ pub fn mprotect(_c: &mut Call, a: [u64; 6]) -> Action {
         return Return(0);
     }
     let len = a[1].next_multiple_of(PAGE_SIZE);
-    Return(with_space(|s| s.mprotect(&mut TargetMachine, VirtAddr(a[0]), len, prot(a[2]))))
+    Return(with_space(|s| {
+        s.mprotect(&mut TargetMachine, VirtAddr(a[0]), len, prot(a[2]))
+    }))
 }
 
 pub fn mmap(c: &mut Call, a: [u64; 6]) -> Action {
@@ -157,7 +159,8 @@ pub fn mmap(c: &mut Call, a: [u64; 6]) -> Action {
         MapAlign::Page
     };
     Return(
-        match with_current_space(|s| s.mmap(&mut TargetMachine, placement, len, prot(prot_bits), kind, align)) {
+        match with_current_space(|s| s.mmap(&mut TargetMachine, placement, len, prot(prot_bits), kind, align))
+        {
             Some(Ok(va)) => va.as_u64() as i64,
             Some(Err(e)) => space_errno(e),
             None => -ENOMEM,

@@ -50,7 +50,11 @@ pub fn zero(_c: &mut Call, _a: [u64; 6]) -> Action {
 
 /// Every process is in init's session and process group.
 pub fn getpgid(c: &mut Call, a: [u64; 6]) -> Action {
-    Return(if a[0] == 0 || c.sys.tasks.contains_key(&(a[0] as Pid)) { i64::from(INIT) } else { -ESRCH })
+    Return(if a[0] == 0 || c.sys.tasks.contains_key(&(a[0] as Pid)) {
+        i64::from(INIT)
+    } else {
+        -ESRCH
+    })
 }
 
 pub fn setpgid(_c: &mut Call, _a: [u64; 6]) -> Action {
@@ -86,7 +90,11 @@ pub fn prlimit64(c: &mut Call, a: [u64; 6]) -> Action {
             RLIMIT_NOFILE => crate::files::MAX_FDS as u64,
             _ => RLIM_INFINITY,
         };
-        let max = if resource == RLIMIT_STACK { RLIM_INFINITY } else { cur };
+        let max = if resource == RLIMIT_STACK {
+            RLIM_INFINITY
+        } else {
+            cur
+        };
         if let Err(e) = uaccess::write_u64s(old, &[cur, max]) {
             return Return(e);
         }
@@ -202,8 +210,14 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         // The vfork child has called execve or exited.
         return Return(child as i64);
     }
-    let known = CSIGNAL | CLONE_VM | CLONE_FS | CLONE_VFORK | CLONE_SETTLS | CLONE_PARENT_SETTID
-        | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID;
+    let known = CSIGNAL
+        | CLONE_VM
+        | CLONE_FS
+        | CLONE_VFORK
+        | CLONE_SETTLS
+        | CLONE_PARENT_SETTID
+        | CLONE_CHILD_CLEARTID
+        | CLONE_CHILD_SETTID;
     if flags & !known != 0 || flags & (CLONE_THREAD | CLONE_SIGHAND | CLONE_FILES) != 0 {
         return Return(-EINVAL);
     }
@@ -218,7 +232,7 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         Memory::Parent(c.pid)
     } else {
         match c.sys.process(c.pid).fork() {
-            Ok(p) => Memory::Own(p),
+            Ok(p) => Memory::Own(Box::new(p)),
             Err(SpaceError::OutOfMemory) => return Return(-ENOMEM),
             Err(_) => return Return(-ENOMEM),
         }
@@ -244,7 +258,11 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         brk_start: parent.brk_start,
         brk: parent.brk,
         brk_limit: parent.brk_limit,
-        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 },
+        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+            ctid
+        } else {
+            0
+        },
         folio_size: parent.folio_size,
         restart: None,
         fault_address: None,
@@ -253,10 +271,10 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
     c.sys.tasks.insert(pid, child);
     if flags & CLONE_CHILD_SETTID != 0 {
         // In the child's memory (the caller's own, for a vfork child).
-        let _ = super::super::write_into(c.sys.process(pid), ctid, &(pid as u32).to_le_bytes());
+        let _ = super::super::write_into(c.sys.process(pid), ctid, &pid.to_le_bytes());
     }
     if flags & CLONE_PARENT_SETTID != 0 {
-        if let Err(e) = uaccess::write(ptid, &(pid as u32).to_le_bytes()) {
+        if let Err(e) = uaccess::write(ptid, &pid.to_le_bytes()) {
             c.sys.exit_task(pid, WaitStatus::signaled(sig::SIGKILL));
             c.sys.reap(pid);
             return Return(e);
@@ -348,7 +366,7 @@ pub fn execve(c: &mut Call, a: [u64; 6]) -> Action {
         Err(_) => return Return(-ENOMEM),
     };
     let pid = c.pid;
-    let old = core::mem::replace(&mut c.task().memory, Memory::Own(process));
+    let old = core::mem::replace(&mut c.task().memory, Memory::Own(Box::new(process)));
     match old {
         Memory::Own(p) => {
             crate::process::deactivate_if(&p);
@@ -435,7 +453,12 @@ pub fn kill(c: &mut Call, a: [u64; 6]) -> Action {
             } else if pid == 0 || pid == -(INIT as i32) {
                 c.sys.tasks.keys().copied().collect()
             } else if pid == -1 {
-                c.sys.tasks.keys().copied().filter(|&p| p != INIT && p != c.pid).collect()
+                c.sys
+                    .tasks
+                    .keys()
+                    .copied()
+                    .filter(|&p| p != INIT && p != c.pid)
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -452,7 +475,10 @@ pub fn kill(c: &mut Call, a: [u64; 6]) -> Action {
             (Vec::from([a[1] as Pid]), a[2])
         }
     };
-    let targets: Vec<Pid> = targets.into_iter().filter(|p| c.sys.tasks.contains_key(p)).collect();
+    let targets: Vec<Pid> = targets
+        .into_iter()
+        .filter(|p| c.sys.tasks.contains_key(p))
+        .collect();
     if targets.is_empty() {
         return Return(-ESRCH);
     }
