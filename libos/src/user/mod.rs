@@ -8,7 +8,8 @@
 //!   fault; `load`: an ELF into a fresh address space; `errno`: Linux's error numbers.
 //!
 //! Boot flags: `strace=1` logs every system call with its result; `quantum_ms=N` sets the time
-//! slice (default 10); `max_procs=N` the number of processes (default 128).
+//! slice (default 10); `max_procs=N` the number of processes (default 128); `fork_mode=copy` or
+//! `share` the fork mode programs start with (default `share`).
 
 mod console_input {
     pub fn read_available(_: &mut [u8]) -> usize {
@@ -30,7 +31,7 @@ pub use syscall::process::tessera_prctl;
 use crate::exec::cpio::Archive;
 use crate::exec::elf::{Elf, ElfError};
 use crate::exec::stack;
-use crate::mm::space::{FaultError, SpaceError};
+use crate::mm::space::{FaultError, ForkMode, SpaceError};
 use crate::process::{self, Process};
 use crate::runtime::{self, UserHooks};
 use alloc::boxed::Box;
@@ -120,6 +121,7 @@ impl Start {
 fn load_image(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<(Process, Start), ExecError> {
     let elf = Elf::parse(image).map_err(ExecError::Elf)?;
     let mut p = Process::new().map_err(ExecError::Space)?;
+    p.set_fork_mode(default_fork_mode());
     match load::load(&mut p, &elf, argv, envp) {
         Ok((sp, brk, entry)) => Ok((p, Start { sp, brk, entry })),
         Err(e) => {
@@ -140,6 +142,15 @@ fn write_into(p: &mut Process, va: u64, bytes: &[u8]) -> Result<(), ExecError> {
 pub fn run(image: &[u8], argv: &[&str], envp: &[&str]) -> Result<Exit, ExecError> {
     let strace = runtime::boot_config().bootargs.get("strace") == Some("1");
     run_traced(image, argv, envp, strace)
+}
+
+/// The fork mode a program starts with: `fork_mode=copy|share` on the kernel command line, else
+/// sharing level-3 tables (the faster fork: see `cargo xtask bench fork` and `bench proc`).
+fn default_fork_mode() -> ForkMode {
+    match runtime::boot_config().bootargs.get("fork_mode") {
+        Some("copy") => ForkMode::Copy,
+        _ => ForkMode::ShareTables,
+    }
 }
 
 fn boot_number(name: &str) -> Option<u64> {
