@@ -349,15 +349,11 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, nr: u64, action: Ac
     match action {
         Action::Return(r) => {
             frame.x[0] = r as u64;
-            if let Some(t) = sys.tasks.get_mut(&pid) {
-                t.restart = None;
-            }
             Disposition::Resume
         }
         Action::Replaced => Disposition::Resume,
         Action::Yield(r) => {
             frame.x[0] = r as u64;
-            sys.task(pid).restart = None;
             sys.cpu().preempt();
             sys.switch(frame, pid)
         }

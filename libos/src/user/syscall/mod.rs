@@ -35,10 +35,14 @@ impl Call<'_> {
         self.sys.task(self.pid)
     }
 
-    /// What this call kept across its last wait, if it is being re-executed after one.
+    /// What this call kept across its last wait, if it is being re-executed after one. Taken
+    /// once: a call that keeps data across waits asks for it first thing (the restarted call is
+    /// the first one a woken process makes, so the record is always its own).
     pub fn resumed(&mut self) -> Option<u64> {
         let nr = self.nr;
-        self.task().restart.filter(|r| r.nr == nr).map(|r| r.data)
+        let t = self.task();
+        let r = t.restart.take()?;
+        (r.nr == nr).then_some(r.data)
     }
 }
 
