@@ -265,7 +265,7 @@ pub fn abandon(code: u64) {
 }
 
 /// Runs `f(arg)` so that a fault, panic or watchdog inside it can abandon it: returns `Ok(())` when
-/// `f` returns, `Err(code)` when abandoned. Abandoning skips destructors of the frames in between
+/// `f` returns, `Err(code)` when abandoned, with the interrupt mask and `PSTATE.PAN` of the call. Abandoning skips destructors of the frames in between
 /// (memory they owned is leaked and locks they held stay held): it is a last-resort recovery used
 /// by the test runner, not an error-handling mechanism.
 ///
@@ -284,6 +284,7 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
         daif: 0,
     };
     let ctx_ptr: *mut ResumeContext = &mut ctx;
+    let pan = crate::cpu::pan_enabled();
     CURRENT_TRY.store(ctx_ptr as usize, Ordering::Release);
     // SAFETY: the assembly saves callee-saved state into `ctx`, which outlives the call; `f` is a
     // plain function pointer.
@@ -292,6 +293,9 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
     if code == 0 {
         Ok(())
     } else {
+        // Abandoned from wherever `f` was: inside an exception handler (PAN set on entry) or in a
+        // window that cleared it. Back to the PAN state of the call.
+        crate::cpu::set_pan(pan);
         Err(code)
     }
 }
