@@ -4,5 +4,6 @@
 
 mod folio;
 mod platform;
+mod privilege;
 mod programs;
 mod vm;
