@@ -71,7 +71,8 @@ const TCR_VALUE: u64 = TCR_EL1::T0SZ.val(16).value
 
 /// SCTLR_EL1 bits that are RES1 in Armv8.0 and have no field name in `aarch64-cpu`
 /// (EOS 11, TSCXT 20, EIS 22, SPAN 23, nTLSMD 28, LSMAOE 29). SPAN=1 leaves PAN unchanged on
-/// exception entry (PAN is not used: the libOS touches user mappings directly).
+/// exception entry; where the CPU has PAN, [`crate::cpu::enable_pan`] clears it once the kernel
+/// runs, so that exceptions set PAN.
 const SCTLR_RES1: u64 = (1 << 11) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 28) | (1 << 29);
 
 /// MMU, caches and stack-alignment checks on; little-endian; no alignment faults for data.

@@ -1,5 +1,12 @@
-//! CPU-level services: waiting, interrupt masking, and leaving the machine (semihosting exit, PSCI
-//! SYSTEM_OFF, or parking).
+//! CPU-level services: waiting, interrupt masking, Privileged Access Never, instruction-cache
+//! synchronisation, and leaving the machine (semihosting exit, PSCI SYSTEM_OFF, or parking).
+//!
+//! Privileged Access Never (FEAT_PAN, Armv8.1): while `PSTATE.PAN` is set, an EL1 data access to
+//! a page EL0 may access takes a permission fault. Where the CPU has it, [`enable_pan`] sets it
+//! at boot and clears `SCTLR_EL1.SPAN`, so that every exception taken to EL1 sets it again; code
+//! that must touch user memory by its user address opens a [`UserAccess`] window. Armv8.0 cores
+//! (the Cortex-A53 of a Pi 3, the Cortex-A72 of a Pi 4) have no PAN: there every function here
+//! that concerns it is a no-op, and [`pan_supported`] says so.
 //!
 //! Semihosting is probed by trapping: `HLT #0xF000` is the semihosting call when a debugger or
 //! QEMU's `-semihosting` is attached, and an undefined instruction otherwise. The exception
@@ -193,4 +200,123 @@ pub unsafe fn zero(va: usize, len: usize) {
         // SAFETY: the caller's contract.
         _ => unsafe { core::ptr::write_bytes(va as *mut u8, 0, len) },
     }
+}
+
+/// `SCTLR_EL1.SPAN` (bit 23; RES1 without FEAT_PAN): when 0, taking an exception to EL1 sets
+/// `PSTATE.PAN`.
+const SCTLR_SPAN: u64 = 1 << 23;
+/// `PSTATE.PAN` in the `PAN` system register and in `SPSR_EL1` (bit 22).
+pub const PSTATE_PAN: u64 = 1 << 22;
+
+/// Whether the CPU implements Privileged Access Never (`ID_AA64MMFR1_EL1.PAN` non-zero). Read once.
+pub fn pan_supported() -> bool {
+    // 0: not read yet; 1: absent; 2: present.
+    static PAN: AtomicU8 = AtomicU8::new(0);
+    match PAN.load(Ordering::Relaxed) {
+        0 => {
+            // The field's named values in `aarch64-cpu` are mistyped (0xb0001 for 0b0001): compare
+            // the raw field.
+            let present = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::PAN) != 0;
+            PAN.store(if present { 2 } else { 1 }, Ordering::Relaxed);
+            present
+        }
+        v => v == 2,
+    }
+}
+
+/// `PSTATE.PAN` now: whether EL1 data accesses to EL0-accessible pages fault. Always false on a
+/// CPU without PAN.
+pub fn pan_enabled() -> bool {
+    if !pan_supported() {
+        return false;
+    }
+    let v: u64;
+    // SAFETY: reads the `PAN` system register (S3_0_C4_C2_3, named by number because the
+    // assembler only knows the name with FEAT_PAN enabled); it exists, as checked above, and
+    // reading it has no side effect.
+    unsafe { core::arch::asm!("mrs {}, S3_0_C4_C2_3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v & PSTATE_PAN != 0
+}
+
+/// Sets or clears `PSTATE.PAN`; does nothing on a CPU without PAN.
+pub fn set_pan(on: bool) {
+    if !pan_supported() {
+        return;
+    }
+    let v = if on { PSTATE_PAN } else { 0 };
+    // SAFETY: writes the `PAN` system register, which exists (checked above). It only changes
+    // whether EL1 may access EL0-accessible pages; the "memory" clobber (no `nomem`) keeps the
+    // compiler from moving memory accesses across the change.
+    unsafe { core::arch::asm!("msr S3_0_C4_C2_3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Turns Privileged Access Never on where the CPU has it: clears `SCTLR_EL1.SPAN`, so that every
+/// exception taken to EL1 sets `PSTATE.PAN`, and sets `PSTATE.PAN` now. Returns whether PAN is on.
+/// Called once at boot, before anything maps user memory.
+pub fn enable_pan() -> bool {
+    if !pan_supported() {
+        // SPAN is RES1 here and stays as the boot code wrote it.
+        return false;
+    }
+    SCTLR_EL1.set(SCTLR_EL1.get() & !SCTLR_SPAN);
+    asm::barrier::isb(asm::barrier::SY);
+    set_pan(true);
+    true
+}
+
+/// An open window for EL1 accesses to user memory by user address: `PSTATE.PAN` is cleared while
+/// it lives and put back as it was when it is dropped. Exceptions taken inside the window run with
+/// PAN set (the CPU sets it on entry) and return into the window with it clear again (`eret`
+/// restores PSTATE from `SPSR_EL1`). An abandoned [`try_call`](crate::exception::try_call) puts
+/// back the PAN state it started with, so a window left by abandoning does not stay open.
+pub struct UserAccess {
+    was_on: bool,
+}
+
+impl UserAccess {
+    /// Opens the window (clears `PSTATE.PAN`; nothing to do on a CPU without PAN).
+    pub fn open() -> UserAccess {
+        let was_on = pan_enabled();
+        if was_on {
+            set_pan(false);
+        }
+        UserAccess { was_on }
+    }
+}
+
+impl Drop for UserAccess {
+    fn drop(&mut self) {
+        if self.was_on {
+            set_pan(true);
+        }
+    }
+}
+
+/// Makes instructions written as data to `[va, va + len)` visible to instruction fetch: cleans
+/// the data cache to the point of unification by address and invalidates the instruction cache
+/// by address, line by line (sizes from `CTR_EL0`), then synchronises the context.
+///
+/// # Safety
+/// The range must be mapped readable at EL1 now (with PAN clear for user memory).
+pub unsafe fn sync_code(va: usize, len: usize) {
+    let ctr = cache_type();
+    let dline = 4usize << ((ctr >> 16) & 0xf);
+    let iline = 4usize << (ctr & 0xf);
+    let end = va + len;
+    let mut p = va & !(dline - 1);
+    while p < end {
+        // SAFETY: the caller's contract: `p` is in a readable mapping; cleaning a line changes no
+        // data.
+        unsafe { core::arch::asm!("dc cvau, {}", in(reg) p, options(nostack, preserves_flags)) };
+        p += dline;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    let mut p = va & !(iline - 1);
+    while p < end {
+        // SAFETY: as above; invalidating instruction-cache lines changes no data.
+        unsafe { core::arch::asm!("ic ivau, {}", in(reg) p, options(nostack, preserves_flags)) };
+        p += iline;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    asm::barrier::isb(asm::barrier::SY);
 }

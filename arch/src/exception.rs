@@ -1,8 +1,9 @@
 //! Exception vectors, the trap frame, and abandonable calls.
 //!
-//! Every vector saves the full general-purpose state into a [`TrapFrame`] on the current stack and
-//! calls [`dispatch`], which hands synchronous exceptions and SErrors to the installed
-//! [`Handlers::sync`] hook and IRQs to [`Handlers::irq`]. A hook returns a [`Disposition`]:
+//! Every vector saves the full register state (general-purpose, FP/SIMD, the thread pointer
+//! `TPIDR_EL0`) into a [`TrapFrame`] on the current stack and calls [`dispatch`], which hands
+//! synchronous exceptions and SErrors to the installed [`Handlers::sync`] hook and IRQs to
+//! [`Handlers::irq`]. A hook returns a [`Disposition`]:
 //! resume the interrupted code (possibly with a modified frame, e.g. the fault was fixed up), abandon
 //! the innermost [`try_call`] (used by the boot-time test runner to survive a faulting or hung test),
 //! or treat it as fatal. A fatal exception prints the ESR class, FAR, ELR and all registers and stops
@@ -70,15 +71,26 @@ pub struct TrapFrame {
     pub fpcr: u64,
     /// Floating-point status register of the interrupted code.
     pub fpsr: u64,
+    /// `TPIDR_EL0`, the thread pointer of the interrupted code (a user program's TLS base): saved
+    /// and restored with the other registers, so a frame copied to another context carries it.
+    pub tpidr: u64,
+    /// Keeps `q` 16-byte aligned.
+    _pad: u64,
     /// q0..q31 of the interrupted code: saved for every exception, since the handlers (Rust code
     /// that may use SIMD registers) run with the interrupted code's register file.
     pub q: [u128; 32],
 }
 
-const FRAME_SIZE: usize = 816;
+const FRAME_SIZE: usize = 832;
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
-const _: () =
-    assert!(core::mem::offset_of!(TrapFrame, fpcr) == 288 && core::mem::offset_of!(TrapFrame, q) == 304);
+// The offsets the assembly below uses.
+const _: () = assert!(
+    core::mem::offset_of!(TrapFrame, elr) == 248
+        && core::mem::offset_of!(TrapFrame, sp) == 280
+        && core::mem::offset_of!(TrapFrame, fpcr) == 288
+        && core::mem::offset_of!(TrapFrame, tpidr) == 304
+        && core::mem::offset_of!(TrapFrame, q) == 320
+);
 
 pub use crate::esr::ec;
 
@@ -184,9 +196,9 @@ const SPSR_EL1T_MASKED: u64 = 0b0100 | (0b1111 << 6);
 pub const SPSR_EL0T: u64 = 0;
 
 /// Enters the user program whose registers `frame` holds: `elr` is its pc, `spsr` its PSTATE
-/// ([`SPSR_EL0T`]), `sp` its stack pointer, `x`, `fpcr`, `fpsr` and `q` its registers. Does not
-/// return: the program comes back to the kernel only through exceptions, whose handlers resume
-/// it or abandon the enclosing [`try_call`].
+/// ([`SPSR_EL0T`]), `sp` its stack pointer, `x`, `fpcr`, `fpsr`, `tpidr` (its thread pointer) and
+/// `q` its registers. Does not return: the program comes back to the kernel only through
+/// exceptions, whose handlers resume it or abandon the enclosing [`try_call`].
 ///
 /// # Safety
 /// Must run inside a [`try_call`] on the kernel stack, outside any exception handler, with the
@@ -253,7 +265,7 @@ pub fn abandon(code: u64) {
 }
 
 /// Runs `f(arg)` so that a fault, panic or watchdog inside it can abandon it: returns `Ok(())` when
-/// `f` returns, `Err(code)` when abandoned. Abandoning skips destructors of the frames in between
+/// `f` returns, `Err(code)` when abandoned, with the interrupt mask and `PSTATE.PAN` of the call. Abandoning skips destructors of the frames in between
 /// (memory they owned is leaked and locks they held stay held): it is a last-resort recovery used
 /// by the test runner, not an error-handling mechanism.
 ///
@@ -272,6 +284,7 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
         daif: 0,
     };
     let ctx_ptr: *mut ResumeContext = &mut ctx;
+    let pan = crate::cpu::pan_enabled();
     CURRENT_TRY.store(ctx_ptr as usize, Ordering::Release);
     // SAFETY: the assembly saves callee-saved state into `ctx`, which outlives the call; `f` is a
     // plain function pointer.
@@ -280,6 +293,9 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
     if code == 0 {
         Ok(())
     } else {
+        // Abandoned from wherever `f` was: inside an exception handler (PAN set on entry) or in a
+        // window that cleared it. Back to the PAN state of the call.
+        crate::cpu::set_pan(pan);
         Err(code)
     }
 }
@@ -342,22 +358,24 @@ __exception_common:
     mrs     x1, fpcr
     mrs     x2, fpsr
     stp     x1, x2, [sp, #288]
-    stp     q0, q1, [sp, #304]
-    stp     q2, q3, [sp, #336]
-    stp     q4, q5, [sp, #368]
-    stp     q6, q7, [sp, #400]
-    stp     q8, q9, [sp, #432]
-    stp     q10, q11, [sp, #464]
-    stp     q12, q13, [sp, #496]
-    stp     q14, q15, [sp, #528]
-    stp     q16, q17, [sp, #560]
-    stp     q18, q19, [sp, #592]
-    stp     q20, q21, [sp, #624]
-    stp     q22, q23, [sp, #656]
-    stp     q24, q25, [sp, #688]
-    stp     q26, q27, [sp, #720]
-    stp     q28, q29, [sp, #752]
-    stp     q30, q31, [sp, #784]
+    mrs     x1, tpidr_el0
+    str     x1, [sp, #304]
+    stp     q0, q1, [sp, #320]
+    stp     q2, q3, [sp, #352]
+    stp     q4, q5, [sp, #384]
+    stp     q6, q7, [sp, #416]
+    stp     q8, q9, [sp, #448]
+    stp     q10, q11, [sp, #480]
+    stp     q12, q13, [sp, #512]
+    stp     q14, q15, [sp, #544]
+    stp     q16, q17, [sp, #576]
+    stp     q18, q19, [sp, #608]
+    stp     q20, q21, [sp, #640]
+    stp     q22, q23, [sp, #672]
+    stp     q24, q25, [sp, #704]
+    stp     q26, q27, [sp, #736]
+    stp     q28, q29, [sp, #768]
+    stp     q30, q31, [sp, #800]
     mov     x1, sp
     bl      __tessera_exception
 .global __tessera_exception_return
@@ -365,22 +383,24 @@ __tessera_exception_return:
     ldp     x1, x2, [sp, #288]
     msr     fpcr, x1
     msr     fpsr, x2
-    ldp     q0, q1, [sp, #304]
-    ldp     q2, q3, [sp, #336]
-    ldp     q4, q5, [sp, #368]
-    ldp     q6, q7, [sp, #400]
-    ldp     q8, q9, [sp, #432]
-    ldp     q10, q11, [sp, #464]
-    ldp     q12, q13, [sp, #496]
-    ldp     q14, q15, [sp, #528]
-    ldp     q16, q17, [sp, #560]
-    ldp     q18, q19, [sp, #592]
-    ldp     q20, q21, [sp, #624]
-    ldp     q22, q23, [sp, #656]
-    ldp     q24, q25, [sp, #688]
-    ldp     q26, q27, [sp, #720]
-    ldp     q28, q29, [sp, #752]
-    ldp     q30, q31, [sp, #784]
+    ldr     x1, [sp, #304]
+    msr     tpidr_el0, x1
+    ldp     q0, q1, [sp, #320]
+    ldp     q2, q3, [sp, #352]
+    ldp     q4, q5, [sp, #384]
+    ldp     q6, q7, [sp, #416]
+    ldp     q8, q9, [sp, #448]
+    ldp     q10, q11, [sp, #480]
+    ldp     q12, q13, [sp, #512]
+    ldp     q14, q15, [sp, #544]
+    ldp     q16, q17, [sp, #576]
+    ldp     q18, q19, [sp, #608]
+    ldp     q20, q21, [sp, #640]
+    ldp     q22, q23, [sp, #672]
+    ldp     q24, q25, [sp, #704]
+    ldp     q26, q27, [sp, #736]
+    ldp     q28, q29, [sp, #768]
+    ldp     q30, q31, [sp, #800]
     ldr     x1, [sp, #280]
     msr     sp_el0, x1
     ldp     x30, x1, [sp, #240]

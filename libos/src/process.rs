@@ -127,7 +127,8 @@ impl Process {
         })
     }
 
-    /// Runs `f` with this address space in TTBR0: `f` touches user addresses directly, and page
+    /// Runs `f` with this address space in TTBR0: `f` touches user addresses directly (with
+    /// Privileged Access Never lifted for its duration where the CPU has it), and page
     /// faults are resolved by the memory manager (demand paging, copy-on-write, access flag). An
     /// access that cannot be resolved ends `f` and returns `Err(Segfault)`; destructors of `f`'s
     /// frames do not run in that case (like a signal that kills the computation).
@@ -159,7 +160,11 @@ impl Process {
         let outer_hook = runtime::fault_hook();
         runtime::set_fault_hook(Some(on_abort));
         let mut out = None;
+        // `f` touches user memory by user address: PAN is clear for its duration only (an
+        // abandoned call puts PAN back itself; see `arch::cpu::UserAccess`).
+        let user_access = arch::cpu::UserAccess::open();
         let r = crate::runtime::abandonable(|| out = Some(f()));
+        drop(user_access);
         runtime::set_fault_hook(outer_hook);
         CURRENT.store(outer, Ordering::Release);
         match r {
@@ -302,6 +307,11 @@ fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
     let kind = match abort.status {
         FaultStatus::Translation { .. } => FaultKind::Translation,
         FaultStatus::AccessFlag { .. } => FaultKind::AccessFlag,
+        // Kernel code that touched user memory with PAN set: a kernel bug, not the memory
+        // manager's to resolve (it would find the page mapped and retry the access forever).
+        FaultStatus::Permission { .. } if el == El::El1 && frame.spsr & arch::cpu::PSTATE_PAN != 0 => {
+            return None
+        }
         FaultStatus::Permission { .. } => FaultKind::Permission,
         _ => return None,
     };

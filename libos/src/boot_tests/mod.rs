@@ -4,6 +4,7 @@
 
 mod folio;
 mod platform;
+mod privilege;
 mod processes;
 mod programs;
 mod vm;

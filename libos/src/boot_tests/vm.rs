@@ -33,16 +33,24 @@ fn frame() -> u64 {
     runtime::alloc_frames(0).unwrap()
 }
 
+/// Reads a user address from EL1, PAN lifted (the page is mapped for EL0).
 fn read_user(va: u64) -> Result<u64, crate::testing::FaultInfo> {
     let mut v = 0;
-    // SAFETY: the test maps `va` (or expects the fault this read takes, captured).
-    catch_fault(|| v = unsafe { core::ptr::read_volatile(va as *const u64) })?;
+    catch_fault(|| {
+        let _window = arch::cpu::UserAccess::open();
+        // SAFETY: the test maps `va` (or expects the fault this read takes, captured).
+        v = unsafe { core::ptr::read_volatile(va as *const u64) }
+    })?;
     Ok(v)
 }
 
+/// Writes a user address from EL1, PAN lifted.
 fn write_user(va: u64, v: u64) -> Result<(), crate::testing::FaultInfo> {
-    // SAFETY: as for `read_user`.
-    catch_fault(|| unsafe { core::ptr::write_volatile(va as *mut u64, v) })
+    catch_fault(|| {
+        let _window = arch::cpu::UserAccess::open();
+        // SAFETY: as for `read_user`.
+        unsafe { core::ptr::write_volatile(va as *mut u64, v) }
+    })
 }
 
 fn phys_read(pa: u64) -> u64 {

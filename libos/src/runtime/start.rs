@@ -79,6 +79,9 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     let entry_ticks = arch::timer::ticks();
     crate::console::init();
     arch::exception::install(&super::trap::HANDLERS);
+    // Privileged Access Never from here on, where the CPU has it: kernel code reaches user memory
+    // through the linear map, or by user address only inside `Process::run`.
+    let pan = arch::cpu::enable_pan();
     crate::console::init_logging(crate::console::default_level());
 
     heap::init();
@@ -193,13 +196,14 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
     arch::cpu::unmask_interrupts();
     let cfg = boot_config();
     log::debug!(
-        "{} (entered at EL{}), RAM {:?} from {:?}, {} free frames, bootargs '{}'",
+        "{} (entered at EL{}), RAM {:?} from {:?}, {} free frames, bootargs '{}', PAN {}",
         cfg.board,
         cfg.entry_el,
         cfg.ram,
         cfg.ram_source,
         frames::frame_counts().0,
-        cfg.bootargs.as_str()
+        cfg.bootargs.as_str(),
+        if pan { "on" } else { "not implemented by this CPU" }
     );
 
     extern "Rust" {

@@ -244,7 +244,7 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         ctx.sp = stack;
     }
     if flags & CLONE_SETTLS != 0 {
-        let _ = tls; // FIXME tpidr
+        ctx.tpidr = tls;
     }
     let parent = c.sys.task(c.pid);
     let child = Box::new(Task {
