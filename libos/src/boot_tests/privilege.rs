@@ -102,12 +102,16 @@ crate::boot_test! {
         frame.elr = code;
         frame.spsr = SPSR_EL0T;
         frame.tpidr = START_TPIDR;
-        let outer = runtime::set_user_hook(Some(probe_hook));
+        static HOOKS: runtime::UserHooks = runtime::UserHooks {
+            sync: probe_hook,
+            irq: |_| Disposition::Resume,
+        };
+        let outer = runtime::set_user_hooks(Some(&HOOKS));
         // SAFETY: inside `run_until` (an abandonable call on the kernel stack, outside any
         // exception handler) with the process's space in TTBR0; the frame selects EL0, and the
         // probe ends through the user hook.
         let end = p.run_until(|| -> () { unsafe { arch::exception::enter_user(&frame) } });
-        runtime::set_user_hook(outer);
+        runtime::set_user_hooks(outer);
         p.exit();
         assert_eq!(
             end,
