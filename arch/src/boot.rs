@@ -5,8 +5,8 @@
 //! 2. If entered at EL2 (Raspberry Pi firmware and QEMU's raspi boards), configure EL2 so that EL1
 //!    runs AArch64 with direct timer access and no FP traps, then `eret` to EL1h with interrupts
 //!    masked. QEMU `virt` enters at EL1 directly.
-//! 3. At EL1: enable FP/SIMD (`CPACR_EL1.FPEN`) before any Rust code can run (the target uses
-//!    NEON registers freely), zero `.bss`, and build the *boot map*: one level-0 table, one level-1
+//! 3. At EL1: enable FP/SIMD (`CPACR_EL1.FPEN`: the kernel, built for a soft-float target, never
+//!    uses those registers, but user programs do and the process switch saves them), zero `.bss`, and build the *boot map*: one level-0 table, one level-1
 //!    table and four level-2 tables that map the low 4 GiB of physical memory with 2 MiB blocks:
 //!    the board's RAM window (from its RAM base up to `ram_limit`) as Normal write-back memory, the
 //!    device window as Device-nGnRE, XN, and nothing else.

@@ -1,7 +1,7 @@
 //! Exception vectors, the trap frame, and abandonable calls.
 //!
-//! Every vector saves the full register state (general-purpose, FP/SIMD, the thread pointer
-//! `TPIDR_EL0`) into a [`TrapFrame`] on the current stack and calls [`dispatch`], which hands
+//! Every vector saves the general-purpose state and the thread pointer `TPIDR_EL0` into a
+//! [`TrapFrame`] on the current stack and calls [`dispatch`], which hands
 //! synchronous exceptions and SErrors to the installed [`Handlers::sync`] hook and IRQs to
 //! [`Handlers::irq`]. A hook returns a [`Disposition`]:
 //! resume the interrupted code (possibly with a modified frame, e.g. the fault was fixed up), abandon
@@ -67,29 +67,23 @@ pub struct TrapFrame {
     /// taken while already handling one, the interrupted SP_EL1 is the frame's address + its size),
     /// or of the interrupted user program.
     pub sp: u64,
-    /// Floating-point control register of the interrupted code.
-    pub fpcr: u64,
-    /// Floating-point status register of the interrupted code.
-    pub fpsr: u64,
     /// `TPIDR_EL0`, the thread pointer of the interrupted code (a user program's TLS base): saved
     /// and restored with the other registers, so a frame copied to another context carries it.
     pub tpidr: u64,
-    /// Keeps `q` 16-byte aligned.
+    /// Keeps the frame a multiple of 16 bytes (the stack pointer's alignment).
     _pad: u64,
-    /// q0..q31 of the interrupted code: saved for every exception, since the handlers (Rust code
-    /// that may use SIMD registers) run with the interrupted code's register file.
-    pub q: [u128; 32],
 }
 
-const FRAME_SIZE: usize = 832;
+/// The frame holds the general registers only: the kernel is built for a soft-float target and
+/// never touches the FP/SIMD registers, so a program's stay live in the CPU across its
+/// exceptions; a process switch saves and restores them ([`crate::fpu`]).
+const FRAME_SIZE: usize = 304;
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == FRAME_SIZE && FRAME_SIZE.is_multiple_of(16));
 // The offsets the assembly below uses.
 const _: () = assert!(
     core::mem::offset_of!(TrapFrame, elr) == 248
         && core::mem::offset_of!(TrapFrame, sp) == 280
-        && core::mem::offset_of!(TrapFrame, fpcr) == 288
-        && core::mem::offset_of!(TrapFrame, tpidr) == 304
-        && core::mem::offset_of!(TrapFrame, q) == 320
+        && core::mem::offset_of!(TrapFrame, tpidr) == 288
 );
 
 pub use crate::esr::ec;
@@ -196,8 +190,8 @@ const SPSR_EL1T_MASKED: u64 = 0b0100 | (0b1111 << 6);
 pub const SPSR_EL0T: u64 = 0;
 
 /// Enters the user program whose registers `frame` holds: `elr` is its pc, `spsr` its PSTATE
-/// ([`SPSR_EL0T`]), `sp` its stack pointer, `x`, `fpcr`, `fpsr`, `tpidr` (its thread pointer) and
-/// `q` its registers. Does not return: the program comes back to the kernel only through
+/// ([`SPSR_EL0T`]), `sp` its stack pointer, `x` and `tpidr` (its thread pointer) its registers;
+/// its FP/SIMD registers are whatever the CPU holds ([`crate::fpu::restore`] them first). Does not return: the program comes back to the kernel only through
 /// exceptions, whose handlers resume it or abandon the enclosing [`try_call`].
 ///
 /// # Safety
@@ -214,11 +208,11 @@ pub unsafe fn enter_user(frame: &TrapFrame) -> ! {
     unsafe { __tessera_enter_user(frame) }
 }
 
-/// Saved callee-state of an active [`try_call`]: x19..x30, sp, d8..d15, DAIF.
+/// Saved callee-state of an active [`try_call`]: x19..x30, sp, DAIF (the kernel uses no FP/SIMD
+/// register, so none is callee-saved state of its).
 #[repr(C)]
 struct ResumeContext {
     regs: [u64; 13],
-    fp: [u64; 8],
     outer: usize,
     daif: u64,
 }
@@ -279,7 +273,6 @@ pub unsafe fn try_call(f: extern "C" fn(*mut u8), arg: *mut u8) -> Result<(), u6
     }
     let mut ctx = ResumeContext {
         regs: [0; 13],
-        fp: [0; 8],
         outer: CURRENT_TRY.load(Ordering::Acquire),
         daif: 0,
     };
@@ -355,52 +348,14 @@ __exception_common:
     mrs     x1, far_el1
     mrs     x2, sp_el0
     stp     x1, x2, [sp, #272]
-    mrs     x1, fpcr
-    mrs     x2, fpsr
-    stp     x1, x2, [sp, #288]
     mrs     x1, tpidr_el0
-    str     x1, [sp, #304]
-    stp     q0, q1, [sp, #320]
-    stp     q2, q3, [sp, #352]
-    stp     q4, q5, [sp, #384]
-    stp     q6, q7, [sp, #416]
-    stp     q8, q9, [sp, #448]
-    stp     q10, q11, [sp, #480]
-    stp     q12, q13, [sp, #512]
-    stp     q14, q15, [sp, #544]
-    stp     q16, q17, [sp, #576]
-    stp     q18, q19, [sp, #608]
-    stp     q20, q21, [sp, #640]
-    stp     q22, q23, [sp, #672]
-    stp     q24, q25, [sp, #704]
-    stp     q26, q27, [sp, #736]
-    stp     q28, q29, [sp, #768]
-    stp     q30, q31, [sp, #800]
+    str     x1, [sp, #288]
     mov     x1, sp
     bl      __tessera_exception
 .global __tessera_exception_return
 __tessera_exception_return:
-    ldp     x1, x2, [sp, #288]
-    msr     fpcr, x1
-    msr     fpsr, x2
-    ldr     x1, [sp, #304]
+    ldr     x1, [sp, #288]
     msr     tpidr_el0, x1
-    ldp     q0, q1, [sp, #320]
-    ldp     q2, q3, [sp, #352]
-    ldp     q4, q5, [sp, #384]
-    ldp     q6, q7, [sp, #416]
-    ldp     q8, q9, [sp, #448]
-    ldp     q10, q11, [sp, #480]
-    ldp     q12, q13, [sp, #512]
-    ldp     q14, q15, [sp, #544]
-    ldp     q16, q17, [sp, #576]
-    ldp     q18, q19, [sp, #608]
-    ldp     q20, q21, [sp, #640]
-    ldp     q22, q23, [sp, #672]
-    ldp     q24, q25, [sp, #704]
-    ldp     q26, q27, [sp, #736]
-    ldp     q28, q29, [sp, #768]
-    ldp     q30, q31, [sp, #800]
     ldr     x1, [sp, #280]
     msr     sp_el0, x1
     ldp     x30, x1, [sp, #240]
@@ -453,12 +408,8 @@ __tessera_try_call:
     stp     x29, x30, [x2, #80]
     mov     x9, sp
     str     x9, [x2, #96]
-    stp     d8, d9, [x2, #104]
-    stp     d10, d11, [x2, #120]
-    stp     d12, d13, [x2, #136]
-    stp     d14, d15, [x2, #152]
     mrs     x9, daif
-    str     x9, [x2, #176]
+    str     x9, [x2, #112]
     mov     x9, x0
     mov     x0, x1
     stp     x29, x30, [sp, #-16]!
@@ -486,11 +437,7 @@ __tessera_resume:
     ldp     x29, x30, [x0, #80]
     ldr     x9, [x0, #96]
     mov     sp, x9
-    ldp     d8, d9, [x0, #104]
-    ldp     d10, d11, [x0, #120]
-    ldp     d12, d13, [x0, #136]
-    ldp     d14, d15, [x0, #152]
-    ldr     x9, [x0, #176]
+    ldr     x9, [x0, #112]
     msr     daif, x9
     mov     x0, x1
     ret
@@ -499,9 +446,7 @@ __tessera_resume:
     frame = const FRAME_SIZE,
 );
 
-const _: () = assert!(
-    core::mem::offset_of!(ResumeContext, daif) == 176 && core::mem::offset_of!(ResumeContext, fp) == 104
-);
+const _: () = assert!(core::mem::offset_of!(ResumeContext, daif) == 112);
 
 #[cfg(test)]
 mod tests {

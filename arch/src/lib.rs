@@ -25,6 +25,7 @@
 pub mod board;
 pub mod esr;
 pub mod exception;
+pub mod fpu;
 pub mod gic;
 pub mod gpio;
 pub mod tlb;

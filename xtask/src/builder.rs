@@ -354,7 +354,7 @@ mod tests {
                 "hello",
                 "--release",
                 "--target",
-                "aarch64-unknown-none",
+                "aarch64-unknown-none-softfloat",
                 "--features",
                 "libos/board-raspi4,x"
             ]

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 pub use board::Board;
 
 /// The Rust target all images are built for.
-pub const TARGET: &str = "aarch64-unknown-none";
+pub const TARGET: &str = "aarch64-unknown-none-softfloat";
 
 /// The one-line remedy printed whenever a tool is missing.
 pub const SETUP_HINT: &str = "run 'cargo xtask setup'";

@@ -557,11 +557,11 @@ mod tests {
         assert_eq!(
             line(2),
             "clippy -p hello -p selftest -p mmbench -p forkbench -p tour -p init -p procbench --target \
-             aarch64-unknown-none --features libos/board-qemu-virt -- -D warnings"
+             aarch64-unknown-none-softfloat --features libos/board-qemu-virt -- -D warnings"
         );
         assert_eq!(
             line(3),
-            "clippy -p hello -p tour -p init -p procbench --target aarch64-unknown-none --features \
+            "clippy -p hello -p tour -p init -p procbench --target aarch64-unknown-none-softfloat --features \
              libos/board-qemu-virt -- -D warnings"
         );
         let r = check_phase("sh".into(), Command::new("sh").args(["-c", "echo bad; exit 1"]));

@@ -95,7 +95,7 @@ fn main() -> Result<(), &'static str> {
             number_after(&out, "kvsnap: cow faults ").and_then(|_| {
                 out.lines()
                     .find_map(|l| l.split("bytes copied ").nth(1))
-                    .and_then(|n| n.trim().parse().ok())
+                    .and_then(|n| n.trim().parse::<u64>().ok())
                     .ok_or("kvsnap printed no bytes copied")
             })?,
         );

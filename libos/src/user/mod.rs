@@ -182,6 +182,7 @@ pub fn run_traced(image: &[u8], argv: &[&str], envp: &[&str], strace: bool) -> R
     let mut first: Box<TrapFrame> = Box::new(unsafe { core::mem::zeroed() });
     (*first).clone_from(&sys.task(task::INIT).ctx);
     sys.activate(task::INIT);
+    arch::fpu::restore(&sys.task(task::INIT).fp);
     let previous = SYSTEM.lock().replace(sys);
     assert!(previous.is_none(), "one run at a time");
     let outer_fault = runtime::fault_hook();
@@ -224,6 +225,7 @@ fn new_task(process: Process, start: &Start, name: String) -> Box<Task> {
         pid: 0,
         ppid: 0,
         ctx,
+        fp: arch::fpu::FpState::new(),
         memory: Memory::Own(Box::new(process)),
         state: State::Runnable,
         fds: crate::files::FdTable::new(),

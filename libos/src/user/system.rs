@@ -260,7 +260,11 @@ impl System {
             }
             if let Some(next) = self.cpu().resume() {
                 if next != from || !keep {
+                    if keep {
+                        arch::fpu::save(&mut self.task(from).fp);
+                    }
                     frame.clone_from(&self.task(next).ctx);
+                    arch::fpu::restore(&self.task(next).fp);
                 }
                 self.activate(next);
                 self.arm_timer();
@@ -284,7 +288,9 @@ impl System {
         let from = self.current();
         self.task(from).ctx.clone_from(frame);
         let next = self.cpu().preempt().expect("a process runs");
+        arch::fpu::save(&mut self.task(from).fp);
         frame.clone_from(&self.task(next).ctx);
+        arch::fpu::restore(&self.task(next).fp);
         self.activate(next);
         self.arm_timer();
         Disposition::Resume

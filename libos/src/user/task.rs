@@ -5,6 +5,7 @@ use crate::files::{FdTable, Pipe};
 use crate::process::Process;
 use alloc::sync::Arc;
 use arch::exception::TrapFrame;
+use arch::fpu::FpState;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
@@ -225,8 +226,10 @@ pub struct Restart {
 pub struct Task {
     pub pid: Pid,
     pub ppid: Pid,
-    /// Its registers while it does not run.
+    /// Its general registers while it does not run.
     pub ctx: TrapFrame,
+    /// Its FP/SIMD registers while it does not run (they stay in the CPU while it does).
+    pub fp: FpState,
     pub memory: Memory,
     pub state: State,
     pub fds: FdTable<File>,

@@ -251,6 +251,7 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         pid,
         ppid: c.pid,
         ctx,
+        fp: arch::fpu::FpState::new(),
         memory,
         state: State::Runnable,
         fds: parent.fds.clone(),
@@ -268,6 +269,9 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
         fault_address: None,
         name: parent.name.clone(),
     });
+    let mut child = child;
+    // The caller's FP/SIMD registers are the CPU's: the child starts with a copy.
+    arch::fpu::save(&mut child.fp);
     c.sys.tasks.insert(pid, child);
     if flags & CLONE_CHILD_SETTID != 0 {
         // In the child's memory (the caller's own, for a vfork child).
@@ -384,6 +388,7 @@ pub fn execve(c: &mut Call, a: [u64; 6]) -> Action {
     t.restart = None;
     t.name = String::from(name);
     start.enter(c.frame);
+    arch::fpu::restore(&arch::fpu::FpState::new());
     let pipes = closed.iter().any(|f| f.pipe_id().is_some());
     drop(closed);
     if pipes {
