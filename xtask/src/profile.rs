@@ -16,8 +16,9 @@
 //! block ending in `bl`/`blr` pushes a frame with its return address, and a block reached by a
 //! `ret` pops back to the frame with that return address. EL0 and EL1 have a stack each; kernel
 //! code entered by an exception from EL0 sits on the user stack below a `[exception from EL0]`
-//! frame. Tail calls replace their caller, and context switches that do not return through `ret`
-//! leave stale frames, so the stacks are a heuristic.
+//! frame; a program's entry point starts a new user stack. Tail calls replace their caller, and
+//! context switches that do not return through `ret` leave stale frames, so the stacks are a
+//! heuristic.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -64,6 +65,8 @@ pub struct SymbolTable {
     /// virtual, size). Code that runs before the MMU is on (the kernel's boot path) runs at the
     /// physical address.
     aliases: Vec<(u64, u64, u64)>,
+    /// The entry point (of a program: where a new process starts).
+    pub entry: Option<u64>,
 }
 
 impl SymbolTable {
@@ -100,6 +103,7 @@ impl SymbolTable {
             symbols,
             code,
             aliases: Vec::new(),
+            entry: None,
         }
     }
 
@@ -139,7 +143,9 @@ impl SymbolTable {
             }
             raw.push((sym.address() + bias, sym.size(), demangle(name)));
         }
-        Ok(SymbolTable::new(raw, code).with_aliases(physical_aliases(data)))
+        let mut table = SymbolTable::new(raw, code).with_aliases(physical_aliases(data));
+        table.entry = Some(file.entry() + bias);
+        Ok(table)
     }
 
     /// The ELF file at `path`, with its load bias: [`PIE_BIAS`] for a static-pie (`ET_DYN`)
@@ -260,6 +266,14 @@ impl Symbolizer {
             Some(s) => (format!("{} [{}]", s.name, chosen.0), Some(s.start)),
             None => (UNKNOWN.to_string(), None),
         }
+    }
+
+    /// Whether an EL0 block at `pc` starting with `words` is a program's entry point: the first
+    /// block of a new process.
+    pub fn is_program_entry(&self, pc: u64, words: &[u32]) -> bool {
+        self.programs
+            .iter()
+            .any(|(_, t)| t.entry == Some(pc) && t.code_matches(pc, words))
     }
 }
 
@@ -500,8 +514,9 @@ const NO_FUNC: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Profiler {
     symbolizer: Symbolizer,
-    /// Per block id: (function, whether the block starts at the function's first instruction).
-    block_func: Vec<(u32, bool)>,
+    /// Per block id: (function, whether the block starts at the function's first instruction,
+    /// whether it is a program's entry point).
+    block_func: Vec<(u32, bool, bool)>,
     names: Vec<String>,
     ids: HashMap<String, u32>,
     insns: Vec<u64>,
@@ -572,14 +587,18 @@ impl Profiler {
     pub fn exec(&mut self, id: u32, block: &Block, el0: bool) {
         let i = id as usize;
         if self.block_func.len() <= i {
-            self.block_func.resize(i + 1, (NO_FUNC, false));
+            self.block_func.resize(i + 1, (NO_FUNC, false, false));
         }
         if self.block_func[i].0 == NO_FUNC {
             let (name, start) = self.symbolizer.resolve(el0, block.pc, &block.words);
             let f = self.func(&name);
-            self.block_func[i] = (f, start == Some(block.pc));
+            let new_process = el0 && self.symbolizer.is_program_entry(block.pc, &block.words);
+            self.block_func[i] = (f, start == Some(block.pc), new_process);
         }
-        let (func, entry) = self.block_func[i];
+        let (func, entry, new_process) = self.block_func[i];
+        if new_process {
+            self.user.clear();
+        }
         let mut flow = self.prev_flow;
         if self.prev_el0.is_some_and(|p| p != el0) {
             if !el0 {
@@ -1077,6 +1096,36 @@ Trace 0: 0x7f0000000500 [00104004/0000000040200020/00000021/ff022200]
         );
         assert_eq!(s.resolve(true, 0x400000, &[0x33]).0, "main_one [one]");
         assert_eq!(s.resolve(true, 0x500000, &[]).0, UNKNOWN);
+    }
+
+    #[test]
+    fn a_program_entry_starts_a_new_user_stack() {
+        let log = "\
+IN: \n0x400000:  94000000  bl #0x400100\n\n\
+Trace 0: 0x1 [0/0000000000400000/00000001/0] \n\
+IN: \n0x400100:  d503201f  nop\n\n\
+Trace 0: 0x2 [0/0000000000400100/00000001/0] \n\
+Trace 0: 0x1 [0/0000000000400000/00000001/0] \n\
+Trace 0: 0x2 [0/0000000000400100/00000001/0] \n";
+        let mut prog = SymbolTable::new(
+            vec![
+                (0x400000, 0x100, "_start".into()),
+                (0x400100, 0x100, "exit".into()),
+            ],
+            vec![(
+                0x400000,
+                [0x94000000u32.to_le_bytes().to_vec(), vec![0; 0x1fc]].concat(),
+            )],
+        );
+        prog.entry = Some(0x400000);
+        let s = Symbolizer {
+            kernel: table(&[]),
+            programs: vec![("p".into(), prog)],
+        };
+        assert!(s.is_program_entry(0x400000, &[0x94000000]));
+        assert!(!s.is_program_entry(0x400000, &[0x1]));
+        let p = profile(log, s);
+        assert_eq!(p.folded_text(), "_start [p] 2\n_start [p];exit [p] 2\n");
     }
 
     #[test]
