@@ -27,6 +27,7 @@ pub mod cli;
 pub mod cpio;
 pub mod dtb;
 pub mod parse;
+pub mod plot;
 pub mod process;
 pub mod profile;
 pub mod programs;
