@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::builder::{self, BuildRequest, BuiltImage};
 use crate::qemu::{self, QemuRunner};
-use crate::{workspace_root, Board};
+use crate::{plot, workspace_root, Board};
 
 /// The registered benchmarks and what they measure.
 pub const BENCHMARKS: &[(&str, &str)] = &[
@@ -411,6 +411,81 @@ pub fn fork_summary(rows: &[Row], sizes: &[u64]) -> Result<String> {
     Ok(out)
 }
 
+/// Linux 6.12 on the same QEMU and CPU model (`-cpu max`, icount), 256 MiB, for the fork plots.
+pub const FORK_LINUX_LABEL: &str = "Linux 6.12, same QEMU and CPU model, 2026-12-06";
+/// The phases of the fork benchmark that get a plot: (result key, title, file name, Linux with
+/// 64 KiB mTHP in ms, Linux with 4 KiB pages in ms), Linux at [`FORK_RATIO_MIB`].
+pub const FORK_PHASES: [(&str, &str, &str, f64, f64); 4] = [
+    ("touch_ns", "first touch", "fork-first-touch.svg", 114.1, 326.4),
+    ("fork_ns", "fork (median of 5)", "fork-fork.svg", 10.9, 13.6),
+    (
+        "child_write_ns",
+        "child writes every page",
+        "fork-child-writes.svg",
+        399.2,
+        286.8,
+    ),
+    ("munmap_ns", "munmap", "fork-munmap.svg", 13.1, 92.8),
+];
+/// Where the fork plots go, relative to the workspace root (next to BENCHMARKS.md).
+pub const FORK_PLOT_DIR: &str = "docs/bench";
+
+/// Draws one log-log plot per phase of [`FORK_PHASES`] into `dir`: the phase's virtual time
+/// against the region size for each configuration, with Linux's figures at
+/// [`FORK_RATIO_MIB`] as markers. Returns the files written.
+pub fn fork_plots(rows: &[Row], sizes: &[u64], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let configs = [
+        ("Copy", "64K", "Copy, 64 KiB folios"),
+        ("Copy", "4K", "Copy, 4 KiB folios"),
+        ("ShareTables", "64K", "ShareTables, 64 KiB folios"),
+    ];
+    let mut written = Vec::new();
+    for (key, phase, file, linux_64k, linux_4k) in FORK_PHASES {
+        let mut series = Vec::new();
+        for (mode, folios, name) in configs {
+            let mut points = Vec::new();
+            for &mib in sizes {
+                let ns = num(fork_row(rows, mib, mode, folios)?, key)?;
+                points.push((mib as f64, ns as f64 / 1e6));
+            }
+            series.push(plot::Series::new(name, points));
+        }
+        let at = FORK_RATIO_MIB as f64;
+        let markers = [
+            plot::Series::new(format!("{FORK_LINUX_LABEL}: 64 KiB mTHP"), vec![(at, linux_64k)]),
+            plot::Series::new(format!("{FORK_LINUX_LABEL}: 4 KiB pages"), vec![(at, linux_4k)]),
+        ];
+        let title = format!("Fork benchmark: {phase}");
+        let path = dir.join(file);
+        plot::lines(
+            &path,
+            &plot::LineChart {
+                title: &title,
+                x_label: "region size (MiB)",
+                y_label: "virtual ms (instructions / 10^6)",
+                log_log: true,
+                series: &series,
+                markers: &markers,
+            },
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The Markdown line that links the fork plots (paths relative to BENCHMARKS.md).
+pub fn fork_plot_links() -> String {
+    let links: Vec<String> = FORK_PHASES
+        .iter()
+        .map(|(_, phase, file, _, _)| format!("[{phase}]({FORK_PLOT_DIR}/{file})"))
+        .collect();
+    format!(
+        "Plots (log-log, virtual time against region size, {FORK_LINUX_LABEL} at {FORK_RATIO_MIB} MiB \
+         as markers): {}.",
+        links.join(", ")
+    )
+}
+
 fn fork_bench() -> Result<Report> {
     let sizes: Vec<String> = FORK_SIZES.iter().map(u64::to_string).collect();
     let bootargs = format!("sizes={} modes={}", sizes.join(","), FORK_CONFIGS.join(","));
@@ -457,7 +532,12 @@ fn fork_bench() -> Result<Report> {
             micros(r, "munmap_ns")?,
         ]);
     }
-    let summary = fork_summary(&rows, &FORK_SIZES)?;
+    let mut summary = fork_summary(&rows, &FORK_SIZES)?;
+    for path in fork_plots(&rows, &FORK_SIZES, &workspace_root().join(FORK_PLOT_DIR))? {
+        println!("wrote {}", path.display());
+    }
+    summary += "\n\n";
+    summary += &fork_plot_links();
     let notes = format!(
         "Workload per size and configuration: mmap the size 2 MiB-aligned (anonymous private; 64K = a \
          region whose faults may use 64 KiB folios, 4K = one that may not), write one byte per 4 KiB page, \
@@ -726,6 +806,71 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("ShareTables"));
+    }
+
+    /// The fork table of BENCHMARKS.md back as result rows (µs → ns).
+    fn fork_rows_from_markdown(md: &str) -> Vec<Row> {
+        let section = md
+            .split("<!-- bench:fork -->")
+            .nth(1)
+            .and_then(|s| s.split("<!-- /bench:fork -->").next())
+            .expect("a fork section");
+        let keys = [
+            "mib",
+            "mode",
+            "folios",
+            "touch_ns",
+            "fork_ns",
+            "fork_first_ns",
+            "",
+            "child_write_ns",
+            "child_table_breaks",
+            "munmap_ns",
+        ];
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.as_bytes()[2].is_ascii_digit())
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .zip(keys)
+                    .filter(|(_, k)| !k.is_empty())
+                    .map(|(v, k)| {
+                        let v = match k.strip_suffix("_ns") {
+                            Some(_) => format!("{:.0}", v.parse::<f64>().unwrap() * 1000.0),
+                            None => v.to_string(),
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fork_plots_from_the_recorded_table() {
+        let md = std::fs::read_to_string(workspace_root().join("BENCHMARKS.md")).unwrap();
+        let rows = fork_rows_from_markdown(&md);
+        assert_eq!(rows.len(), FORK_SIZES.len() * FORK_CONFIGS.len());
+        let dir = std::env::temp_dir().join(format!("tessera-fork-plots-{}", std::process::id()));
+        let files = fork_plots(&rows, &FORK_SIZES, &dir).unwrap();
+        assert_eq!(files.len(), FORK_PHASES.len());
+        for f in &files {
+            let svg = std::fs::read_to_string(f).unwrap();
+            for text in [
+                "Copy, 64 KiB folios",
+                "Copy, 4 KiB folios",
+                "ShareTables, 64 KiB folios",
+                "Linux 6.12, same QEMU and CPU model, 2026-12-06: 64 KiB mTHP",
+                "Linux 6.12, same QEMU and CPU model, 2026-12-06: 4 KiB pages",
+            ] {
+                assert!(svg.contains(text), "{text} missing from {}", f.display());
+            }
+        }
+        let links = fork_plot_links();
+        assert!(links.contains("[munmap](docs/bench/fork-munmap.svg)"), "{links}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

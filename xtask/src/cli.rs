@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::builder::{self, BuildRequest, BuiltImage};
 use crate::qemu::QemuRunner;
 use crate::testcmd::{self, TestOptions};
-use crate::{bench, process, programs, sdcard, setup, Board};
+use crate::{bench, process, profile, programs, sdcard, setup, Board};
 
 /// The app `run` boots when `--program` is given without an app.
 pub const DEFAULT_INIT_APP: &str = "init";
@@ -223,6 +223,37 @@ pub enum Cmd {
     /// Build the example EL0 programs in `programs/` (static Linux arm64 executables) and print
     /// their paths, one per line, for `--program`. Installs what is missing first (see `setup`).
     Programs,
+    /// Profile the guest by function: boot under `-icount shift=0,sleep=off` with QEMU logging
+    /// every executed block, and count the instructions (= virtual ns) of each function.
+    ///
+    /// Prints the top functions (self instructions, share, block executions), the total and the
+    /// callers of the top entries; writes `profile.txt`, `stacks.folded` (approximate call stacks)
+    /// and `flamegraph.svg` into --out. EL0 functions are named from the --program ELFs.
+    Profile {
+        /// The app: a crate under `apps/` (default with --program: init).
+        #[arg(required_unless_present_any = ["programs", "examples"])]
+        app: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The kernel command line.
+        #[arg(long, default_value = "")]
+        append: String,
+        /// Also put every example program of `programs/` into the image (as `bench proc` does).
+        #[arg(long)]
+        examples: bool,
+        /// How many functions the table lists.
+        #[arg(long, default_value_t = 30)]
+        top: usize,
+        /// The output directory (default: target/profile/<app>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop QEMU after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
+        timeout: Option<Duration>,
+        /// Arguments of the init program (after `--`; needs --program).
+        #[arg(last = true, requires = "programs", value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// Run a benchmark under QEMU in virtual time and write its table to BENCHMARKS.md.
     Bench {
         /// boot, tables or fork.
@@ -380,6 +411,49 @@ pub fn execute(cmd: Cmd) -> Result<i32> {
             }
             eprintln!("(put them into an image with --program PATH[=NAME])");
             Ok(0)
+        }
+        Cmd::Profile {
+            app,
+            target,
+            append,
+            examples,
+            top,
+            out,
+            timeout,
+            args,
+        } => {
+            let app = app.unwrap_or_else(|| DEFAULT_INIT_APP.to_string());
+            let bootargs = match target.programs.first() {
+                Some(first) => init_bootargs(&append, &first.name, &args)?,
+                None => append,
+            };
+            setup::ensure_ready()?;
+            let mut programs: Vec<(String, PathBuf)> = target
+                .programs
+                .iter()
+                .map(|p| (p.name.clone(), p.path.clone()))
+                .collect();
+            if examples {
+                for (name, path) in programs::build_examples(true)? {
+                    if !programs.iter().any(|(n, _)| *n == name) {
+                        programs.push((name, path));
+                    }
+                }
+            }
+            let request = BuildRequest::new(app.as_str(), target.board)
+                .features(target.features.iter().cloned())
+                .programs(programs.iter().cloned());
+            let image = builder::build(&request)?;
+            let out = out.unwrap_or_else(|| crate::target_root().join("profile").join(&app));
+            let ok = profile::run(&profile::ProfileRequest {
+                image,
+                bootargs,
+                programs,
+                top,
+                out,
+                timeout,
+            })?;
+            Ok(if ok { 0 } else { 1 })
         }
         Cmd::Bench { name } => {
             setup::ensure_ready()?;
@@ -628,7 +702,9 @@ mod tests {
         let help = p("--help").unwrap_err();
         assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
         let text = help.to_string();
-        for cmd in ["build", "run", "image", "test", "setup", "bench", "programs"] {
+        for cmd in [
+            "build", "run", "image", "test", "setup", "bench", "programs", "profile",
+        ] {
             assert!(text.contains(cmd), "{cmd} missing from\n{text}");
         }
         let run_help = p("run --help").unwrap_err().to_string();
@@ -649,6 +725,34 @@ mod tests {
             }
         );
         Cli::command_for_debug_assert();
+    }
+
+    #[test]
+    fn profile_command() {
+        assert_eq!(
+            p("profile procbench --examples --top 15").unwrap(),
+            Cmd::Profile {
+                app: Some("procbench".into()),
+                target: target(Board::QemuVirt, &[]),
+                append: String::new(),
+                examples: true,
+                top: 15,
+                out: None,
+                timeout: None,
+                args: vec![],
+            }
+        );
+        let Cmd::Profile {
+            app, target, args, ..
+        } = p("profile --program /p/x=prog --out /tmp/o -- a b").unwrap()
+        else {
+            panic!("not a profile command");
+        };
+        assert_eq!(app, None);
+        assert_eq!(target.programs, [prog("/p/x", "prog")]);
+        assert_eq!(args, ["a", "b"]);
+        assert!(err("profile").contains("required"));
+        assert!(err("profile hello --top x").contains("--top"));
     }
 
     #[test]

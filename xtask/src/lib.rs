@@ -16,7 +16,8 @@
 //! - [`programs`], [`cpio`]: the EL0 programs (static Linux arm64 executables) and the newc
 //!   archive that carries them in an image,
 //! - [`cli`]: the `cargo xtask` commands,
-//! - [`setup`], [`bench`], [`sdcard`]: the `setup`, `bench` and `image` commands.
+//! - [`setup`], [`bench`], [`sdcard`]: the `setup`, `bench` and `image` commands,
+//! - [`profile`]: `profile`, the guest's instructions by function from QEMU's block log.
 
 pub mod apps;
 pub mod bench;
@@ -26,7 +27,9 @@ pub mod cli;
 pub mod cpio;
 pub mod dtb;
 pub mod parse;
+pub mod plot;
 pub mod process;
+pub mod profile;
 pub mod programs;
 pub mod qemu;
 pub mod sdcard;
