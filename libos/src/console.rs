@@ -10,6 +10,11 @@
 //! [`TX_WAIT_NS`], then it is dropped and counted ([`dropped_bytes`]), and while the UART stays
 //! stuck further bytes are dropped without waiting. Output can instead be captured into a buffer,
 //! which the boot-time tests use to check formatting end to end.
+//!
+//! Input is polled: [`input_ready`] says whether received bytes wait in the UART's RX FIFO and
+//! [`read_available`] takes them, never waiting for more. Both may be called from an exception
+//! handler (a system call, an interrupt): they take the console's lock only if it is free, and
+//! otherwise read the receive side through a driver of their own (see [`read_available`]).
 
 use alloc::string::String;
 use arm_pl011_uart::{DataBits, LineConfig, PL011Registers, Parity, StopBits, Uart};
@@ -76,8 +81,9 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
 fn make_uart() -> Uart<'static> {
     let va = arch::board::phys_to_virt(arch::BOARD.uart_base);
     // SAFETY: the board's PL011 is mapped as Device memory by the boot map for the whole life of the
-    // image, and only the console owns it (one `Uart`, behind `CONSOLE`'s lock; the panic path
-    // replaces it rather than aliasing it).
+    // image, and only the console owns it: one `Uart` behind `CONSOLE`'s lock; the panic path and
+    // the input path, when that lock is held by the code they interrupted (which cannot run until
+    // they return, on this single core), use a short-lived second one instead of waiting.
     let regs = unsafe { UniqueMmioPointer::new(NonNull::new(va as *mut PL011Registers).unwrap()) };
     Uart::new(regs)
 }
@@ -184,6 +190,58 @@ pub fn emergency_write_fmt(args: fmt::Arguments) {
         capture: None,
     };
     let _ = c.write_fmt(args);
+}
+
+static RX_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Received bytes dropped because the UART flagged them (break, parity or framing error, or an
+/// overrun: the RX FIFO was full and input was lost).
+pub fn input_errors() -> u64 {
+    RX_ERRORS.load(Ordering::Relaxed)
+}
+
+/// Runs `f` on the console's UART for input: through `CONSOLE` when its lock is free, else (the
+/// lock's holder is the code an exception interrupted, suspended until the handler returns) through
+/// a second driver that only reads the receive side, `UARTFR` and `UARTDR`, which the holder's
+/// transmit path never reads, so it finds the UART as it left it.
+fn with_input<R>(f: impl FnOnce(&mut Uart<'static>) -> R) -> R {
+    if let Some(mut c) = CONSOLE.try_lock() {
+        if let Some(uart) = c.uart.as_mut() {
+            return f(uart);
+        }
+    }
+    f(&mut make_uart())
+}
+
+/// Whether received bytes wait in the UART's RX FIFO. Never waits; safe in an exception handler.
+pub fn input_ready() -> bool {
+    with_input(|uart| !uart.is_rx_fifo_empty())
+}
+
+/// Moves the bytes the UART has already received into `buf` (at most `buf.len()`); returns how
+/// many. Never waits for input: 0 when none is there. Bytes the UART flagged as damaged are
+/// dropped and counted ([`input_errors`]). Safe in an exception handler: it never waits for the
+/// console's lock.
+pub fn read_available(buf: &mut [u8]) -> usize {
+    if buf.is_empty() {
+        return 0;
+    }
+    with_input(|uart| {
+        let mut n = 0;
+        while n < buf.len() {
+            match uart.read_word() {
+                Ok(Some(b)) => {
+                    buf[n] = b;
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    RX_ERRORS.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        n
+    })
 }
 
 /// Runs `f` with console output diverted into a buffer; returns what was printed.
@@ -333,6 +391,55 @@ mod boot_tests {
             assert!(wait_for_room(full, now, 1_000_000_000, &stuck, &dropped));
             assert_eq!(dropped.load(core::sync::atomic::Ordering::Relaxed), 101);
             assert_eq!(super::dropped_bytes(), 0, "the real console dropped nothing");
+        }
+    }
+
+    crate::boot_test! {
+        /// Reading input never waits: with nothing sent (boot tests run with no input unless
+        /// `console_input=` is on the command line) there is nothing ready and a read returns 0,
+        /// also while the console's lock is held, as by a writer an exception interrupted.
+        fn console_input_never_waits() {
+            if crate::runtime::boot_config().bootargs.get("console_input").is_some() {
+                return;
+            }
+            let mut buf = [0u8; 64];
+            assert!(!super::input_ready());
+            assert_eq!(super::read_available(&mut buf), 0);
+            assert_eq!(super::read_available(&mut []), 0);
+            let held = super::CONSOLE.lock();
+            assert!(!super::input_ready());
+            assert_eq!(super::read_available(&mut buf), 0);
+            drop(held);
+        }
+    }
+
+    crate::boot_test! {
+        /// With `console_input=N` on the command line (the host test `console_input` sends N bytes
+        /// on the serial line once this test says it is ready), the bytes arrive in order through
+        /// `read_available`, more than the RX FIFO holds at once, and are echoed back. Without it
+        /// there is nothing to receive and the test does nothing.
+        #[timeout_ms = 60000]
+        fn console_input_arrives() {
+            let Some(n) = crate::runtime::boot_config().bootargs.get("console_input") else {
+                return;
+            };
+            let n: usize = n.parse().expect("console_input=<number of bytes>");
+            crate::println!("console input: ready for {n} bytes");
+            let deadline = arch::timer::now_ns() + 30_000_000_000;
+            while !super::input_ready() {
+                assert!(arch::timer::now_ns() < deadline, "no input arrived");
+                core::hint::spin_loop();
+            }
+            let mut got = alloc::vec![0u8; n];
+            let mut len = 0;
+            while len < n && arch::timer::now_ns() < deadline {
+                len += super::read_available(&mut got[len..]);
+            }
+            let text = alloc::string::String::from_utf8_lossy(&got[..len]);
+            crate::println!("console input: received {len} bytes: {text}");
+            assert_eq!(len, n, "all bytes arrived");
+            assert_eq!(super::input_errors(), 0);
+            assert!(!super::input_ready(), "nothing more than was sent");
         }
     }
 
