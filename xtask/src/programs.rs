@@ -267,6 +267,10 @@ mod tests {
                     source: Source::Rust(root.join("programs/rust-hello")),
                 },
                 Program::c(
+                    "stack-guard",
+                    vec![root.join("programs/stack-guard/stack-guard.c")]
+                ),
+                Program::c(
                     "write-kernel",
                     vec![root.join("programs/write-kernel/write-kernel.c")]
                 ),
