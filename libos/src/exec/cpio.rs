@@ -1,7 +1,9 @@
 //! The `newc` cpio format, as Linux's initramfs uses it.
 //!
 //! An archive is a sequence of entries, each a 110-byte ASCII header, the NUL-terminated name
-//! (padded so that header and name together end on a 4-byte boundary), then the file data
+//! (padded so that header and name together end on a 4-byte boundary; the name may be followed
+//! by more NULs inside `namesize`, which Tessera's archive writer uses to start each file's data
+//! on a page), then the file data
 //! (padded to a 4-byte boundary). An entry named `TRAILER!!!` ends the archive; anything after
 //! it (usually zero padding to a block size) is ignored.
 //!
@@ -56,7 +58,8 @@ pub enum CpioError {
     },
     /// The 8-character header field at `offset` is not hexadecimal.
     BadHex { offset: usize },
-    /// The name at `offset` (of `namesize` bytes) does not end with its only NUL byte.
+    /// The name at `offset` (of `namesize` bytes) has no NUL byte, or a byte other than NUL
+    /// after its first.
     NameNotTerminated { offset: usize, namesize: usize },
     /// The name at `offset` is not UTF-8.
     NameNotUtf8 { offset: usize },
@@ -295,18 +298,17 @@ fn parse_entry(bytes: &[u8], offset: usize) -> Result<(Entry<'_>, usize), CpioEr
 
     let name_offset = offset + HEADER_LEN;
     let name = take(bytes, name_offset, namesize)?;
-    let Some((&0, name)) = name.split_last() else {
-        return Err(CpioError::NameNotTerminated {
-            offset: name_offset,
-            namesize,
-        });
+    // The name ends at its first NUL; NULs after it pad the name field (an archive writer may
+    // use them to align the data that follows).
+    let not_terminated = CpioError::NameNotTerminated {
+        offset: name_offset,
+        namesize,
     };
-    if name.contains(&0) {
-        return Err(CpioError::NameNotTerminated {
-            offset: name_offset,
-            namesize,
-        });
+    let nul = name.iter().position(|&b| b == 0).ok_or(not_terminated.clone())?;
+    if name[nul..].iter().any(|&b| b != 0) {
+        return Err(not_terminated);
     }
+    let name = &name[..nul];
     let name = core::str::from_utf8(name).map_err(|_| CpioError::NameNotUtf8 { offset: name_offset })?;
 
     let overflow = CpioError::Truncated {

@@ -69,21 +69,28 @@ pub fn frame_counts() -> (usize, usize) {
 
 static MEMMAP: Once<crate::mm::folio::MemMap<'static>> = Once::new();
 
-/// The page metadata of every frame the frame allocator can hand out (Tessera's `struct page`
-/// array), set up at boot.
+/// The page metadata of every frame the frame allocator can hand out and of the kernel image
+/// (Tessera's `struct page` array), set up at boot. The image's frames are never the
+/// allocator's: their metadata only serves folios adopted in place (the program archive's pages,
+/// `crate::programs`).
 pub fn memmap() -> &'static crate::mm::folio::MemMap<'static> {
     MEMMAP.get().expect("page metadata used before boot set it up")
 }
 
-/// Carves the page-metadata array for the span of `usable` out of the top of the largest usable
-/// range (before the frame allocator gets the ranges, as Linux's memblock does), zeroes it —
-/// zero is the metadata of a free frame — and installs [`memmap`]. Returns the carved range.
-pub(super) fn carve_memmap(usable: &mut [PhysRange]) -> Option<PhysRange> {
+/// Carves the page-metadata array for the span of `usable` and `image` (the kernel image's
+/// frames) out of the top of the largest usable range (before the frame allocator gets the
+/// ranges, as Linux's memblock does), zeroes it — zero is the metadata of a free frame — and
+/// installs [`memmap`]. Returns the carved range.
+pub(super) fn carve_memmap(usable: &mut [PhysRange], image: PhysRange) -> Option<PhysRange> {
     use crate::mm::folio::MemMap;
     use crate::mm::PhysAddr;
     let page = FRAME_SIZE as u64;
-    let base = usable.iter().map(|r| r.base).min()?;
-    let end = usable.iter().map(|r| r.end()).max()?;
+    let base = usable.iter().map(|r| r.base).min()?.min(image.base / page * page);
+    let end = usable
+        .iter()
+        .map(|r| r.end())
+        .max()?
+        .max(image.end().next_multiple_of(page));
     let frames = ((end - base) / page) as usize;
     let bytes = (MemMap::bytes_needed(frames) as u64).next_multiple_of(page);
     let largest = usable.iter_mut().max_by_key(|r| r.size)?;

@@ -155,7 +155,11 @@ fn __tessera_kernel_main(info: arch::boot::BootInfo) -> ! {
             BOARD.ram_limit
         );
     }
-    let memmap_range = frames::carve_memmap(&mut usable)
+    let image = PhysRange {
+        base: img_start as u64,
+        size: (img_end - img_start) as u64,
+    };
+    let memmap_range = frames::carve_memmap(&mut usable, image)
         .unwrap_or_else(|| boot_error(format_args!("no room for page metadata in {usable:?}")));
     {
         let mut frames = FRAMES.lock();

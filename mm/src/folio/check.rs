@@ -248,7 +248,8 @@ struct Recount {
 ///   a free slot holds 0; the shared flag equals "mapped and no slot holds the total"; and
 ///   if the flag is clear at most one address space maps the folio;
 /// * an anon-exclusive page is in an anon folio and has page mapcount exactly 1;
-/// * head and tail metadata are consistent (order, alignment, unused words zero).
+/// * head and tail metadata are consistent (order, alignment, unused words zero), and an
+///   adopted folio is a file folio.
 ///
 /// Every frame not in a folio must have all-zero metadata. The map must be quiescent (no
 /// concurrent operations).
@@ -356,6 +357,12 @@ fn check_folio(folio: Folio<'_>, pages: &[PageMeta], h: usize, rc: &Recount) -> 
         return Err(CheckError::BadMeta {
             pa,
             what: "folio lock held while quiescent",
+        });
+    }
+    if hf & flag::ADOPTED != 0 && hf & flag::ANON != 0 {
+        return Err(CheckError::BadMeta {
+            pa,
+            what: "adopted frames in an anon folio",
         });
     }
     for (j, p) in pages.iter().enumerate().skip(1) {

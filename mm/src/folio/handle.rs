@@ -98,6 +98,11 @@ impl<'m> Folio<'m> {
     pub fn is_anon(&self) -> bool {
         self.kind() == FolioKind::Anon
     }
+    /// Whether the folio's frames were adopted rather than allocated
+    /// ([`MemMap::adopt_folio`](super::MemMap::adopt_folio)): they never go to a frame source.
+    pub fn is_adopted(&self) -> bool {
+        self.head().flags() & flag::ADOPTED != 0
+    }
     /// The reference count.
     pub fn refcount(&self) -> u32 {
         self.head().w[head::REFS].load(Ordering::Acquire)
@@ -182,7 +187,8 @@ impl<'m> Folio<'m> {
     }
 
     /// Drops a reference; the last one returns the frames to `source` with the metadata
-    /// reset to the free state. Returns whether the folio was freed.
+    /// reset to the free state (an adopted folio's frames are kept, not returned). Returns
+    /// whether the folio was freed.
     pub fn put<S: FrameSource + ?Sized>(self, source: &mut S) -> bool {
         self.put_many(1, source)
     }
@@ -216,11 +222,14 @@ impl<'m> Folio<'m> {
             self.pa
         );
         let order = self.order();
+        let adopted = self.is_adopted();
         for p in &self.pages[1..] {
             p.clear();
         }
         self.pages[0].clear();
-        source.free(self.pa, order);
+        if !adopted {
+            source.free(self.pa, order);
+        }
     }
 
     // -------------------------------------------------------------------------------------

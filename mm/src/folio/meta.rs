@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::Mutex;
 
-use super::{Folio, FolioOrder, SpaceId};
+use super::{Folio, FolioError, FolioOrder, SpaceId};
 use crate::{PhysAddr, PAGE_SHIFT, PAGE_SIZE, PA_END};
 
 /// Flag bits of [`PageMeta::flags`].
@@ -30,8 +30,12 @@ pub(super) mod flag {
     pub const SHARED: u32 = 1 << 8;
     /// Per page: the page is anon-exclusive.
     pub const ANON_EXCLUSIVE: u32 = 1 << 9;
+    /// Head only: the folio's frames were adopted, not taken from the frame source
+    /// ([`MemMap::adopt_folio`](super::MemMap::adopt_folio)): the last reference resets the
+    /// metadata and keeps the frames.
+    pub const ADOPTED: u32 = 1 << 10;
     /// Every bit that means something.
-    pub const ALL: u32 = HEAD | TAIL | ORDER_MASK | ANON | LOCK | SHARED | ANON_EXCLUSIVE;
+    pub const ALL: u32 = HEAD | TAIL | ORDER_MASK | ANON | LOCK | SHARED | ANON_EXCLUSIVE | ADOPTED;
 }
 
 /// Indices into [`PageMeta::w`] of the head frame.
@@ -443,6 +447,34 @@ impl<'a> MemMap<'a> {
     /// If a frame of the block is not free: the frame source handed out a block that is in
     /// use.
     pub(super) fn init_folio(&self, pa: PhysAddr, order: FolioOrder, anon: bool) -> Option<Folio<'a>> {
+        self.init_folio_flags(pa, order, if anon { flag::ANON } else { 0 })
+    }
+
+    /// A file folio over frames that hold data already and do not come from the frame
+    /// source (the kernel image's, or memory some other owner gives up for good): the caller
+    /// holds the one reference. When the last reference is dropped the metadata returns to
+    /// the free state and the frames are kept — never handed to a [`FrameSource`](super::FrameSource).
+    ///
+    /// Refused with [`FolioError::BadFrame`] if the block is not aligned to its size, not
+    /// covered by the map, or any of its frames is part of a folio already.
+    ///
+    /// The frame source must never hand these frames out while the folio lives (they are not
+    /// in it, or the source would fail its own allocations' checks): the folio layer only
+    /// keeps the accounting; what the frames hold is the caller's business.
+    pub fn adopt_folio(&self, pa: PhysAddr, order: FolioOrder) -> Result<Folio<'a>, FolioError> {
+        let free = pa.is_aligned(order.bytes())
+            && self
+                .index(pa)
+                .and_then(|i| self.pages.get(i..i + order.pages()))
+                .is_some_and(|pages| pages.iter().all(PageMeta::is_clean));
+        if !free {
+            return Err(FolioError::BadFrame(pa));
+        }
+        self.init_folio_flags(pa, order, flag::ADOPTED)
+            .ok_or(FolioError::BadFrame(pa))
+    }
+
+    fn init_folio_flags(&self, pa: PhysAddr, order: FolioOrder, kind: u32) -> Option<Folio<'a>> {
         let n = order.pages();
         if !pa.is_aligned(order.bytes()) {
             return None;
@@ -458,7 +490,6 @@ impl<'a> MemMap<'a> {
             p.flags.store(flag::TAIL | order_bits, Ordering::Relaxed);
         }
         pages[0].w[head::REFS].store(1, Ordering::Relaxed);
-        let kind = if anon { flag::ANON } else { 0 };
         pages[0]
             .flags
             .store(flag::HEAD | order_bits | kind, Ordering::Release);

@@ -15,7 +15,7 @@ use spin::Mutex;
 use super::file_fault::{FileFault, Installed};
 use super::machine::Machine;
 use super::{FaultError, SpaceError};
-use crate::folio::{FolioKind, FolioOrder, MemMap};
+use crate::folio::{FolioError, FolioKind, FolioOrder, MemMap};
 use crate::{PhysAddr, CONT_SIZE, PAGE_SIZE};
 
 /// A handle to a memory object: an array of file folios indexed by byte offset, shared by
@@ -23,10 +23,12 @@ use crate::{PhysAddr, CONT_SIZE, PAGE_SIZE};
 ///
 /// * **anonymous** ([`Shm::new`]): sparse, each folio allocated zero-filled on the first
 ///   fault that needs it; writable;
-/// * **file** ([`Shm::file`]): a read-only file of [`size`](Shm::size) bytes held in RAM,
-///   every folio allocated and filled when the object is made. A fault never allocates
-///   for it; an offset at or past the size rounded up to a page is past the end of the file
-///   (an access there is a bus error). It cannot be mapped shared and writable.
+/// * **file** ([`Shm::file`], [`Shm::from_frames`]): a read-only file of
+///   [`size`](Shm::size) bytes held in RAM, every folio in place when the object is made —
+///   allocated and filled by `file`, or adopted where the bytes already lie by `from_frames`.
+///   A fault never allocates for it; an offset at or past the size rounded up to a page is
+///   past the end of the file (an access there is a bus error). It cannot be mapped shared
+///   and writable.
 ///
 /// Cloning the handle is cheap (a reference count); `==` means "same object", which is what
 /// the region merge rule needs. The object owns one reference on each of its folios (the
@@ -116,12 +118,84 @@ impl Shm {
         Ok(Shm::with_size(Some(size), folios))
     }
 
+    /// A read-only file of `size` bytes made of the frames that already hold it — bytes in
+    /// the kernel image, or any RAM whose owner gives it up for the object's life —, without
+    /// copying: the frames are adopted as file folios
+    /// ([`MemMap::adopt_folio`]), 64 KiB where the offset in the file and the physical
+    /// address are both 64 KiB aligned and the whole folio lies in `body`, else 4 KiB. No
+    /// frame is taken from the frame source, and none is ever given to it: when the object
+    /// and every mapping and pin of its folios are gone, the metadata returns to the free
+    /// state and the frames stay with their owner.
+    ///
+    /// * `body`: the page-aligned physical address of the file's first byte; the whole pages
+    ///   `[body, body + size rounded down to a page)` hold the file's bytes in order;
+    /// * `tail`: when `size` is not a multiple of the page, the page holding the file's last
+    ///   `size % PAGE_SIZE` bytes **followed by zeroes** (a mapping of the last page shows the
+    ///   whole page, and past the end of a file it must read zero); `None` otherwise. The
+    ///   bytes after the file in the body's own pages are never mapped, so they may be
+    ///   anything (the next file of an archive).
+    ///
+    /// Refused with [`FolioError::BadFrame`] — everything adopted so far given back — if a
+    /// frame is unaligned, not covered by the page metadata, or in a folio already.
+    ///
+    /// # Panics
+    /// If `tail` is given for a whole number of pages or missing for a partial last page.
+    ///
+    /// # Safety
+    /// For as long as the object or any mapping or pin of its folios lives, the frames of
+    /// `body` and `tail`:
+    /// * hold the file's bytes as described (and the zeroes after them in `tail`), and
+    ///   nothing writes them: every address space mapping the object sees them, read-only;
+    /// * belong to no one who could free, reuse or hand them out: they are not the frame
+    ///   source's, and not in any other object.
+    pub unsafe fn from_frames<'m, M: Machine<'m> + ?Sized>(
+        m: &mut M,
+        size: u64,
+        body: PhysAddr,
+        tail: Option<PhysAddr>,
+    ) -> Result<Shm, FolioError> {
+        let mem: &MemMap<'m> = m.mem();
+        let whole = size & !(PAGE_SIZE - 1);
+        assert_eq!(
+            tail.is_some(),
+            whole != size,
+            "a tail page is given exactly for a partial last page"
+        );
+        let mut folios = BTreeMap::new();
+        let mut adopt = |off: u64, pa: PhysAddr, order: FolioOrder| match mem.adopt_folio(pa, order) {
+            Ok(f) => {
+                folios.insert(off, (f.pa(), f.order()));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let mut result = Ok(());
+        let mut off = 0;
+        while off < whole && result.is_ok() {
+            let pa = PhysAddr(body.0 + off);
+            let big = off.is_multiple_of(CONT_SIZE) && pa.is_aligned(CONT_SIZE) && off + CONT_SIZE <= whole;
+            let order = if big { FolioOrder::CONT } else { FolioOrder::SMALL };
+            result = adopt(off, pa, order);
+            off += order.bytes();
+        }
+        if let (Some(pa), Ok(())) = (tail, &result) {
+            result = adopt(whole, pa, FolioOrder::SMALL);
+        }
+        if let Err(e) = result {
+            for (_, (pa, _)) in folios {
+                mem.folio(pa).expect("folio just adopted").put(m);
+            }
+            return Err(e);
+        }
+        Ok(Shm::with_size(Some(size), folios))
+    }
+
     /// A number identifying the object (unique for the life of the system).
     pub fn id(&self) -> u64 {
         self.0.id
     }
 
-    /// Whether the object is a read-only file (made by [`Shm::file`]).
+    /// Whether the object is a read-only file (made by [`Shm::file`] or [`Shm::from_frames`]).
     pub fn is_read_only(&self) -> bool {
         self.0.size.is_some()
     }

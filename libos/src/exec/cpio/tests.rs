@@ -310,6 +310,18 @@ fn name_not_terminated() {
 }
 
 #[test]
+fn nuls_after_the_name_pad_it() {
+    // The name field padded with NULs so that the data starts on a page.
+    let mut name = b"bin/prog\0".to_vec();
+    name.resize(4096 - HEADER_LEN, 0);
+    let mut bytes = raw_entry(MAGIC, S_IFREG | 0o755, &name, b"text", 0);
+    bytes.extend(trailer());
+    let archive = Archive::new(&bytes).unwrap();
+    let e = archive.find("bin/prog").unwrap();
+    assert_eq!((e.name, e.data, e.data_offset), ("bin/prog", &b"text"[..], 4096));
+}
+
+#[test]
 fn name_not_utf8() {
     let mut bytes = raw_entry(MAGIC, S_IFREG, b"a\xffb\0", b"", 0);
     bytes.extend(trailer());

@@ -7,6 +7,9 @@
 //! * `files`: read-only files in RAM mapped shared and private — reads map the file's pages,
 //!   private writes copy through the object's fault handler, bus errors past the end, fork,
 //!   pins, private mappings of shared-memory objects;
+//! * `adopted`: files made of frames that already hold their bytes (`Shm::from_frames`) —
+//!   mapped in place in several spaces, copied privately, forked, and never given to the frame
+//!   source;
 //! * `oom`: allocation failure injected at every allocation point of fault, COW, fork, pin,
 //!   file creation and file copy-on-write;
 //! * `props`: random operation sequences over several address spaces (anonymous memory,
@@ -16,6 +19,7 @@
 //! Every access goes through the model MMU (its TLB included): a fault calls
 //! [`Space::handle_fault`] and the access is retried, as the data-abort hook does.
 
+mod adopted;
 mod files;
 mod oom;
 mod props;
@@ -116,6 +120,22 @@ impl<'m> TestMachine<'m> {
             return true;
         }
         false
+    }
+
+    /// Takes a block of `order` from the buddy outside the frame source (nothing records it as
+    /// handed out): frames that some other owner holds, as the kernel image holds its own.
+    pub fn carve(&mut self, order: FolioOrder) -> PhysAddr {
+        PhysAddr(self.buddy.alloc(order.get() as usize).expect("room to carve"))
+    }
+
+    /// Gives a block from [`carve`](Self::carve) back to the buddy.
+    pub fn uncarve(&mut self, pa: PhysAddr, order: FolioOrder) {
+        self.buddy.free(pa.0, order.get() as usize).unwrap();
+    }
+
+    /// Frames free in the buddy.
+    pub fn buddy_free(&self) -> usize {
+        self.buddy.free_frames()
     }
 
     /// Frames of folios currently allocated.
