@@ -1,7 +1,8 @@
 //! Console input: bytes sent to the serial line (QEMU's stdin, `-serial stdio`) reach
-//! `libos::console::read_available` on every board, more of them than the PL011's RX FIFO holds.
-//! The `selftest` boot test `console_input_arrives` says when it is ready, then reads and echoes
-//! what it received.
+//! `libos::console::read_available` on every board, more of them than the PL011's RX FIFO holds
+//! (the `selftest` boot test `console_input_arrives` says when it is ready, then reads and echoes
+//! what it received), and reach a user program's blocking `read(0, ...)` (the example program
+//! `read-input`, run by the `init` app).
 
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -32,16 +33,17 @@ fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     out
 }
 
-fn console_input(test: &str, board: Board) {
-    if !board_available(test, board) {
-        return;
-    }
-    let image = build("selftest", board, &[]);
-    let sent = input();
-    let runner = QemuRunner::new(&image).append(format!(
-        "tests=console_input_arrives console_input={}",
-        sent.len()
-    ));
+/// Boots `image` with `append`, waits for `ready` on the console, types `sent`, and expects
+/// `echo` back and exit status 0.
+fn type_into(
+    board: Board,
+    image: &xtask::builder::BuiltImage,
+    append: String,
+    ready: &str,
+    sent: &str,
+    echo: &str,
+) {
+    let runner = QemuRunner::new(image).append(append);
     let mut cmd = runner.command().expect("QEMU command line");
     let command = xtask::process::render(&cmd);
     let mut child = cmd
@@ -71,9 +73,9 @@ fn console_input(test: &str, board: Board) {
             let _ = child.wait();
             break None;
         }
-        // The bytes go out once the guest's UART is set up and the test waits for them; stdin
-        // stays open until QEMU exits, so QEMU sees no end of input.
-        if !written && stdout.lock().unwrap().contains("console input: ready") {
+        // The bytes go out once the guest waits for them; stdin stays open until QEMU exits, so
+        // QEMU sees no end of input.
+        if !written && stdout.lock().unwrap().contains(ready) {
             stdin.write_all(sent.as_bytes()).expect("write to QEMU's stdin");
             stdin.flush().unwrap();
             written = true;
@@ -85,13 +87,52 @@ fn console_input(test: &str, board: Board) {
     std::thread::sleep(Duration::from_millis(200));
     let status = status.unwrap_or_else(|| panic!("timed out on {board}\n{}", log()));
     assert!(written, "the guest never said it was ready on {board}\n{}", log());
-    let echo = format!("console input: received {} bytes: {sent}", sent.len());
     assert!(
-        stdout.lock().unwrap().contains(&echo),
+        stdout.lock().unwrap().contains(echo),
         "the guest did not echo what was sent on {board}\n{}",
         log()
     );
     assert_eq!(status.code(), Some(0), "exit status on {board}\n{}", log());
+}
+
+fn console_input(test: &str, board: Board) {
+    if !board_available(test, board) {
+        return;
+    }
+    let image = build("selftest", board, &[]);
+    let sent = input();
+    let append = format!("tests=console_input_arrives console_input={}", sent.len());
+    let echo = format!("console input: received {} bytes: {sent}", sent.len());
+    type_into(board, &image, append, "console input: ready", &sent, &echo);
+}
+
+/// A program's `read(0, ...)` waits for console input (its process blocks; the CPU idles) and
+/// gets what was typed.
+#[test]
+fn a_program_reads_the_console() {
+    let board = Board::QemuVirt;
+    if !board_available("a_program_reads_the_console", board) {
+        return;
+    }
+    let root = xtask::workspace_root();
+    let program = xtask::programs::examples(&root)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "read-input")
+        .expect("the read-input example");
+    let path = xtask::programs::build(&program, true).unwrap_or_else(|e| panic!("{e:#}"));
+    let req = xtask::builder::BuildRequest::new("init", board)
+        .programs([("read-input", path)])
+        .quiet(true);
+    let image = xtask::builder::build(&req).unwrap_or_else(|e| panic!("{e:#}"));
+    type_into(
+        board,
+        &image,
+        "init=read-input".into(),
+        "read-input: ready",
+        "hello from the host\nend\n",
+        "read-input: HELLO FROM THE HOST",
+    );
 }
 
 #[test]

@@ -603,9 +603,14 @@ fn proc_bench() -> Result<Report> {
     let fork_exit = num(find("fork-exit", None)?, "ns")?;
     let fork_exec = num(find("fork-exec", None)?, "ns")?;
     let mut table = Table {
-        headers: ["operation", "Tessera (virtual ns)", "Linux 6.12, same QEMU (virtual ns)", "goal"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "operation",
+            "Tessera (virtual ns)",
+            "Linux 6.12, same QEMU (virtual ns)",
+            "goal",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![
             vec![
                 "null system call (`getppid`, EL0 → EL1 → EL0)".into(),
@@ -641,7 +646,13 @@ fn proc_bench() -> Result<Report> {
         ("copy", "4k", LINUX_FORK_TOUCHED_4K_NS),
     ] {
         let ns = num(find("fork-touched", Some((mode, folio)))?, "ns")?;
-        let g = if mode == "share" { 500_000 } else if folio == "64k" { 2_700_000 } else { 6_800_000 };
+        let g = if mode == "share" {
+            500_000
+        } else if folio == "64k" {
+            2_700_000
+        } else {
+            6_800_000
+        };
         table.rows.push(vec![
             format!("fork of a process with 256 MiB touched, {mode} tables, {folio} folios (`forkbench-touch`, median of 5)"),
             ns.to_string(),
@@ -651,9 +662,14 @@ fn proc_bench() -> Result<Report> {
         bars.push((format!("fork 256 MiB {mode} {folio}"), ns, linux));
     }
     let mut kv = Table {
-        headers: ["kvsnap, 64 MiB store", "fork latency (virtual ns)", "copy-on-write faults", "bytes copied"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "kvsnap, 64 MiB store",
+            "fork latency (virtual ns)",
+            "copy-on-write faults",
+            "bytes copied",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: vec![],
     };
     for (mode, folio) in [("share", "64k"), ("copy", "64k"), ("share", "4k"), ("copy", "4k")] {

@@ -26,7 +26,9 @@ libos::main!(main);
 
 /// Runs `name` from the archive with `args`, capturing its output; fails unless it exits 0.
 fn run(archive: &Archive<'static>, name: &str, args: &[&str]) -> Result<String, &'static str> {
-    let entry = archive.find(name).ok_or("a benchmark program is missing from the image")?;
+    let entry = archive
+        .find(name)
+        .ok_or("a benchmark program is missing from the image")?;
     let mut argv = alloc::vec![name];
     argv.extend_from_slice(args);
     let mut result = None;
@@ -72,22 +74,40 @@ fn main() -> Result<(), &'static str> {
         times.push(t1 - t0);
     }
     times.sort_unstable();
-    println!("bench op=exec-exit ns={} runs={}", times[times.len() / 2], times.len());
+    println!(
+        "bench op=exec-exit ns={} runs={}",
+        times[times.len() / 2],
+        times.len()
+    );
 
     let out = run(&archive, "forkbench-exit", &["200"])?;
-    println!("bench op=fork-exit ns={}", number_after(&out, "forkbench-exit: median ")?);
+    println!(
+        "bench op=fork-exit ns={}",
+        number_after(&out, "forkbench-exit: median ")?
+    );
     let out = run(&archive, "forkbench-exec", &["100"])?;
-    println!("bench op=fork-exec ns={}", number_after(&out, "forkbench-exec: median ")?);
+    println!(
+        "bench op=fork-exec ns={}",
+        number_after(&out, "forkbench-exec: median ")?
+    );
 
     for (mode, folio) in [("share", "64k"), ("copy", "64k"), ("share", "4k"), ("copy", "4k")] {
-        let out = run(&archive, "forkbench-touch", &["256", "5", "--fork", mode, "--folio", folio])?;
+        let out = run(
+            &archive,
+            "forkbench-touch",
+            &["256", "5", "--fork", mode, "--folio", folio],
+        )?;
         println!(
             "bench op=fork-touched mode={mode} folio={folio} ns={}",
             number_after(&out, "forkbench-touch: fork median ")?
         );
     }
     for (mode, folio) in [("share", "64k"), ("copy", "64k"), ("share", "4k"), ("copy", "4k")] {
-        let out = run(&archive, "kvsnap", &["--mib", "64", "--folio", folio, "--fork", mode])?;
+        let out = run(
+            &archive,
+            "kvsnap",
+            &["--mib", "64", "--folio", folio, "--fork", mode],
+        )?;
         println!(
             "bench op=kvsnap mode={mode} folio={folio} ns={} cow_faults={} bytes_copied={}",
             number_after(&out, "kvsnap: fork latency ")?,

@@ -11,14 +11,6 @@
 //! slice (default 10); `max_procs=N` the number of processes (default 128); `fork_mode=copy` or
 //! `share` the fork mode programs start with (default `share`).
 
-mod console_input {
-    pub fn read_available(_: &mut [u8]) -> usize {
-        0
-    }
-    pub fn input_ready() -> bool {
-        false
-    }
-}
 mod errno;
 mod load;
 mod syscall;

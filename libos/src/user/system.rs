@@ -305,7 +305,7 @@ impl System {
             .tasks
             .values()
             .any(|t| matches!(t.state, State::Blocked(Wait::Console | Wait::Poll(_))))
-            && super::console_input::input_ready()
+            && crate::console::input_ready()
         {
             self.wake_where(|w| matches!(w, Wait::Console | Wait::Poll(_)));
         }

@@ -303,7 +303,7 @@ fn read_into(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
                 return Return(0);
             }
             let mut buf = alloc::vec![0u8; total.min(4096) as usize];
-            let n = super::super::console_input::read_available(&mut buf);
+            let n = crate::console::read_available(&mut buf);
             if n == 0 {
                 return if f.nonblocking() {
                     Return(-EAGAIN)
@@ -477,11 +477,7 @@ pub fn ppoll(c: &mut Call, a: [u64; 6]) -> Action {
                 Err(_) => POLLNVAL,
                 Ok(f) => match &f.kind {
                     FileKind::Console => {
-                        let input = if super::super::console_input::input_ready() {
-                            POLLIN
-                        } else {
-                            0
-                        };
+                        let input = if crate::console::input_ready() { POLLIN } else { 0 };
                         events & (POLLOUT | input)
                     }
                     FileKind::Pipe(end) => {
