@@ -28,6 +28,8 @@ pub mod exception;
 pub mod fpu;
 pub mod gic;
 pub mod gpio;
+#[cfg(target_os = "none")]
+mod mem;
 pub mod tlb;
 
 #[cfg(target_os = "none")]

@@ -3,6 +3,7 @@
 //! child modules.
 
 mod folio;
+mod mem;
 mod platform;
 mod privilege;
 mod processes;
