@@ -47,6 +47,24 @@ pub fn archive_phys() -> (u64, usize) {
     (arch::board::virt_to_phys(va) as u64, LEN)
 }
 
+/// The archive's entries by name (as stored, without a leading `./` or `/`), read once.
+static INDEX: spin::Once<BTreeMap<&'static str, &'static [u8]>> = spin::Once::new();
+
+/// The contents of the program `name` in the archive (a leading `/` or `./` is ignored); the
+/// archive is parsed once, on the first call. An archive that does not parse holds nothing.
+pub fn find(name: &str) -> Option<&'static [u8]> {
+    let index = INDEX.call_once(|| {
+        let mut index = BTreeMap::new();
+        if let Ok(archive) = crate::exec::cpio::Archive::new(archive()) {
+            for e in archive.entries() {
+                index.insert(crate::exec::cpio::normalize(e.name), e.data);
+            }
+        }
+        index
+    });
+    index.get(crate::exec::cpio::normalize(name)).copied()
+}
+
 /// The objects [`file`] made: (offset in the archive, length) → object. They live as long as
 /// the image: nothing removes them.
 static FILES: Mutex<BTreeMap<(usize, usize), Shm>> = Mutex::new(BTreeMap::new());

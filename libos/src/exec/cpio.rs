@@ -246,7 +246,8 @@ impl<'a> Iterator for Entries<'a> {
 }
 
 /// `name` without leading `/` and `./` components.
-fn normalize(mut name: &str) -> &str {
+/// A name as stored, without leading `/` and `./` (how [`Archive::find`] compares names).
+pub fn normalize(mut name: &str) -> &str {
     loop {
         if let Some(rest) = name.strip_prefix('/') {
             name = rest;
@@ -282,6 +283,17 @@ fn hex_field(header: &[u8], header_offset: usize, index: usize) -> Result<u32, C
     })
 }
 
+/// Whether every byte is zero, a word at a time (names padded to align their data may carry tens
+/// of KiB of NULs).
+fn all_zero(bytes: &[u8]) -> bool {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .into_iter()
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && tail.iter().all(|&b| b == 0)
+}
+
 /// Parses the entry whose header is at `offset`; returns it and the offset of the next header.
 fn parse_entry(bytes: &[u8], offset: usize) -> Result<(Entry<'_>, usize), CpioError> {
     let header = take(bytes, offset, HEADER_LEN)?;
@@ -305,7 +317,7 @@ fn parse_entry(bytes: &[u8], offset: usize) -> Result<(Entry<'_>, usize), CpioEr
         namesize,
     };
     let nul = name.iter().position(|&b| b == 0).ok_or(not_terminated.clone())?;
-    if name[nul..].iter().any(|&b| b != 0) {
+    if !all_zero(&name[nul..]) {
         return Err(not_terminated);
     }
     let name = &name[..nul];

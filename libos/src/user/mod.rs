@@ -20,7 +20,6 @@ mod uaccess;
 
 pub use syscall::process::tessera_prctl;
 
-use crate::exec::cpio::Archive;
 use crate::exec::elf::{Elf, ElfError};
 use crate::exec::stack;
 use crate::mm::space::{FaultError, ForkMode, SpaceError};
@@ -84,10 +83,7 @@ pub fn unknown_calls() -> u64 {
 
 /// The program `name` in the image's archive.
 fn program(name: &str) -> Option<&'static [u8]> {
-    Archive::new(crate::programs::archive())
-        .ok()?
-        .find(name)
-        .map(|e| e.data)
+    crate::programs::find(name)
 }
 
 /// Where a loaded program starts.
