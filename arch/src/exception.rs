@@ -145,9 +145,39 @@ pub fn install(handlers: &'static Handlers) {
     HANDLERS.store(handlers as *const Handlers as *mut Handlers, Ordering::Release);
 }
 
+/// The handler of system calls from EL0 (`SVC` taken from a lower level), called straight from
+/// the vector without going through [`Handlers::sync`]: the path of every system call.
+pub struct SvcHandler {
+    pub call: fn(&mut TrapFrame) -> Disposition,
+}
+
+#[cfg(target_os = "none")]
+static SVC_HANDLER: AtomicPtr<SvcHandler> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Installs (or removes) the system-call handler; without one, system calls go to
+/// [`Handlers::sync`] like any other exception.
+#[cfg(target_os = "none")]
+pub fn set_svc_handler(handler: Option<&'static SvcHandler>) {
+    let p = handler.map_or(core::ptr::null_mut(), |h| {
+        h as *const SvcHandler as *mut SvcHandler
+    });
+    SVC_HANDLER.store(p, Ordering::Release);
+}
+
 #[cfg(target_os = "none")]
 #[no_mangle]
 extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
+    if kind == Kind::Lower64Sync as u64 && frame.ec() == ec::SVC64 {
+        let svc = SVC_HANDLER.load(Ordering::Acquire);
+        if !svc.is_null() {
+            // SAFETY: `set_svc_handler` only stores pointers to `'static` handlers.
+            let d = (unsafe { &*svc }.call)(frame);
+            if d != Disposition::Resume {
+                carry_out(Kind::Lower64Sync, frame, d);
+            }
+            return;
+        }
+    }
     let kind = Kind::from_raw(kind);
     // Kernel code runs on SP_EL0, so the probe arrives as `CurrentSp0Sync`; from an exception
     // handler (SP_EL1) it would be `CurrentSpxSync`.
@@ -171,15 +201,32 @@ extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
     } else {
         (handlers.sync)(kind, frame)
     };
+    carry_out(kind, frame, disposition);
+}
+
+/// What a handler decided, done: resume, abandon the innermost `try_call`, or the fatal report.
+#[cfg(target_os = "none")]
+fn carry_out(kind: Kind, frame: &mut TrapFrame, disposition: Disposition) {
     match disposition {
         Disposition::Resume => {}
         Disposition::Abandon(code) => {
             if !redirect_to_resume(frame, code) {
-                (handlers.fatal)(kind, frame)
+                fatal(kind, frame)
             }
         }
-        Disposition::Fatal => (handlers.fatal)(kind, frame),
+        Disposition::Fatal => fatal(kind, frame),
     }
+}
+
+/// The installed fatal handler (or, before there is one, the early failure exit).
+#[cfg(target_os = "none")]
+fn fatal(kind: Kind, frame: &TrapFrame) -> ! {
+    let handlers = HANDLERS.load(Ordering::Acquire);
+    if handlers.is_null() {
+        crate::cpu::exit_failure_early(kind as u64, frame.esr, frame.elr, frame.far);
+    }
+    // SAFETY: `install` only stores pointers to `'static` handler tables.
+    (unsafe { &*handlers }.fatal)(kind, frame)
 }
 
 /// `SPSR_EL1` for a return to EL1 using SP_EL0 (EL1t) with D, A, I and F masked.

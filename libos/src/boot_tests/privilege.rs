@@ -105,6 +105,7 @@ crate::boot_test! {
         static HOOKS: runtime::UserHooks = runtime::UserHooks {
             sync: probe_hook,
             irq: |_| Disposition::Resume,
+            svc: arch::exception::SvcHandler { call: probe_hook },
         };
         let outer = runtime::set_user_hooks(Some(&HOOKS));
         // SAFETY: inside `run_until` (an abandonable call on the kernel stack, outside any

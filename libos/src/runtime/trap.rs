@@ -36,13 +36,17 @@ pub fn fault_hook() -> Option<FaultHook> {
 pub struct UserHooks {
     pub sync: fn(&mut TrapFrame) -> Disposition,
     pub irq: fn(&mut TrapFrame) -> Disposition,
+    /// System calls (`SVC` from EL0), called straight from the vector.
+    pub svc: arch::exception::SvcHandler,
 }
 
 static USER_HOOKS: AtomicPtr<UserHooks> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Installs (or removes) the user hooks; returns the previous ones.
+/// Installs (or removes) the user hooks; returns the previous ones. System calls reach the hooks'
+/// `svc` handler straight from the vector (`arch::exception::set_svc_handler`).
 pub fn set_user_hooks(hooks: Option<&'static UserHooks>) -> Option<&'static UserHooks> {
     let new = hooks.map_or(core::ptr::null_mut(), |h| h as *const UserHooks as *mut UserHooks);
+    arch::exception::set_svc_handler(hooks.map(|h| &h.svc));
     let old = USER_HOOKS.swap(new, Ordering::AcqRel);
     // SAFETY: only `'static` hook tables are stored.
     (!old.is_null()).then(|| unsafe { &*old })
@@ -56,6 +60,12 @@ fn user_hooks() -> Option<&'static UserHooks> {
 
 fn on_sync(kind: Kind, frame: &mut TrapFrame) -> Disposition {
     use arch::exception::ec;
+    // The hot path first: a system call from a user program.
+    if kind == Kind::Lower64Sync && frame.ec() == ec::SVC64 {
+        if let Some(h) = user_hooks() {
+            return (h.sync)(frame);
+        }
+    }
     if matches!(
         frame.ec(),
         ec::DATA_ABORT_SAME | ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_SAME | ec::INSTR_ABORT_LOWER

@@ -148,6 +148,7 @@ fn boot_number(name: &str) -> Option<u64> {
 static HOOKS: UserHooks = UserHooks {
     sync: on_user_sync,
     irq: on_user_irq,
+    svc: arch::exception::SvcHandler { call: on_user_svc },
 };
 
 /// [`run`], logging every system call with its result when `strace` is set.
@@ -272,20 +273,47 @@ fn on_user_sync(frame: &mut TrapFrame) -> Disposition {
     let Some(sys) = guard.as_mut() else {
         return Disposition::Fatal;
     };
+    if frame.ec() == ec::SVC64 {
+        return system_call(sys, frame);
+    }
+    on_user_trap(sys, frame)
+}
+
+/// A system call (from the vector, see `arch::exception::set_svc_handler`).
+fn on_user_svc(frame: &mut TrapFrame) -> Disposition {
+    let mut guard = SYSTEM.lock();
+    match guard.as_mut() {
+        Some(sys) => system_call(sys, frame),
+        None => Disposition::Fatal,
+    }
+}
+
+/// A system call: dispatched, and the common answer (a value in `x0`, no tracing) returned at
+/// once; everything else goes through [`finish`].
+fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
+    let pid = sys.current();
+    let nr = frame.x[8];
+    let args = [
+        frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
+    ];
+    let mut call = Call { sys, pid, frame, nr };
+    let action = syscall::dispatch(&mut call, &args);
+    if let (Action::Return(r), false) = (&action, call.sys.strace) {
+        call.frame.x[0] = *r as u64;
+        return Disposition::Resume;
+    }
+    if call.sys.strace {
+        trace(call.sys, pid, nr, &args, &action);
+    }
+    finish(call.sys, pid, call.frame, nr, action)
+}
+
+/// A fault, an undefined instruction or a trapped system-register access of a process.
+#[inline(never)]
+fn on_user_trap(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
+    use arch::exception::ec;
     let pid = sys.current();
     let action = match frame.ec() {
-        ec::SVC64 => {
-            let nr = frame.x[8];
-            let args = [
-                frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
-            ];
-            let mut call = Call { sys, pid, frame, nr };
-            let action = syscall::dispatch(&mut call, args);
-            if call.sys.strace {
-                trace(call.sys, pid, nr, &args, &action);
-            }
-            return finish(call.sys, pid, call.frame, nr, action);
-        }
         // An access the memory manager could not resolve or must refuse (a kernel address).
         ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => {
             let signal = match process::take_user_segfault().map(|s| s.error) {

@@ -14,17 +14,15 @@ use super::task::{Memory, Pid, State, Task, Wait, WaitStatus, INIT};
 use super::Exit;
 use crate::process::{self, Process};
 use crate::runtime::{self, TimerSlot};
-use crate::sched::Cpu;
+use crate::sched::{Cpu, PidTable};
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use arch::exception::{Disposition, TrapFrame};
 use spin::Mutex;
 
 /// The processes of the run in progress.
 pub struct System {
-    pub tasks: BTreeMap<Pid, Box<Task>>,
-    next_pid: Pid,
+    pub tasks: PidTable<Box<Task>>,
     /// Per-CPU state, indexed by CPU number.
     pub cpus: [Cpu<Pid>; 1],
     /// Log every system call.
@@ -55,14 +53,15 @@ impl System {
     pub fn new(mut init: Box<Task>, strace: bool, max_tasks: usize, quantum_ns: u64) -> System {
         init.pid = INIT;
         init.ppid = 0;
-        let mut tasks = BTreeMap::new();
+        let mut tasks = PidTable::new(max_tasks, INIT);
+        let pid = tasks.alloc_pid().expect("an empty table has room");
+        debug_assert_eq!(pid, INIT);
         tasks.insert(INIT, init);
         let mut cpu = Cpu::new();
         cpu.wake(INIT);
         cpu.resume();
         System {
             tasks,
-            next_pid: INIT + 1,
             cpus: [cpu],
             strace,
             max_tasks,
@@ -83,22 +82,20 @@ impl System {
     }
 
     pub fn task(&mut self, pid: Pid) -> &mut Task {
-        self.tasks.get_mut(&pid).expect("live pid")
+        self.tasks.get_mut(pid).expect("live pid")
     }
 
-    /// A pid for a new process.
-    pub fn alloc_pid(&mut self) -> Pid {
-        while self.tasks.contains_key(&self.next_pid) || self.next_pid <= INIT {
-            self.next_pid = self.next_pid.wrapping_add(1).max(INIT + 1) % (1 << 22);
+    /// A pid for a new process; `None` at the process limit.
+    pub fn alloc_pid(&mut self) -> Option<Pid> {
+        if self.tasks.len() >= self.max_tasks {
+            return None;
         }
-        let pid = self.next_pid;
-        self.next_pid += 1;
-        pid
+        self.tasks.alloc_pid()
     }
 
     /// Makes `pid` runnable and queues it.
     pub fn wake(&mut self, pid: Pid) {
-        if let Some(t) = self.tasks.get_mut(&pid) {
+        if let Some(t) = self.tasks.get_mut(pid) {
             if matches!(t.state, State::Blocked(_)) {
                 t.state = State::Runnable;
                 self.cpu().wake(pid);
@@ -133,7 +130,7 @@ impl System {
 
     /// The process whose memory `pid` runs in (itself, or its `vfork` parent).
     pub fn memory_owner(&self, pid: Pid) -> Pid {
-        match self.tasks[&pid].memory {
+        match self.tasks.get(pid).expect("live pid").memory {
             Memory::Own(_) => pid,
             Memory::Parent(p) => self.memory_owner(p),
         }
@@ -157,7 +154,7 @@ impl System {
     /// `vfork` child still using it), its children pass to init, and it stays a zombie for its
     /// parent. The end of init ends the run.
     pub fn exit_task(&mut self, pid: Pid, status: WaitStatus) {
-        let Some(task) = self.tasks.get_mut(&pid) else {
+        let Some(task) = self.tasks.get_mut(pid) else {
             return;
         };
         if task.is_zombie() {
@@ -210,7 +207,7 @@ impl System {
     fn wake_if_waiting_child(&mut self, pid: Pid) {
         if self
             .tasks
-            .get(&pid)
+            .get(pid)
             .is_some_and(|t| t.state == State::Blocked(Wait::Child))
         {
             self.wake(pid);
@@ -219,11 +216,11 @@ impl System {
 
     /// The end of init: every other process is killed and the run ends with init's status.
     fn end_run(&mut self, status: WaitStatus) {
-        let others: Vec<Pid> = self.tasks.keys().copied().filter(|&p| p != INIT).collect();
+        let others: Vec<Pid> = self.tasks.pids().filter(|&p| p != INIT).collect();
         for pid in others {
             self.exit_task(pid, WaitStatus::signaled(super::task::sig::SIGKILL));
         }
-        let task = &self.tasks[&INIT];
+        let task = self.tasks.get(INIT).expect("init");
         self.end.get_or_insert(match status.signal() {
             Some(signal) => Exit::Signal {
                 signal,
@@ -242,14 +239,14 @@ impl System {
 
     /// Removes a reaped zombie.
     pub fn reap(&mut self, pid: Pid) {
-        self.tasks.remove(&pid);
+        self.tasks.remove(pid);
     }
 
     /// The current process stops running (it blocked, exited or was preempted, its registers in
     /// `frame`); the next ready process is loaded into `frame`. Idles until one is ready; ends
     /// the run with [`CODE_END`] when init has ended.
     pub fn switch(&mut self, frame: &mut TrapFrame, from: Pid) -> Disposition {
-        let keep = self.tasks.get(&from).is_some_and(|t| !t.is_zombie());
+        let keep = self.tasks.get(from).is_some_and(|t| !t.is_zombie());
         if keep {
             self.task(from).ctx.clone_from(frame);
         }

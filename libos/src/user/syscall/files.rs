@@ -45,14 +45,14 @@ fn release(c: &mut Call, files: impl IntoIterator<Item = Arc<File>>) {
     }
 }
 
-pub fn getcwd(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn getcwd(_c: &mut Call, a: &[u64; 6]) -> Action {
     if a[1] < 2 {
         return Return(-ERANGE);
     }
     Return(uaccess::write(a[0], b"/\0").map_or_else(|e| e, |_| 2))
 }
 
-pub fn dup(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn dup(c: &mut Call, a: &[u64; 6]) -> Action {
     let f = match file(c, a[0]) {
         Ok(f) => f,
         Err(e) => return Return(e),
@@ -60,7 +60,7 @@ pub fn dup(c: &mut Call, a: [u64; 6]) -> Action {
     Return(c.task().fds.install(f, false, 0).unwrap_or_else(fd_errno))
 }
 
-pub fn dup3(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn dup3(c: &mut Call, a: &[u64; 6]) -> Action {
     if a[2] & !O_CLOEXEC != 0 {
         return Return(-EINVAL);
     }
@@ -73,7 +73,7 @@ pub fn dup3(c: &mut Call, a: [u64; 6]) -> Action {
     }
 }
 
-pub fn fcntl(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn fcntl(c: &mut Call, a: &[u64; 6]) -> Action {
     const F_DUPFD: u64 = 0;
     const F_GETFD: u64 = 1;
     const F_SETFD: u64 = 2;
@@ -114,7 +114,7 @@ pub fn fcntl(c: &mut Call, a: [u64; 6]) -> Action {
     })
 }
 
-pub fn ioctl(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn ioctl(c: &mut Call, a: &[u64; 6]) -> Action {
     Return(match file(c, a[0]) {
         Ok(_) => -ENOTTY,
         Err(e) => e,
@@ -122,7 +122,7 @@ pub fn ioctl(c: &mut Call, a: [u64; 6]) -> Action {
 }
 
 /// `openat`, `faccessat`: the path is checked, then names nothing.
-pub fn no_such_path(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn no_such_path(_c: &mut Call, a: &[u64; 6]) -> Action {
     Return(match uaccess::read(a[1], 1) {
         Ok(_) => -ENOENT,
         Err(e) => e,
@@ -130,14 +130,14 @@ pub fn no_such_path(_c: &mut Call, a: [u64; 6]) -> Action {
 }
 
 /// `readlinkat`: nothing is a link (`/proc/self/exe` included).
-pub fn readlinkat(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn readlinkat(_c: &mut Call, a: &[u64; 6]) -> Action {
     Return(match uaccess::read(a[1], 1) {
         Ok(_) => -ENOENT,
         Err(e) => e,
     })
 }
 
-pub fn close(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn close(c: &mut Call, a: &[u64; 6]) -> Action {
     match c.task().fds.close(a[0] as i64) {
         Ok(f) => {
             release(c, Some(f));
@@ -147,7 +147,7 @@ pub fn close(c: &mut Call, a: [u64; 6]) -> Action {
     }
 }
 
-pub fn pipe2(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn pipe2(c: &mut Call, a: &[u64; 6]) -> Action {
     if a[1] & !(O_CLOEXEC | O_NONBLOCK) != 0 {
         return Return(-EINVAL);
     }
@@ -189,7 +189,7 @@ pub fn pipe2(c: &mut Call, a: [u64; 6]) -> Action {
     }
 }
 
-pub fn lseek(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn lseek(c: &mut Call, a: &[u64; 6]) -> Action {
     Return(match file(c, a[0]) {
         Ok(_) => -ESPIPE,
         Err(e) => e,
@@ -219,7 +219,7 @@ fn iovecs(iov: u64, count: u64) -> Result<Vec<(u64, u64)>, i64> {
     Ok(v)
 }
 
-pub fn read(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn read(c: &mut Call, a: &[u64; 6]) -> Action {
     if a[1] == 0 && a[2] != 0 {
         // A null buffer for a non-empty read is refused before anything is consumed.
         return match file(c, a[0]) {
@@ -230,7 +230,7 @@ pub fn read(c: &mut Call, a: [u64; 6]) -> Action {
     read_into(c, a[0], &[(a[1], a[2])])
 }
 
-pub fn readv(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn readv(c: &mut Call, a: &[u64; 6]) -> Action {
     if let Err(e) = file(c, a[0]) {
         return Return(e);
     }
@@ -240,11 +240,11 @@ pub fn readv(c: &mut Call, a: [u64; 6]) -> Action {
     }
 }
 
-pub fn write(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn write(c: &mut Call, a: &[u64; 6]) -> Action {
     write_from(c, a[0], &[(a[1], a[2])])
 }
 
-pub fn writev(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn writev(c: &mut Call, a: &[u64; 6]) -> Action {
     if let Err(e) = file(c, a[0]) {
         return Return(e);
     }
@@ -435,7 +435,7 @@ fn console_write(pieces: &[(u64, u64)]) -> i64 {
     total
 }
 
-pub fn ppoll(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn ppoll(c: &mut Call, a: &[u64; 6]) -> Action {
     const POLLIN: u16 = 0x1;
     const POLLOUT: u16 = 0x4;
     const POLLERR: u16 = 0x8;
@@ -531,7 +531,7 @@ fn stat_of(f: &File) -> [u8; 128] {
     st
 }
 
-pub fn fstat(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn fstat(c: &mut Call, a: &[u64; 6]) -> Action {
     let f = match file(c, a[0]) {
         Ok(f) => f,
         Err(e) => return Return(e),
@@ -539,11 +539,11 @@ pub fn fstat(c: &mut Call, a: [u64; 6]) -> Action {
     Return(uaccess::write(a[1], &stat_of(&f)).map_or_else(|e| e, |_| 0))
 }
 
-pub fn newfstatat(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn newfstatat(c: &mut Call, a: &[u64; 6]) -> Action {
     const AT_EMPTY_PATH: u64 = 0x1000;
     match uaccess::read(a[1], 1) {
         Err(e) => Return(e),
-        Ok(p) if p[0] == 0 && a[3] & AT_EMPTY_PATH != 0 => fstat(c, [a[0], a[2], 0, 0, 0, 0]),
+        Ok(p) if p[0] == 0 && a[3] & AT_EMPTY_PATH != 0 => fstat(c, &[a[0], a[2], 0, 0, 0, 0]),
         Ok(_) => Return(-ENOENT),
     }
 }

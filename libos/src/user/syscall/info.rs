@@ -5,13 +5,13 @@ use super::super::task::Wait;
 use super::super::uaccess;
 use super::{Action, Call, Return};
 
-pub fn nanosleep(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn nanosleep(c: &mut Call, a: &[u64; 6]) -> Action {
     sleep(c, a[0], false)
 }
 
 /// `clock_nanosleep(clock, flags, request, remain)`: relative, or until an absolute time with
 /// `TIMER_ABSTIME` (every clock counts from boot).
-pub fn clock_nanosleep(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn clock_nanosleep(c: &mut Call, a: &[u64; 6]) -> Action {
     const TIMER_ABSTIME: u64 = 1;
     // REALTIME, MONOTONIC, BOOTTIME, and the CPU-time clocks Linux refuses to sleep on.
     match a[0] {
@@ -51,7 +51,7 @@ fn sleep(c: &mut Call, req: u64, absolute: bool) -> Action {
     Action::Block(Wait::Sleep(deadline), deadline)
 }
 
-pub fn clock_gettime(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn clock_gettime(_c: &mut Call, a: &[u64; 6]) -> Action {
     // REALTIME, MONOTONIC, PROCESS_CPUTIME, THREAD_CPUTIME, MONOTONIC_RAW, REALTIME_COARSE,
     // MONOTONIC_COARSE, BOOTTIME (there is no wall clock: realtime counts from boot too).
     if a[0] > 7 {
@@ -61,7 +61,7 @@ pub fn clock_gettime(_c: &mut Call, a: [u64; 6]) -> Action {
     Return(uaccess::write_u64s(a[1], &[ns / 1_000_000_000, ns % 1_000_000_000]).map_or_else(|e| e, |_| 0))
 }
 
-pub fn clock_getres(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn clock_getres(_c: &mut Call, a: &[u64; 6]) -> Action {
     Return(if a[0] > 11 {
         -EINVAL
     } else if a[1] == 0 {
@@ -71,7 +71,7 @@ pub fn clock_getres(_c: &mut Call, a: [u64; 6]) -> Action {
     })
 }
 
-pub fn uname(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn uname(_c: &mut Call, a: &[u64; 6]) -> Action {
     let mut u = [0u8; 65 * 6];
     for (i, s) in [
         "Linux",
@@ -89,7 +89,7 @@ pub fn uname(_c: &mut Call, a: [u64; 6]) -> Action {
     Return(uaccess::write(a[0], &u).map_or_else(|e| e, |_| 0))
 }
 
-pub fn getrandom(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn getrandom(_c: &mut Call, a: &[u64; 6]) -> Action {
     const GRND_NONBLOCK: u64 = 1;
     const GRND_RANDOM: u64 = 2;
     const GRND_INSECURE: u64 = 4;
@@ -107,7 +107,7 @@ pub fn getrandom(_c: &mut Call, a: [u64; 6]) -> Action {
     Return(uaccess::write(buf, &bytes).map_or_else(|e| e, |_| len as i64))
 }
 
-pub fn reboot(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn reboot(_c: &mut Call, a: &[u64; 6]) -> Action {
     const MAGIC1: u64 = 0xfee1_dead;
     const MAGIC2: [u64; 4] = [672_274_793, 85_072_278, 369_367_448, 537_993_216];
     const POWER_OFF: u64 = 0x4321_fedc;

@@ -53,7 +53,7 @@ fn with_space(f: impl FnOnce(&mut crate::mm::space::Space) -> Result<(), SpaceEr
     }
 }
 
-pub fn brk(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn brk(c: &mut Call, a: &[u64; 6]) -> Action {
     let addr = a[0];
     let t = c.task();
     let current = t.brk;
@@ -86,7 +86,7 @@ pub fn brk(c: &mut Call, a: [u64; 6]) -> Action {
     Return(t.brk as i64)
 }
 
-pub fn munmap(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn munmap(_c: &mut Call, a: &[u64; 6]) -> Action {
     if !a[0].is_multiple_of(PAGE_SIZE) || a[1] == 0 {
         return Return(-EINVAL);
     }
@@ -94,7 +94,7 @@ pub fn munmap(_c: &mut Call, a: [u64; 6]) -> Action {
     Return(with_space(|s| s.munmap(&mut TargetMachine, VirtAddr(a[0]), len)))
 }
 
-pub fn mprotect(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn mprotect(_c: &mut Call, a: &[u64; 6]) -> Action {
     if !a[0].is_multiple_of(PAGE_SIZE) || a[2] & !PROT_MASK != 0 {
         return Return(-EINVAL);
     }
@@ -107,7 +107,7 @@ pub fn mprotect(_c: &mut Call, a: [u64; 6]) -> Action {
     }))
 }
 
-pub fn mmap(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn mmap(c: &mut Call, a: &[u64; 6]) -> Action {
     let (addr, len, prot_bits, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i64, a[5]);
     let ty = flags & MAP_TYPE;
     if len == 0 || prot_bits & !PROT_MASK != 0 || (ty != MAP_SHARED && ty != MAP_PRIVATE) {
@@ -168,7 +168,7 @@ pub fn mmap(c: &mut Call, a: [u64; 6]) -> Action {
     )
 }
 
-pub fn madvise(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn madvise(_c: &mut Call, a: &[u64; 6]) -> Action {
     const MADV_DONTNEED: u64 = 4;
     let (addr, len, advice) = (a[0], a[1], a[2]);
     if !addr.is_multiple_of(PAGE_SIZE) {

@@ -77,7 +77,7 @@ macro_rules! calls {
         }
 
         /// Dispatches one call.
-        pub fn dispatch(c: &mut Call, a: [u64; 6]) -> Action {
+        pub fn dispatch(c: &mut Call, a: &[u64; 6]) -> Action {
             match c.nr {
                 $($name => $handler(c, a),)*
                 _ => {

@@ -11,20 +11,20 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-pub fn exit(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn exit(_c: &mut Call, a: &[u64; 6]) -> Action {
     Action::Exit(WaitStatus::exited((a[0] & 0xff) as u8))
 }
 
-pub fn set_tid_address(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn set_tid_address(c: &mut Call, a: &[u64; 6]) -> Action {
     c.task().clear_child_tid = a[0];
     Return(i64::from(c.pid))
 }
 
-pub fn set_robust_list(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn set_robust_list(_c: &mut Call, a: &[u64; 6]) -> Action {
     Return(if a[1] != 24 { -EINVAL } else { 0 })
 }
 
-pub fn sched_getaffinity(_c: &mut Call, a: [u64; 6]) -> Action {
+pub fn sched_getaffinity(_c: &mut Call, a: &[u64; 6]) -> Action {
     // One CPU: a mask with bit 0, in a buffer of whole longs as Linux requires.
     if a[1] < 8 || !a[1].is_multiple_of(8) {
         return Return(-EINVAL);
@@ -32,47 +32,47 @@ pub fn sched_getaffinity(_c: &mut Call, a: [u64; 6]) -> Action {
     Return(uaccess::write_u64s(a[2], &[1]).map_or_else(|e| e, |_| 8))
 }
 
-pub fn sched_yield(_c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn sched_yield(_c: &mut Call, _a: &[u64; 6]) -> Action {
     Action::Yield(0)
 }
 
-pub fn getpid(c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn getpid(c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(i64::from(c.pid))
 }
 
-pub fn getppid(c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn getppid(c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(i64::from(c.task().ppid))
 }
 
-pub fn zero(_c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn zero(_c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(0)
 }
 
 /// Every process is in init's session and process group.
-pub fn getpgid(c: &mut Call, a: [u64; 6]) -> Action {
-    Return(if a[0] == 0 || c.sys.tasks.contains_key(&(a[0] as Pid)) {
+pub fn getpgid(c: &mut Call, a: &[u64; 6]) -> Action {
+    Return(if a[0] == 0 || c.sys.tasks.contains(a[0] as Pid) {
         i64::from(INIT)
     } else {
         -ESRCH
     })
 }
 
-pub fn setpgid(_c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn setpgid(_c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(-EPERM)
 }
 
-pub fn setsid(_c: &mut Call, _a: [u64; 6]) -> Action {
+pub fn setsid(_c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(-EPERM)
 }
 
-pub fn prlimit64(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn prlimit64(c: &mut Call, a: &[u64; 6]) -> Action {
     const RLIM_NLIMITS: u64 = 16;
     const RLIMIT_STACK: u64 = 3;
     const RLIMIT_NPROC: u64 = 6;
     const RLIMIT_NOFILE: u64 = 7;
     const RLIM_INFINITY: u64 = u64::MAX;
     let (pid, resource, new, old) = (a[0], a[1], a[2], a[3]);
-    if pid != 0 && !c.sys.tasks.contains_key(&(pid as Pid)) {
+    if pid != 0 && !c.sys.tasks.contains(pid as Pid) {
         return Return(-ESRCH);
     }
     if resource >= RLIM_NLIMITS {
@@ -102,7 +102,7 @@ pub fn prlimit64(c: &mut Call, a: [u64; 6]) -> Action {
     Return(0)
 }
 
-pub fn getrusage(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn getrusage(c: &mut Call, a: &[u64; 6]) -> Action {
     const RUSAGE_SELF: i64 = 0;
     const RUSAGE_CHILDREN: i64 = -1;
     const RUSAGE_THREAD: i64 = 1;
@@ -135,7 +135,7 @@ pub mod tessera_prctl {
     pub const MM_STATS: u64 = 0x5445_5304;
 }
 
-pub fn prctl(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn prctl(c: &mut Call, a: &[u64; 6]) -> Action {
     use tessera_prctl::*;
     const PR_SET_NAME: u64 = 15;
     const PR_GET_NAME: u64 = 16;
@@ -204,7 +204,7 @@ const CSIGNAL: u64 = 0xff;
 /// `CLONE_VM | CLONE_VFORK`, running in the caller's memory while the caller waits for it to
 /// `execve` or exit. Threads (`CLONE_THREAD`, `CLONE_SIGHAND`, `CLONE_VM` alone) and shared
 /// descriptor tables are not offered (`EINVAL`).
-pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     let (flags, stack, ptid, tls, ctid) = (a[0], a[1], a[2], a[3], a[4]);
     if let Some(child) = c.resumed() {
         // The vfork child has called execve or exited.
@@ -225,9 +225,9 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
     if vfork && flags & CLONE_VFORK == 0 {
         return Return(-EINVAL);
     }
-    if c.sys.tasks.len() >= c.sys.max_tasks {
+    let Some(pid) = c.sys.alloc_pid() else {
         return Return(-EAGAIN);
-    }
+    };
     let memory = if vfork {
         Memory::Parent(c.pid)
     } else {
@@ -237,7 +237,6 @@ pub fn clone(c: &mut Call, a: [u64; 6]) -> Action {
             Err(_) => return Return(-ENOMEM),
         }
     };
-    let pid = c.sys.alloc_pid();
     let mut ctx = c.frame.clone();
     ctx.x[0] = 0;
     if stack != 0 {
@@ -338,7 +337,7 @@ fn read_strings(va: u64, budget: &mut usize) -> Result<Vec<String>, i64> {
 /// `execve(path, argv, envp)`: the program named by the path's last component in the image's
 /// archive replaces the caller's memory; close-on-exec descriptors close, handled signals
 /// return to their default action. On failure the caller goes on unchanged.
-pub fn execve(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn execve(c: &mut Call, a: &[u64; 6]) -> Action {
     let path = match read_cstr(a[0], 4095) {
         Ok(p) => p,
         Err(e) => return Return(e),
@@ -400,7 +399,7 @@ pub fn execve(c: &mut Call, a: [u64; 6]) -> Action {
 
 /// `wait4(pid, status, options, rusage)`: reaps a dead child (`pid` > 0: that one; -1, 0 or
 /// below: any, as every process is in one group), waiting for one unless `WNOHANG`.
-pub fn wait4(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
     const WNOHANG: u64 = 1;
     const WUNTRACED: u64 = 2;
     const WCONTINUED: u64 = 8;
@@ -449,21 +448,16 @@ pub fn wait4(c: &mut Call, a: [u64; 6]) -> Action {
 
 /// `kill`, `tkill`, `tgkill`: default actions only. A fatal signal ends its target at once; an
 /// ignored one does nothing; one blocked or with a handler stays pending (handlers do not run).
-pub fn kill(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
     let (targets, signal): (Vec<Pid>, u64) = match c.nr {
         super::KILL => {
             let pid = a[0] as i32;
             let t = if pid > 0 {
                 Vec::from([pid as Pid])
             } else if pid == 0 || pid == -(INIT as i32) {
-                c.sys.tasks.keys().copied().collect()
+                c.sys.tasks.pids().collect()
             } else if pid == -1 {
-                c.sys
-                    .tasks
-                    .keys()
-                    .copied()
-                    .filter(|&p| p != INIT && p != c.pid)
-                    .collect()
+                c.sys.tasks.pids().filter(|&p| p != INIT && p != c.pid).collect()
             } else {
                 Vec::new()
             };
@@ -480,10 +474,7 @@ pub fn kill(c: &mut Call, a: [u64; 6]) -> Action {
             (Vec::from([a[1] as Pid]), a[2])
         }
     };
-    let targets: Vec<Pid> = targets
-        .into_iter()
-        .filter(|p| c.sys.tasks.contains_key(p))
-        .collect();
+    let targets: Vec<Pid> = targets.into_iter().filter(|&p| c.sys.tasks.contains(p)).collect();
     if targets.is_empty() {
         return Return(-ESRCH);
     }

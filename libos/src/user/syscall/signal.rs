@@ -6,7 +6,7 @@ use super::super::task::sig::{NSIG, SIGKILL, SIGSTOP};
 use super::super::uaccess;
 use super::{Action, Call, Return};
 
-pub fn sigaltstack(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn sigaltstack(c: &mut Call, a: &[u64; 6]) -> Action {
     const SS_DISABLE: u64 = 2;
     const MINSIGSTKSZ: u64 = 5120;
     let (ss, old) = (a[0], a[1]);
@@ -38,7 +38,7 @@ pub fn sigaltstack(c: &mut Call, a: [u64; 6]) -> Action {
     Return(0)
 }
 
-pub fn rt_sigaction(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn rt_sigaction(c: &mut Call, a: &[u64; 6]) -> Action {
     let (signal, act, old, size) = (a[0], a[1], a[2], a[3]);
     if size != 8 || signal == 0 || signal > NSIG {
         return Return(-EINVAL);
@@ -66,7 +66,7 @@ pub fn rt_sigaction(c: &mut Call, a: [u64; 6]) -> Action {
     Return(0)
 }
 
-pub fn rt_sigprocmask(c: &mut Call, a: [u64; 6]) -> Action {
+pub fn rt_sigprocmask(c: &mut Call, a: &[u64; 6]) -> Action {
     const SIG_BLOCK: u64 = 0;
     const SIG_UNBLOCK: u64 = 1;
     const SIG_SETMASK: u64 = 2;
