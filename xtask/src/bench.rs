@@ -578,6 +578,10 @@ const LINUX_FORK_EXEC_NS: u64 = 494_000;
 const LINUX_FORK_TOUCHED_64K_NS: u64 = 10_900_000;
 const LINUX_FORK_TOUCHED_4K_NS: u64 = 13_600_000;
 
+/// The `proc` plots, beside BENCHMARKS.md.
+const PROC_PLOT: &str = "docs/bench/proc.svg";
+const PROC_FORK_PLOT: &str = "docs/bench/proc-fork-256m.svg";
+
 fn proc_bench() -> Result<Report> {
     let programs = crate::programs::build_examples(true)?;
     qemu::require_board(Board::QemuVirt)?;
@@ -694,8 +698,28 @@ fn proc_bench() -> Result<Report> {
          qemu-virt, `-cpu max`, `-icount shift=0,sleep=off`: virtual ns = instructions.",
         kv.markdown()
     );
-    let _ = bars;
-    Ok(Report::new(table, notes))
+    let plot = workspace_root().join(PROC_PLOT);
+    let rows: Vec<(&str, f64, Option<f64>)> = [
+        ("null system call", null, Some(LINUX_NULL_SYSCALL_NS)),
+        ("fork + exit + wait", fork_exit, Some(LINUX_FORK_EXIT_NS)),
+        ("fork + execve + wait", fork_exec, Some(LINUX_FORK_EXEC_NS)),
+    ]
+    .iter()
+    .map(|(l, t, r)| (*l, *t as f64 / 1000.0, r.map(|r| r as f64 / 1000.0)))
+    .chain(bars.iter().map(|(l, t, r)| (l.as_str(), *t as f64 / 1e6, Some(*r as f64 / 1e6))))
+    .collect();
+    let (small, large): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| !r.0.starts_with("fork 256"));
+    plot::bars(&plot, "Processes (virtual µs)", "virtual µs", FORK_LINUX_LABEL, &small)?;
+    plot::bars(
+        &workspace_root().join(PROC_FORK_PLOT),
+        "Fork of a process with 256 MiB touched (virtual ms)",
+        "virtual ms",
+        FORK_LINUX_LABEL,
+        &large,
+    )?;
+    let mut report = Report::new(table, notes);
+    report.summary = format!("![processes]({PROC_PLOT}) ![fork of 256 MiB]({PROC_FORK_PLOT})");
+    Ok(report)
 }
 
 pub fn run(name: &str) -> Result<()> {
