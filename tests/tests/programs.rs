@@ -118,3 +118,42 @@ fn program_archive_is_in_the_image() {
     check(&plain.elf, &cpio::empty(), &scratch, "without");
     std::fs::remove_dir_all(&scratch).unwrap();
 }
+
+/// The README's kvsnap commands run as written (their arguments after `--`), through the `init`
+/// app: the snapshot is consistent and every process ends cleanly.
+#[test]
+fn the_readme_kvsnap_commands_run() {
+    let root = xtask::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("cargo xtask run --program target/programs/kvsnap/"))
+        .collect();
+    assert!(commands.len() >= 2, "the README shows kvsnap in both fork modes");
+    let test = "the_readme_kvsnap_commands_run";
+    if !tessera_tests::board_available(test, Board::QemuVirt) {
+        return;
+    }
+    let program = xtask::programs::examples(&root)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "kvsnap")
+        .expect("the kvsnap example");
+    let path = xtask::programs::build(&program, true).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        commands[0].contains(&*path.strip_prefix(&root).unwrap().to_string_lossy()),
+        "README path"
+    );
+    let req = BuildRequest::new("init", Board::QemuVirt)
+        .programs([("kvsnap", path)])
+        .quiet(true);
+    let image = builder::build(&req).unwrap_or_else(|e| panic!("{e:#}"));
+    for command in commands {
+        let args = command.split(" -- ").nth(1).expect("arguments after --");
+        let run = tessera_tests::boot(&image, &format!("init=kvsnap -- {args}"));
+        let log = run.log();
+        assert_eq!(run.code(), Some(0), "{command}\n{log}");
+        assert!(log.contains("kvsnap: snapshot checksum ok"), "{command}\n{log}");
+        assert!(log.contains("kvsnap: ok"), "{command}\n{log}");
+    }
+}

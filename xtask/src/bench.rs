@@ -706,10 +706,19 @@ fn proc_bench() -> Result<Report> {
     ]
     .iter()
     .map(|(l, t, r)| (*l, *t as f64 / 1000.0, r.map(|r| r as f64 / 1000.0)))
-    .chain(bars.iter().map(|(l, t, r)| (l.as_str(), *t as f64 / 1e6, Some(*r as f64 / 1e6))))
+    .chain(
+        bars.iter()
+            .map(|(l, t, r)| (l.as_str(), *t as f64 / 1e6, Some(*r as f64 / 1e6))),
+    )
     .collect();
     let (small, large): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| !r.0.starts_with("fork 256"));
-    plot::bars(&plot, "Processes (virtual µs)", "virtual µs", FORK_LINUX_LABEL, &small)?;
+    plot::bars(
+        &plot,
+        "Processes (virtual µs)",
+        "virtual µs",
+        FORK_LINUX_LABEL,
+        &small,
+    )?;
     plot::bars(
         &workspace_root().join(PROC_FORK_PLOT),
         "Fork of a process with 256 MiB touched (virtual ms)",
