@@ -299,9 +299,29 @@ impl Drop for UserAccess {
 /// # Safety
 /// The range must be mapped readable at EL1 now (with PAN clear for user memory).
 pub unsafe fn sync_code(va: usize, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { clean_dcache_to_pou(va, len) };
+    let ctr = cache_type();
+    let iline = 4usize << (ctr & 0xf);
+    let end = va + len;
+    let mut p = va & !(iline - 1);
+    while p < end {
+        // SAFETY: as above; invalidating instruction-cache lines changes no data.
+        unsafe { core::arch::asm!("ic ivau, {}", in(reg) p, options(nostack, preserves_flags)) };
+        p += iline;
+    }
+    asm::barrier::dsb(asm::barrier::ISH);
+    asm::barrier::isb(asm::barrier::SY);
+}
+
+/// Cleans the data cache lines of `[va, va + len)` to the point of unification, so that
+/// instruction fetches (through any alias) see what was written there.
+///
+/// # Safety
+/// The range must be mapped readable at EL1 now.
+pub unsafe fn clean_dcache_to_pou(va: usize, len: usize) {
     let ctr = cache_type();
     let dline = 4usize << ((ctr >> 16) & 0xf);
-    let iline = 4usize << (ctr & 0xf);
     let end = va + len;
     let mut p = va & !(dline - 1);
     while p < end {
@@ -311,12 +331,12 @@ pub unsafe fn sync_code(va: usize, len: usize) {
         p += dline;
     }
     asm::barrier::dsb(asm::barrier::ISH);
-    let mut p = va & !(iline - 1);
-    while p < end {
-        // SAFETY: as above; invalidating instruction-cache lines changes no data.
-        unsafe { core::arch::asm!("ic ivau, {}", in(reg) p, options(nostack, preserves_flags)) };
-        p += iline;
-    }
-    asm::barrier::dsb(asm::barrier::ISH);
-    asm::barrier::isb(asm::barrier::SY);
+}
+
+/// Invalidates this core's whole instruction cache (to the point of unification): code written
+/// through one address and run through another (a user alias of a frame the kernel wrote) is
+/// fetched afresh, whatever the instruction cache's indexing.
+pub fn invalidate_icache_all() {
+    // SAFETY: invalidating the instruction cache changes no data; the barriers complete it.
+    unsafe { core::arch::asm!("ic iallu", "dsb nsh", "isb", options(nostack, preserves_flags)) };
 }

@@ -245,7 +245,28 @@ fn copy_segment(
         )
         .map_err(ExecError::Space)?;
     }
-    write_into(p, seg.vaddr + bias, elf.segment_data(seg))
+    write_into(p, seg.vaddr + bias, elf.segment_data(seg))?;
+    if seg.flags.executable() {
+        // Code written through the kernel's alias of its frames: clean it to the point of
+        // unification and drop stale instructions, whatever the instruction cache's indexing.
+        sync_written_code(p, seg.vaddr + bias, elf.segment_data(seg).len())?;
+    }
+    Ok(())
+}
+
+/// Makes the code just written at `[va, va + len)` of `p` visible to instruction fetch.
+fn sync_written_code(p: &mut Process, va: u64, len: usize) -> Result<(), ExecError> {
+    if len == 0 {
+        return Ok(());
+    }
+    let pin = p.pin(VirtAddr(va), len as u64, false).map_err(ExecError::Fault)?;
+    uaccess::for_each_piece(pin.pages(), va, len, |pa, _, n| {
+        // SAFETY: `pa` is a pinned RAM frame, mapped readable through the kernel's linear map.
+        unsafe { arch::cpu::clean_dcache_to_pou(arch::board::phys_to_virt(pa as usize), n) }
+    });
+    p.unpin(pin);
+    arch::cpu::invalidate_icache_all();
+    Ok(())
 }
 
 /// Writes `bytes` at `va` in `p`'s memory through a pin (no fault can happen).
