@@ -54,36 +54,65 @@ pub fn fdt_total_size(header: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(header[4..8].try_into().ok()?) as usize)
 }
 
-/// Finds a node directly under the root by name (`chosen`, `psci`, ...). `fdt::Fdt::find_node`
-/// stops scanning siblings at an `FDT_NOP` token, which QEMU leaves behind when it replaces the
-/// `/memory` node of a DTB given with `-dtb`; fall back to a scan of all nodes.
-fn top_level_node<'b, 'a>(fdt: &'b fdt::Fdt<'a>, name: &str) -> Option<fdt::node::FdtNode<'b, 'a>> {
-    let mut path = String::from("/");
-    path.push_str(name);
-    fdt.find_node(&path).or_else(|| {
-        fdt.all_nodes()
-            .find(|n| n.name == name || n.name.split('@').next() == Some(name))
-    })
+/// Whether `node` is named `name` (with or without a unit address).
+fn named(node: &fdt::node::FdtNode<'_, '_>, name: &str) -> bool {
+    node.name == name || node.name.split('@').next() == Some(name)
 }
 
-/// Parses a blob.
+/// Parses a blob, reading every node once (the tree is walked a single time: `fdt`'s
+/// `find_node` stops at an `FDT_NOP` token, which QEMU leaves behind when it replaces the
+/// `/memory` node of a DTB given with `-dtb`, and each lookup would walk the tree again).
 pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
+    const RNGS: [&str; 3] = ["brcm,bcm2835-rng", "brcm,bcm2711-rng200", "brcm,iproc-rng200"];
+    const PSCIS: [&str; 3] = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
     let fdt = fdt::Fdt::new(blob).map_err(|e| DtError::Invalid(alloc::format!("{e:?}")))?;
     let mut info = DtInfo {
         total_size: fdt.total_size(),
         ..Default::default()
     };
+    let mut chosen = None;
+    let mut reserved_memory = None;
+    let mut psci_by_name = None;
+    let mut psci_by_compatible = None;
     for node in fdt.all_nodes() {
-        let is_memory = node.property("device_type").and_then(|p| p.as_str()) == Some("memory");
-        if is_memory {
+        let mut device_type = None;
+        let mut compatible: Option<&[u8]> = None;
+        for p in node.properties() {
+            match p.name {
+                "device_type" => device_type = p.as_str(),
+                "compatible" => compatible = Some(p.value),
+                _ => {}
+            }
+        }
+        if device_type == Some("memory") {
             for r in node.reg().into_iter().flatten() {
-                if let Some(size) = r.size {
-                    if size > 0 {
-                        info.memory.push(PhysRange {
-                            base: r.starting_address as u64,
-                            size: size as u64,
-                        });
-                    }
+                if let Some(size) = r.size.filter(|&s| s > 0) {
+                    info.memory.push(PhysRange {
+                        base: r.starting_address as u64,
+                        size: size as u64,
+                    });
+                }
+            }
+        }
+        if chosen.is_none() && named(&node, "chosen") {
+            chosen = Some(node);
+        } else if reserved_memory.is_none() && named(&node, "reserved-memory") {
+            reserved_memory = Some(node);
+        } else if psci_by_name.is_none() && named(&node, "psci") {
+            psci_by_name = Some(node);
+        }
+        if let Some(list) = compatible {
+            // A `compatible` value is a list of NUL-terminated strings.
+            let mut names = list
+                .split(|&b| b == 0)
+                .filter_map(|n| core::str::from_utf8(n).ok());
+            let matches = |set: &[&'static str], n: &str| set.iter().copied().find(|c| *c == n);
+            for n in &mut names {
+                if info.rng.is_none() {
+                    info.rng = matches(&RNGS, n);
+                }
+                if psci_by_compatible.is_none() && matches(&PSCIS, n).is_some() {
+                    psci_by_compatible = Some(node);
                 }
             }
         }
@@ -94,7 +123,7 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
             size: r.size() as u64,
         });
     }
-    if let Some(rm) = top_level_node(&fdt, "reserved-memory") {
+    if let Some(rm) = reserved_memory {
         for child in rm.children() {
             let no_map = child.property("no-map").is_some();
             for r in child.reg().into_iter().flatten() {
@@ -111,7 +140,7 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
             }
         }
     }
-    if let Some(chosen) = top_level_node(&fdt, "chosen") {
+    if let Some(chosen) = chosen {
         if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
             info.bootargs = String::from(args);
         }
@@ -121,14 +150,8 @@ pub fn parse(blob: &[u8]) -> Result<DtInfo, DtError> {
             }
         }
     }
-    const RNGS: [&str; 3] = ["brcm,bcm2835-rng", "brcm,bcm2711-rng200", "brcm,iproc-rng200"];
-    info.rng = fdt.find_compatible(&RNGS).and_then(|n| {
-        let c = n.compatible()?;
-        RNGS.into_iter().find(|r| c.all().any(|x| x == *r))
-    });
-    let psci = top_level_node(&fdt, "psci")
-        .or_else(|| fdt.find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]));
-    info.psci = psci
+    info.psci = psci_by_name
+        .or(psci_by_compatible)
         .and_then(|n| n.property("method"))
         .and_then(|p| p.as_str())
         .and_then(|m| match m {
@@ -276,6 +299,35 @@ mod tests {
         assert!(info.memory.is_empty());
         assert_eq!(info.bootargs, "log=info");
         assert_eq!(info.psci, Some(PsciMethod::Hvc));
+    }
+
+    /// A board RNG and a PSCI node found by `compatible` alone (no `/psci` name), in the one
+    /// pass over the tree.
+    #[test]
+    fn finds_rng_and_psci_by_compatible() {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        let soc = w.begin_node("soc").unwrap();
+        let rng = w.begin_node("rng@7e104000").unwrap();
+        w.property_string_list(
+            "compatible",
+            vec!["brcm,bcm2711-rng200".into(), "brcm,iproc-rng200".into()],
+        )
+        .unwrap();
+        w.end_node(rng).unwrap();
+        w.end_node(soc).unwrap();
+        let fw = w.begin_node("firmware").unwrap();
+        let psci = w.begin_node("power-controller").unwrap();
+        w.property_string_list("compatible", vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()])
+            .unwrap();
+        w.property_string("method", "smc").unwrap();
+        w.end_node(psci).unwrap();
+        w.end_node(fw).unwrap();
+        w.end_node(root).unwrap();
+        let info = parse(&w.finish().unwrap()).unwrap();
+        assert_eq!(info.rng, Some("brcm,bcm2711-rng200"));
+        assert_eq!(info.psci, Some(PsciMethod::Smc));
+        assert!(info.memory.is_empty());
     }
 
     #[test]
