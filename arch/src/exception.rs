@@ -164,20 +164,24 @@ pub fn set_svc_handler(handler: Option<&'static SvcHandler>) {
     SVC_HANDLER.store(p, Ordering::Release);
 }
 
+/// A system call from EL0: straight to the installed [`SvcHandler`], or the common path.
+#[cfg(target_os = "none")]
+#[no_mangle]
+extern "C" fn __tessera_svc(frame: &mut TrapFrame) {
+    let svc = SVC_HANDLER.load(Ordering::Acquire);
+    if svc.is_null() {
+        return __tessera_exception(Kind::Lower64Sync as u64, frame);
+    }
+    // SAFETY: `set_svc_handler` only stores pointers to `'static` handlers.
+    let d = (unsafe { &*svc }.call)(frame);
+    if d != Disposition::Resume {
+        carry_out(Kind::Lower64Sync, frame, d);
+    }
+}
+
 #[cfg(target_os = "none")]
 #[no_mangle]
 extern "C" fn __tessera_exception(kind: u64, frame: &mut TrapFrame) {
-    if kind == Kind::Lower64Sync as u64 && frame.ec() == ec::SVC64 {
-        let svc = SVC_HANDLER.load(Ordering::Acquire);
-        if !svc.is_null() {
-            // SAFETY: `set_svc_handler` only stores pointers to `'static` handlers.
-            let d = (unsafe { &*svc }.call)(frame);
-            if d != Disposition::Resume {
-                carry_out(Kind::Lower64Sync, frame, d);
-            }
-            return;
-        }
-    }
     let kind = Kind::from_raw(kind);
     // Kernel code runs on SP_EL0, so the probe arrives as `CurrentSp0Sync`; from an exception
     // handler (SP_EL1) it would be `CurrentSpxSync`.
@@ -397,7 +401,17 @@ __exception_common:
     stp     x1, x2, [sp, #272]
     mrs     x1, tpidr_el0
     str     x1, [sp, #288]
-    mov     x1, sp
+    // A system call from EL0 (vector 8, ESR class 0x15) takes the short way.
+    cmp     x0, #8
+    b.ne    1f
+    ldr     x1, [sp, #264]
+    lsr     x1, x1, #26
+    cmp     x1, #0x15
+    b.ne    1f
+    mov     x0, sp
+    bl      __tessera_svc
+    b       __tessera_exception_return
+1:  mov     x1, sp
     bl      __tessera_exception
 .global __tessera_exception_return
 __tessera_exception_return:

@@ -30,7 +30,7 @@ use alloc::string::String;
 use arch::exception::{Disposition, TrapFrame, SPSR_EL0T};
 use syscall::{Action, Call};
 use system::{System, CODE_END, SYSTEM};
-use task::{sig, Memory, Pid, Restart, State, Task, WaitStatus};
+use task::{sig, Memory, Pid, State, Task, WaitStatus};
 
 /// The stack's size (also its `RLIMIT_STACK`).
 pub const STACK_SIZE: u64 = 8 << 20;
@@ -279,17 +279,18 @@ fn on_user_sync(frame: &mut TrapFrame) -> Disposition {
     on_user_trap(sys, frame)
 }
 
-/// A system call (from the vector, see `arch::exception::set_svc_handler`).
+/// A system call (from the vector, see `arch::exception::set_svc_handler`): dispatched, and the
+/// common answer (a value in `x0`, no tracing) returned at once; everything else goes through
+/// [`finish`].
 fn on_user_svc(frame: &mut TrapFrame) -> Disposition {
     let mut guard = SYSTEM.lock();
-    match guard.as_mut() {
-        Some(sys) => system_call(sys, frame),
-        None => Disposition::Fatal,
-    }
+    let Some(sys) = guard.as_mut() else {
+        return Disposition::Fatal;
+    };
+    system_call(sys, frame)
 }
 
-/// A system call: dispatched, and the common answer (a value in `x0`, no tracing) returned at
-/// once; everything else goes through [`finish`].
+#[inline(always)]
 fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
     let pid = sys.current();
     let nr = frame.x[8];
@@ -297,15 +298,29 @@ fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
         frame.x[0], frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5],
     ];
     let mut call = Call { sys, pid, frame, nr };
-    let action = syscall::dispatch(&mut call, &args);
-    if let (Action::Return(r), false) = (&action, call.sys.strace) {
-        call.frame.x[0] = *r as u64;
-        return Disposition::Resume;
+    match syscall::dispatch(&mut call, &args) {
+        Action::Return(r) if !call.sys.strace => {
+            call.frame.x[0] = r as u64;
+            Disposition::Resume
+        }
+        action => finish_traced(call.sys, pid, call.frame, nr, &args, action),
     }
-    if call.sys.strace {
-        trace(call.sys, pid, nr, &args, &action);
+}
+
+/// Everything but an untraced return: the trace line, then [`finish`].
+#[inline(never)]
+fn finish_traced(
+    sys: &mut System,
+    pid: Pid,
+    frame: &mut TrapFrame,
+    nr: u64,
+    args: &[u64; 6],
+    action: Action,
+) -> Disposition {
+    if sys.strace {
+        trace(sys, pid, nr, args, &action);
     }
-    finish(call.sys, pid, call.frame, nr, action)
+    finish(sys, pid, frame, action)
 }
 
 /// A fault, an undefined instruction or a trapped system-register access of a process.
@@ -363,7 +378,7 @@ fn report_kill(pid: Pid, signal: u8, address: u64) {
 
 /// Carries out what a system call decided for the caller `pid`, whose registers are in
 /// `frame`.
-fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, nr: u64, action: Action) -> Disposition {
+fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, action: Action) -> Disposition {
     match action {
         Action::Return(r) => {
             frame.x[0] = r as u64;
@@ -375,10 +390,7 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, nr: u64, action: Ac
             sys.cpu().preempt();
             sys.switch(frame, pid)
         }
-        Action::Block(wait, data) => {
-            let t = sys.task(pid);
-            t.restart = Some(Restart { nr, data });
-            t.state = State::Blocked(wait);
+        Action::Block => {
             // Woken, the process executes the `SVC` again.
             frame.elr -= 4;
             sys.cpu().remove(pid);
@@ -416,7 +428,8 @@ fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
                 a[2]
             )
         }
-        Action::Block(w, _) => {
+        Action::Block => {
+            let w = sys.tasks.get(pid).map(|t| t.state);
             crate::println!(
                 "[strace] {who}{name}({:#x}, {:#x}, {:#x}) waits ({w:?})",
                 a[0],

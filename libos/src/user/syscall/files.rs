@@ -308,7 +308,7 @@ fn read_into(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
                 return if f.nonblocking() {
                     Return(-EAGAIN)
                 } else {
-                    Action::Block(Wait::Console, 0)
+                    c.block(Wait::Console, 0)
                 };
             }
             Return(scatter(pieces, &buf[..n]).map_or_else(|e| e, |n| n as i64))
@@ -326,7 +326,7 @@ fn read_into(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
                 } else if f.nonblocking() {
                     Return(-EAGAIN)
                 } else {
-                    Action::Block(Wait::PipeRead(id), 0)
+                    c.block(Wait::PipeRead(id), 0)
                 };
             }
             let mut buf = alloc::vec![0u8; (total as usize).min(pipe.len())];
@@ -398,7 +398,7 @@ fn write_from(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
                 Err(PipeWrite::Full) if f.nonblocking() => {
                     Return(if done > 0 { done as i64 } else { -EAGAIN })
                 }
-                Err(PipeWrite::Full) => Action::Block(Wait::PipeWrite(id), done),
+                Err(PipeWrite::Full) => c.block(Wait::PipeWrite(id), done),
                 Err(PipeWrite::Broken) if done > 0 => Return(done as i64),
                 Err(PipeWrite::Broken) => broken_pipe(c),
             }
@@ -501,7 +501,7 @@ pub fn ppoll(c: &mut Call, a: &[u64; 6]) -> Action {
     // No deadline: wait as long as it takes.
     let wait = deadline.is_none_or(|d| arch::timer::now_ns() < d);
     if ready == 0 && wait {
-        return Action::Block(Wait::Poll(deadline), deadline.unwrap_or(u64::MAX));
+        return c.block(Wait::Poll(deadline), deadline.unwrap_or(u64::MAX));
     }
     Return(match uaccess::write(fds, &raw) {
         Ok(()) => ready,

@@ -48,7 +48,7 @@ fn sleep(c: &mut Call, req: u64, absolute: bool) -> Action {
     if deadline <= now {
         return Return(0);
     }
-    Action::Block(Wait::Sleep(deadline), deadline)
+    c.block(Wait::Sleep(deadline), deadline)
 }
 
 pub fn clock_gettime(_c: &mut Call, a: &[u64; 6]) -> Action {

@@ -16,7 +16,7 @@ mod signal;
 
 use super::errno::ENOSYS;
 use super::system::System;
-use super::task::{Pid, Task, Wait, WaitStatus};
+use super::task::{Pid, Restart, State, Task, Wait, WaitStatus};
 use arch::exception::TrapFrame;
 
 pub use files::console_file;
@@ -35,6 +35,16 @@ impl Call<'_> {
         self.sys.task(self.pid)
     }
 
+    /// The caller waits for `wait`, then executes the call again, which finds `data` through
+    /// [`Call::resumed`].
+    pub fn block(&mut self, wait: Wait, data: u64) -> Action {
+        let nr = self.nr;
+        let t = self.task();
+        t.restart = Some(Restart { nr, data });
+        t.state = State::Blocked(wait);
+        Action::Block
+    }
+
     /// What this call kept across its last wait, if it is being re-executed after one. Taken
     /// once: a call that keeps data across waits asks for it first thing (the restarted call is
     /// the first one a woken process makes, so the record is always its own).
@@ -50,8 +60,9 @@ impl Call<'_> {
 pub enum Action {
     /// Return this value (or `-errno`) in `x0`.
     Return(i64),
-    /// Wait, then execute the call again; it finds `data` through [`Call::resumed`].
-    Block(Wait, u64),
+    /// Wait (what for is in the caller's state, see [`Call::block`]), then execute the call
+    /// again.
+    Block,
     /// The caller ends with this status.
     Exit(WaitStatus),
     /// Return this value and let the others run first (`sched_yield`).

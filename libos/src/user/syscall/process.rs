@@ -285,7 +285,7 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     }
     c.sys.cpu().wake(pid);
     if vfork {
-        Action::Block(Wait::Vfork(pid), u64::from(pid))
+        c.block(Wait::Vfork(pid), u64::from(pid))
     } else {
         Return(i64::from(pid))
     }
@@ -429,7 +429,7 @@ pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
         } else if options & WNOHANG != 0 {
             Return(0)
         } else {
-            Action::Block(Wait::Child, 0)
+            c.block(Wait::Child, 0)
         };
     };
     if status != 0 {
