@@ -340,3 +340,12 @@ pub fn invalidate_icache_all() {
     // SAFETY: invalidating the instruction cache changes no data; the barriers complete it.
     unsafe { core::arch::asm!("ic iallu", "dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
+
+/// CPUs the kernel runs on: one for now (secondary cores are parked at boot). Per-CPU state is
+/// kept in arrays of this length, indexed by [`index`].
+pub const MAX_CPUS: usize = 1;
+
+/// This CPU's index in per-CPU arrays (`0..MAX_CPUS`).
+pub fn index() -> usize {
+    0
+}

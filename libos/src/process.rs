@@ -34,7 +34,14 @@ pub struct Segfault {
 }
 
 /// The space whose faults the abort hook resolves (set by `run` for its duration).
-static CURRENT: AtomicPtr<Space> = AtomicPtr::new(core::ptr::null_mut());
+/// Per CPU (indexed by `arch::cpu::index`).
+static CURRENT: [AtomicPtr<Space>; arch::cpu::MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; arch::cpu::MAX_CPUS];
+
+/// This CPU's current space.
+fn current() -> &'static AtomicPtr<Space> {
+    &CURRENT[arch::cpu::index()]
+}
 static LAST_SEGFAULT: Mutex<Option<Segfault>> = Mutex::new(None);
 /// Abandon code of a segfault inside `run`.
 const CODE_SEGV: u64 = 0x5e6f;
@@ -156,7 +163,7 @@ impl Process {
         let asid = unsafe { crate::ttbr0::switch_ttbr0(root_pa, &mut self.asid) };
         // SAFETY: as above.
         unsafe { (*space).set_asid(asid) };
-        let outer = CURRENT.swap(space, Ordering::AcqRel);
+        let outer = current().swap(space, Ordering::AcqRel);
         let outer_hook = runtime::fault_hook();
         runtime::set_fault_hook(Some(on_abort));
         let mut out = None;
@@ -166,7 +173,7 @@ impl Process {
         let r = crate::runtime::abandonable(|| out = Some(f()));
         drop(user_access);
         runtime::set_fault_hook(outer_hook);
-        CURRENT.store(outer, Ordering::Release);
+        current().store(outer, Ordering::Release);
         match r {
             Ok(()) => Ok(out.expect("ran")),
             Err(CODE_SEGV) => Err(RunEnd::Segfault(
@@ -188,7 +195,7 @@ impl Process {
         let asid = unsafe { crate::ttbr0::switch_ttbr0(root_pa, &mut self.asid) };
         // SAFETY: as above.
         unsafe { (*space).set_asid(asid) };
-        CURRENT.store(space, Ordering::Release);
+        current().store(space, Ordering::Release);
     }
 
     /// Ends the process: every page, table and folio reference is released.
@@ -202,14 +209,14 @@ impl Process {
 /// No address space is current for the system calls and faults any more (the switch to a
 /// process installs one).
 pub(crate) fn deactivate() {
-    CURRENT.store(core::ptr::null_mut(), Ordering::Release);
+    current().store(core::ptr::null_mut(), Ordering::Release);
 }
 
 /// [`deactivate`], if `p`'s space is the current one (it is about to be destroyed).
 pub(crate) fn deactivate_if(p: &Process) {
     if let Some(space) = p.space.as_ref() {
         let ptr = space as *const Space as *mut Space;
-        let _ = CURRENT.compare_exchange(ptr, core::ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
+        let _ = current().compare_exchange(ptr, core::ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -235,7 +242,7 @@ pub(crate) enum RunEnd {
 /// The address space of the process running on this core, for the system-call handlers: `None`
 /// outside [`Process::run`].
 pub(crate) fn with_current_space<R>(f: impl FnOnce(&mut Space) -> R) -> Option<R> {
-    let space = CURRENT.load(Ordering::Acquire);
+    let space = current().load(Ordering::Acquire);
     // SAFETY: as in `on_abort`: `run` set CURRENT to its exclusively borrowed space for the
     // duration of the call, and this core handles one exception at a time.
     (!space.is_null()).then(|| f(unsafe { &mut *space }))
@@ -292,7 +299,7 @@ impl Drop for Process {
 
 /// The abort hook while a process runs: user-half faults go to its space.
 fn on_abort(frame: &mut TrapFrame) -> Option<Disposition> {
-    let space = CURRENT.load(Ordering::Acquire);
+    let space = current().load(Ordering::Acquire);
     if space.is_null() || frame.far >= crate::mm::USER_END {
         return None;
     }

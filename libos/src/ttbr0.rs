@@ -5,19 +5,20 @@ use crate::mm::{Activation, Asid, AsidAllocator, AsidContext};
 use spin::{Mutex, Once};
 
 /// ASIDs for this core (single core for now).
-static ASIDS: Once<Mutex<AsidAllocator<1>>> = Once::new();
+static ASIDS: Once<Mutex<AsidAllocator<{ arch::cpu::MAX_CPUS }>>> = Once::new();
 
-fn asids() -> &'static Mutex<AsidAllocator<1>> {
+fn asids() -> &'static Mutex<AsidAllocator<{ arch::cpu::MAX_CPUS }>> {
     ASIDS.call_once(|| Mutex::new(AsidAllocator::new(arch::mmu::asid_bits() as u8)))
 }
 
 /// The address space active in TTBR0 (its root's physical address), if any.
-static ACTIVE: Mutex<Option<u64>> = Mutex::new(None);
+/// Per CPU (indexed by `arch::cpu::index`).
+static ACTIVE: [Mutex<Option<u64>>; arch::cpu::MAX_CPUS] = [const { Mutex::new(None) }; arch::cpu::MAX_CPUS];
 
 /// If the root at `root_pa` is the one TTBR0 translates, switches TTBR0 walks off (a root is
 /// about to be destroyed).
 pub fn retire_ttbr0(root_pa: u64) {
-    let mut active = ACTIVE.lock();
+    let mut active = ACTIVE[arch::cpu::index()].lock();
     if *active == Some(root_pa) {
         arch::mmu::disable_ttbr0();
         *active = None;
@@ -32,7 +33,7 @@ pub fn retire_ttbr0(root_pa: u64) {
 /// As for [`arch::mmu::set_ttbr0`]: `root_pa` is a live user root that stays live until
 /// [`retire_ttbr0`] is called for it.
 pub unsafe fn switch_ttbr0(root_pa: u64, ctx: &mut AsidContext) -> Asid {
-    let act: Activation = asids().lock().activate(0, ctx);
+    let act: Activation = asids().lock().activate(arch::cpu::index(), ctx);
     // SAFETY: the caller's contract.
     unsafe { install(root_pa, act) }
 }
@@ -50,6 +51,6 @@ pub unsafe fn install(root_pa: u64, act: Activation) -> Asid {
     // SAFETY: the caller's contract; the ASID comes from the allocator, which invalidated it
     // before handing it out again.
     unsafe { arch::mmu::set_ttbr0(root_pa, act.asid.0) };
-    *ACTIVE.lock() = Some(root_pa);
+    *ACTIVE[arch::cpu::index()].lock() = Some(root_pa);
     act.asid
 }

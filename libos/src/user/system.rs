@@ -23,8 +23,8 @@ use spin::Mutex;
 /// The processes of the run in progress.
 pub struct System {
     pub tasks: PidTable<Box<Task>>,
-    /// Per-CPU state, indexed by CPU number.
-    pub cpus: [Cpu<Pid>; 1],
+    /// Per-CPU run queues, indexed by `arch::cpu::index`.
+    pub cpus: [Cpu<Pid>; arch::cpu::MAX_CPUS],
     /// Log every system call.
     pub strace: bool,
     /// At most this many processes (zombies included); `fork` answers `EAGAIN` past it.
@@ -45,7 +45,7 @@ pub const CODE_END: u64 = 0xe817;
 
 /// This CPU's number.
 fn cpu_id() -> usize {
-    0
+    arch::cpu::index()
 }
 
 impl System {
@@ -57,12 +57,13 @@ impl System {
         let pid = tasks.alloc_pid().expect("an empty table has room");
         debug_assert_eq!(pid, INIT);
         tasks.insert(INIT, init);
-        let mut cpu = Cpu::new();
+        let mut cpus: [Cpu<Pid>; arch::cpu::MAX_CPUS] = core::array::from_fn(|_| Cpu::new());
+        let cpu = &mut cpus[cpu_id()];
         cpu.wake(INIT);
         cpu.resume();
         System {
             tasks,
-            cpus: [cpu],
+            cpus,
             strace,
             max_tasks,
             quantum_ns,
