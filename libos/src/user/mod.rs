@@ -184,6 +184,13 @@ pub fn run_traced(image: &[u8], argv: &[&str], envp: &[&str], strace: bool) -> R
     runtime::set_fault_hook(outer_fault);
     runtime::timer_cancel(runtime::TimerSlot::Scheduler);
     process::deactivate();
+    if r != Err(CODE_END) && SYSTEM.is_locked() {
+        // A panic or the watchdog abandoned a handler that held the lock: its guard went with
+        // the abandoned frames and nothing else runs.
+        // SAFETY: the abandon discarded every frame between the handler and here, so no guard
+        // of this lock exists any more; this core is the only one running.
+        unsafe { SYSTEM.force_unlock() };
+    }
     let mut sys = SYSTEM.lock().take().expect("the run's system");
     UNKNOWN_CALLS.fetch_add(sys.unknown_calls, core::sync::atomic::Ordering::Relaxed);
     if sys.end.is_none() {
