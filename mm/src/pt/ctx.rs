@@ -127,7 +127,7 @@ impl<'s> Reports<'s> {
     }
 }
 
-fn leaf_report(va: u64, pa: u64, size: u64, level: Level, desc: Descriptor) -> Leaf {
+pub(crate) fn leaf_report(va: u64, pa: u64, size: u64, level: Level, desc: Descriptor) -> Leaf {
     Leaf {
         va: VirtAddr(va),
         pa: PhysAddr(pa),

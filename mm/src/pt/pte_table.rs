@@ -10,7 +10,7 @@ use super::desc::{ApTable, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::platform::Platform;
 use super::root::Root;
-use super::table::Entry;
+use super::table::{Entry, Table};
 use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
 use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use crate::frames::OutOfMemory;
@@ -60,25 +60,29 @@ impl<C: ?Sized> Visitor<C> for FindPmd {
     }
 }
 
-/// Query: every level-2 entry holding a table in the range.
-struct CollectPmds<'a> {
-    out: &'a mut Vec<PteTable>,
-}
-
-impl<C: ?Sized> Visitor<C> for CollectPmds<'_> {
-    type Break = core::convert::Infallible;
-    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, _: u64, _: u64) -> Step<Self::Break> {
-        match d.kind(e.level()) {
-            DescriptorKind::Table { next } if e.level() == Level::L2 => {
-                self.out.push(PteTable {
-                    va: e.va(),
-                    pa: next,
-                    write_protected: d.ap_table() != ApTable::NoEffect,
-                });
-                Step::Next
-            }
-            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
-            _ => Step::Next,
+/// Appends to `out` every level-2 entry holding a table under `table` in `[start, last]`
+/// (inclusive `last`, so that a range ending at 2^64 needs no special case). Reads only the
+/// entries of the range and descends only into present tables: an empty stretch of the
+/// address space costs one descriptor read per entry of the lowest level present there.
+fn collect_pmds<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64, out: &mut Vec<PteTable>) {
+    let level = table.level();
+    let (first, end) = (level.index_of(start), level.index_of(last));
+    for i in first..=end {
+        let d = p.read(table.pa(), i);
+        if !d.is_table(level) {
+            continue;
+        }
+        let e = table.entry(i);
+        if level == Level::L2 {
+            out.push(PteTable {
+                va: e.va(),
+                pa: d.next_table(),
+                write_protected: d.ap_table() != ApTable::NoEffect,
+            });
+        } else {
+            let lo = e.va().0.max(start);
+            let hi = e.va().0.wrapping_add(e.size() - 1).min(last);
+            collect_pmds(p, e.child(d.next_table()), lo, hi, out);
         }
     }
 }
@@ -120,13 +124,7 @@ impl Root {
         if start >= end || self.check_range(VirtAddr(start), end - start).is_err() {
             return out;
         }
-        let Ok(()) = walk(
-            &mut Reader(p),
-            &mut CollectPmds { out: &mut out },
-            self.table,
-            start,
-            end,
-        );
+        collect_pmds(p, self.table, start, end.wrapping_sub(1), &mut out);
         out
     }
 
