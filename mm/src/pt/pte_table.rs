@@ -69,7 +69,7 @@ fn collect_pmds<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64
     let (first, end) = (level.index_of(start), level.index_of(last));
     for i in first..=end {
         let d = p.read(table.pa(), i);
-        if !d.is_table(level) {
+        if !d.is_valid() || !d.is_table(level) {
             continue;
         }
         let e = table.entry(i);
