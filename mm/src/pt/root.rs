@@ -334,9 +334,11 @@ impl Root {
         let Ok(()) = walk(&mut Reader(&*p), &mut plan, self.table, start, end);
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
+        let mut queue;
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
         if let Some(f) = reports {
-            cx.reports = Some(Reports::new(f));
+            queue = Reports::new(f);
+            cx.reports = Some(&mut queue);
         }
         cx.unfold_partial(self.table, start, end);
         let Ok(()) = walk(&mut cx, op, self.table, start, end);

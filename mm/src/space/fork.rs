@@ -10,6 +10,14 @@ use crate::vma::VmProt;
 use crate::PteTable;
 use crate::{PAGE_SIZE, USER_END};
 
+/// What a `Copy` fork carries from one piece to the next.
+struct CopyState {
+    /// The span whose table exists in the child already (pieces of one table come in a row).
+    ensured: Option<u64>,
+    /// The parent's ranges to write-protect at the end, merged.
+    protect: Vec<(u64, u64)>,
+}
+
 /// The fork of one region failed for lack of memory (the child is then discarded).
 struct NoMemory;
 
@@ -57,20 +65,23 @@ impl Space {
         if private.is_empty() {
             return Ok(());
         }
-        let mut protect: Vec<(u64, u64)> = Vec::new();
+        let mut state = CopyState {
+            ensured: None,
+            protect: Vec::new(),
+        };
         let mut result = Ok(());
         'regions: for &(s, e, prot) in &private {
             // Only the tables of the region's own spans are read.
             for t in self.root.pte_tables(m, s, e) {
                 let span = t.va.as_u64();
                 let piece = (s.max(span), e.min(span + ptes::TABLE_SPAN));
-                if self.fork_private(m, child, t, prot, piece, &mut protect).is_err() {
+                if self.fork_private(m, child, t, prot, piece, &mut state).is_err() {
                     result = Err(SpaceError::OutOfMemory);
                     break 'regions;
                 }
             }
         }
-        for (s, e) in protect {
+        for (s, e) in state.protect {
             ptes::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
             self.stats.fork_wrprotects += 1;
         }
@@ -90,9 +101,9 @@ impl Space {
 
     /// Copies the entries of `[start, end)` (part of a private region with permissions `prot`,
     /// inside the span of this space's level-3 table `t`) into `child`, adding the parent's
-    /// runs to write-protect to `protect` (merged). Runs of object pages (private object
-    /// mappings) are mapped read-only in the child too. The child's table is allocated once,
-    /// before the first run is accounted.
+    /// runs to write-protect to `state` (merged). Runs of object pages (private object
+    /// mappings) are mapped read-only in the child too. The child's table is allocated
+    /// before the first run is accounted, once per span.
     fn fork_private<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -100,19 +111,23 @@ impl Space {
         t: PteTable,
         prot: VmProt,
         (start, end): (u64, u64),
-        protect: &mut Vec<(u64, u64)>,
+        state: &mut CopyState,
     ) -> Result<(), NoMemory> {
         let mem = m.mem();
-        let mut add_protect = |s: u64, e: u64| match protect.last_mut() {
+        let mut add_protect = |s: u64, e: u64| match state.protect.last_mut() {
             Some(last) if last.1 == s => last.1 = e,
-            _ => protect.push((s, e)),
+            _ => state.protect.push((s, e)),
         };
         let runs = ptes::table_runs(m, mem, t, start, end, |_, _, _| false);
         if runs.is_empty() {
             return Ok(());
         }
-        if ptes::ensure_table(&mut child.root, m, start).is_err() {
-            return Err(NoMemory);
+        let span = t.va.as_u64();
+        if state.ensured != Some(span) {
+            if ptes::ensure_table(&mut child.root, m, span).is_err() {
+                return Err(NoMemory);
+            }
+            state.ensured = Some(span);
         }
         // A table under a write limit (shared, or left so by sharing) is not written: the
         // limit already keeps its entries read-only, and its last holder write-protects what
