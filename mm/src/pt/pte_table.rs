@@ -6,7 +6,7 @@
 use alloc::vec::Vec;
 
 use super::ctx::{Ctx, Reserve};
-use super::desc::{ApTable, Descriptor, DescriptorKind};
+use super::desc::{bits, ApTable, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::platform::Platform;
 use super::root::Root;
@@ -67,12 +67,22 @@ impl<C: ?Sized> Visitor<C> for FindPmd {
 fn collect_pmds<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64, out: &mut Vec<PteTable>) {
     let level = table.level();
     let (first, end) = (level.index_of(start), level.index_of(last));
-    for i in first..=end {
+    let mut i = first;
+    while i <= end {
+        // Empty stretches eight entries at a time.
+        if i % 8 == 0 && i + 8 <= end + 1 {
+            let any = (i..i + 8).fold(0, |acc, j| acc | p.read(table.pa(), j).0);
+            if any & bits::VALID == 0 {
+                i += 8;
+                continue;
+            }
+        }
         let d = p.read(table.pa(), i);
+        i += 1;
         if !d.is_valid() || !d.is_table(level) {
             continue;
         }
-        let e = table.entry(i);
+        let e = table.entry(i - 1);
         if level == Level::L2 {
             out.push(PteTable {
                 va: e.va(),
