@@ -127,7 +127,7 @@ impl<'s> Reports<'s> {
     }
 }
 
-fn leaf_report(va: u64, pa: u64, size: u64, level: Level, desc: Descriptor) -> Leaf {
+pub(crate) fn leaf_report(va: u64, pa: u64, size: u64, level: Level, desc: Descriptor) -> Leaf {
     Leaf {
         va: VirtAddr(va),
         pa: PhysAddr(pa),
@@ -185,8 +185,9 @@ pub(crate) struct Ctx<'a, P: Platform + ?Sized> {
     /// How many unlinked (new) tables the walk is currently inside; 0 means the entries being
     /// visited are live (reachable by the MMU).
     pub unlinked: u32,
-    /// Where removed leaves are reported, for an unmap with a callback.
-    pub reports: Option<Reports<'a>>,
+    /// Where removed leaves are reported, for an unmap with a callback (the queue lives in
+    /// the caller's frame, so that the context stays small).
+    pub reports: Option<&'a mut Reports<'a>>,
 }
 
 impl<P: Platform + ?Sized> ReadDesc for Ctx<'_, P> {
@@ -357,7 +358,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
 
     /// Makes room for one more report (flushing, which delivers the queue, if it is full).
     pub(crate) fn report_room(&mut self) {
-        if self.reports.as_ref().is_some_and(|r| r.n == REPORT_BATCH) {
+        if self.reports.as_deref().is_some_and(|r| r.n == REPORT_BATCH) {
             self.flush();
         }
     }

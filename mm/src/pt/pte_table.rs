@@ -6,11 +6,11 @@
 use alloc::vec::Vec;
 
 use super::ctx::{Ctx, Reserve};
-use super::desc::{ApTable, Descriptor, DescriptorKind};
+use super::desc::{bits, ApTable, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::platform::Platform;
 use super::root::Root;
-use super::table::Entry;
+use super::table::{Entry, Table};
 use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
 use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use crate::frames::OutOfMemory;
@@ -60,25 +60,39 @@ impl<C: ?Sized> Visitor<C> for FindPmd {
     }
 }
 
-/// Query: every level-2 entry holding a table in the range.
-struct CollectPmds<'a> {
-    out: &'a mut Vec<PteTable>,
-}
-
-impl<C: ?Sized> Visitor<C> for CollectPmds<'_> {
-    type Break = core::convert::Infallible;
-    fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, _: u64, _: u64) -> Step<Self::Break> {
-        match d.kind(e.level()) {
-            DescriptorKind::Table { next } if e.level() == Level::L2 => {
-                self.out.push(PteTable {
-                    va: e.va(),
-                    pa: next,
-                    write_protected: d.ap_table() != ApTable::NoEffect,
-                });
-                Step::Next
+/// Appends to `out` every level-2 entry holding a table under `table` in `[start, last]`
+/// (inclusive `last`, so that a range ending at 2^64 needs no special case). Reads only the
+/// entries of the range and descends only into present tables: an empty stretch of the
+/// address space costs one descriptor read per entry of the lowest level present there.
+fn collect_pmds<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64, out: &mut Vec<PteTable>) {
+    let level = table.level();
+    let (first, end) = (level.index_of(start), level.index_of(last));
+    let mut i = first;
+    while i <= end {
+        // Empty stretches eight entries at a time.
+        if i % 8 == 0 && i + 8 <= end + 1 {
+            let any = (i..i + 8).fold(0, |acc, j| acc | p.read(table.pa(), j).0);
+            if any & bits::VALID == 0 {
+                i += 8;
+                continue;
             }
-            DescriptorKind::Table { next } => Step::Descend(e.child(next)),
-            _ => Step::Next,
+        }
+        let d = p.read(table.pa(), i);
+        i += 1;
+        if !d.is_valid() || !d.is_table(level) {
+            continue;
+        }
+        let e = table.entry(i - 1);
+        if level == Level::L2 {
+            out.push(PteTable {
+                va: e.va(),
+                pa: d.next_table(),
+                write_protected: d.ap_table() != ApTable::NoEffect,
+            });
+        } else {
+            let lo = e.va().0.max(start);
+            let hi = e.va().0.wrapping_add(e.size() - 1).min(last);
+            collect_pmds(p, e.child(d.next_table()), lo, hi, out);
         }
     }
 }
@@ -120,13 +134,7 @@ impl Root {
         if start >= end || self.check_range(VirtAddr(start), end - start).is_err() {
             return out;
         }
-        let Ok(()) = walk(
-            &mut Reader(p),
-            &mut CollectPmds { out: &mut out },
-            self.table,
-            start,
-            end,
-        );
+        collect_pmds(p, self.table, start, end.wrapping_sub(1), &mut out);
         out
     }
 

@@ -4,8 +4,8 @@ use core::fmt;
 
 use super::asid::Asid;
 use super::attrs::{Attrs, AttrsError};
-use super::ctx::{Ctx, Reports, Reserve};
-use super::desc::DescriptorKind;
+use super::ctx::{leaf_report, Ctx, Reports, Reserve};
+use super::desc::{bits, DescriptorKind};
 use super::error::MapError;
 use super::leaf::{Leaf, Translation};
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, SplitPlan, UnmapOp};
@@ -14,8 +14,10 @@ use super::query::{find_slot, FirstLeaf, Slot};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
-use super::walk::{walk, Reader};
-use crate::addr::{Level, PhysAddr, VirtAddr, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END};
+use super::walk::{read_block, walk, Reader};
+use crate::addr::{
+    Level, PhysAddr, VirtAddr, CONT_PTES, CONT_SIZE, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END,
+};
 use crate::frames::OutOfMemory;
 
 /// Which TTBR a root is for.
@@ -332,9 +334,11 @@ impl Root {
         let Ok(()) = walk(&mut Reader(&*p), &mut plan, self.table, start, end);
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
+        let mut queue;
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);
         if let Some(f) = reports {
-            cx.reports = Some(Reports::new(f));
+            queue = Reports::new(f);
+            cx.reports = Some(&mut queue);
         }
         cx.unfold_partial(self.table, start, end);
         let Ok(()) = walk(&mut cx, op, self.table, start, end);
@@ -520,6 +524,76 @@ impl Root {
         p.tlb_maintenance(&[op]);
         free_tree(p, self.table.pa(), Level::L0)
     }
+    /// [`Root::destroy`], reporting every leaf of the tree to `f` before the tables go: the
+    /// teardown of an address space in one pass over its populated tables.
+    ///
+    /// The root must not be installed in any TTBR on any CPU. One `TLBI ASIDE1IS` (user) or
+    /// `VMALLE1IS` (kernel) first, so every report comes **after** an invalidation covering
+    /// the leaf has completed, as with [`Root::unmap_leaves`], and `f` may free the frames.
+    /// Then each table is read once, in address order: its leaves are reported (a folded
+    /// 64 KiB block once, as one 64 KiB leaf with AF and the dirty state gathered over its 16
+    /// entries), the tables below it are visited, and it is freed. `f` gets the platform
+    /// back (for releasing frames). Level-3 tables another root still links must have been
+    /// unlinked first. Returns how many tables were freed.
+    pub fn destroy_leaves<P, F>(mut self, p: &mut P, mut f: F) -> usize
+    where
+        P: Platform + ?Sized,
+        F: FnMut(&mut P, &Leaf),
+    {
+        let op = scope_op(self.scope());
+        self.stats.count_tlbi(&[op]);
+        p.tlb_maintenance(&[op]);
+        let va = self.table.va_base().0;
+        teardown(p, self.table.pa(), Level::L0, va, &mut f)
+    }
+}
+
+/// Reports the leaves of `table` (at `level`, mapping from `va`) and of the tables below it to
+/// `f`, freeing each table after its leaves; see [`Root::destroy_leaves`].
+fn teardown<P, F>(p: &mut P, table: PhysAddr, level: Level, va: u64, f: &mut F) -> usize
+where
+    P: Platform + ?Sized,
+    F: FnMut(&mut P, &Leaf),
+{
+    let mut n = 1;
+    let mut i = 0;
+    while i < crate::addr::ENTRIES {
+        // Empty stretches eight entries at a time (`i` is a multiple of 8 after every skip
+        // and every folded block).
+        if i % 8 == 0 && (i..i + 8).fold(0, |acc, j| acc | p.read(table, j).0) & bits::VALID == 0 {
+            i += 8;
+            continue;
+        }
+        let d = p.read(table, i);
+        if !d.is_valid() {
+            i += 1;
+            continue;
+        }
+        let at = va.wrapping_add((i as u64) << level.shift());
+        match d.kind(level) {
+            DescriptorKind::Invalid => {}
+            DescriptorKind::Table { next } => {
+                let child = level.next().expect("tables only above level 3");
+                n += teardown(p, next, child, at, f);
+            }
+            _ if level.is_page_level() && d.contiguous() && i % CONT_PTES == 0 => {
+                let (_, g) = read_block(&Reader(&*p), table, i);
+                f(
+                    p,
+                    &leaf_report(at, d.output_address(level).0, CONT_SIZE, level, g),
+                );
+                i += CONT_PTES;
+                continue;
+            }
+            _ => f(
+                p,
+                &leaf_report(at, d.output_address(level).0, level.entry_size(), level, d),
+            ),
+        }
+        i += 1;
+    }
+    p.free_table(table);
+    n
 }
 
 fn free_tree<P: Platform + ?Sized>(p: &mut P, table: PhysAddr, level: Level) -> usize {

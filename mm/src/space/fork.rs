@@ -6,10 +6,17 @@ use alloc::vec::Vec;
 use super::machine::Machine;
 use super::{ptes, ForkMode, Space, SpaceError};
 use crate::folio::{FolioError, FolioKind, FolioOrder};
-use crate::vma::Vma;
+use crate::vma::VmProt;
+use crate::PteTable;
 use crate::{PAGE_SIZE, USER_END};
 
-use super::shm::Shm;
+/// What a `Copy` fork carries from one piece to the next.
+struct CopyState {
+    /// The span whose table exists in the child already (pieces of one table come in a row).
+    ensured: Option<u64>,
+    /// The parent's ranges to write-protect at the end, merged.
+    protect: Vec<(u64, u64)>,
+}
 
 /// The fork of one region failed for lack of memory (the child is then discarded).
 struct NoMemory;
@@ -35,7 +42,12 @@ impl Space {
         Ok(child)
     }
 
-    /// `Copy` mode over `[start, end)`: the entries of every private region there.
+    /// `Copy` mode over `[start, end)`: the entries of every private region there, one
+    /// present level-3 table of this space at a time (spans without a table cost nothing,
+    /// and only the tables of the regions' spans are looked up).
+    /// The parent's runs that were writable are write-protected at the end, merged into
+    /// maximal ranges, even when failing half-way (so that the parent's writable private
+    /// pages stay anon-exclusive).
     fn fork_copy<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -43,19 +55,37 @@ impl Space {
         start: u64,
         end: u64,
     ) -> Result<(), SpaceError> {
-        let private: Vec<Vma<Shm>> = self
+        // The private regions as plain ranges: no region (nor object handle) is cloned.
+        let private: Vec<(u64, u64, VmProt)> = self
             .vmas
             .iter()
             .filter(|v| !v.kind.is_shared() && v.end.as_u64() > start && v.start.as_u64() < end)
-            .cloned()
+            .map(|v| (v.start.as_u64().max(start), v.end.as_u64().min(end), v.prot))
             .collect();
-        for vma in &private {
-            let s = vma.start.as_u64().max(start);
-            let e = vma.end.as_u64().min(end);
-            self.fork_private(m, child, vma, s, e)
-                .map_err(|NoMemory| SpaceError::OutOfMemory)?;
+        if private.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut state = CopyState {
+            ensured: None,
+            protect: Vec::new(),
+        };
+        let mut result = Ok(());
+        'regions: for &(s, e, prot) in &private {
+            // Only the tables of the region's own spans are read.
+            for t in self.root.pte_tables(m, s, e) {
+                let span = t.va.as_u64();
+                let piece = (s.max(span), e.min(span + ptes::TABLE_SPAN));
+                if self.fork_private(m, child, t, prot, piece, &mut state).is_err() {
+                    result = Err(SpaceError::OutOfMemory);
+                    break 'regions;
+                }
+            }
+        }
+        for (s, e) in state.protect {
+            ptes::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
+            self.stats.fork_wrprotects += 1;
+        }
+        result
     }
 
     /// `Copy` mode for the 2 MiB span at `span` (a span `ShareTables` does not share).
@@ -69,116 +99,99 @@ impl Space {
         self.fork_copy(m, child, span, span + ptes::TABLE_SPAN)
     }
 
-    /// Copies the entries of the private region `vma` in `[start, end)` into `child`, write-protecting the
-    /// parent's shared runs (even when failing half-way, so that the parent's writable
-    /// private pages stay anon-exclusive). Runs of object pages (private object mappings)
-    /// are mapped read-only in the child too.
+    /// Copies the entries of `[start, end)` (part of a private region with permissions `prot`,
+    /// inside the span of this space's level-3 table `t`) into `child`, adding the parent's
+    /// runs to write-protect to `state` (merged). Runs of object pages (private object
+    /// mappings) are mapped read-only in the child too. The child's table is allocated
+    /// before the first run is accounted, once per span.
     fn fork_private<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         child: &mut Space,
-        vma: &Vma<Shm>,
-        start: u64,
-        end: u64,
+        t: PteTable,
+        prot: VmProt,
+        (start, end): (u64, u64),
+        state: &mut CopyState,
     ) -> Result<(), NoMemory> {
         let mem = m.mem();
-        // Parent ranges to write-protect, merged.
-        let mut protect: Vec<(u64, u64)> = Vec::new();
-        let mut add_protect = |s: u64, e: u64| match protect.last_mut() {
+        let mut add_protect = |s: u64, e: u64| match state.protect.last_mut() {
             Some(last) if last.1 == s => last.1 = e,
-            _ => protect.push((s, e)),
+            _ => state.protect.push((s, e)),
         };
-        let mut result = Ok(());
-        // One level-3 table span at a time: runs never cross a table, and the run list stays
-        // bounded (at most 512) however large the region is.
-        let mut chunk = start;
-        'chunks: while chunk < end {
-            let chunk_end = (ptes::span_of(chunk) + ptes::TABLE_SPAN).min(end);
-            let runs = ptes::runs(&self.root, m, mem, chunk, chunk_end, |_, _, _| false);
-            // A table under a write limit (shared, or left so by sharing) is not written: the
-            // limit already keeps its entries read-only, and its last holder write-protects
-            // what is no longer exclusive when it takes it (docs/mm.md, "Shared page
-            // tables").
-            let limited = self.limited_tables
-                && self
-                    .root
-                    .pte_table(m, crate::VirtAddr(chunk))
-                    .is_some_and(|t| t.write_protected);
-            chunk = chunk_end;
-            for run in &runs {
-                if ptes::ensure_table(&mut child.root, m, run.va).is_err() {
-                    result = Err(NoMemory);
-                    break 'chunks;
-                }
-                let child_desc = run.desc.with_writable(false).with_young(false);
-                let fold = ptes::foldable(run.folio.order());
-                if !run.folio.is_anon() {
-                    // Object pages of a private object mapping: read-only in the parent,
-                    // the same (read-only) entries in the child.
-                    debug_assert!(!run.writable, "object pages are mapped read-only");
-                    run.folio
-                        .add_file_ptes(child.id, run.first, run.nr)
-                        .expect("file folio, pages inside it");
-                    self.stats.fork_file_batches += 1;
+        let runs = ptes::table_runs(m, mem, t, start, end, |_, _, _| false);
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let span = t.va.as_u64();
+        if state.ensured != Some(span) {
+            if ptes::ensure_table(&mut child.root, m, span).is_err() {
+                return Err(NoMemory);
+            }
+            state.ensured = Some(span);
+        }
+        // A table under a write limit (shared, or left so by sharing) is not written: the
+        // limit already keeps its entries read-only, and its last holder write-protects what
+        // is no longer exclusive when it takes it (docs/mm.md, "Shared page tables").
+        let limited = t.write_protected;
+        for run in &runs {
+            let child_desc = run.desc.with_writable(false).with_young(false);
+            let fold = ptes::foldable(run.folio.order());
+            if !run.folio.is_anon() {
+                // Object pages of a private object mapping: read-only in the parent, the same
+                // (read-only) entries in the child.
+                debug_assert!(!run.writable, "object pages are mapped read-only");
+                run.folio
+                    .add_file_ptes(child.id, run.first, run.nr)
+                    .expect("file folio, pages inside it");
+                self.stats.fork_file_batches += 1;
+                ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                continue;
+            }
+            match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
+                Ok(()) => {
+                    self.stats.fork_dup_batches += 1;
+                    self.stats.fork_dup_pages += run.nr as u64;
                     ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
-                    continue;
-                }
-                match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
-                    Ok(()) => {
-                        self.stats.fork_dup_batches += 1;
-                        self.stats.fork_dup_pages += run.nr as u64;
-                        ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
-                        if run.writable && !limited {
-                            add_protect(run.va, run.end());
-                        }
+                    if run.writable && !limited {
+                        add_protect(run.va, run.end());
                     }
-                    Err(FolioError::MaybePinned { .. }) => {
-                        // Page by page: share what can be shared, copy the exclusive pages of the
-                        // pinned folio for the child.
-                        let attrs = ptes::user_attrs(vma.prot.pte_prot());
-                        for i in 0..run.nr {
-                            let va = run.va + i as u64 * PAGE_SIZE;
-                            let idx = run.first + i;
-                            let pa = run.pa + i as u64 * PAGE_SIZE;
-                            match run.folio.try_dup_anon_ptes(child.id, idx, 1) {
-                                Ok(()) => {
-                                    self.stats.fork_dup_batches += 1;
-                                    self.stats.fork_dup_pages += 1;
-                                    let d = child_desc.with_address(crate::PhysAddr(pa));
-                                    ptes::set(&mut child.root, m, va, d, 1, fold);
-                                    if run.writable && !limited {
-                                        add_protect(va, va + PAGE_SIZE);
-                                    }
+                }
+                Err(FolioError::MaybePinned { .. }) => {
+                    // Page by page: share what can be shared, copy the exclusive pages of the
+                    // pinned folio for the child.
+                    let attrs = ptes::user_attrs(prot.pte_prot());
+                    for i in 0..run.nr {
+                        let va = run.va + i as u64 * PAGE_SIZE;
+                        let idx = run.first + i;
+                        let pa = run.pa + i as u64 * PAGE_SIZE;
+                        match run.folio.try_dup_anon_ptes(child.id, idx, 1) {
+                            Ok(()) => {
+                                self.stats.fork_dup_batches += 1;
+                                self.stats.fork_dup_pages += 1;
+                                let d = child_desc.with_address(crate::PhysAddr(pa));
+                                ptes::set(&mut child.root, m, va, d, 1, fold);
+                                if run.writable && !limited {
+                                    add_protect(va, va + PAGE_SIZE);
                                 }
-                                Err(FolioError::MaybePinned { .. }) => {
-                                    let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon)
-                                    else {
-                                        result = Err(NoMemory);
-                                        break;
-                                    };
-                                    m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
-                                    new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
-                                    let d = ptes::page_desc(attrs, new.pa().0, true)
-                                        .with_young(!vma.prot.is_none());
-                                    ptes::set(&mut child.root, m, va, d, 1, false);
-                                    new.put(m);
-                                    self.stats.fork_copies += 1;
-                                }
-                                Err(e) => panic!("fork of a mapped anon page refused: {e:?}"),
                             }
-                        }
-                        if result.is_err() {
-                            break 'chunks;
+                            Err(FolioError::MaybePinned { .. }) => {
+                                let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon) else {
+                                    return Err(NoMemory);
+                                };
+                                m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
+                                new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
+                                let d = ptes::page_desc(attrs, new.pa().0, true).with_young(!prot.is_none());
+                                ptes::set(&mut child.root, m, va, d, 1, false);
+                                new.put(m);
+                                self.stats.fork_copies += 1;
+                            }
+                            Err(e) => panic!("fork of a mapped anon page refused: {e:?}"),
                         }
                     }
-                    Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
                 }
+                Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
             }
         }
-        for (s, e) in protect {
-            ptes::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
-            self.stats.fork_wrprotects += 1;
-        }
-        result
+        Ok(())
     }
 }

@@ -319,12 +319,46 @@ impl Space {
 
     /// Process exit: unmaps everything, releases every page and shared object, destroys the
     /// tables. Outstanding pins keep their frames until released.
+    ///
+    /// One pass over the populated tables: shared tables are unlinked (as [`Space::zap`]
+    /// does), then the root is torn down with one whole-ASID invalidation, every leaf's
+    /// folio accounting removed and its references released as the tables are read, and each
+    /// table freed after its leaves ([`Root::destroy_leaves`]).
     pub fn exit<'m, M: Machine<'m> + ?Sized>(mut self, m: &mut M) {
-        self.zap(m, 0, USER_END);
+        self.pinned_spans.clear();
+        if self.limited_tables {
+            let all = self.root.pte_tables(m, 0, USER_END);
+            // The tables left are this space's own: the teardown below frees them.
+            let _own = self.drop_shares(m, 0, USER_END, all);
+        }
         let regions = self.vmas.unmap_all();
-        release_regions(m, regions);
         m.root_retiring(&self.root);
-        self.root.destroy(m);
+        let mem = m.mem();
+        let id = self.id;
+        let root = self.root;
+        let mut pending: Option<Unmapped<'m>> = None;
+        root.destroy_leaves(m, |m, leaf| {
+            debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
+            let (folio, idx) = mem
+                .folio_page(leaf.pa)
+                .expect("a user page maps an allocated folio");
+            let nr = (leaf.size / PAGE_SIZE) as usize;
+            let u = folio
+                .remove_ptes(id, idx, nr)
+                .expect("every user mapping is accounted");
+            match pending.as_mut() {
+                Some(last) if last.folio() == folio => last.merge(u),
+                _ => {
+                    if let Some(done) = pending.replace(u) {
+                        done.release(m);
+                    }
+                }
+            }
+        });
+        if let Some(done) = pending {
+            done.release(m);
+        }
+        release_regions(m, regions);
         m.mem().free_space_id(self.id);
         self.live.exited = true;
     }

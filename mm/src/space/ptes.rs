@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use crate::folio::{Folio, FolioOrder, MemMap};
 use crate::{
-    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, Root, VirtAddr,
-    CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
+    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, PteTable, Root,
+    VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
 };
 
 /// Bytes mapped by one level-3 table.
@@ -133,6 +133,26 @@ pub(super) fn scan<P: Platform + ?Sized>(
     }
 }
 
+/// [`scan`] of `[start, end)` inside the span of the level-3 table `t` (read directly, no walk).
+pub(super) fn scan_table<P: Platform + ?Sized>(
+    p: &P,
+    t: PteTable,
+    start: u64,
+    end: u64,
+    mut f: impl FnMut(u64, Descriptor),
+) {
+    let base = t.va.as_u64();
+    debug_assert!(base <= start && start < end && end <= base + TABLE_SPAN);
+    let first = Level::L3.index_of(start);
+    let n = ((end - start) / PAGE_SIZE) as usize;
+    for i in first..first + n {
+        let d = p.read(t.pa, i);
+        if d.is_valid() {
+            f(base + i as u64 * PAGE_SIZE, d);
+        }
+    }
+}
+
 /// The 16 raw entries of the 64 KiB block at `block` (all invalid if its table is missing).
 pub(super) fn block_entries<P: Platform + ?Sized>(root: &Root, p: &P, block: u64) -> [Descriptor; CONT_PTES] {
     let mut out = [Descriptor::INVALID; CONT_PTES];
@@ -197,22 +217,56 @@ pub(super) fn runs<'m, P: Platform + ?Sized>(
     mem: &MemMap<'m>,
     start: u64,
     end: u64,
-    mut key: impl FnMut(Folio<'m>, usize, Descriptor) -> bool,
+    key: impl FnMut(Folio<'m>, usize, Descriptor) -> bool,
 ) -> Vec<Run<'m>> {
-    let mut out: Vec<Run<'m>> = Vec::new();
-    let cmp = |d: Descriptor| d.with_writable(false).fold_key();
-    scan(root, p, start, end, |va, d| {
+    let mut b = RunBuilder::new(mem, key);
+    scan(root, p, start, end, |va, d| b.push(va, d));
+    b.out
+}
+
+/// [`runs`] of `[start, end)` inside the span of the level-3 table `t`, reading it directly.
+pub(super) fn table_runs<'m, P: Platform + ?Sized>(
+    p: &P,
+    mem: &MemMap<'m>,
+    t: PteTable,
+    start: u64,
+    end: u64,
+    key: impl FnMut(Folio<'m>, usize, Descriptor) -> bool,
+) -> Vec<Run<'m>> {
+    let mut b = RunBuilder::new(mem, key);
+    scan_table(p, t, start, end, |va, d| b.push(va, d));
+    b.out
+}
+
+/// Cuts the valid entries it is given, in address order, into [`Run`]s.
+struct RunBuilder<'a, 'm, K> {
+    mem: &'a MemMap<'m>,
+    key: K,
+    out: Vec<Run<'m>>,
+}
+
+impl<'a, 'm, K: FnMut(Folio<'m>, usize, Descriptor) -> bool> RunBuilder<'a, 'm, K> {
+    fn new(mem: &'a MemMap<'m>, key: K) -> Self {
+        RunBuilder {
+            mem,
+            key,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, va: u64, d: Descriptor) {
+        let cmp = |d: Descriptor| d.with_writable(false).fold_key();
         let pa = d.address().0;
-        if let Some(r) = out.last_mut() {
+        if let Some(r) = self.out.last_mut() {
             let same_folio = pa >= r.folio.pa().0 && pa < r.folio.pa().0 + r.folio.size();
             let continues = va == r.end()
-                && va % TABLE_SPAN != 0
+                && !va.is_multiple_of(TABLE_SPAN)
                 && pa == r.pa + r.nr as u64 * PAGE_SIZE
                 && same_folio
                 && cmp(d) == cmp(r.desc);
             if continues {
                 let idx = r.first + r.nr;
-                if key(r.folio, idx, d) == r.key {
+                if (self.key)(r.folio, idx, d) == r.key {
                     r.nr += 1;
                     r.desc = r.desc.gather_young_dirty(d);
                     r.writable |= d.writable();
@@ -220,11 +274,12 @@ pub(super) fn runs<'m, P: Platform + ?Sized>(
                 }
             }
         }
-        let (folio, idx) = mem
+        let (folio, idx) = self
+            .mem
             .folio_page(d.address())
             .expect("a user page maps an allocated folio");
-        let k = key(folio, idx, d);
-        out.push(Run {
+        let k = (self.key)(folio, idx, d);
+        self.out.push(Run {
             va,
             pa,
             nr: 1,
@@ -234,8 +289,7 @@ pub(super) fn runs<'m, P: Platform + ?Sized>(
             writable: d.writable(),
             key: k,
         });
-    });
-    out
+    }
 }
 
 /// Whether `va` is the first page of a 64 KiB block.

@@ -211,7 +211,7 @@ impl Space {
         mut key: impl FnMut(Folio<'m>, usize) -> bool,
     ) -> Vec<ptes::Run<'m>> {
         let s = t.va.as_u64();
-        ptes::runs(&self.root, m, m.mem(), s, s + TABLE_SPAN, |f, i, _| key(f, i))
+        ptes::table_runs(m, m.mem(), t, s, s + TABLE_SPAN, |f, i, _| key(f, i))
     }
 
     /// The private copy: a new table with this space's accounting of every entry, the shared
