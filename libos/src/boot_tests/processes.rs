@@ -191,3 +191,11 @@ crate::boot_test! {
         assert!(matches!(exit, Ok(Exit::Signal { signal: signal::SIGSEGV, .. })), "{exit:?}\n{out}");
     }
 }
+
+crate::boot_test! {
+    /// With SIGCHLD ignored, dead children are reaped at once: wait blocks until the last one
+    /// exits, then answers ECHILD, and no zombie is left (as on Linux).
+    fn ignoring_sigchld_leaves_no_zombies() {
+        expect_output("no-zombies", &[], "no-zombies: ECHILD after every child exited, no zombie left\n");
+    }
+}

@@ -202,6 +202,10 @@ impl System {
         if orphans {
             self.wake_if_waiting_child(INIT);
         }
+        // A parent that ignores SIGCHLD (or set SA_NOCLDWAIT) leaves no zombie to reap.
+        if self.tasks.get(ppid).is_some_and(|p| p.signals.no_zombies()) {
+            self.reap(pid);
+        }
         self.wake_if_waiting_child(ppid);
     }
 

@@ -197,6 +197,14 @@ impl Signals {
         self.actions[usize::from(signal - 1)][0]
     }
 
+    /// Whether dead children are reaped at once: `SIGCHLD` ignored, or its action has
+    /// `SA_NOCLDWAIT`.
+    pub fn no_zombies(&self) -> bool {
+        const SA_NOCLDWAIT: u64 = 2;
+        let a = self.actions[usize::from(sig::SIGCHLD - 1)];
+        a[0] == sig::SIG_IGN || a[1] & SA_NOCLDWAIT != 0
+    }
+
     /// Whether `signal` is blocked.
     pub fn blocked(&self, signal: u8) -> bool {
         self.mask & (1 << (signal - 1)) != 0
