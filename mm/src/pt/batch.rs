@@ -224,11 +224,10 @@ fn write_run<P: Platform + ?Sized>(cx: &mut Ctx<'_, P>, table: Table, r: &PteRun
             let to_block = CONT_PTES - (Level::L3.index_of(va) % CONT_PTES);
             (to_block.min(r.nr - i), 0)
         };
+        // The output address is the only field that changes: PAGE_SIZE added per entry.
+        let d0 = Descriptor::leaf(Level::L3, PhysAddr(pa)).0 | tbits | extra;
         for k in 0..n {
-            let d = Descriptor(
-                Descriptor::leaf(Level::L3, PhysAddr(pa + k as u64 * PAGE_SIZE)).0 | tbits | extra,
-            );
-            cx.p.write(table.pa(), i0 + i + k, d);
+            cx.p.write(table.pa(), i0 + i + k, Descriptor(d0 + k as u64 * PAGE_SIZE));
         }
         cx.stats.desc_writes += n as u64;
         i += n;

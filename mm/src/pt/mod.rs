@@ -36,3 +36,4 @@ pub use root::{Leaves, Root, RootKind};
 pub use stats::Stats;
 pub use table::{Entry, Table};
 pub use tlb::{FlushRequest, TlbScope, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES};
+pub(crate) use walk::{read_block, Reader};
