@@ -233,6 +233,8 @@ pub(super) fn table_runs<'m, P: Platform + ?Sized>(
     key: impl FnMut(Folio<'m>, usize, Descriptor) -> bool,
 ) -> Vec<Run<'m>> {
     let mut b = RunBuilder::new(mem, key);
+    // At most one run per page: no growth on the way.
+    b.out.reserve(((end - start) / PAGE_SIZE) as usize);
     let base = t.va.as_u64();
     debug_assert!(base <= start && start < end && end <= base + TABLE_SPAN);
     let (first, last) = (Level::L3.index_of(start), Level::L3.index_of(end - PAGE_SIZE));
