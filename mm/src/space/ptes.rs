@@ -111,6 +111,19 @@ pub(super) fn update<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, 
         .expect("the entry is mapped and the attributes are valid")
 }
 
+/// Applies `upd` to the 16 entries of the 64 KiB block at `block`, in place, keeping (or,
+/// with `fold`, making) it folded. Returns whether anything changed.
+pub(super) fn update_block<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    block: u64,
+    upd: AccessUpdate,
+    fold: bool,
+) -> bool {
+    root.set_access_flags_block(p, VirtAddr(block), upd, fold)
+        .expect("the block is mapped and the attributes are valid")
+}
+
 /// Unmaps `[va, va + len)`, freeing emptied tables; `f` sees every removed leaf after the
 /// invalidation covering it has completed.
 pub(super) fn unmap<P: Platform + ?Sized>(
