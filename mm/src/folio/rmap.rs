@@ -174,16 +174,28 @@ impl<'m> Folio<'m> {
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
-        if let Some(i) = range.clone().find(|&i| self.page_mapcount(i) == 0) {
-            return Err(FolioError::NotMapped { page: i });
-        }
-        if self.maybe_pinned() {
-            if let Some(i) = range.clone().find(|&i| self.is_anon_exclusive(i)) {
-                return Err(FolioError::MaybePinned { page: i });
+        // One pass of checks over the pages (nothing changes on a refusal).
+        let entire = self.entire_mapcount();
+        let pinned = self.maybe_pinned();
+        let mut exclusive = None;
+        for i in range.clone() {
+            if entire == 0 && self.pte_mapcount(i) == 0 {
+                return Err(FolioError::NotMapped { page: i });
+            }
+            if exclusive.is_none() && self.is_anon_exclusive(i) {
+                exclusive = Some(i);
             }
         }
-        for i in range.clone() {
-            self.clear_exclusive(i);
+        if let (true, Some(i)) = (pinned, exclusive) {
+            return Err(FolioError::MaybePinned { page: i });
+        }
+        if let Some(x) = exclusive {
+            // Only the pages still exclusive need the atomic update (none before `x`).
+            for i in x..range.end {
+                if self.is_anon_exclusive(i) {
+                    self.clear_exclusive(i);
+                }
+            }
         }
         self.add_ptes_locked(child, range);
         self.debug_check_locked();

@@ -8,7 +8,7 @@ use super::attrs::Attrs;
 use super::ctx::{Ctx, Reserve};
 use super::desc::{bits, Descriptor, DescriptorKind};
 use super::error::MapError;
-use super::fold::partial_blocks;
+use super::fold::{block_qualifies, partial_blocks};
 use super::leaf::Leaf;
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, UnmapOp};
 use super::platform::Platform;
@@ -328,6 +328,66 @@ impl Root {
                 }
             }
             None => cx.update_leaf(e, d, new),
+        }
+        cx.finish();
+        Ok(true)
+    }
+}
+
+impl Root {
+    /// Applies `upd` to the 16 entries of the 64 KiB block at `block` (64 KiB aligned, every
+    /// entry a valid page): the whole-block form of [`Root::set_access_flags`], for a
+    /// copy-on-write reuse of a whole 64 KiB folio. A folded block stays folded and is
+    /// changed in place — a permission, AF or dirty change of a whole block needs no
+    /// break-before-make (docs/mm.md, "CONTPTE") — with one invalidation of the entries whose
+    /// permissions changed. An unfolded block whose new entries qualify is folded, when
+    /// `fold_ok` (the caller's word that the physical block is one folio) on a user root with
+    /// CONTPTE enabled, by one break-before-make writing the new entries; otherwise it is
+    /// changed in place entry by entry. Returns whether anything changed.
+    ///
+    /// Fails with [`MapError::NotMapped`] if an entry of the block is not a valid page, and
+    /// with [`MapError::BadAttrs`] if granting write gives attributes that cannot be used;
+    /// nothing is changed then.
+    pub fn set_access_flags_block<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        block: VirtAddr,
+        upd: AccessUpdate,
+        fold_ok: bool,
+    ) -> Result<bool, MapError> {
+        let (start, _) = self.check_range(block, CONT_SIZE)?;
+        if !start.is_multiple_of(CONT_SIZE) {
+            return Err(MapError::UnalignedVa(block));
+        }
+        let (table, scope) = (self.table, self.scope());
+        let e = match find_slot(&mut Reader(&*p), table, start) {
+            Some(Slot::Pte(e)) => e,
+            Some(Slot::Block(_)) => return Err(MapError::BlockMapped(block)),
+            None => return Err(MapError::NotMapped(block)),
+        };
+        let (t, first) = (e.table(), e.index());
+        let old = read_block(&Reader(&*p), t.pa(), first).0;
+        if let Some(i) = old.iter().position(|d| !d.is_leaf(Level::L3)) {
+            return Err(MapError::NotMapped(t.entry(first + i).va()));
+        }
+        let news = old.map(|o| upd.apply(o));
+        if news[0].writable() != old[0].writable() {
+            self.check_attrs(Attrs::from_descriptor(news[0]))?;
+        }
+        let fold = !old[0].contiguous() && fold_ok && self.contpte && block_qualifies(&news);
+        if news == old && !fold {
+            return Ok(false);
+        }
+        let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
+        if fold {
+            cx.bbm_block(t, first, |i, _| news[i].with_contiguous(true));
+            cx.stats.folds += 1;
+        } else {
+            for i in 0..CONT_PTES {
+                if news[i] != old[i] {
+                    cx.update_leaf(t.entry(first + i), old[i], news[i]);
+                }
+            }
         }
         cx.finish();
         Ok(true)

@@ -6,6 +6,7 @@
 
 pub mod asid;
 mod attrs;
+mod batch;
 pub mod contpte;
 mod ctx;
 mod desc;
@@ -24,6 +25,7 @@ mod walk;
 
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};
+pub use batch::PteRun;
 pub use contpte::AccessUpdate;
 pub use desc::{bits, AccessPerm, ApTable, Descriptor, DescriptorKind, Shareability};
 pub use error::MapError;
@@ -34,3 +36,4 @@ pub use root::{Leaves, Root, RootKind};
 pub use stats::Stats;
 pub use table::{Entry, Table};
 pub use tlb::{FlushRequest, TlbScope, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES};
+pub(crate) use walk::{read_block, Reader};

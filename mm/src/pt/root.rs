@@ -387,8 +387,16 @@ impl Root {
     ) -> Result<Entry, MapError> {
         let page = va.align_down(PAGE_SIZE);
         let (start, end) = self.check_range(page, PAGE_SIZE)?;
-        let mut plan = PtePlan { tables: 0, target };
+        let mut plan = PtePlan {
+            tables: 0,
+            target,
+            slot: None,
+        };
         walk(&mut Reader(&*p), &mut plan, self.table, start, end)?;
+        if plan.tables == 0 {
+            // Every table on the path exists: the plan's walk found the slot.
+            return Ok(plan.slot.expect("the walk reaches the target level"));
+        }
         let reserve = Reserve::fill(p, &mut self.stats, plan.tables)?;
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, reserve);

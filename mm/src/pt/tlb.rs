@@ -205,6 +205,11 @@ impl Gather {
         self.add_range(va, size, size, Some(level));
     }
 
+    /// The live leaves at `level` mapping `[va, va + size)` were changed or removed.
+    pub fn add_leaves(&mut self, va: u64, size: u64, level: Level) {
+        self.add_range(va, size, level.entry_size(), Some(level));
+    }
+
     /// A live level-2 (or higher) table descriptor mapping `[va, va + size)` changed in place
     /// (hierarchical limits) or was unlinked without freeing what it pointed to: every leaf
     /// and walk-cache entry of the span may be stale.

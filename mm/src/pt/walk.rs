@@ -15,7 +15,7 @@
 //! Ranges use the wrapping convention of [`Level::addr_end`] (`end == 0` is 2^64), so a range
 //! ending at the very top of the upper half needs no special case.
 
-use super::desc::Descriptor;
+use super::desc::{bits, Descriptor};
 use super::platform::Platform;
 use super::table::{Entry, Table};
 use crate::addr::{Level, PhysAddr, CONT_PTES, ENTRIES};
@@ -46,7 +46,16 @@ pub(crate) fn read_block<C: ReadDesc + ?Sized>(
     for (i, d) in old.iter_mut().enumerate() {
         *d = cx.read_desc(table, first + i);
     }
-    let gathered = old[1..].iter().fold(old[0], |g, d| g.gather_young_dirty(*d));
+    // AF and SW_DIRTY ORed, AP[2] ANDed (an entry the hardware may write is dirty): the
+    // same as folding `Descriptor::gather_young_dirty` over the 16, in one pass.
+    let (any, all) = old.iter().fold((0, u64::MAX), |(o, a), d| (o | d.0, a & d.0));
+    let young = any & bits::AF != 0;
+    let dirty = any & bits::SW_DIRTY != 0 || all & bits::AP_RO == 0;
+    let gathered = old[0].with_young(young).with_dirty(dirty);
+    debug_assert_eq!(
+        gathered,
+        old[1..].iter().fold(old[0], |g, d| g.gather_young_dirty(*d))
+    );
     (old, gathered)
 }
 

@@ -341,9 +341,9 @@ impl Space {
         let reuse = folio.try_reuse_anon(id, idx, 0);
         if reuse && whole && (0..CONT_PTES).all(|i| i == idx || folio.try_reuse_anon(id, i, 0)) {
             if write {
-                ptes::clear(&mut self.root, m, block, CONT_PTES);
-                let desc = ptes::page_desc(attrs, folio.pa().0, true);
-                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                // The same pages made writable, young and dirty in place: a permission
+                // change of the whole block keeps it folded (folding it if it was not).
+                ptes::update_block(&mut self.root, m, block, AccessUpdate::MADE_WRITABLE, true);
             } else {
                 ptes::update(&mut self.root, m, page, AccessUpdate::ACCESSED);
             }

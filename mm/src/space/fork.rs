@@ -7,7 +7,7 @@ use super::machine::Machine;
 use super::{ptes, ForkMode, Space, SpaceError};
 use crate::folio::{FolioError, FolioKind, FolioOrder};
 use crate::vma::VmProt;
-use crate::PteTable;
+use crate::{Descriptor, PteRun, PteTable, VirtAddr};
 use crate::{PAGE_SIZE, USER_END};
 
 /// What a `Copy` fork carries from one piece to the next.
@@ -16,6 +16,8 @@ struct CopyState {
     ensured: Option<u64>,
     /// The parent's ranges to write-protect at the end, merged.
     protect: Vec<(u64, u64)>,
+    /// The child's entries for the current table, installed with one engine call.
+    child_runs: Vec<PteRun>,
 }
 
 /// The fork of one region failed for lack of memory (the child is then discarded).
@@ -68,6 +70,7 @@ impl Space {
         let mut state = CopyState {
             ensured: None,
             protect: Vec::new(),
+            child_runs: Vec::new(),
         };
         let mut result = Ok(());
         'regions: for &(s, e, prot) in &private {
@@ -81,10 +84,14 @@ impl Space {
                 }
             }
         }
-        for (s, e) in state.protect {
-            ptes::wrprotect(&mut self.root, m, s, ((e - s) / PAGE_SIZE) as usize);
-            self.stats.fork_wrprotects += 1;
-        }
+        // One engine call for every range: each table looked up once, one invalidation.
+        let ranges: Vec<(VirtAddr, usize)> = state
+            .protect
+            .iter()
+            .map(|&(s, e)| (VirtAddr(s), ((e - s) / PAGE_SIZE) as usize))
+            .collect();
+        self.stats.fork_wrprotects += ranges.len() as u64;
+        ptes::wrprotect_ranges(&mut self.root, m, &ranges);
         result
     }
 
@@ -133,7 +140,41 @@ impl Space {
         // limit already keeps its entries read-only, and its last holder write-protects what
         // is no longer exclusive when it takes it (docs/mm.md, "Shared page tables").
         let limited = t.write_protected;
-        for run in &runs {
+        let mut out = core::mem::take(&mut state.child_runs);
+        out.clear();
+        let r = self.fork_runs(m, child, &runs, prot, limited, &mut out, &mut add_protect);
+        // Installed even after a failure half-way: the accounting done so far matches the
+        // child's entries, and the child is then discarded by its teardown.
+        if !out.is_empty() {
+            ptes::set_runs(&mut child.root, m, &out);
+        }
+        state.child_runs = out;
+        r
+    }
+
+    /// The accounting of the runs of one table: the child's entries are appended to `out`,
+    /// the parent's ranges to write-protect go to `add_protect`.
+    #[allow(clippy::too_many_arguments)]
+    fn fork_runs<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        child: &Space,
+        runs: &[ptes::Run<'m>],
+        prot: VmProt,
+        limited: bool,
+        out: &mut Vec<PteRun>,
+        add_protect: &mut impl FnMut(u64, u64),
+    ) -> Result<(), NoMemory> {
+        let mem = m.mem();
+        let mut set = |va: u64, pte: Descriptor, nr: usize, fold_ok: bool| {
+            out.push(PteRun {
+                va: VirtAddr(va),
+                pte,
+                nr,
+                fold_ok,
+            })
+        };
+        for run in runs {
             let child_desc = run.desc.with_writable(false).with_young(false);
             let fold = ptes::foldable(run.folio.order());
             if !run.folio.is_anon() {
@@ -144,14 +185,14 @@ impl Space {
                     .add_file_ptes(child.id, run.first, run.nr)
                     .expect("file folio, pages inside it");
                 self.stats.fork_file_batches += 1;
-                ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                set(run.va, child_desc, run.nr, fold);
                 continue;
             }
             match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
                 Ok(()) => {
                     self.stats.fork_dup_batches += 1;
                     self.stats.fork_dup_pages += run.nr as u64;
-                    ptes::set(&mut child.root, m, run.va, child_desc, run.nr, fold);
+                    set(run.va, child_desc, run.nr, fold);
                     if run.writable && !limited {
                         add_protect(run.va, run.end());
                     }
@@ -169,7 +210,7 @@ impl Space {
                                 self.stats.fork_dup_batches += 1;
                                 self.stats.fork_dup_pages += 1;
                                 let d = child_desc.with_address(crate::PhysAddr(pa));
-                                ptes::set(&mut child.root, m, va, d, 1, fold);
+                                set(va, d, 1, fold);
                                 if run.writable && !limited {
                                     add_protect(va, va + PAGE_SIZE);
                                 }
@@ -181,7 +222,7 @@ impl Space {
                                 m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
                                 new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
                                 let d = ptes::page_desc(attrs, new.pa().0, true).with_young(!prot.is_none());
-                                ptes::set(&mut child.root, m, va, d, 1, false);
+                                set(va, d, 1, false);
                                 new.put(m);
                                 self.stats.fork_copies += 1;
                             }

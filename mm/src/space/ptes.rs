@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use crate::folio::{Folio, FolioOrder, MemMap};
 use crate::{
-    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, PteTable, Root,
-    VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
+    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, PteRun, PteTable,
+    Root, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
 };
 
 /// Bytes mapped by one level-3 table.
@@ -63,6 +63,24 @@ pub(super) fn set<P: Platform + ?Sized>(
         .expect("set_ptes into an existing table cannot fail");
 }
 
+/// Maps the runs of one level-3 table (which exists), in increasing address order, with one
+/// engine call (see [`Root::set_pte_runs`]).
+pub(super) fn set_runs<P: Platform + ?Sized>(root: &mut Root, p: &mut P, runs: &[PteRun]) {
+    root.set_pte_runs(p, runs)
+        .expect("set_pte_runs into an existing table cannot fail");
+}
+
+/// Write-protects the pages of `ranges` (increasing, not overlapping), keeping whole folded
+/// blocks folded; one invalidation for all (see [`Root::wrprotect_pte_ranges`]).
+pub(super) fn wrprotect_ranges<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    ranges: &[(VirtAddr, usize)],
+) {
+    root.wrprotect_pte_ranges(p, ranges)
+        .expect("write-protecting pages never splits");
+}
+
 /// Whether a folio of `order` may be mapped with `fold_ok` (each 64 KiB physical block it
 /// touches is inside the folio).
 pub(super) fn foldable(order: FolioOrder) -> bool {
@@ -91,6 +109,19 @@ pub(super) fn wrprotect<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u6
 pub(super) fn update<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, upd: AccessUpdate) -> bool {
     root.set_access_flags(p, VirtAddr(va), upd)
         .expect("the entry is mapped and the attributes are valid")
+}
+
+/// Applies `upd` to the 16 entries of the 64 KiB block at `block`, in place, keeping (or,
+/// with `fold`, making) it folded. Returns whether anything changed.
+pub(super) fn update_block<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    block: u64,
+    upd: AccessUpdate,
+    fold: bool,
+) -> bool {
+    root.set_access_flags_block(p, VirtAddr(block), upd, fold)
+        .expect("the block is mapped and the attributes are valid")
 }
 
 /// Unmaps `[va, va + len)`, freeing emptied tables; `f` sees every removed leaf after the
@@ -130,26 +161,6 @@ pub(super) fn scan<P: Platform + ?Sized>(
             }
         }
         va = chunk_end;
-    }
-}
-
-/// [`scan`] of `[start, end)` inside the span of the level-3 table `t` (read directly, no walk).
-pub(super) fn scan_table<P: Platform + ?Sized>(
-    p: &P,
-    t: PteTable,
-    start: u64,
-    end: u64,
-    mut f: impl FnMut(u64, Descriptor),
-) {
-    let base = t.va.as_u64();
-    debug_assert!(base <= start && start < end && end <= base + TABLE_SPAN);
-    let first = Level::L3.index_of(start);
-    let n = ((end - start) / PAGE_SIZE) as usize;
-    for i in first..first + n {
-        let d = p.read(t.pa, i);
-        if d.is_valid() {
-            f(base + i as u64 * PAGE_SIZE, d);
-        }
     }
 }
 
@@ -224,7 +235,8 @@ pub(super) fn runs<'m, P: Platform + ?Sized>(
     b.out
 }
 
-/// [`runs`] of `[start, end)` inside the span of the level-3 table `t`, reading it directly.
+/// [`runs`] of `[start, end)` inside the span of the level-3 table `t`, reading it directly
+/// (no walk); a folded block inside the range is taken as one unit.
 pub(super) fn table_runs<'m, P: Platform + ?Sized>(
     p: &P,
     mem: &MemMap<'m>,
@@ -234,7 +246,27 @@ pub(super) fn table_runs<'m, P: Platform + ?Sized>(
     key: impl FnMut(Folio<'m>, usize, Descriptor) -> bool,
 ) -> Vec<Run<'m>> {
     let mut b = RunBuilder::new(mem, key);
-    scan_table(p, t, start, end, |va, d| b.push(va, d));
+    // At most one run per page: no growth on the way.
+    b.out.reserve(((end - start) / PAGE_SIZE) as usize);
+    let base = t.va.as_u64();
+    debug_assert!(base <= start && start < end && end <= base + TABLE_SPAN);
+    let (first, last) = (Level::L3.index_of(start), Level::L3.index_of(end - PAGE_SIZE));
+    let mut i = first;
+    while i <= last {
+        let d = p.read(t.pa, i);
+        let va = base + i as u64 * PAGE_SIZE;
+        if d.contiguous() && i.is_multiple_of(CONT_PTES) && i + CONT_PTES - 1 <= last {
+            // A folded block inside the range: 16 pages of one folio with equal attributes.
+            let (_, g) = crate::pt::read_block(&crate::pt::Reader(p), t.pa, i);
+            b.push_block(va, g);
+            i += CONT_PTES;
+            continue;
+        }
+        if d.is_valid() {
+            b.push(va, d);
+        }
+        i += 1;
+    }
     b.out
 }
 
@@ -243,6 +275,8 @@ struct RunBuilder<'a, 'm, K> {
     mem: &'a MemMap<'m>,
     key: K,
     out: Vec<Run<'m>>,
+    /// The comparison key of the last run's attributes.
+    last_cmp: u64,
 }
 
 impl<'a, 'm, K: FnMut(Folio<'m>, usize, Descriptor) -> bool> RunBuilder<'a, 'm, K> {
@@ -251,11 +285,28 @@ impl<'a, 'm, K: FnMut(Folio<'m>, usize, Descriptor) -> bool> RunBuilder<'a, 'm, 
             mem,
             key,
             out: Vec::new(),
+            last_cmp: 0,
+        }
+    }
+
+    /// The 16 pages of the folded block at `va`, whose state gathered over the block is `g`
+    /// (the address of its first page): the key sees `g` for every page.
+    fn push_block(&mut self, va: u64, g: Descriptor) {
+        self.push(va, g);
+        for k in 1..CONT_PTES {
+            let r = self.out.last_mut().expect("pushed");
+            let idx = r.first + r.nr;
+            if (self.key)(r.folio, idx, g) == r.key {
+                r.nr += 1;
+            } else {
+                let off = k as u64 * PAGE_SIZE;
+                self.push(va + off, g.with_address(crate::PhysAddr(g.address().0 + off)));
+            }
         }
     }
 
     fn push(&mut self, va: u64, d: Descriptor) {
-        let cmp = |d: Descriptor| d.with_writable(false).fold_key();
+        let cmp = d.with_writable(false).fold_key();
         let pa = d.address().0;
         if let Some(r) = self.out.last_mut() {
             let same_folio = pa >= r.folio.pa().0 && pa < r.folio.pa().0 + r.folio.size();
@@ -263,7 +314,7 @@ impl<'a, 'm, K: FnMut(Folio<'m>, usize, Descriptor) -> bool> RunBuilder<'a, 'm, 
                 && !va.is_multiple_of(TABLE_SPAN)
                 && pa == r.pa + r.nr as u64 * PAGE_SIZE
                 && same_folio
-                && cmp(d) == cmp(r.desc);
+                && cmp == self.last_cmp;
             if continues {
                 let idx = r.first + r.nr;
                 if (self.key)(r.folio, idx, d) == r.key {
@@ -279,6 +330,7 @@ impl<'a, 'm, K: FnMut(Folio<'m>, usize, Descriptor) -> bool> RunBuilder<'a, 'm, 
             .folio_page(d.address())
             .expect("a user page maps an allocated folio");
         let k = (self.key)(folio, idx, d);
+        self.last_cmp = cmp;
         self.out.push(Run {
             va,
             pa,

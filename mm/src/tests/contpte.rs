@@ -446,6 +446,74 @@ fn set_access_flags_tests_every_entry_and_unfolds_only_on_write_changes() {
 // TLBI cost and the figures helper.
 
 #[test]
+fn set_access_flags_block_changes_a_folded_block_in_place_and_folds_an_unfolded_one() {
+    let mut e = Env::new(false);
+    let ro = |pa: u64| Attrs::USER_RO.leaf(Level::L3, PhysAddr(pa)).with_young(false);
+    // Folded, read-only, old: made writable, young and dirty in place.
+    e.u.set_ptes(&mut e.m, va(UVA), ro(RAM), 16, true).unwrap();
+    check(&mut e);
+    e.u.reset_stats();
+    let upd = AccessUpdate::MADE_WRITABLE;
+    assert_eq!(e.u.set_access_flags_block(&mut e.m, va(UVA), upd, true), Ok(true));
+    check(&mut e);
+    let s = *e.u.stats();
+    assert_eq!((s.bbm, s.folds, s.unfolds, s.desc_writes), (0, 0, 0, 16));
+    assert_eq!(s.tlbi_batches, 1, "one invalidation of the block");
+    assert!(folded(&e, UVA));
+    for i in 0..16 {
+        let t = e.u.translate(&e.m, va(UVA + i * KB4)).unwrap();
+        assert!(t.desc.writable() && t.desc.dirty() && t.desc.young(), "page {i}");
+        assert_eq!(
+            e.m.access(e.u.pa(), A, va(UVA + i * KB4), El::El0, Access::Write),
+            Ok(PhysAddr(RAM + i * KB4))
+        );
+    }
+    e.u.reset_stats();
+    assert_eq!(
+        e.u.set_access_flags_block(&mut e.m, va(UVA), upd, true),
+        Ok(false)
+    );
+    assert_eq!(e.u.stats().desc_writes, 0);
+    // Unfolded, with fold_ok: one break-before-make writes the new entries folded; without,
+    // changed in place and left unfolded.
+    for (at, fold_ok) in [(UVA + KB64, true), (UVA + 2 * KB64, false)] {
+        e.u.set_ptes(&mut e.m, va(at), ro(RAM + at - UVA), 16, false)
+            .unwrap();
+        check(&mut e);
+        e.u.reset_stats();
+        assert_eq!(
+            e.u.set_access_flags_block(&mut e.m, va(at), upd, fold_ok),
+            Ok(true)
+        );
+        check(&mut e);
+        let s = *e.u.stats();
+        assert_eq!((s.bbm, s.folds), if fold_ok { (1, 1) } else { (0, 0) });
+        assert_eq!(folded(&e, at), fold_ok);
+        assert!(e.u.translate(&e.m, va(at + 5 * KB4)).unwrap().desc.writable());
+    }
+    // Refusals change nothing.
+    let snap = e.m.snapshot();
+    e.u.set_ptes(&mut e.m, va(UVA + 4 * KB64), ro(RAM), 15, false)
+        .unwrap();
+    let snap2 = e.m.snapshot();
+    assert_ne!(snap, snap2);
+    assert_eq!(
+        e.u.set_access_flags_block(&mut e.m, va(UVA + 4 * KB64), upd, true),
+        Err(MapError::NotMapped(va(UVA + 4 * KB64 + 15 * KB4)))
+    );
+    assert_eq!(
+        e.u.set_access_flags_block(&mut e.m, va(UVA + KB4), upd, true),
+        Err(MapError::UnalignedVa(va(UVA + KB4)))
+    );
+    assert!(e
+        .u
+        .set_access_flags_block(&mut e.m, va(UVA + 9 * MB2), upd, true)
+        .is_err());
+    assert_eq!(e.m.snapshot(), snap2);
+    e.teardown();
+}
+
+#[test]
 fn mapping_and_unmapping_folios_costs_invalidations_per_batch_not_per_page() {
     for range in [false, true] {
         let mut rows = Vec::new();

@@ -15,6 +15,7 @@
 //!   access/dirty state and the expected fold state of every block.
 
 mod asids;
+mod batch;
 mod contpte;
 mod contpte_props;
 mod folio_contpte;

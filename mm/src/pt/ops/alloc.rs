@@ -14,6 +14,8 @@ use crate::pt::walk::{Step, Visitor};
 pub(crate) struct PtePlan {
     pub tables: usize,
     pub target: Level,
+    /// The slot, when every table above it exists.
+    pub slot: Option<Entry>,
 }
 
 impl<C: ?Sized> Visitor<C> for PtePlan {
@@ -21,7 +23,10 @@ impl<C: ?Sized> Visitor<C> for PtePlan {
     fn visit(&mut self, _: &mut C, e: Entry, d: Descriptor, addr: u64, _: u64) -> Step<MapError> {
         let level = e.level();
         match d.kind(level) {
-            _ if level == self.target => Step::Next,
+            _ if level == self.target => {
+                self.slot = Some(e);
+                Step::Next
+            }
             DescriptorKind::Invalid => {
                 self.tables += (self.target.number() - level.number()) as usize;
                 Step::Next

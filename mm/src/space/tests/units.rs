@@ -76,9 +76,17 @@ fn cow_reuses_an_exclusive_page_without_copying() {
         let c = fork(m, &mut p).unwrap();
         assert!(folded(m, &p, BASE + KB64));
         c.exit(m);
+        let before = *p.root.stats();
         let f = write(m, &mut p, BASE + KB64 + 3 * PAGE_SIZE, b"w").unwrap();
         assert_eq!(f.n, 1);
         assert_eq!(p.stats().cow_reuse_64k, 1);
+        let s = p.root.stats().since(&before);
+        assert_eq!(
+            (s.bbm, s.folds, s.unfolds),
+            (0, 0, 0),
+            "a permission change in place"
+        );
+        assert_eq!(s.desc_writes, CONT_PTES as u64);
         assert_eq!(pa_of(m, &p, BASE + KB64), pa);
         for i in 0..CONT_PTES as u64 {
             let va = BASE + KB64 + i * PAGE_SIZE;

@@ -1,0 +1,261 @@
+//! The whole-table PTE operations of fork (`Root::set_pte_runs`, `Root::wrprotect_pte_ranges`)
+//! against the single-range operations they batch: the same entries, fold states and
+//! write permissions, fewer walks and one invalidation; errors change nothing. The model's
+//! checks run after every operation.
+
+use super::super::model::AllocFailure;
+use super::super::*;
+use super::Env;
+
+const KB4: u64 = 4 << 10;
+const KB64: u64 = 64 << 10;
+const MB2: u64 = 2 << 20;
+const RAM: u64 = 0x4000_0000;
+const UVA: u64 = 0x10_0000_0000;
+
+fn va(x: u64) -> VirtAddr {
+    VirtAddr(x)
+}
+
+fn pte(pa: u64) -> Descriptor {
+    Attrs::USER_RW.leaf(Level::L3, PhysAddr(pa))
+}
+
+fn run(at: u64, pa: u64, nr: usize, fold_ok: bool) -> PteRun {
+    PteRun {
+        va: va(at),
+        pte: pte(pa),
+        nr,
+        fold_ok,
+    }
+}
+
+/// Runs of one table covering the cases of `set_ptes`: a whole aligned block, two runs
+/// completing a block between them, a run starting and ending inside blocks, a misaligned
+/// physical block, a run without `fold_ok`, a read-only clean run.
+fn table_runs() -> Vec<PteRun> {
+    let ro = Attrs::USER_RO
+        .leaf(Level::L3, PhysAddr(RAM + 0x10_0000))
+        .with_young(false);
+    vec![
+        run(UVA, RAM, 16, true),
+        run(UVA + KB64, RAM + KB64, 8, true),
+        run(UVA + KB64 + 8 * KB4, RAM + KB64 + 8 * KB4, 8, true),
+        run(UVA + 3 * KB64 + 4 * KB4, RAM + 3 * KB64 + 4 * KB4, 40, true),
+        run(UVA + 8 * KB64, RAM + 8 * KB64 + KB4, 16, true),
+        run(UVA + 9 * KB64, RAM + 9 * KB64, 16, false),
+        PteRun {
+            va: va(UVA + 10 * KB64),
+            pte: ro,
+            nr: 32,
+            fold_ok: true,
+        },
+    ]
+}
+
+/// Every level-3 descriptor of the table span at `span` (0 for none).
+fn entries(e: &Env, span: u64) -> Vec<u64> {
+    (0..512)
+        .map(|i| {
+            e.u.pte_entry(&e.m, va(span + i * KB4))
+                .unwrap()
+                .map_or(0, |s| s.read(&e.m).0)
+        })
+        .collect()
+}
+
+fn check(e: &mut Env) {
+    e.m.check_all();
+    e.m.fill_all();
+}
+
+#[test]
+fn set_pte_runs_writes_what_set_ptes_per_run_writes() {
+    let runs = table_runs();
+    let mut a = Env::new(false);
+    for r in &runs {
+        a.u.set_ptes(&mut a.m, r.va, r.pte, r.nr, r.fold_ok).unwrap();
+    }
+    check(&mut a);
+    let mut b = Env::new(false);
+    b.u.set_pte_runs(&mut b.m, &runs).unwrap();
+    check(&mut b);
+    assert_eq!(entries(&a, UVA), entries(&b, UVA));
+    let (sa, sb) = (*a.u.stats(), *b.u.stats());
+    assert_eq!(sb.cont_blocks_mapped, sa.cont_blocks_mapped);
+    assert_eq!(sb.folds, 1, "the block completed by two runs folds once");
+    assert_eq!(sb.folds, sa.folds);
+    assert_eq!(sb.tlbi_batches, 1, "only that fold invalidates");
+    assert_eq!(sb.publishes, 2, "the new tables, then the entries");
+    a.teardown();
+    b.teardown();
+}
+
+#[test]
+fn set_pte_runs_into_an_existing_table_without_contpte() {
+    let runs = table_runs();
+    let mut a = Env::new(true);
+    a.u.set_contpte(false);
+    a.u.set_ptes(&mut a.m, va(UVA + MB2 - KB4), pte(RAM + MB2), 1, true)
+        .unwrap();
+    for r in &runs {
+        a.u.set_ptes(&mut a.m, r.va, r.pte, r.nr, r.fold_ok).unwrap();
+    }
+    let mut b = Env::new(true);
+    b.u.set_contpte(false);
+    b.u.set_ptes(&mut b.m, va(UVA + MB2 - KB4), pte(RAM + MB2), 1, true)
+        .unwrap();
+    b.u.reset_stats();
+    b.u.set_pte_runs(&mut b.m, &runs).unwrap();
+    check(&mut b);
+    assert_eq!(entries(&a, UVA), entries(&b, UVA));
+    let s = *b.u.stats();
+    assert_eq!((s.tables_allocated, s.tlbi_total(), s.folds), (0, 0, 0));
+    assert_eq!(s.desc_writes, runs.iter().map(|r| r.nr as u64).sum::<u64>());
+    a.teardown();
+    b.teardown();
+}
+
+#[test]
+fn set_pte_runs_refuses_before_writing() {
+    let mut e = Env::new(false);
+    e.u.set_ptes(&mut e.m, va(UVA + 20 * KB64), pte(RAM), 1, false)
+        .unwrap();
+    check(&mut e);
+    let snap = e.m.snapshot();
+    let mapped = [run(UVA, RAM, 16, true), run(UVA + 20 * KB64 - KB4, RAM, 2, false)];
+    assert_eq!(
+        e.u.set_pte_runs(&mut e.m, &mapped),
+        Err(MapError::AlreadyMapped(va(UVA + 20 * KB64)))
+    );
+    let overlapping = [run(UVA, RAM, 16, true), run(UVA + KB64 - KB4, RAM, 1, false)];
+    assert!(e.u.set_pte_runs(&mut e.m, &overlapping).is_err());
+    let across = [run(UVA + MB2 - KB4, RAM, 2, false)];
+    assert!(e.u.set_pte_runs(&mut e.m, &across).is_err());
+    let empty = [run(UVA, RAM, 0, false)];
+    assert_eq!(e.u.set_pte_runs(&mut e.m, &empty), Err(MapError::ZeroLength));
+    let block = [PteRun {
+        va: va(UVA),
+        pte: Attrs::USER_RW.leaf(Level::L2, PhysAddr(RAM)),
+        nr: 1,
+        fold_ok: false,
+    }];
+    assert!(matches!(
+        e.u.set_pte_runs(&mut e.m, &block),
+        Err(MapError::BadDescriptor(_))
+    ));
+    assert_eq!(e.m.snapshot(), snap, "a refused call changed the tables");
+    assert_eq!(e.u.set_pte_runs(&mut e.m, &[]), Ok(()));
+    e.teardown();
+}
+
+#[test]
+fn set_pte_runs_fails_cleanly_at_every_allocation() {
+    for n in 1.. {
+        let mut e = Env::new(n % 2 == 1);
+        e.m.fill_all();
+        let snap = e.m.snapshot();
+        e.m.set_alloc_failure(AllocFailure::Nth(n));
+        let r = e.u.set_pte_runs(&mut e.m, &table_runs());
+        e.m.set_alloc_failure(AllocFailure::Never);
+        e.m.check_all();
+        match r {
+            Err(MapError::OutOfMemory) => assert_eq!(e.m.snapshot(), snap, "failure {n} changed the tables"),
+            Ok(()) => {
+                assert_eq!(n, 4, "three new tables below the root");
+                e.teardown();
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        e.teardown();
+    }
+}
+
+/// Folded blocks over two tables at `UVA`, 4 KiB pages in a third, a hole, and a read-only
+/// page: what a fork's parent holds.
+fn parent(e: &mut Env) {
+    e.u.set_ptes(&mut e.m, va(UVA + MB2 - 4 * KB64), pte(RAM), 128, true)
+        .unwrap();
+    e.u.set_ptes(&mut e.m, va(UVA + 2 * MB2), pte(RAM + KB4), 8, false)
+        .unwrap();
+    let ro = Attrs::USER_RO.leaf(Level::L3, PhysAddr(RAM + 0x20_0000));
+    e.u.set_ptes(&mut e.m, va(UVA + 2 * MB2 + 20 * KB4), ro, 1, false)
+        .unwrap();
+    check(e);
+    e.u.reset_stats();
+}
+
+#[test]
+fn wrprotect_pte_ranges_matches_wrprotect_ptes_with_one_invalidation() {
+    // Whole blocks across a table boundary, a range ending inside a block, pages with a hole
+    // and a read-only page, a span without a table.
+    let ranges = [
+        (va(UVA + MB2 - 4 * KB64), 64 + 8),
+        (va(UVA + MB2 + 2 * KB64), 24),
+        (va(UVA + 2 * MB2), 30),
+        (va(UVA + 5 * MB2), 4),
+    ];
+    for tlbi_range in [false, true] {
+        let mut a = Env::new(tlbi_range);
+        parent(&mut a);
+        for &(at, nr) in &ranges {
+            a.u.wrprotect_ptes(&mut a.m, at, nr).unwrap();
+        }
+        check(&mut a);
+        let mut b = Env::new(tlbi_range);
+        parent(&mut b);
+        b.u.wrprotect_pte_ranges(&mut b.m, &ranges).unwrap();
+        check(&mut b);
+        for span in [UVA, UVA + MB2, UVA + 2 * MB2] {
+            assert_eq!(entries(&a, span), entries(&b, span), "span {span:#x}");
+        }
+        let s = *b.u.stats();
+        assert_eq!(s.unfolds, 2, "the blocks covered in part");
+        assert_eq!(
+            s.tlbi_batches, 3,
+            "the two unfolds, then one batch for everything"
+        );
+        // The parent's pages fault on a write now.
+        for &(at, nr) in &ranges[..3] {
+            for i in 0..nr as u64 {
+                if let Some(t) = b.u.translate(&b.m, va(at.0 + i * KB4)) {
+                    assert!(!t.attrs.prot.contains(Prot::WRITE), "{:#x}", at.0 + i * KB4);
+                }
+            }
+        }
+        b.u.reset_stats();
+        b.u.wrprotect_pte_ranges(&mut b.m, &ranges).unwrap();
+        assert_eq!(
+            b.u.stats().desc_writes + b.u.stats().tlbi_total(),
+            0,
+            "idempotent"
+        );
+        a.teardown();
+        b.teardown();
+    }
+}
+
+#[test]
+fn wrprotect_pte_ranges_refuses_blocks_before_writing() {
+    let mut e = Env::new(false);
+    parent(&mut e);
+    e.u.map(
+        &mut e.m,
+        va(UVA + 8 * MB2),
+        PhysAddr(RAM),
+        MB2,
+        Attrs::USER_RW,
+        true,
+    )
+    .unwrap();
+    check(&mut e);
+    let snap = e.m.snapshot();
+    let ranges = [(va(UVA + MB2), 16), (va(UVA + 8 * MB2), 1)];
+    assert_eq!(
+        e.u.wrprotect_pte_ranges(&mut e.m, &ranges),
+        Err(MapError::BlockMapped(va(UVA + 8 * MB2)))
+    );
+    assert_eq!(e.m.snapshot(), snap);
+    e.teardown();
+}
