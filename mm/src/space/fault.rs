@@ -120,11 +120,11 @@ impl Space {
                     return self.file_cow(m, vma, obj, page, Some(d));
                 }
             }
-            return self.wp_fault(m, vma, page, d, false);
+            return self.wp_fault(m, vma, page, slot, d, false);
         }
         // (A file page needs no unsharing: it can be pinned as it is.)
         if need.unshare && !shared && folio.is_anon() && !folio.is_anon_exclusive(idx) {
-            return self.wp_fault(m, vma, page, d, true);
+            return self.wp_fault(m, vma, page, slot, d, true);
         }
         let upd = AccessUpdate {
             young: true,
@@ -345,9 +345,11 @@ impl Space {
         m: &mut M,
         vma: &Vma<Shm>,
         page: u64,
+        slot: Option<Entry>,
         d: Descriptor,
         unshare: bool,
     ) -> Result<(), FaultError> {
+        let slot = slot.expect("a present entry has a slot");
         let mem = m.mem();
         let (folio, idx) = mem
             .folio_page(d.address())
@@ -371,7 +373,7 @@ impl Space {
         let whole = folio.order() == FolioOrder::CONT
             && vma.start.as_u64() <= block
             && block + CONT_SIZE <= vma.end.as_u64()
-            && ptes::block_maps(&self.root, m, block, folio.pa().0);
+            && ptes::block_maps_at(m, ptes::block_slot(slot), folio.pa().0);
 
         // 2. Reuse.
         let reuse = folio.try_reuse_anon(id, idx, 0);
@@ -407,7 +409,7 @@ impl Space {
                     .expect("the block mapped the folio");
                 new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
                 let desc = ptes::page_desc(attrs, new.pa().0, true);
-                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                ptes::set_at(&mut self.root, m, ptes::block_slot(slot), desc, CONT_PTES, true);
                 new.put(m);
                 old.release(m);
                 self.stats.cow_copy_64k += 1;
@@ -422,7 +424,7 @@ impl Space {
         let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
         new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
         let desc = ptes::page_desc(attrs, new.pa().0, true);
-        ptes::set(&mut self.root, m, page, desc, 1, false);
+        ptes::set_at(&mut self.root, m, slot, desc, 1, false);
         new.put(m);
         old.release(m);
         self.stats.cow_copy_4k += 1;

@@ -69,6 +69,16 @@ pub(super) fn block_empty_at<P: Platform + ?Sized>(p: &P, slot: Entry) -> bool {
     (first..first + CONT_PTES).fold(0, |acc, i| acc | p.read(t, i).0) & 1 == 0
 }
 
+/// Whether the 64 KiB block from the block-aligned level-3 `slot` on maps the 64 KiB folio
+/// at `folio_pa` page for page (no walk).
+pub(super) fn block_maps_at<P: Platform + ?Sized>(p: &P, slot: Entry, folio_pa: u64) -> bool {
+    let (t, first) = (slot.table().pa(), slot.index());
+    (0..CONT_PTES).all(|i| {
+        let d = p.read(t, first + i);
+        d.is_valid() && d.address().0 == folio_pa + i as u64 * PAGE_SIZE
+    })
+}
+
 /// [`set`] from the level-3 `slot` on (from [`slot`] or [`alloc_slot`], no table freed
 /// since), without a walk.
 pub(super) fn set_at<P: Platform + ?Sized>(
@@ -219,14 +229,6 @@ pub(super) fn block_entries<P: Platform + ?Sized>(root: &Root, p: &P, block: u64
 /// Whether nothing is mapped in the 64 KiB block at `block`.
 pub(super) fn block_empty<P: Platform + ?Sized>(root: &Root, p: &P, block: u64) -> bool {
     block_entries(root, p, block).iter().all(|d| !d.is_valid())
-}
-
-/// Whether the 64 KiB block at `block` maps the 64 KiB folio at `folio_pa` page for page.
-pub(super) fn block_maps<P: Platform + ?Sized>(root: &Root, p: &P, block: u64, folio_pa: u64) -> bool {
-    block_entries(root, p, block)
-        .iter()
-        .enumerate()
-        .all(|(i, d)| d.is_valid() && d.address().0 == folio_pa + i as u64 * PAGE_SIZE)
 }
 
 /// A batch of entries mapping consecutive pages of one folio (Linux's `folio_pte_batch`):
