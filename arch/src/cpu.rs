@@ -182,6 +182,85 @@ pub fn zva_block_size() -> Option<usize> {
     }
 }
 
+/// Bytes [`copy_pages`] moves per loop iteration.
+pub const COPY_PAGES_STEP: usize = 256;
+
+/// Copies `len` bytes from `src` to `dst`, both 256-byte aligned, `len` a multiple of 256:
+/// whole frames. 256 bytes per iteration with load/store pairs of general registers (the kernel
+/// never touches FP/SIMD registers), four groups of four pairs through eight registers, the
+/// last pair of each side post-indexed so that the loop needs no separate address updates:
+/// 34 instructions per 256 bytes, against 56 for `memcpy`'s 64-byte loop.
+///
+/// # Safety
+/// `[src, src + len)` must be readable and `[dst, dst + len)` writable Normal memory, not
+/// overlapping, `dst` owned by the caller.
+pub unsafe fn copy_pages(dst: usize, src: usize, len: usize) {
+    assert!(
+        dst.is_multiple_of(COPY_PAGES_STEP)
+            && src.is_multiple_of(COPY_PAGES_STEP)
+            && len.is_multiple_of(COPY_PAGES_STEP),
+        "copy_pages: {dst:#x} <- {src:#x}, {len:#x} bytes: not 256-byte aligned"
+    );
+    if len == 0 {
+        return;
+    }
+    let end = src + len;
+    // SAFETY: the caller's contract: both ranges are Normal memory it may read / write, and
+    // the loop touches exactly `[src, end)` and `[dst, dst + len)`, 256 bytes at a time (`len`
+    // is a nonzero multiple of 256, so it stops at `end`).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldp {a}, {b}, [{s}, #64]",
+            "ldp {c}, {d}, [{s}, #80]",
+            "ldp {e}, {f}, [{s}, #96]",
+            "ldp {g}, {h}, [{s}, #112]",
+            "stp {a}, {b}, [{t}, #64]",
+            "stp {c}, {d}, [{t}, #80]",
+            "stp {e}, {f}, [{t}, #96]",
+            "stp {g}, {h}, [{t}, #112]",
+            "ldp {a}, {b}, [{s}, #128]",
+            "ldp {c}, {d}, [{s}, #144]",
+            "ldp {e}, {f}, [{s}, #160]",
+            "ldp {g}, {h}, [{s}, #176]",
+            "stp {a}, {b}, [{t}, #128]",
+            "stp {c}, {d}, [{t}, #144]",
+            "stp {e}, {f}, [{t}, #160]",
+            "stp {g}, {h}, [{t}, #176]",
+            "ldp {a}, {b}, [{s}, #192]",
+            "ldp {c}, {d}, [{s}, #208]",
+            "ldp {e}, {f}, [{s}, #224]",
+            "ldp {g}, {h}, [{s}, #240]",
+            "stp {a}, {b}, [{t}, #192]",
+            "stp {c}, {d}, [{t}, #208]",
+            "stp {e}, {f}, [{t}, #224]",
+            "stp {g}, {h}, [{t}, #240]",
+            "ldp {c}, {d}, [{s}, #16]",
+            "ldp {e}, {f}, [{s}, #32]",
+            "ldp {g}, {h}, [{s}, #48]",
+            "ldp {a}, {b}, [{s}], #256",
+            "stp {c}, {d}, [{t}, #16]",
+            "stp {e}, {f}, [{t}, #32]",
+            "stp {g}, {h}, [{t}, #48]",
+            "stp {a}, {b}, [{t}], #256",
+            "cmp {s}, {end}",
+            "b.lo 2b",
+            s = inout(reg) src => _,
+            t = inout(reg) dst => _,
+            end = in(reg) end,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            d = out(reg) _,
+            e = out(reg) _,
+            f = out(reg) _,
+            g = out(reg) _,
+            h = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
 /// Zeroes `[va, va + len)`: with `DC ZVA`, a block per instruction, where the CPU allows it and
 /// the range is block aligned; with ordinary stores otherwise.
 ///

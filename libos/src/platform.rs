@@ -132,9 +132,17 @@ unsafe impl Machine<'static> for TargetMachine {
     }
 
     fn copy(&mut self, dst: PhysAddr, src: PhysAddr, len: u64) {
-        // SAFETY: both ranges are RAM in the linear map (checked), in distinct frames (the
-        // contract), and no writable user mapping reaches `src` during the copy.
-        unsafe { core::ptr::copy_nonoverlapping(linear(src, len), linear(dst, len), len as usize) }
+        let (d, s) = (linear(dst, len), linear(src, len));
+        if (d as usize | s as usize | len as usize).is_multiple_of(arch::cpu::COPY_PAGES_STEP) {
+            // Whole frames (the folio copies of copy-on-write): the page-copy loop.
+            // SAFETY: both ranges are RAM in the linear map (checked), in distinct frames (the
+            // contract), aligned as `copy_pages` needs (tested above), and no writable user
+            // mapping reaches `src` during the copy.
+            unsafe { arch::cpu::copy_pages(d as usize, s as usize, len as usize) }
+        } else {
+            // SAFETY: as above, without the alignment.
+            unsafe { core::ptr::copy_nonoverlapping(s, d, len as usize) }
+        }
     }
 
     fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) {

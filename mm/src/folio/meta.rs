@@ -474,6 +474,49 @@ impl<'a> MemMap<'a> {
             .ok_or(FolioError::BadFrame(pa))
     }
 
+    /// The metadata of the fresh anon folio at `pa` mapped whole by PTEs of `space`, each page
+    /// anon-exclusive (see [`MemMap::alloc_anon_mapped`]): per page its flags and a PTE
+    /// mapcount of 1; on the head the caller's reference plus one per page and `space`'s slot;
+    /// the folio-wide total on the second frame.
+    pub(super) fn init_anon_mapped(
+        &self,
+        pa: PhysAddr,
+        order: FolioOrder,
+        space: SpaceId,
+    ) -> Option<Folio<'a>> {
+        let n = order.pages();
+        if !pa.is_aligned(order.bytes()) {
+            return None;
+        }
+        let i = self.index(pa)?;
+        let pages = self.pages.get(i..i + n)?;
+        // A frame of a folio has HEAD or TAIL set: a clean flags word is enough to tell.
+        let used = pages
+            .iter()
+            .fold(0, |acc, p| acc | p.flags.load(Ordering::Relaxed));
+        assert!(used == 0, "frame source returned {pa}, which is in use");
+        debug_assert!(pages.iter().all(PageMeta::is_clean));
+        let order_bits = (order.get() as u32) << flag::ORDER_SHIFT;
+        for p in &pages[1..] {
+            p.mapcount.store(1, Ordering::Relaxed);
+            p.flags
+                .store(flag::TAIL | order_bits | flag::ANON_EXCLUSIVE, Ordering::Relaxed);
+        }
+        let h = &pages[0];
+        h.mapcount.store(1, Ordering::Relaxed);
+        if let Some(s2) = pages.get(1) {
+            s2.w[second::TOTAL].store(n as u32, Ordering::Relaxed);
+        }
+        h.w[head::REFS].store(1 + n as u32, Ordering::Relaxed);
+        h.w[head::SLOT_ID].store(space.get(), Ordering::Relaxed);
+        h.w[head::SLOT_COUNT].store(n as u32, Ordering::Relaxed);
+        h.flags.store(
+            flag::HEAD | order_bits | flag::ANON | flag::ANON_EXCLUSIVE,
+            Ordering::Release,
+        );
+        Some(Folio::from_parts(pages, pa))
+    }
+
     fn init_folio_flags(&self, pa: PhysAddr, order: FolioOrder, kind: u32) -> Option<Folio<'a>> {
         let n = order.pages();
         if !pa.is_aligned(order.bytes()) {

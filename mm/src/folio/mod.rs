@@ -37,4 +37,26 @@ impl<'a> MemMap<'a> {
             }
         }
     }
+
+    /// Allocates an anon folio of `order` from `source` already accounted as mapped whole by
+    /// PTEs in `space`, every page anon-exclusive: the state [`alloc_folio`](Self::alloc_folio)
+    /// followed by [`Folio::add_anon_ptes`]`(space, 0, pages, true)` leaves, written in one
+    /// pass over the metadata. For a fault that maps a fresh folio whole (the caller's tables
+    /// are ready, so the mapping cannot fail); the caller holds one reference besides the
+    /// mappings' ones.
+    pub fn alloc_anon_mapped<S: FrameSource + ?Sized>(
+        &self,
+        source: &mut S,
+        order: FolioOrder,
+        space: SpaceId,
+    ) -> Result<Folio<'a>, FolioError> {
+        let pa = source.alloc(order)?;
+        match self.init_anon_mapped(pa, order, space) {
+            Some(folio) => Ok(folio),
+            None => {
+                source.free(pa, order);
+                Err(FolioError::BadFrame(pa))
+            }
+        }
+    }
 }

@@ -13,7 +13,8 @@ use super::fold::block_covered;
 use super::platform::Platform;
 use super::query::{find_slot, Slot};
 use super::root::Root;
-use super::table::Table;
+use super::stats::Stats;
+use super::table::{Entry, Table};
 use super::walk::Reader;
 use crate::addr::{Level, PhysAddr, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE, PA_END};
 use crate::PTE_TABLE_SPAN;
@@ -100,7 +101,7 @@ impl Root {
         let scope = self.scope();
         let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
         for r in runs {
-            write_run(&mut cx, table, r, fold && r.fold_ok);
+            write_run(cx.p, cx.stats, table, r, fold && r.fold_ok);
         }
         cx.publish();
         if fold {
@@ -203,9 +204,73 @@ impl Root {
     }
 }
 
+impl Root {
+    /// [`Root::set_ptes`] of `nr` pages from the level-3 `slot` on, inside its table, without
+    /// a walk: `slot` comes from [`Root::pte_entry`] or [`Root::alloc_pte_entry`] of this root
+    /// and no operation that may free a table ran since. The fault path's form: the caller
+    /// looked the slot up once to read the entry and maps into it with this.
+    ///
+    /// Same rules as `set_ptes` otherwise: every page must be unmapped (checked before the
+    /// first write: an error changes nothing); with `fold_ok` on a user root with CONTPTE
+    /// enabled, whole aligned blocks are written folded and blocks completed by this call are
+    /// folded if they qualify. Invalid → valid needs no TLBI: one barrier publishes the
+    /// entries.
+    pub fn set_ptes_at<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        slot: Entry,
+        pte: Descriptor,
+        nr: usize,
+        fold_ok: bool,
+    ) -> Result<(), MapError> {
+        if nr == 0 {
+            return Err(MapError::ZeroLength);
+        }
+        let va = slot.va();
+        let len = (nr as u64).checked_mul(PAGE_SIZE).ok_or(MapError::VaOverflow)?;
+        if slot.level() != Level::L3 || slot.index() + nr > crate::ENTRIES {
+            return Err(MapError::OutOfRange { va, len });
+        }
+        self.check_range(va, len)?;
+        debug_assert_eq!(
+            find_slot(&mut Reader(&*p), self.table, va.0),
+            Some(Slot::Pte(slot)),
+            "set_ptes_at: the slot is not this root's"
+        );
+        if !matches!(pte.kind(Level::L3), DescriptorKind::Page { .. }) {
+            return Err(MapError::BadDescriptor(pte));
+        }
+        let pa = pte.address();
+        if pa.0.checked_add(len - 1).is_none_or(|last| last >= PA_END) {
+            return Err(MapError::PaOutOfRange(pa));
+        }
+        self.check_attrs(super::attrs::Attrs::from_descriptor(pte))?;
+        let table = slot.table();
+        let i0 = slot.index();
+        if let Some(i) = (i0..i0 + nr).find(|&i| p.read(table.pa(), i).is_valid()) {
+            return Err(MapError::AlreadyMapped(table.entry(i).va()));
+        }
+        let fold = fold_ok && self.contpte;
+        let r = PteRun { va, pte, nr, fold_ok };
+        write_run(p, &mut self.stats, table, &r, fold);
+        self.stats.publishes += 1;
+        p.publish();
+        let mut partial = super::fold::partial_blocks(va.0, r.end()).peekable();
+        if fold && partial.peek().is_some() {
+            let scope = self.scope();
+            let mut cx = Ctx::new(p, &mut self.stats, scope, Reserve::empty());
+            for page in partial {
+                cx.try_fold(table, Level::L3.index_of(page) & !(CONT_PTES - 1));
+            }
+            cx.finish();
+        }
+        Ok(())
+    }
+}
+
 /// Writes the entries of run `r` into the live level-3 `table` (all invalid), folding the
 /// blocks it covers whole at an aligned physical address when `fold`.
-fn write_run<P: Platform + ?Sized>(cx: &mut Ctx<'_, P>, table: Table, r: &PteRun, fold: bool) {
+fn write_run<P: Platform + ?Sized>(p: &mut P, stats: &mut Stats, table: Table, r: &PteRun, fold: bool) {
     let (start, end) = (r.va.0, r.end());
     let tbits = r.pte.0 & TEMPLATE_BITS;
     let pa0 = r.pte.address().0;
@@ -217,7 +282,7 @@ fn write_run<P: Platform + ?Sized>(cx: &mut Ctx<'_, P>, table: Table, r: &PteRun
         let block = va & !(CONT_SIZE - 1);
         let whole = fold && va == block && block_covered(block, start, end) && pa.is_multiple_of(CONT_SIZE);
         let (n, extra) = if whole {
-            cx.stats.cont_blocks_mapped += 1;
+            stats.cont_blocks_mapped += 1;
             (CONT_PTES, bits::CONTIGUOUS)
         } else {
             // Up to the next block boundary (or the end of the run), unfolded.
@@ -227,9 +292,9 @@ fn write_run<P: Platform + ?Sized>(cx: &mut Ctx<'_, P>, table: Table, r: &PteRun
         // The output address is the only field that changes: PAGE_SIZE added per entry.
         let d0 = Descriptor::leaf(Level::L3, PhysAddr(pa)).0 | tbits | extra;
         for k in 0..n {
-            cx.p.write(table.pa(), i0 + i + k, Descriptor(d0 + k as u64 * PAGE_SIZE));
+            p.write(table.pa(), i0 + i + k, Descriptor(d0 + k as u64 * PAGE_SIZE));
         }
-        cx.stats.desc_writes += n as u64;
+        stats.desc_writes += n as u64;
         i += n;
     }
 }

@@ -15,6 +15,7 @@ use super::platform::Platform;
 use super::query::{find_slot, Slot};
 use super::root::Root;
 use super::stats::Stats;
+use super::table::Entry;
 use super::walk::{read_block, walk, Reader};
 use crate::addr::{Level, PhysAddr, VirtAddr, PAGE_SIZE, PA_END};
 
@@ -202,19 +203,25 @@ impl Root {
             return None;
         }
         match find_slot(&mut Reader(p), self.table, va.0)? {
-            Slot::Pte(e) => {
-                let d = e.read(p);
-                if !d.is_leaf(Level::L3) {
-                    None
-                } else if d.contiguous() {
-                    let first = e.index() & !(CONT_PTES - 1);
-                    let (_, g) = read_block(&Reader(p), e.table().pa(), first);
-                    Some(g.with_address(d.address()))
-                } else {
-                    Some(d)
-                }
-            }
+            Slot::Pte(e) => self.pte_get_at(p, e),
             Slot::Block(e) => Some(e.read(p)),
+        }
+    }
+
+    /// [`Root::pte_get`] of the level-3 `slot` (from [`Root::pte_entry`] of this root), without
+    /// a walk: the page descriptor there with AF and the dirty state gathered over its folded
+    /// block if it is in one; `None` if it holds no page.
+    pub fn pte_get_at<P: Platform + ?Sized>(&self, p: &P, slot: Entry) -> Option<Descriptor> {
+        debug_assert_eq!(slot.level(), Level::L3);
+        let d = slot.read(p);
+        if !d.is_leaf(Level::L3) {
+            None
+        } else if d.contiguous() {
+            let first = slot.index() & !(CONT_PTES - 1);
+            let (_, g) = read_block(&Reader(p), slot.table().pa(), first);
+            Some(g.with_address(d.address()))
+        } else {
+            Some(d)
         }
     }
 

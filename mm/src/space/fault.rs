@@ -5,7 +5,7 @@ use super::machine::Machine;
 use super::{ptes, Access, El, FaultError, FaultKind, Space};
 use crate::folio::{Folio, FolioKind, FolioOrder};
 use crate::vma::{VmProt, Vma, VmaKind};
-use crate::{AccessUpdate, Descriptor, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
+use crate::{AccessUpdate, Descriptor, Entry, Prot, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
 
 use super::file_fault::{FileFault, Installed};
 use super::shm::Shm;
@@ -96,9 +96,10 @@ impl Space {
         page: u64,
         need: Need,
     ) -> Result<(), FaultError> {
-        let Some(d) = ptes::get(&self.root, m, page) else {
+        let slot = ptes::slot(&self.root, m, page);
+        let Some(d) = slot.and_then(|e| ptes::get_at(&self.root, m, e)) else {
             return match &vma.kind {
-                VmaKind::AnonPrivate => self.anon_fault(m, vma, page),
+                VmaKind::AnonPrivate => self.anon_fault(m, vma, page, slot),
                 VmaKind::Shared { obj, .. } => self.object_fault(m, vma, obj, page),
                 VmaKind::FilePrivate { obj, .. } if need.write => self.file_cow(m, vma, obj, page, None),
                 VmaKind::FilePrivate { obj, .. } => self.object_fault(m, vma, obj, page),
@@ -119,11 +120,11 @@ impl Space {
                     return self.file_cow(m, vma, obj, page, Some(d));
                 }
             }
-            return self.wp_fault(m, vma, page, d, false);
+            return self.wp_fault(m, vma, page, slot, d, false);
         }
         // (A file page needs no unsharing: it can be pinned as it is.)
         if need.unshare && !shared && folio.is_anon() && !folio.is_anon_exclusive(idx) {
-            return self.wp_fault(m, vma, page, d, true);
+            return self.wp_fault(m, vma, page, slot, d, true);
         }
         let upd = AccessUpdate {
             young: true,
@@ -141,44 +142,79 @@ impl Space {
     }
 
     /// A missing page of a private region: a fresh zeroed folio (docs/mm.md, "Faults").
+    /// `slot` is the page's level-3 slot if its table exists. One walk found it; the folio's
+    /// metadata is written once, already accounting the mapping; the entries are written into
+    /// the slot without another walk and without TLB maintenance (they were invalid).
     fn anon_fault<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         vma: &Vma<Shm>,
         page: u64,
+        slot: Option<Entry>,
     ) -> Result<(), FaultError> {
+        let mem = m.mem();
         let attrs = ptes::user_attrs(vma.prot.pte_prot());
-        if let Some(block) = vma.large_folio_block(VirtAddr(page)) {
-            let block = block.as_u64();
-            if ptes::block_empty(&self.root, m, block) {
-                if let Ok(folio) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
-                    if ptes::ensure_table(&mut self.root, m, block).is_err() {
-                        folio.put(m);
-                        return Err(FaultError::Oom);
-                    }
+        let large = vma.large_folio_block(VirtAddr(page)).is_some();
+        let Some(slot) = slot else {
+            return self.anon_fault_new_table(m, page, attrs, large);
+        };
+        if large {
+            let bslot = ptes::block_slot(slot);
+            if ptes::block_empty_at(m, bslot) {
+                if let Ok(folio) = mem.alloc_anon_mapped(m, FolioOrder::CONT, self.id) {
                     m.zero(folio.pa(), CONT_SIZE);
-                    folio
-                        .add_anon_ptes(self.id, 0, CONT_PTES, true)
-                        .expect("fresh folio");
                     let desc = ptes::page_desc(attrs, folio.pa().0, true);
-                    ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                    ptes::set_at(&mut self.root, m, bslot, desc, CONT_PTES, true);
                     folio.put(m);
                     self.stats.anon_64k += 1;
                     return Ok(());
                 }
             }
         }
-        let folio = alloc(m, FolioOrder::SMALL, FolioKind::Anon)?;
-        if ptes::ensure_table(&mut self.root, m, page).is_err() {
-            folio.put(m);
-            return Err(FaultError::Oom);
-        }
+        let folio = mem
+            .alloc_anon_mapped(m, FolioOrder::SMALL, self.id)
+            .map_err(|_| FaultError::Oom)?;
         m.zero(folio.pa(), PAGE_SIZE);
-        folio.add_anon_ptes(self.id, 0, 1, true).expect("fresh folio");
         let desc = ptes::page_desc(attrs, folio.pa().0, true);
-        ptes::set(&mut self.root, m, page, desc, 1, false);
+        ptes::set_at(&mut self.root, m, slot, desc, 1, false);
         folio.put(m);
         self.stats.anon_4k += 1;
+        Ok(())
+    }
+
+    /// [`anon_fault`](Self::anon_fault) where the page's level-3 table is missing (its block
+    /// is empty then): the folio is allocated before the tables, so that a failure of either
+    /// leaves nothing behind.
+    fn anon_fault_new_table<'m, M: Machine<'m> + ?Sized>(
+        &mut self,
+        m: &mut M,
+        page: u64,
+        attrs: crate::Attrs,
+        large: bool,
+    ) -> Result<(), FaultError> {
+        let big = if large {
+            alloc(m, FolioOrder::CONT, FolioKind::Anon).ok()
+        } else {
+            None
+        };
+        let (folio, va, nr) = match big {
+            Some(f) => (f, ptes::block_of(page), CONT_PTES),
+            None => (alloc(m, FolioOrder::SMALL, FolioKind::Anon)?, page, 1),
+        };
+        let Ok(slot) = ptes::alloc_slot(&mut self.root, m, va) else {
+            folio.put(m);
+            return Err(FaultError::Oom);
+        };
+        m.zero(folio.pa(), folio.size());
+        folio.add_anon_ptes(self.id, 0, nr, true).expect("fresh folio");
+        let desc = ptes::page_desc(attrs, folio.pa().0, true);
+        ptes::set_at(&mut self.root, m, slot, desc, nr, nr == CONT_PTES);
+        folio.put(m);
+        if nr == CONT_PTES {
+            self.stats.anon_64k += 1;
+        } else {
+            self.stats.anon_4k += 1;
+        }
         Ok(())
     }
 
@@ -309,9 +345,11 @@ impl Space {
         m: &mut M,
         vma: &Vma<Shm>,
         page: u64,
+        slot: Option<Entry>,
         d: Descriptor,
         unshare: bool,
     ) -> Result<(), FaultError> {
+        let slot = slot.expect("a present entry has a slot");
         let mem = m.mem();
         let (folio, idx) = mem
             .folio_page(d.address())
@@ -335,7 +373,7 @@ impl Space {
         let whole = folio.order() == FolioOrder::CONT
             && vma.start.as_u64() <= block
             && block + CONT_SIZE <= vma.end.as_u64()
-            && ptes::block_maps(&self.root, m, block, folio.pa().0);
+            && ptes::block_maps_at(m, ptes::block_slot(slot), folio.pa().0);
 
         // 2. Reuse.
         let reuse = folio.try_reuse_anon(id, idx, 0);
@@ -371,7 +409,7 @@ impl Space {
                     .expect("the block mapped the folio");
                 new.add_anon_ptes(id, 0, CONT_PTES, true).expect("fresh folio");
                 let desc = ptes::page_desc(attrs, new.pa().0, true);
-                ptes::set(&mut self.root, m, block, desc, CONT_PTES, true);
+                ptes::set_at(&mut self.root, m, ptes::block_slot(slot), desc, CONT_PTES, true);
                 new.put(m);
                 old.release(m);
                 self.stats.cow_copy_64k += 1;
@@ -386,7 +424,7 @@ impl Space {
         let old = folio.remove_ptes(id, idx, 1).expect("the entry mapped the page");
         new.add_anon_ptes(id, 0, 1, true).expect("fresh folio");
         let desc = ptes::page_desc(attrs, new.pa().0, true);
-        ptes::set(&mut self.root, m, page, desc, 1, false);
+        ptes::set_at(&mut self.root, m, slot, desc, 1, false);
         new.put(m);
         old.release(m);
         self.stats.cow_copy_4k += 1;

@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use crate::folio::{Folio, FolioOrder, MemMap};
 use crate::{
-    AccessUpdate, Attrs, Descriptor, DescriptorKind, Leaf, Level, MemType, Platform, Prot, PteRun, PteTable,
-    Root, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
+    AccessUpdate, Attrs, Descriptor, DescriptorKind, Entry, Leaf, Level, MemType, Platform, Prot, PteRun,
+    PteTable, Root, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
 };
 
 /// Bytes mapped by one level-3 table.
@@ -41,6 +41,56 @@ pub(super) fn user_attrs(prot: Option<Prot>) -> Attrs {
 /// The leaf mapping `va`, with A/D gathered over its folded block.
 pub(super) fn get<P: Platform + ?Sized>(root: &Root, p: &P, va: u64) -> Option<Descriptor> {
     root.pte_get(p, VirtAddr(va)).filter(|d| d.is_valid())
+}
+
+/// The level-3 slot of `va`, if its table exists (one walk).
+pub(super) fn slot<P: Platform + ?Sized>(root: &Root, p: &P, va: u64) -> Option<Entry> {
+    root.pte_entry(p, VirtAddr(va)).ok().flatten()
+}
+
+/// [`get`] of the level-3 `slot` (from [`slot`]), without a walk.
+pub(super) fn get_at<P: Platform + ?Sized>(root: &Root, p: &P, slot: Entry) -> Option<Descriptor> {
+    root.pte_get_at(p, slot).filter(|d| d.is_valid())
+}
+
+/// The level-3 slot of `va`, allocating the missing tables (all or nothing).
+pub(super) fn alloc_slot<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64) -> Result<Entry, ()> {
+    root.alloc_pte_entry(p, VirtAddr(va)).map_err(|_| ())
+}
+
+/// The slot of the first page of the 64 KiB block holding `slot`.
+pub(super) fn block_slot(slot: Entry) -> Entry {
+    slot.table().entry(slot.index() & !(CONT_PTES - 1))
+}
+
+/// Whether the 16 entries from the block-aligned `slot` on are all invalid (no walk).
+pub(super) fn block_empty_at<P: Platform + ?Sized>(p: &P, slot: Entry) -> bool {
+    let (t, first) = (slot.table().pa(), slot.index());
+    (first..first + CONT_PTES).fold(0, |acc, i| acc | p.read(t, i).0) & 1 == 0
+}
+
+/// Whether the 64 KiB block from the block-aligned level-3 `slot` on maps the 64 KiB folio
+/// at `folio_pa` page for page (no walk).
+pub(super) fn block_maps_at<P: Platform + ?Sized>(p: &P, slot: Entry, folio_pa: u64) -> bool {
+    let (t, first) = (slot.table().pa(), slot.index());
+    (0..CONT_PTES).all(|i| {
+        let d = p.read(t, first + i);
+        d.is_valid() && d.address().0 == folio_pa + i as u64 * PAGE_SIZE
+    })
+}
+
+/// [`set`] from the level-3 `slot` on (from [`slot`] or [`alloc_slot`], no table freed
+/// since), without a walk.
+pub(super) fn set_at<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    slot: Entry,
+    pte: Descriptor,
+    nr: usize,
+    fold: bool,
+) {
+    root.set_ptes_at(p, slot, pte, nr, fold)
+        .expect("set_ptes_at into an existing table cannot fail");
 }
 
 /// Makes sure the level-3 table for `va` exists (allocating the missing tables, all or
@@ -179,14 +229,6 @@ pub(super) fn block_entries<P: Platform + ?Sized>(root: &Root, p: &P, block: u64
 /// Whether nothing is mapped in the 64 KiB block at `block`.
 pub(super) fn block_empty<P: Platform + ?Sized>(root: &Root, p: &P, block: u64) -> bool {
     block_entries(root, p, block).iter().all(|d| !d.is_valid())
-}
-
-/// Whether the 64 KiB block at `block` maps the 64 KiB folio at `folio_pa` page for page.
-pub(super) fn block_maps<P: Platform + ?Sized>(root: &Root, p: &P, block: u64, folio_pa: u64) -> bool {
-    block_entries(root, p, block)
-        .iter()
-        .enumerate()
-        .all(|(i, d)| d.is_valid() && d.address().0 == folio_pa + i as u64 * PAGE_SIZE)
 }
 
 /// A batch of entries mapping consecutive pages of one folio (Linux's `folio_pte_batch`):

@@ -259,3 +259,70 @@ fn wrprotect_pte_ranges_refuses_blocks_before_writing() {
     assert_eq!(e.m.snapshot(), snap);
     e.teardown();
 }
+
+/// `set_ptes_at` (the fault path's form, into a slot looked up once) against `set_ptes` of the
+/// same pages: the same entries and fold states, no walk-dependent difference; partial blocks
+/// completed by a call fold as with `set_ptes`; refusals change nothing.
+#[test]
+fn set_ptes_at_writes_what_set_ptes_writes() {
+    let cases: &[(u64, u64, usize, bool)] = &[
+        (UVA, RAM, 16, true),
+        (UVA + KB64, RAM + KB64, 8, true),
+        (UVA + KB64 + 8 * KB4, RAM + KB64 + 8 * KB4, 8, true),
+        (UVA + 3 * KB64 + 4 * KB4, RAM + 3 * KB64 + 4 * KB4, 40, true),
+        (UVA + 8 * KB64, RAM + 8 * KB64 + KB4, 16, true),
+        (UVA + 9 * KB64, RAM + 9 * KB64, 16, false),
+        (UVA + 10 * KB64 + KB4, RAM + 10 * KB64 + KB4, 1, false),
+    ];
+    let mut a = Env::new(false);
+    let mut b = Env::new(false);
+    // The table exists in both (the slot comes from it).
+    for e in [&mut a, &mut b] {
+        e.u.alloc_pte_entry(&mut e.m, va(UVA)).unwrap();
+        e.u.reset_stats();
+    }
+    for &(at, pa, nr, fold_ok) in cases {
+        a.u.set_ptes(&mut a.m, va(at), pte(pa), nr, fold_ok).unwrap();
+        let slot = b.u.pte_entry(&b.m, va(at)).unwrap().unwrap();
+        b.u.set_ptes_at(&mut b.m, slot, pte(pa), nr, fold_ok).unwrap();
+        check(&mut a);
+        check(&mut b);
+        assert_eq!(entries(&a, UVA), entries(&b, UVA), "after {at:#x}");
+    }
+    let (sa, sb) = (*a.u.stats(), *b.u.stats());
+    assert_eq!(sb.cont_blocks_mapped, sa.cont_blocks_mapped);
+    assert_eq!((sb.folds, sb.tlbi_batches), (sa.folds, sa.tlbi_batches));
+    assert_eq!(sb.folds, 1, "the block completed by two calls folds once");
+    assert_eq!(sb.desc_writes, sa.desc_writes);
+    assert_eq!(sb.tables_allocated, 0);
+    // pte_get_at reads what pte_get reads, folded or not.
+    for i in 0..512 {
+        let v = va(UVA + i * KB4);
+        let slot = b.u.pte_entry(&b.m, v).unwrap().unwrap();
+        assert_eq!(b.u.pte_get_at(&b.m, slot), b.u.pte_get(&b.m, v), "{v:?}");
+    }
+    // Refused before any write: a mapped page, past the table's end, zero pages, not a page.
+    let before = entries(&b, UVA);
+    let slot = b.u.pte_entry(&b.m, va(UVA + 10 * KB64)).unwrap().unwrap();
+    assert!(matches!(
+        b.u.set_ptes_at(&mut b.m, slot, pte(RAM + 10 * KB64), 2, false),
+        Err(MapError::AlreadyMapped(_))
+    ));
+    let last = b.u.pte_entry(&b.m, va(UVA + MB2 - KB4)).unwrap().unwrap();
+    assert!(matches!(
+        b.u.set_ptes_at(&mut b.m, last, pte(RAM + MB2 - KB4), 2, false),
+        Err(MapError::OutOfRange { .. })
+    ));
+    assert_eq!(
+        b.u.set_ptes_at(&mut b.m, last, pte(RAM + MB2 - KB4), 0, false),
+        Err(MapError::ZeroLength)
+    );
+    assert!(matches!(
+        b.u.set_ptes_at(&mut b.m, last, Descriptor::INVALID, 1, false),
+        Err(MapError::BadDescriptor(_))
+    ));
+    assert_eq!(entries(&b, UVA), before);
+    check(&mut b);
+    a.teardown();
+    b.teardown();
+}

@@ -759,3 +759,47 @@ fn references_outlive_mapcounts_until_release() {
     assert!(u.release(&mut fr));
     fr.assert_all_back();
 }
+
+/// The raw metadata words of `f`'s pages.
+fn words(f: &Folio<'_>) -> Vec<[u32; 8]> {
+    use core::sync::atomic::Ordering::Relaxed;
+    f.pages
+        .iter()
+        .map(|p| {
+            let mut w = [p.flags.load(Relaxed), p.mapcount.load(Relaxed), 0, 0, 0, 0, 0, 0];
+            for (i, x) in p.w.iter().enumerate() {
+                w[2 + i] = x.load(Relaxed);
+            }
+            w
+        })
+        .collect()
+}
+
+#[test]
+fn alloc_anon_mapped_is_alloc_then_add_anon_ptes() {
+    for order in [FolioOrder::SMALL, FolioOrder::CONT, FolioOrder::PMD] {
+        let mut st = storage(FRAMES);
+        let mem = memmap(&mut st);
+        let mut fr = Frames::new();
+        let n = order.pages();
+        // The reference: the two calls the fault path made before.
+        let r = mem.alloc_folio(&mut fr, order, FolioKind::Anon).unwrap();
+        r.add_anon_ptes(sp(A), 0, n, true).unwrap();
+        let f = mem.alloc_anon_mapped(&mut fr, order, sp(A)).unwrap();
+        assert_eq!(words(&f), words(&r), "{order:?}");
+        assert_eq!((f.refcount(), f.mapcount()), (1 + n as u32, n as u32));
+        assert!((0..n).all(|i| f.is_anon_exclusive(i) && f.page_mapcount(i) == 1));
+        assert_eq!(f.tracked_spaces(), [Some((sp(A), n as u32)), None]);
+        let mut lv = Leaves::default();
+        lv.map_ptes(sp(A), 0x4000_0000, &r, 0, n);
+        lv.map_ptes(sp(A), 0x8000_0000, &f, 0, n);
+        lv.check(&mem).unwrap();
+        for x in [r, f] {
+            let gone = x.remove_ptes(sp(A), 0, n).unwrap();
+            gone.release(&mut fr);
+            x.put(&mut fr);
+        }
+        assert_eq!(fr.frames_out(), 0);
+        check(&mem, vec![]).unwrap();
+    }
+}
