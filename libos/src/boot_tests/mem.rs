@@ -103,3 +103,26 @@ crate::boot_test! {
         }
     }
 }
+
+crate::boot_test! {
+    /// `arch::cpu::copy_pages` (the frame copy of copy-on-write faults) copies every byte of
+    /// whole pages and nothing around them, for one page and for a 64 KiB folio.
+    fn copy_pages_copies_whole_pages_exactly() {
+        #[repr(C, align(4096))]
+        struct Pages([u8; 20 * 4096]);
+        let mut src = alloc::boxed::Box::new(Pages([0; 20 * 4096]));
+        let mut dst = alloc::boxed::Box::new(Pages([0; 20 * 4096]));
+        for (i, b) in src.0.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(13).wrapping_add((i >> 12) as u8);
+        }
+        for (off, len) in [(4096usize, 4096usize), (2 * 4096, 16 * 4096), (256, 512)] {
+            dst.0.fill(0xee);
+            // SAFETY: both ranges lie inside their (distinct) boxes, 256-byte aligned.
+            unsafe { arch::cpu::copy_pages(dst.0.as_mut_ptr() as usize + off, src.0.as_ptr() as usize + off, black_box(len)) };
+            for i in 0..dst.0.len() {
+                let want = if (off..off + len).contains(&i) { src.0[i] } else { 0xee };
+                assert_eq!(read(dst.0.as_ptr(), i), want, "copy_pages {len} bytes at {off}: byte {i}");
+            }
+        }
+    }
+}
