@@ -149,6 +149,16 @@ pub(super) fn clear<P: Platform + ?Sized>(
         .expect("clearing pages never splits")
 }
 
+/// [`clear`] of the 64 KiB block holding the level-3 `slot` (from [`slot`], no table freed
+/// since), without a walk: one break of the whole block, one invalidation batch.
+pub(super) fn clear_block_at<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    slot: Entry,
+) -> Option<Descriptor> {
+    root.get_and_clear_block_at(p, slot)
+}
+
 /// Write-protects `nr` pages from `va`, keeping whole folded blocks folded; one invalidation.
 pub(super) fn wrprotect<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, nr: usize) {
     root.wrprotect_ptes(p, VirtAddr(va), nr)
