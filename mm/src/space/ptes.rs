@@ -184,17 +184,12 @@ pub(super) fn update_block<P: Platform + ?Sized>(
         .expect("the block is mapped and the attributes are valid")
 }
 
-/// Unmaps `[va, va + len)`, freeing emptied tables; `f` sees every removed leaf after the
-/// invalidation covering it has completed.
-pub(super) fn unmap<P: Platform + ?Sized>(
-    root: &mut Root,
-    p: &mut P,
-    va: u64,
-    len: u64,
-    f: impl FnMut(&Leaf),
-) {
-    root.unmap_leaves(p, VirtAddr(va), len, f)
-        .expect("unmapping pages never splits");
+/// Unmaps `[va, va + len)` in one pass with one invalidation, freeing emptied tables; `f`
+/// sees every removed leaf as it is cleared, before the invalidation: the references it
+/// collects must be released only after this returns.
+pub(super) fn zap<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, len: u64, f: impl FnMut(&Leaf)) {
+    root.zap_ptes(p, VirtAddr(va), len, f)
+        .expect("user spaces map pages only");
 }
 
 /// Calls `f(va, raw descriptor)` for every valid level-3 leaf in `[start, end)`, in address
