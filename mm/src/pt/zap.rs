@@ -59,7 +59,7 @@ impl Root {
             writes: 0,
             blocks: 0,
         };
-        zap_table(p, self.table, start, last, &mut z, &mut f);
+        zap_table(p, self.table, start, last, true, &mut z, &mut f);
         self.stats.desc_writes += z.writes;
         self.stats.cont_blocks_unmapped += z.blocks;
         if z.writes == 0 {
@@ -146,7 +146,10 @@ fn find_block<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64) 
 
 /// Clears `[start, last]` (inside `table`'s span) below `table`, reporting leaves to `f` and
 /// unlinking the child tables it empties into `z.freed`; returns whether `table` is empty now.
-fn zap_table<P, F>(p: &mut P, table: Table, start: u64, last: u64, z: &mut Zap, f: &mut F) -> bool
+/// A child table whose span lies inside the range is unlinked first and then only read: its
+/// leaves are reported and its tables freed after the invalidation, its entries are never
+/// written (`live` is false below it).
+fn zap_table<P, F>(p: &mut P, table: Table, start: u64, last: u64, live: bool, z: &mut Zap, f: &mut F) -> bool
 where
     P: Platform + ?Sized,
     F: FnMut(&Leaf),
@@ -172,10 +175,12 @@ where
                 // lies inside the range.
                 debug_assert!(i % CONT_PTES == 0 && i + CONT_PTES - 1 <= i1);
                 let (_, g) = read_block(&Reader(&*p), t, i);
-                for k in 0..CONT_PTES {
-                    p.write(t, i + k, Descriptor::INVALID);
+                if live {
+                    for k in 0..CONT_PTES {
+                        p.write(t, i + k, Descriptor::INVALID);
+                    }
+                    z.writes += CONT_PTES as u64;
                 }
-                z.writes += CONT_PTES as u64;
                 z.blocks += 1;
                 f(&leaf_report(
                     e.va().0,
@@ -187,8 +192,10 @@ where
                 i += CONT_PTES;
                 continue;
             }
-            p.write(t, i, Descriptor::INVALID);
-            z.writes += 1;
+            if live {
+                p.write(t, i, Descriptor::INVALID);
+                z.writes += 1;
+            }
             f(&leaf_report(
                 e.va().0,
                 d.output_address(level).0,
@@ -199,7 +206,17 @@ where
         } else if let DescriptorKind::Table { next } = d.kind(level) {
             let lo = e.va().0.max(start);
             let hi = e.va().0.wrapping_add(e.size() - 1).min(last);
-            if zap_table(p, e.child(next), lo, hi, z, f) {
+            let whole = lo == e.va().0 && hi == e.va().0.wrapping_add(e.size() - 1);
+            if live && whole {
+                // Unlinked before it is read: nothing below needs a write.
+                p.write(t, i, Descriptor::INVALID);
+                z.writes += 1;
+                zap_table(p, e.child(next), lo, hi, false, z, f);
+                z.freed.push(next);
+            } else if !live {
+                zap_table(p, e.child(next), lo, hi, false, z, f);
+                z.freed.push(next);
+            } else if zap_table(p, e.child(next), lo, hi, true, z, f) {
                 p.write(t, i, Descriptor::INVALID);
                 z.writes += 1;
                 z.freed.push(next);
@@ -207,7 +224,7 @@ where
         }
         i += 1;
     }
-    if start <= table.va_base().0 && last >= span_last(table) {
+    if !live || (start <= table.va_base().0 && last >= span_last(table)) {
         // Every entry was in the range: the leaves are cleared and the children emptied.
         return true;
     }
