@@ -11,11 +11,13 @@ use super::desc::{bits, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::fold::block_covered;
 use super::platform::Platform;
+use super::platform::TlbOp;
 use super::query::{find_slot, Slot};
 use super::root::Root;
 use super::stats::Stats;
 use super::table::{Entry, Table};
-use super::walk::Reader;
+use super::tlb::{plan_flush, FlushRequest};
+use super::walk::{read_block, Reader};
 use crate::addr::{Level, PhysAddr, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE, PA_END};
 use crate::PTE_TABLE_SPAN;
 
@@ -265,6 +267,66 @@ impl Root {
             cx.finish();
         }
         Ok(())
+    }
+}
+
+impl Root {
+    /// [`Root::get_and_clear_ptes`] of the 64 KiB block holding the level-3 `slot`, without a
+    /// walk: `slot` comes from [`Root::pte_entry`] or [`Root::alloc_pte_entry`] of this root
+    /// and no operation that may free a table ran since. The copy-on-write fault's form: it
+    /// clears the old block in the slot it looked up before writing the copy there.
+    ///
+    /// The block is removed as a unit whether or not it is folded: its valid entries are
+    /// written invalid, then every page of the block is invalidated in one maintenance batch
+    /// (the break of a break-before-make, as a fold or unfold does); it has completed when this
+    /// returns, so the frames may be freed then. Returns the old descriptor of the first mapped
+    /// entry with AF and the dirty state gathered over the block, or `None` (nothing written,
+    /// no invalidation) if the block held nothing. The table is kept.
+    pub fn get_and_clear_block_at<P: Platform + ?Sized>(
+        &mut self,
+        p: &mut P,
+        slot: Entry,
+    ) -> Option<Descriptor> {
+        debug_assert_eq!(slot.level(), Level::L3);
+        debug_assert_eq!(
+            find_slot(&mut Reader(&*p), self.table, slot.va().0),
+            Some(Slot::Pte(slot)),
+            "get_and_clear_block_at: the slot is not this root's"
+        );
+        let table = slot.table();
+        let first = slot.index() & !(CONT_PTES - 1);
+        let (old, _) = read_block(&Reader(&*p), table.pa(), first);
+        let mut gathered: Option<Descriptor> = None;
+        for (i, d) in old.iter().enumerate() {
+            if d.is_valid() {
+                p.write(table.pa(), first + i, Descriptor::INVALID);
+                self.stats.desc_writes += 1;
+                gathered = Some(gathered.map_or(*d, |g| g.gather_young_dirty(*d)));
+            }
+        }
+        let g = gathered?;
+        if old[0].contiguous() {
+            self.stats.cont_blocks_unmapped += 1;
+        }
+        let block = table.entry(first).va().0;
+        let req = FlushRequest {
+            scope: self.scope(),
+            start: block,
+            last: block + (CONT_SIZE - 1),
+            stride: PAGE_SIZE,
+            leaf_only: true,
+            level: Some(Level::L3),
+        };
+        let has_range = p.has_tlbi_range();
+        let mut buf = [TlbOp::All; CONT_PTES];
+        let mut n = 0;
+        plan_flush(&req, has_range, |op| {
+            buf[n] = op;
+            n += 1;
+        });
+        self.stats.count_tlbi(&buf[..n]);
+        p.tlb_maintenance(&buf[..n]);
+        Some(g)
     }
 }
 

@@ -22,6 +22,7 @@ mod stats;
 mod table;
 pub mod tlb;
 mod walk;
+mod zap;
 
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};

@@ -403,7 +403,7 @@ impl Space {
         if whole && !folio.maybe_pinned() {
             if let Ok(new) = alloc(m, FolioOrder::CONT, FolioKind::Anon) {
                 m.copy(new.pa(), folio.pa(), CONT_SIZE);
-                ptes::clear(&mut self.root, m, block, CONT_PTES);
+                ptes::clear_block_at(&mut self.root, m, slot);
                 let old = folio
                     .remove_ptes(id, 0, CONT_PTES)
                     .expect("the block mapped the folio");

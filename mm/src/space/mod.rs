@@ -459,12 +459,14 @@ impl Space {
         }
     }
 
-    /// [`Space::zap`] of `[start, end)` in one engine call.
+    /// [`Space::zap`] of `[start, end)` in one engine call (one pass, one invalidation): the
+    /// mappings' accounting is removed as each leaf is cleared, their references are released
+    /// once the call (and so the invalidation) is over.
     fn zap_piece<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, end: u64) {
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
-        ptes::unmap(&mut self.root, m, start, end - start, |leaf| {
+        ptes::zap(&mut self.root, m, start, end - start, |leaf| {
             debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
             let (folio, idx) = mem
                 .folio_page(leaf.pa)

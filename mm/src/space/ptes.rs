@@ -149,6 +149,16 @@ pub(super) fn clear<P: Platform + ?Sized>(
         .expect("clearing pages never splits")
 }
 
+/// [`clear`] of the 64 KiB block holding the level-3 `slot` (from [`slot`], no table freed
+/// since), without a walk: one break of the whole block, one invalidation batch.
+pub(super) fn clear_block_at<P: Platform + ?Sized>(
+    root: &mut Root,
+    p: &mut P,
+    slot: Entry,
+) -> Option<Descriptor> {
+    root.get_and_clear_block_at(p, slot)
+}
+
 /// Write-protects `nr` pages from `va`, keeping whole folded blocks folded; one invalidation.
 pub(super) fn wrprotect<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, nr: usize) {
     root.wrprotect_ptes(p, VirtAddr(va), nr)
@@ -174,17 +184,12 @@ pub(super) fn update_block<P: Platform + ?Sized>(
         .expect("the block is mapped and the attributes are valid")
 }
 
-/// Unmaps `[va, va + len)`, freeing emptied tables; `f` sees every removed leaf after the
-/// invalidation covering it has completed.
-pub(super) fn unmap<P: Platform + ?Sized>(
-    root: &mut Root,
-    p: &mut P,
-    va: u64,
-    len: u64,
-    f: impl FnMut(&Leaf),
-) {
-    root.unmap_leaves(p, VirtAddr(va), len, f)
-        .expect("unmapping pages never splits");
+/// Unmaps `[va, va + len)` in one pass with one invalidation, freeing emptied tables; `f`
+/// sees every removed leaf as it is cleared, before the invalidation: the references it
+/// collects must be released only after this returns.
+pub(super) fn zap<P: Platform + ?Sized>(root: &mut Root, p: &mut P, va: u64, len: u64, f: impl FnMut(&Leaf)) {
+    root.zap_ptes(p, VirtAddr(va), len, f)
+        .expect("user spaces map pages only");
 }
 
 /// Calls `f(va, raw descriptor)` for every valid level-3 leaf in `[start, end)`, in address
