@@ -513,6 +513,59 @@ impl<'m> Unmapped<'m> {
     }
 }
 
+/// The frames of a folio freed by [`Folio::remove_sole_ptes`] whose metadata is already in the
+/// free state, waiting for the TLB invalidation before they go back to the frame source with
+/// [`release`](Self::release). Dropping it unreleased is a bug: the frames leak.
+#[must_use = "the frames must be returned with `release` after the invalidation"]
+pub struct Retired {
+    pa: PhysAddr,
+    order: Option<FolioOrder>,
+}
+
+impl Retired {
+    pub(super) fn new(pa: PhysAddr, order: FolioOrder) -> Retired {
+        Retired {
+            pa,
+            order: Some(order),
+        }
+    }
+
+    /// The folio's first frame.
+    pub fn pa(&self) -> PhysAddr {
+        self.pa
+    }
+
+    /// Returns the frames to `source`.
+    pub fn release<S: FrameSource + ?Sized>(mut self, source: &mut S) {
+        if let Some(order) = self.order.take() {
+            source.free(self.pa, order);
+        }
+    }
+}
+
+impl fmt::Debug for Retired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Retired({:?} at {})", self.order, self.pa)
+    }
+}
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        let Some(order) = self.order else { return };
+        #[cfg(test)]
+        if std::thread::panicking() {
+            return;
+        }
+        if cfg!(debug_assertions) {
+            panic!("frames of folio {} ({order:?}) dropped without release", self.pa);
+        }
+        log::error!(
+            "frames of folio {} ({order:?}) dropped without release (leaked)",
+            self.pa
+        );
+    }
+}
+
 impl fmt::Debug for Unmapped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Unmapped({} refs of folio {})", self.refs, self.folio.pa)

@@ -15,7 +15,7 @@ mod types;
 pub(crate) mod tests;
 
 pub use check::{check, CheckError, CheckSummary, MappedLeaf};
-pub use handle::{Folio, Unmapped};
+pub use handle::{Folio, Retired, Unmapped};
 pub use meta::{MemMap, MemMapError, PageMeta};
 pub use types::{FolioError, FolioKind, FolioOrder, FrameSource, SpaceId};
 

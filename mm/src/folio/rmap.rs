@@ -4,7 +4,8 @@
 use core::sync::atomic::Ordering;
 
 use super::handle::sub;
-use super::{Folio, FolioError, FolioKind, FolioOrder, SpaceId, Unmapped};
+use super::meta::{flag, head};
+use super::{Folio, FolioError, FolioKind, FolioOrder, Retired, SpaceId, Unmapped};
 
 impl<'m> Folio<'m> {
     // -------------------------------------------------------------------------------------
@@ -112,6 +113,53 @@ impl<'m> Folio<'m> {
         self.account_sub(space, n);
         self.debug_check_locked();
         Ok(Unmapped::new(*self, n))
+    }
+
+    /// Removes the PTE mappings of all pages of an anon folio mapped once each, in `space`
+    /// only, by the caller's entries, and frees the folio when those mappings held its only
+    /// references: the state [`remove_ptes`](Self::remove_ptes)`(space, 0, pages)` followed by
+    /// releasing the returned references leaves, without the per-page atomics. The metadata
+    /// returns to the free state in one pass; the frames come back as a [`Retired`], to be
+    /// returned to the frame source after the TLB invalidation.
+    ///
+    /// Read from the head: the folio is anon, not adopted, unpinned, without an entire
+    /// mapping, with a total mapcount equal to its page count, all of it in `space`'s slot,
+    /// and a reference count equal to that mapcount (frozen to zero with one compare and
+    /// swap, so a speculative [`try_get`](Self::try_get) fails from then on). Since the
+    /// caller's entries map every page, each page has exactly this one mapping. Otherwise
+    /// `None`, with nothing changed: the caller takes the general path.
+    pub fn remove_sole_ptes(&self, space: SpaceId) -> Option<Retired> {
+        let n = self.pages.len() as u32;
+        let h = self.head();
+        let hf = h.flags();
+        if hf & (flag::ANON | flag::ADOPTED) != flag::ANON
+            || h.w[head::PINS].load(Ordering::Relaxed) != 0
+            || self.total_ctr().load(Ordering::Relaxed) != n
+            || self.entire_ctr().is_some_and(|e| e.load(Ordering::Relaxed) != 0)
+            || h.w[head::SLOT_ID].load(Ordering::Relaxed) != space.get()
+            || h.w[head::SLOT_COUNT].load(Ordering::Relaxed) != n
+        {
+            return None;
+        }
+        h.w[head::REFS]
+            .compare_exchange(n, 0, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        debug_assert!(
+            hf & flag::LOCK == 0,
+            "folio {} locked without a reference",
+            self.pa
+        );
+        debug_assert!(
+            self.pages.iter().all(|p| p.mapcount.load(Ordering::Relaxed) == 1),
+            "folio {}: a page is not mapped exactly once",
+            self.pa
+        );
+        let order = self.order();
+        for p in &self.pages[1..] {
+            p.clear();
+        }
+        h.clear();
+        Some(Retired::new(self.pa, order))
     }
 
     /// Removes one entire mapping in `space`. Pages that were mapped only by it lose their

@@ -29,7 +29,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::folio::{SpaceId, Unmapped};
+use crate::folio::{Retired, SpaceId, Unmapped};
 use crate::vma::{MapAlign, Placement, Plan, VmProt, Vma, VmaConfig, VmaKind, VmaTree};
 use crate::{Asid, Level, PhysAddr, Root, VirtAddr, PAGE_SIZE, USER_END};
 
@@ -323,7 +323,9 @@ impl Space {
     /// One pass over the populated tables: shared tables are unlinked (as [`Space::zap`]
     /// does), then the root is torn down with one whole-ASID invalidation, every leaf's
     /// folio accounting removed and its references released as the tables are read, and each
-    /// table freed after its leaves ([`Root::destroy_leaves`]).
+    /// table freed after its leaves ([`Root::destroy_leaves`]); a folio that one leaf maps
+    /// whole and that nothing else maps or references is freed in one step
+    /// ([`Folio::remove_sole_ptes`](crate::folio::Folio::remove_sole_ptes)).
     pub fn exit<'m, M: Machine<'m> + ?Sized>(mut self, m: &mut M) {
         self.pinned_spans.clear();
         if self.limited_tables {
@@ -343,6 +345,14 @@ impl Space {
                 .folio_page(leaf.pa)
                 .expect("a user page maps an allocated folio");
             let nr = (leaf.size / PAGE_SIZE) as usize;
+            // The whole ASID is invalidated already: a folio this leaf alone mapped goes
+            // back at once.
+            if idx == 0 && nr == folio.nr_pages() {
+                if let Some(frames) = folio.remove_sole_ptes(id) {
+                    frames.release(m);
+                    return;
+                }
+            }
             let u = folio
                 .remove_ptes(id, idx, nr)
                 .expect("every user mapping is accounted");
@@ -461,17 +471,27 @@ impl Space {
 
     /// [`Space::zap`] of `[start, end)` in one engine call (one pass, one invalidation): the
     /// mappings' accounting is removed as each leaf is cleared, their references are released
-    /// once the call (and so the invalidation) is over.
+    /// once the call (and so the invalidation) is over. A folio that one leaf maps whole and
+    /// that nothing else maps or references has its metadata reset as the leaf is cleared
+    /// ([`Folio::remove_sole_ptes`](crate::folio::Folio::remove_sole_ptes)); its frames go
+    /// back after the call.
     fn zap_piece<'m, M: Machine<'m> + ?Sized>(&mut self, m: &mut M, start: u64, end: u64) {
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
+        let mut retired: Vec<Retired> = Vec::new();
         ptes::zap(&mut self.root, m, start, end - start, |leaf| {
             debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
             let (folio, idx) = mem
                 .folio_page(leaf.pa)
                 .expect("a user page maps an allocated folio");
             let nr = (leaf.size / PAGE_SIZE) as usize;
+            if idx == 0 && nr == folio.nr_pages() {
+                if let Some(frames) = folio.remove_sole_ptes(id) {
+                    retired.push(frames);
+                    return;
+                }
+            }
             let u = folio
                 .remove_ptes(id, idx, nr)
                 .expect("every user mapping is accounted");
@@ -482,6 +502,9 @@ impl Space {
         });
         for u in refs {
             u.release(m);
+        }
+        for frames in retired {
+            frames.release(m);
         }
     }
 

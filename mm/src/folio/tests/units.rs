@@ -803,3 +803,120 @@ fn alloc_anon_mapped_is_alloc_then_add_anon_ptes() {
         check(&mem, vec![]).unwrap();
     }
 }
+
+/// Whether every frame of `[pa, pa + pages)` has clean metadata.
+fn clean(mem: &MemMap<'_>, pa: PhysAddr, pages: usize) -> bool {
+    (0..pages).all(|i| {
+        mem.page_meta(PhysAddr(pa.0 + (i * crate::PAGE_SIZE as usize) as u64))
+            .is_some_and(PageMeta::is_clean)
+    })
+}
+
+#[test]
+fn remove_sole_ptes_is_remove_ptes_then_release() {
+    for order in [FolioOrder::SMALL, FolioOrder::CONT, FolioOrder::PMD] {
+        let mut st = storage(FRAMES);
+        let mem = memmap(&mut st);
+        let mut fr = Frames::new();
+        let n = order.pages();
+        // Both mapped whole in A, the fault's own reference dropped: only the mappings'
+        // references are left.
+        let r = mem.alloc_folio(&mut fr, order, FolioKind::Anon).unwrap();
+        r.add_anon_ptes(sp(A), 0, n, true).unwrap();
+        r.put(&mut fr);
+        let f = mem.alloc_anon_mapped(&mut fr, order, sp(A)).unwrap();
+        f.put(&mut fr);
+        assert_eq!(words(&f), words(&r), "{order:?}");
+        let mut lv = Leaves::default();
+        lv.map_ptes(sp(A), 0x4000_0000, &r, 0, n);
+        lv.map_ptes(sp(A), 0x8000_0000, &f, 0, n);
+        lv.check(&mem).unwrap();
+        let (rpa, fpa) = (r.pa(), f.pa());
+
+        // The reference: the general path.
+        lv.unmap_ptes(sp(A), 0x4000_0000, n);
+        let u = r.remove_ptes(sp(A), 0, n).unwrap();
+        lv.check(&mem).unwrap();
+        let frees = fr.frees;
+        assert!(u.release(&mut fr));
+        assert_eq!(fr.frees, frees + 1);
+        assert!(clean(&mem, rpa, n));
+        assert!(!fr.out.contains_key(&rpa.0));
+
+        // The fast path: the metadata is free at once, the frames after `release`.
+        lv.unmap_ptes(sp(A), 0x8000_0000, n);
+        let frames = f.remove_sole_ptes(sp(A)).expect("mapped whole, only by A");
+        assert_eq!(frames.pa(), fpa);
+        assert!(clean(&mem, fpa, n), "{order:?}");
+        assert!(mem.is_free(fpa) && mem.folio_page(fpa).is_none());
+        assert_eq!(fr.out.get(&fpa.0), Some(&order), "frames kept until release");
+        lv.check(&mem).unwrap();
+        let frees = fr.frees;
+        frames.release(&mut fr);
+        assert_eq!(fr.frees, frees + 1);
+        assert!(!fr.out.contains_key(&fpa.0));
+        assert_eq!(fr.frames_out(), 0);
+        check(&mem, vec![]).unwrap();
+        fr.assert_all_back();
+    }
+}
+
+#[test]
+fn remove_sole_ptes_declines_unless_sole_and_changes_nothing() {
+    type Setup = fn(&MemMap<'static>, &mut Frames, Folio<'static>, &mut Leaves);
+    let n = FolioOrder::CONT.pages();
+    let va = 0x4000_0000;
+    // Each case leaves a CONT folio whose pages A maps once each (or not, as named).
+    let cases: [(&str, Setup); 7] = [
+        ("a caller's reference", |_, _, f, _| f.get()),
+        ("a speculative reference", |_, _, f, _| assert!(f.try_get())),
+        ("a pin", |_, _, f, _| f.pin(0).unwrap()),
+        ("also mapped by B", |_, _, f, lv| {
+            f.try_dup_anon_ptes(sp(B), 0, 16).unwrap();
+            lv.map_ptes(sp(B), 0x4000_0000, &f, 0, 16);
+        }),
+        ("a page mapped twice by A", |_, _, f, lv| {
+            f.add_anon_ptes(sp(A), 3, 1, false).unwrap_err();
+            f.try_dup_anon_ptes(sp(A), 3, 1).unwrap();
+            lv.map_ptes(sp(A), 0x8000_0000, &f, 3, 1);
+        }),
+        ("a page not mapped", |_, fr, f, lv| {
+            lv.unmap_ptes(sp(A), 0x4000_0000 + 5 * crate::PAGE_SIZE, 1);
+            assert!(!f.remove_ptes(sp(A), 5, 1).unwrap().release(fr));
+        }),
+        ("asked for another space", |_, _, _, _| {}),
+    ];
+    for (name, setup) in cases {
+        let st: &'static mut Vec<PageMeta> = Box::leak(Box::new(storage(FRAMES)));
+        let mem: &'static MemMap<'static> = Box::leak(Box::new(memmap(st)));
+        let mut fr = Frames::new();
+        let f = mem.alloc_anon_mapped(&mut fr, FolioOrder::CONT, sp(A)).unwrap();
+        f.put(&mut fr);
+        let mut lv = Leaves::default();
+        lv.map_ptes(sp(A), va, &f, 0, n);
+        setup(mem, &mut fr, f, &mut lv);
+        lv.check(mem).unwrap();
+        let before = words(&f);
+        let ask = if name == "asked for another space" {
+            sp(B)
+        } else {
+            sp(A)
+        };
+        assert!(f.remove_sole_ptes(ask).is_none(), "{name}");
+        assert_eq!(words(&f), before, "{name}: changed on a refusal");
+        lv.check(mem).unwrap();
+        // The general path still takes everything apart.
+        for ((space, at), (pa, _)) in core::mem::take(&mut lv.0) {
+            let (g, idx) = mem.folio_page(PhysAddr(pa)).unwrap();
+            g.remove_ptes(sp(space), idx, 1).unwrap().release(&mut fr);
+            let _ = at;
+        }
+        if f.pincount() > 0 {
+            f.unpin(&mut fr).unwrap();
+        } else if f.refcount() > 0 {
+            f.put(&mut fr);
+        }
+        check(mem, vec![]).unwrap();
+        fr.assert_all_back();
+    }
+}
