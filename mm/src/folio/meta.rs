@@ -114,6 +114,14 @@ impl PageMeta {
         self.flags.store(0, Ordering::Release);
     }
 
+    /// Resets a tail frame other than the second, whose words besides the flags and the PTE
+    /// mapcount are zero at all times (the invariant checker's rule): the two words only.
+    pub(super) fn clear_tail(&self) {
+        debug_assert!(self.w.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        self.mapcount.store(0, Ordering::Relaxed);
+        self.flags.store(0, Ordering::Relaxed);
+    }
+
     pub(super) fn flags(&self) -> u32 {
         self.flags.load(Ordering::Acquire)
     }

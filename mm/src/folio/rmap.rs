@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering;
 
 use super::handle::sub;
-use super::meta::{flag, head};
+use super::meta::{flag, head, PageMeta};
 use super::{Folio, FolioError, FolioKind, FolioOrder, Retired, SpaceId, Unmapped};
 
 impl<'m> Folio<'m> {
@@ -155,10 +155,14 @@ impl<'m> Folio<'m> {
             self.pa
         );
         let order = self.order();
-        for p in &self.pages[1..] {
+        for p in self.pages.iter().skip(2) {
+            p.clear_tail();
+        }
+        if let Some(p) = self.pages.get(1) {
             p.clear();
         }
         h.clear();
+        debug_assert!(self.pages.iter().all(PageMeta::is_clean));
         Some(Retired::new(self.pa, order))
     }
 
