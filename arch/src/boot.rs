@@ -1,7 +1,7 @@
 //! Boot flow, from the first instruction to Rust.
 //!
-//! 1. `_start` (physical address, MMU off). Every core but core 0 parks in `wfe` (secondary cores
-//!    are brought up by a later issue). x0 holds the device-tree address on boards that pass one.
+//! 1. `_start` (physical address, MMU off). Every core but core 0 parks in `wfe` (the kernel runs
+//!    on one core). x0 holds the device-tree address on boards that pass one.
 //! 2. If entered at EL2 (Raspberry Pi firmware and QEMU's raspi boards), configure EL2 so that EL1
 //!    runs AArch64 with direct timer access and no FP traps, then `eret` to EL1h with interrupts
 //!    masked. QEMU `virt` enters at EL1 directly.

@@ -5,7 +5,7 @@
 //! `buddy_system_allocator::FrameAllocator`: a well-kept buddy implementation (split on allocate,
 //! merge buddies on free) whose free lists are ordered sets, so allocation is deterministic
 //! (lowest address first), which the tests rely on. Its bookkeeping lives on the kernel heap; the
-//! per-frame metadata array of the memory manager (a later issue) is separate.
+//! per-frame metadata of the memory manager (`folio::MemMap`) is separate.
 //!
 //! [`usable_ranges`] computes free RAM from the device tree's memory ranges minus everything that
 //! must survive: the image, the device tree blob, reserved ranges and low firmware memory.
