@@ -277,23 +277,7 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
     /// Issues the instructions for `req` now, as one barrier-bracketed batch ([`plan_flush`]
     /// emits at most [`MAX_TLBI_OPS`] of them).
     pub(crate) fn issue(&mut self, req: &FlushRequest) {
-        let has_range = self.p.has_tlbi_range();
-        let (p, stats) = (&mut *self.p, &mut *self.stats);
-        let mut buf = [TlbOp::All; MAX_TLBI_OPS as usize];
-        let mut n = 0;
-        plan_flush(req, has_range, |op| {
-            buf[n] = op;
-            n += 1;
-            if n == buf.len() {
-                stats.count_tlbi(&buf);
-                p.tlb_maintenance(&buf);
-                n = 0;
-            }
-        });
-        if n > 0 {
-            stats.count_tlbi(&buf[..n]);
-            p.tlb_maintenance(&buf[..n]);
-        }
+        issue(&mut *self.p, &mut *self.stats, req)
     }
 
     /// Issues the gathered invalidation, delivers the reports waiting for it, then frees the
@@ -503,5 +487,25 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
         }
         self.link(e, cur, child);
         true
+    }
+}
+
+/// Issues the invalidation `req` now, in batches of at most [`MAX_TLBI_OPS`] operations.
+pub(crate) fn issue<P: Platform + ?Sized>(p: &mut P, stats: &mut Stats, req: &FlushRequest) {
+    let has_range = p.has_tlbi_range();
+    let mut buf = [TlbOp::All; MAX_TLBI_OPS as usize];
+    let mut n = 0;
+    plan_flush(req, has_range, |op| {
+        buf[n] = op;
+        n += 1;
+        if n == buf.len() {
+            stats.count_tlbi(&buf);
+            p.tlb_maintenance(&buf);
+            n = 0;
+        }
+    });
+    if n > 0 {
+        stats.count_tlbi(&buf[..n]);
+        p.tlb_maintenance(&buf[..n]);
     }
 }

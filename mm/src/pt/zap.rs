@@ -4,15 +4,14 @@
 
 use alloc::vec::Vec;
 
-use super::ctx::{leaf_report, Ctx, Reserve};
+use super::ctx::{issue, leaf_report, Ctx, Reserve};
 use super::desc::{bits, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::leaf::Leaf;
-use super::platform::{Platform, TlbOp};
+use super::platform::Platform;
 use super::root::Root;
-use super::stats::Stats;
 use super::table::Table;
-use super::tlb::{plan_flush, FlushRequest, MAX_TLBI_OPS};
+use super::tlb::FlushRequest;
 use super::walk::{read_block, Reader};
 use crate::addr::{Level, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE};
 
@@ -80,26 +79,6 @@ impl Root {
             p.free_table(t);
         }
         Ok(())
-    }
-}
-
-/// Issues the invalidation `req` now, in batches of at most [`MAX_TLBI_OPS`] operations.
-pub(crate) fn issue<P: Platform + ?Sized>(p: &mut P, stats: &mut Stats, req: &FlushRequest) {
-    let has_range = p.has_tlbi_range();
-    let mut buf = [TlbOp::All; MAX_TLBI_OPS as usize];
-    let mut n = 0;
-    plan_flush(req, has_range, |op| {
-        buf[n] = op;
-        n += 1;
-        if n == buf.len() {
-            stats.count_tlbi(&buf);
-            p.tlb_maintenance(&buf);
-            n = 0;
-        }
-    });
-    if n > 0 {
-        stats.count_tlbi(&buf[..n]);
-        p.tlb_maintenance(&buf[..n]);
     }
 }
 

@@ -340,29 +340,18 @@ impl Space {
         let root = self.root;
         let mut pending: Option<Unmapped<'m>> = None;
         root.destroy_leaves(m, |m, leaf| {
-            debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
-            let (folio, idx) = mem
-                .folio_page(leaf.pa)
-                .expect("a user page maps an allocated folio");
-            let nr = (leaf.size / PAGE_SIZE) as usize;
-            // The whole ASID is invalidated already: a folio this leaf alone mapped goes
-            // back at once.
-            if idx == 0 && nr == folio.nr_pages() {
-                if let Some(frames) = folio.remove_sole_ptes(id) {
-                    frames.release(m);
-                    return;
-                }
-            }
-            let u = folio
-                .remove_ptes(id, idx, nr)
-                .expect("every user mapping is accounted");
-            match pending.as_mut() {
-                Some(last) if last.folio() == folio => last.merge(u),
-                _ => {
-                    if let Some(done) = pending.replace(u) {
-                        done.release(m);
+            match remove_leaf(mem, id, leaf) {
+                // The whole ASID is invalidated already: a folio this leaf alone mapped goes
+                // back at once.
+                LeafRemoved::Frames(frames) => frames.release(m),
+                LeafRemoved::Refs(u) => match pending.as_mut() {
+                    Some(last) if last.folio() == u.folio() => last.merge(u),
+                    _ => {
+                        if let Some(done) = pending.replace(u) {
+                            done.release(m);
+                        }
                     }
-                }
+                },
             }
         });
         if let Some(done) = pending {
@@ -481,23 +470,12 @@ impl Space {
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
         let mut retired: Vec<Retired> = Vec::new();
         ptes::zap(&mut self.root, m, start, end - start, |leaf| {
-            debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
-            let (folio, idx) = mem
-                .folio_page(leaf.pa)
-                .expect("a user page maps an allocated folio");
-            let nr = (leaf.size / PAGE_SIZE) as usize;
-            if idx == 0 && nr == folio.nr_pages() {
-                if let Some(frames) = folio.remove_sole_ptes(id) {
-                    retired.push(frames);
-                    return;
-                }
-            }
-            let u = folio
-                .remove_ptes(id, idx, nr)
-                .expect("every user mapping is accounted");
-            match refs.last_mut() {
-                Some(last) if last.folio() == folio => last.merge(u),
-                _ => refs.push(u),
+            match remove_leaf(mem, id, leaf) {
+                LeafRemoved::Frames(frames) => retired.push(frames),
+                LeafRemoved::Refs(u) => match refs.last_mut() {
+                    Some(last) if last.folio() == u.folio() => last.merge(u),
+                    _ => refs.push(u),
+                },
             }
         });
         for u in refs {
@@ -566,4 +544,37 @@ fn release_kind<'m, M: Machine<'m> + ?Sized>(m: &mut M, kind: VmaKind<Shm>) {
 /// Whether `kind` is a shared mapping of a read-only file (which must never be writable).
 fn read_only_shared(kind: &VmaKind<Shm>) -> bool {
     matches!(kind, VmaKind::Shared { obj, .. } if obj.is_read_only())
+}
+
+/// What removing one unmapped leaf of `space` from its folio's accounting left to release.
+enum LeafRemoved<'m> {
+    /// The leaf was the folio's only mapping: the whole folio, its metadata already clean, whose
+    /// frames go back once the leaf's invalidation has completed.
+    Frames(Retired),
+    /// The leaf's references, to release after the invalidation.
+    Refs(Unmapped<'m>),
+}
+
+/// Removes the mapping accounting of `leaf` (a cleared level-3 leaf of `space`): a folio the
+/// leaf maps whole and alone is retired in one step ([`Folio::remove_sole_ptes`]), anything
+/// else through [`Folio::remove_ptes`].
+///
+/// [`Folio::remove_sole_ptes`]: crate::folio::Folio::remove_sole_ptes
+/// [`Folio::remove_ptes`]: crate::folio::Folio::remove_ptes
+fn remove_leaf<'m>(mem: &crate::folio::MemMap<'m>, space: SpaceId, leaf: &crate::Leaf) -> LeafRemoved<'m> {
+    debug_assert_eq!(leaf.level, Level::L3, "user spaces map pages only");
+    let (folio, idx) = mem
+        .folio_page(leaf.pa)
+        .expect("a user page maps an allocated folio");
+    let nr = (leaf.size / PAGE_SIZE) as usize;
+    if idx == 0 && nr == folio.nr_pages() {
+        if let Some(frames) = folio.remove_sole_ptes(space) {
+            return LeafRemoved::Frames(frames);
+        }
+    }
+    LeafRemoved::Refs(
+        folio
+            .remove_ptes(space, idx, nr)
+            .expect("every user mapping is accounted"),
+    )
 }
