@@ -288,14 +288,8 @@ impl System {
             return Disposition::Resume;
         }
         let from = self.current();
-        self.task(from).ctx.clone_from(frame);
-        let next = self.cpu().preempt().expect("a process runs");
-        arch::fpu::save(&mut self.task(from).fp);
-        frame.clone_from(&self.task(next).ctx);
-        arch::fpu::restore(&self.task(next).fp);
-        self.activate(next);
-        self.arm_timer();
-        Disposition::Resume
+        self.cpu().preempt();
+        self.switch(frame, from)
     }
 
     fn wake_due(&mut self, now: u64) {

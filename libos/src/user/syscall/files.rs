@@ -34,7 +34,7 @@ fn file(c: &mut Call, fd: u64) -> Result<Arc<File>, i64> {
 
 /// Drops files taken out of a descriptor table and wakes whoever waited on a pipe end that
 /// may have closed with them.
-fn release(c: &mut Call, files: impl IntoIterator<Item = Arc<File>>) {
+pub(super) fn release(c: &mut Call, files: impl IntoIterator<Item = Arc<File>>) {
     let mut pipes = false;
     for f in files {
         pipes |= f.pipe_id().is_some();
@@ -121,16 +121,9 @@ pub fn ioctl(c: &mut Call, a: &[u64; 6]) -> Action {
     })
 }
 
-/// `openat`, `faccessat`: the path is checked, then names nothing.
+/// `openat`, `faccessat`, `readlinkat`: the path is checked, then names nothing (nothing is a
+/// link either, `/proc/self/exe` included).
 pub fn no_such_path(_c: &mut Call, a: &[u64; 6]) -> Action {
-    Return(match uaccess::read(a[1], 1) {
-        Ok(_) => -ENOENT,
-        Err(e) => e,
-    })
-}
-
-/// `readlinkat`: nothing is a link (`/proc/self/exe` included).
-pub fn readlinkat(_c: &mut Call, a: &[u64; 6]) -> Action {
     Return(match uaccess::read(a[1], 1) {
         Ok(_) => -ENOENT,
         Err(e) => e,

@@ -116,7 +116,7 @@ calls! {
     readv READV = 65 => files::readv,
     writev WRITEV = 66 => files::writev,
     ppoll PPOLL = 73 => files::ppoll,
-    readlinkat READLINKAT = 78 => files::readlinkat,
+    readlinkat READLINKAT = 78 => files::no_such_path,
     newfstatat NEWFSTATAT = 79 => files::newfstatat,
     fstat FSTAT = 80 => files::fstat,
     exit EXIT = 93 => process::exit,

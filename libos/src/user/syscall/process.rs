@@ -388,11 +388,7 @@ pub fn execve(c: &mut Call, a: &[u64; 6]) -> Action {
     t.name = String::from(name);
     start.enter(c.frame);
     arch::fpu::restore(&arch::fpu::FpState::new());
-    let pipes = closed.iter().any(|f| f.pipe_id().is_some());
-    drop(closed);
-    if pipes {
-        c.sys.wake_all_pipes();
-    }
+    super::files::release(c, closed);
     c.sys.activate(pid);
     Action::Replaced
 }
