@@ -7,18 +7,8 @@ use super::machine::Machine;
 use super::{ptes, ForkMode, Space, SpaceError};
 use crate::folio::{FolioError, FolioKind, FolioOrder};
 use crate::vma::VmProt;
-use crate::{Descriptor, PteRun, PteTable, VirtAddr};
+use crate::{CopyPte, PhysAddr, PteTable};
 use crate::{PAGE_SIZE, USER_END};
-
-/// What a `Copy` fork carries from one piece to the next.
-struct CopyState {
-    /// The span whose table exists in the child already (pieces of one table come in a row).
-    ensured: Option<u64>,
-    /// The parent's ranges to write-protect at the end, merged.
-    protect: Vec<(u64, u64)>,
-    /// The child's entries for the current table, installed with one engine call.
-    child_runs: Vec<PteRun>,
-}
 
 /// The fork of one region failed for lack of memory (the child is then discarded).
 struct NoMemory;
@@ -46,10 +36,10 @@ impl Space {
 
     /// `Copy` mode over `[start, end)`: the entries of every private region there, one
     /// present level-3 table of this space at a time (spans without a table cost nothing,
-    /// and only the tables of the regions' spans are looked up).
-    /// The parent's runs that were writable are write-protected at the end, merged into
-    /// maximal ranges, even when failing half-way (so that the parent's writable private
-    /// pages stay anon-exclusive).
+    /// and only the tables of the regions' spans are looked up), each table copied in one
+    /// pass ([`Root::copy_pte_table`](crate::Root::copy_pte_table)) that also write-protects
+    /// the parent's shared runs, even when failing half-way (so that the parent's writable
+    /// private pages stay anon-exclusive).
     fn fork_copy<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
@@ -64,35 +54,22 @@ impl Space {
             .filter(|v| !v.kind.is_shared() && v.end.as_u64() > start && v.start.as_u64() < end)
             .map(|v| (v.start.as_u64().max(start), v.end.as_u64().min(end), v.prot))
             .collect();
-        if private.is_empty() {
-            return Ok(());
-        }
-        let mut state = CopyState {
-            ensured: None,
-            protect: Vec::new(),
-            child_runs: Vec::new(),
-        };
-        let mut result = Ok(());
-        'regions: for &(s, e, prot) in &private {
+        let mut copies = Vec::new();
+        for &(s, e, prot) in &private {
             // Only the tables of the region's own spans are read.
             for t in self.root.pte_tables(m, s, e) {
                 let span = t.va.as_u64();
                 let piece = (s.max(span), e.min(span + ptes::TABLE_SPAN));
-                if self.fork_private(m, child, t, prot, piece, &mut state).is_err() {
-                    result = Err(SpaceError::OutOfMemory);
-                    break 'regions;
+                copies.clear();
+                let r = self.fork_table(m, child, t, piece, &mut copies);
+                // Pages of pinned folios the child gets a copy of, after the table's pass.
+                let c = self.fork_pinned_copies(m, child, prot, &copies);
+                if r.is_err() || c.is_err() {
+                    return Err(SpaceError::OutOfMemory);
                 }
             }
         }
-        // One engine call for every range: each table looked up once, one invalidation.
-        let ranges: Vec<(VirtAddr, usize)> = state
-            .protect
-            .iter()
-            .map(|&(s, e)| (VirtAddr(s), ((e - s) / PAGE_SIZE) as usize))
-            .collect();
-        self.stats.fork_wrprotects += ranges.len() as u64;
-        ptes::wrprotect_ranges(&mut self.root, m, &ranges);
-        result
+        Ok(())
     }
 
     /// `Copy` mode for the 2 MiB span at `span` (a span `ShareTables` does not share).
@@ -106,132 +83,83 @@ impl Space {
         self.fork_copy(m, child, span, span + ptes::TABLE_SPAN)
     }
 
-    /// Copies the entries of `[start, end)` (part of a private region with permissions `prot`,
-    /// inside the span of this space's level-3 table `t`) into `child`, adding the parent's
-    /// runs to write-protect to `state` (merged). Runs of object pages (private object
-    /// mappings) are mapped read-only in the child too. The child's table is allocated
-    /// before the first run is accounted, once per span.
-    fn fork_private<'m, M: Machine<'m> + ?Sized>(
+    /// Copies the entries of `[start, end)` (part of a private region, inside the span of this
+    /// space's level-3 table `t`) into `child`: each folio's pages are accounted in one call
+    /// and shared read-only; object pages (private object mappings) are mapped read-only in
+    /// the child too. The pages of a pinned folio that are exclusive to this space are left
+    /// out and listed in `copies` (`(va, pa)`): the child gets copies of them. A table under
+    /// a write limit (shared, or left so by sharing) is not written: the limit already keeps
+    /// its entries read-only, and its last holder write-protects what is no longer exclusive
+    /// when it takes it (docs/mm.md, "Shared page tables").
+    fn fork_table<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
         child: &mut Space,
         t: PteTable,
-        prot: VmProt,
-        (start, end): (u64, u64),
-        state: &mut CopyState,
+        piece: (u64, u64),
+        copies: &mut Vec<(u64, u64)>,
     ) -> Result<(), NoMemory> {
         let mem = m.mem();
-        let mut add_protect = |s: u64, e: u64| match state.protect.last_mut() {
-            Some(last) if last.1 == s => last.1 = e,
-            _ => state.protect.push((s, e)),
-        };
-        let runs = ptes::table_runs(m, mem, t, start, end, |_, _, _| false);
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let span = t.va.as_u64();
-        if state.ensured != Some(span) {
-            if ptes::ensure_table(&mut child.root, m, span).is_err() {
-                return Err(NoMemory);
-            }
-            state.ensured = Some(span);
-        }
-        // A table under a write limit (shared, or left so by sharing) is not written: the
-        // limit already keeps its entries read-only, and its last holder write-protects what
-        // is no longer exclusive when it takes it (docs/mm.md, "Shared page tables").
-        let limited = t.write_protected;
-        let mut out = core::mem::take(&mut state.child_runs);
-        out.clear();
-        let r = self.fork_runs(m, child, &runs, prot, limited, &mut out, &mut add_protect);
-        // Installed even after a failure half-way: the accounting done so far matches the
-        // child's entries, and the child is then discarded by its teardown.
-        if !out.is_empty() {
-            ptes::set_runs(&mut child.root, m, &out);
-        }
-        state.child_runs = out;
-        r
+        let child_id = child.id;
+        let stats = &mut self.stats;
+        let protect = !t.write_protected;
+        self.root
+            .copy_pte_table(m, &mut child.root, t, piece, protect, |u| {
+                let (folio, idx) = mem
+                    .folio_page(u.pte.address())
+                    .expect("a user page maps an allocated folio");
+                if !folio.is_anon() {
+                    debug_assert!(!u.pte.writable(), "object pages are mapped read-only");
+                    folio
+                        .add_file_ptes(child_id, idx, u.nr)
+                        .expect("file folio, pages inside it");
+                    stats.fork_file_batches += 1;
+                    return Ok(CopyPte::Share);
+                }
+                match folio.try_dup_anon_ptes(child_id, idx, u.nr) {
+                    Ok(()) => {
+                        stats.fork_dup_batches += 1;
+                        stats.fork_dup_pages += u.nr as u64;
+                        Ok(CopyPte::Share)
+                    }
+                    // Page by page: share what can be shared, copy the exclusive pages.
+                    Err(FolioError::MaybePinned { .. }) if u.nr > 1 => Ok(CopyPte::Split),
+                    Err(FolioError::MaybePinned { .. }) => {
+                        copies.push((u.va.as_u64(), u.pte.address().0));
+                        Ok(CopyPte::Skip)
+                    }
+                    Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
+                }
+            })
+            .map(|protected| {
+                if protected > 0 {
+                    self.stats.fork_wrprotects += 1;
+                }
+            })
+            .map_err(|_| NoMemory)
     }
 
-    /// The accounting of the runs of one table: the child's entries are appended to `out`,
-    /// the parent's ranges to write-protect go to `add_protect`.
-    #[allow(clippy::too_many_arguments)]
-    fn fork_runs<'m, M: Machine<'m> + ?Sized>(
+    /// Maps into `child` a copy of each page of `copies` (`(va, pa)`, pages of pinned folios
+    /// exclusive to this space, in a private region with permissions `prot`).
+    fn fork_pinned_copies<'m, M: Machine<'m> + ?Sized>(
         &mut self,
         m: &mut M,
-        child: &Space,
-        runs: &[ptes::Run<'m>],
+        child: &mut Space,
         prot: VmProt,
-        limited: bool,
-        out: &mut Vec<PteRun>,
-        add_protect: &mut impl FnMut(u64, u64),
+        copies: &[(u64, u64)],
     ) -> Result<(), NoMemory> {
         let mem = m.mem();
-        let mut set = |va: u64, pte: Descriptor, nr: usize, fold_ok: bool| {
-            out.push(PteRun {
-                va: VirtAddr(va),
-                pte,
-                nr,
-                fold_ok,
-            })
-        };
-        for run in runs {
-            let child_desc = run.desc.with_writable(false).with_young(false);
-            let fold = ptes::foldable(run.folio.order());
-            if !run.folio.is_anon() {
-                // Object pages of a private object mapping: read-only in the parent, the same
-                // (read-only) entries in the child.
-                debug_assert!(!run.writable, "object pages are mapped read-only");
-                run.folio
-                    .add_file_ptes(child.id, run.first, run.nr)
-                    .expect("file folio, pages inside it");
-                self.stats.fork_file_batches += 1;
-                set(run.va, child_desc, run.nr, fold);
-                continue;
-            }
-            match run.folio.try_dup_anon_ptes(child.id, run.first, run.nr) {
-                Ok(()) => {
-                    self.stats.fork_dup_batches += 1;
-                    self.stats.fork_dup_pages += run.nr as u64;
-                    set(run.va, child_desc, run.nr, fold);
-                    if run.writable && !limited {
-                        add_protect(run.va, run.end());
-                    }
-                }
-                Err(FolioError::MaybePinned { .. }) => {
-                    // Page by page: share what can be shared, copy the exclusive pages of the
-                    // pinned folio for the child.
-                    let attrs = ptes::user_attrs(prot.pte_prot());
-                    for i in 0..run.nr {
-                        let va = run.va + i as u64 * PAGE_SIZE;
-                        let idx = run.first + i;
-                        let pa = run.pa + i as u64 * PAGE_SIZE;
-                        match run.folio.try_dup_anon_ptes(child.id, idx, 1) {
-                            Ok(()) => {
-                                self.stats.fork_dup_batches += 1;
-                                self.stats.fork_dup_pages += 1;
-                                let d = child_desc.with_address(crate::PhysAddr(pa));
-                                set(va, d, 1, fold);
-                                if run.writable && !limited {
-                                    add_protect(va, va + PAGE_SIZE);
-                                }
-                            }
-                            Err(FolioError::MaybePinned { .. }) => {
-                                let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon) else {
-                                    return Err(NoMemory);
-                                };
-                                m.copy(new.pa(), crate::PhysAddr(pa), PAGE_SIZE);
-                                new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
-                                let d = ptes::page_desc(attrs, new.pa().0, true).with_young(!prot.is_none());
-                                set(va, d, 1, false);
-                                new.put(m);
-                                self.stats.fork_copies += 1;
-                            }
-                            Err(e) => panic!("fork of a mapped anon page refused: {e:?}"),
-                        }
-                    }
-                }
-                Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
-            }
+        let attrs = ptes::user_attrs(prot.pte_prot());
+        for &(va, pa) in copies {
+            let Ok(new) = mem.alloc_folio(m, FolioOrder::SMALL, FolioKind::Anon) else {
+                return Err(NoMemory);
+            };
+            m.copy(new.pa(), PhysAddr(pa), PAGE_SIZE);
+            new.add_anon_ptes(child.id, 0, 1, true).expect("fresh folio");
+            let d = ptes::page_desc(attrs, new.pa().0, true).with_young(!prot.is_none());
+            ptes::set(&mut child.root, m, va, d, 1, false);
+            new.put(m);
+            self.stats.fork_copies += 1;
         }
         Ok(())
     }

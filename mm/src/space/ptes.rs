@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use crate::folio::{Folio, FolioOrder, MemMap};
 use crate::{
-    AccessUpdate, Attrs, Descriptor, DescriptorKind, Entry, Leaf, Level, MemType, Platform, Prot, PteRun,
-    PteTable, Root, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
+    AccessUpdate, Attrs, Descriptor, DescriptorKind, Entry, Leaf, Level, MemType, Platform, Prot, PteTable,
+    Root, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE,
 };
 
 /// Bytes mapped by one level-3 table.
@@ -111,24 +111,6 @@ pub(super) fn set<P: Platform + ?Sized>(
 ) {
     root.set_ptes(p, VirtAddr(va), pte, nr, fold)
         .expect("set_ptes into an existing table cannot fail");
-}
-
-/// Maps the runs of one level-3 table (which exists), in increasing address order, with one
-/// engine call (see [`Root::set_pte_runs`]).
-pub(super) fn set_runs<P: Platform + ?Sized>(root: &mut Root, p: &mut P, runs: &[PteRun]) {
-    root.set_pte_runs(p, runs)
-        .expect("set_pte_runs into an existing table cannot fail");
-}
-
-/// Write-protects the pages of `ranges` (increasing, not overlapping), keeping whole folded
-/// blocks folded; one invalidation for all (see [`Root::wrprotect_pte_ranges`]).
-pub(super) fn wrprotect_ranges<P: Platform + ?Sized>(
-    root: &mut Root,
-    p: &mut P,
-    ranges: &[(VirtAddr, usize)],
-) {
-    root.wrprotect_pte_ranges(p, ranges)
-        .expect("write-protecting pages never splits");
 }
 
 /// Whether a folio of `order` may be mapped with `fold_ok` (each 64 KiB physical block it

@@ -49,7 +49,8 @@ pub struct SpaceStats {
     pub fork_copies: u64,
     /// Fork: `add_file_ptes` calls (runs of object pages in private object mappings).
     pub fork_file_batches: u64,
-    /// Fork: `wrprotect_ptes` calls on the parent (one invalidation batch each).
+    /// Fork: level-3 table passes that write-protected entries of the parent (one
+    /// invalidation batch each).
     pub fork_wrprotects: u64,
     /// Pages pinned.
     pub pins: u64,
