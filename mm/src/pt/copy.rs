@@ -70,7 +70,10 @@ impl Root {
     ) -> Result<u64, OutOfMemory> {
         let span = t.va.0;
         assert!(
-            span <= start && start < end && end <= span + PTE_TABLE_SPAN && span % PTE_TABLE_SPAN == 0,
+            span <= start
+                && start < end
+                && end <= span + PTE_TABLE_SPAN
+                && span.is_multiple_of(PTE_TABLE_SPAN),
             "copy_pte_table: [{start:#x}, {end:#x}) is not inside the span at {span:#x}"
         );
         let parent = Table::new(t.pa, Level::L3, span);
