@@ -51,9 +51,24 @@ pub(super) fn add(ctr: &AtomicU32, n: u32, what: &str) {
     assert!(old <= MAX_COUNT - n, "folio {what} overflow");
 }
 
+/// [`add`] of a counter only changed under the folio's lock (the per-page, total and slot
+/// counts): a load and a store, no read-modify-write. Lock-free readers see either value.
+pub(super) fn add_locked(ctr: &AtomicU32, n: u32, what: &str) {
+    let old = ctr.load(Ordering::Relaxed);
+    assert!(old <= MAX_COUNT - n, "folio {what} overflow");
+    ctr.store(old + n, Ordering::Release);
+}
+
 pub(super) fn sub(ctr: &AtomicU32, n: u32) {
     let old = ctr.fetch_sub(n, Ordering::AcqRel);
     debug_assert!(old >= n, "folio counter underflow");
+}
+
+/// [`sub`] of a counter only changed under the folio's lock (see [`add_locked`]).
+pub(super) fn sub_locked(ctr: &AtomicU32, n: u32) {
+    let old = ctr.load(Ordering::Relaxed);
+    debug_assert!(old >= n, "folio counter underflow");
+    ctr.store(old.wrapping_sub(n), Ordering::Release);
 }
 
 impl<'m> Folio<'m> {
@@ -340,12 +355,18 @@ impl<'m> Folio<'m> {
     }
 
     /// References first, then one PTE mapcount per page, then the folio-wide counts.
+    /// The per-page counts change under the lock only: a load and a store each, one
+    /// overflow check for the run.
     pub(super) fn add_ptes_locked(&self, space: SpaceId, range: Range<usize>) {
         let n = range.len() as u32;
         self.take_refs(n);
-        for i in range {
-            add(&self.pages[i].mapcount, 1, "mapcount");
+        let mut highest = 0;
+        for p in &self.pages[range] {
+            let c = p.mapcount.load(Ordering::Relaxed);
+            highest = highest.max(c);
+            p.mapcount.store(c.wrapping_add(1), Ordering::Release);
         }
+        assert!(highest < MAX_COUNT, "folio {}: mapcount overflow", self.pa);
         self.account_add(space, n);
     }
 
@@ -375,7 +396,7 @@ impl<'m> Folio<'m> {
     /// space's slot (taking a free one if it has none) and the shared flag.
     pub(super) fn account_add(&self, space: SpaceId, d: u32) {
         if self.pages.len() > 1 {
-            add(self.total_ctr(), d, "total mapcount");
+            add_locked(self.total_ctr(), d, "total mapcount");
         }
         self.slot_add(space, d);
         self.update_shared();
@@ -400,7 +421,7 @@ impl<'m> Folio<'m> {
     /// `d` mappings in `space` gone, per-page / entire counters already lowered.
     pub(super) fn account_sub(&self, space: SpaceId, d: u32) {
         if self.pages.len() > 1 {
-            sub(self.total_ctr(), d);
+            sub_locked(self.total_ctr(), d);
         }
         self.slot_sub(space, d);
         self.update_shared();
@@ -425,9 +446,11 @@ impl<'m> Folio<'m> {
         let total = self.mapcount();
         let one_space = total == 0 || (0..2).any(|i| self.slot(i).is_some_and(|(_, n)| n == total));
         let flags = &self.head().flags;
-        if one_space {
+        // The flag word is also the lock others spin on: changed only when the answer does.
+        let shared = flags.load(Ordering::Relaxed) & flag::SHARED != 0;
+        if one_space && shared {
             flags.fetch_and(!flag::SHARED, Ordering::Release);
-        } else {
+        } else if !one_space && !shared {
             flags.fetch_or(flag::SHARED, Ordering::Release);
         }
     }

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::handle::sub;
+use super::handle::{sub, sub_locked};
 use super::meta::{flag, head, PageMeta};
 use super::{Folio, FolioError, FolioKind, FolioOrder, Retired, SpaceId, Unmapped};
 
@@ -106,8 +106,10 @@ impl<'m> Folio<'m> {
         }
         for i in range.clone() {
             // An exclusive page has exactly one mapping, this one.
-            self.clear_exclusive(i);
-            sub(&self.pages[i].mapcount, 1);
+            if self.is_anon_exclusive(i) {
+                self.clear_exclusive(i);
+            }
+            sub_locked(&self.pages[i].mapcount, 1);
         }
         let n = range.len() as u32;
         self.account_sub(space, n);
@@ -226,22 +228,30 @@ impl<'m> Folio<'m> {
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
-        // One pass of checks over the pages (nothing changes on a refusal).
-        let entire = self.entire_mapcount();
-        let pinned = self.maybe_pinned();
-        let mut exclusive = None;
-        for i in range.clone() {
-            if entire == 0 && self.pte_mapcount(i) == 0 {
-                return Err(FolioError::NotMapped { page: i });
-            }
-            if exclusive.is_none() && self.is_anon_exclusive(i) {
-                exclusive = Some(i);
-            }
+        // One pass of checks over the pages (nothing changes on a refusal): the lowest PTE
+        // mapcount and whether any page is anon-exclusive, gathered without a branch per page.
+        let pages = &self.pages[range.clone()];
+        let (lowest, flags) = pages.iter().fold((u32::MAX, 0), |(low, any), p| {
+            (
+                low.min(p.mapcount.load(Ordering::Relaxed)),
+                any | p.flags.load(Ordering::Relaxed),
+            )
+        });
+        if lowest == 0 && self.entire_mapcount() == 0 {
+            let i = range
+                .clone()
+                .find(|&i| self.pte_mapcount(i) == 0)
+                .expect("found above");
+            return Err(FolioError::NotMapped { page: i });
         }
-        if let (true, Some(i)) = (pinned, exclusive) {
-            return Err(FolioError::MaybePinned { page: i });
-        }
-        if let Some(x) = exclusive {
+        if flags & flag::ANON_EXCLUSIVE != 0 {
+            let x = range
+                .clone()
+                .find(|&i| self.is_anon_exclusive(i))
+                .expect("found above");
+            if self.maybe_pinned() {
+                return Err(FolioError::MaybePinned { page: x });
+            }
             // Only the pages still exclusive need the atomic update (none before `x`).
             for i in x..range.end {
                 if self.is_anon_exclusive(i) {
