@@ -10,7 +10,7 @@ use super::{FolioError, FolioKind, FolioOrder, FrameSource, SpaceId};
 use crate::{PhysAddr, PAGE_SIZE};
 
 /// Ceiling of every counter: reaching it is a bug (or an attack), and panics.
-const MAX_COUNT: u32 = i32::MAX as u32;
+pub(super) const MAX_COUNT: u32 = i32::MAX as u32;
 
 /// A handle to an allocated folio: 2^order naturally aligned frames accounted as one unit.
 ///

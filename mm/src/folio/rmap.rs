@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::handle::{sub, sub_locked};
+use super::handle::{sub, sub_locked, MAX_COUNT};
 use super::meta::{flag, head, PageMeta};
 use super::{Folio, FolioError, FolioKind, FolioOrder, Retired, SpaceId, Unmapped};
 
@@ -228,38 +228,54 @@ impl<'m> Folio<'m> {
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
-        // One pass of checks over the pages (nothing changes on a refusal): the lowest PTE
-        // mapcount and whether any page is anon-exclusive, gathered without a branch per page.
+        let n = nr as u32;
+        self.take_refs(n);
+        // One pass raises every page's count (under the lock: a load and a store) while it
+        // gathers the checks without a branch per page: the lowest and highest count before,
+        // and whether any page is anon-exclusive. A refusal undoes it: nothing changes.
         let pages = &self.pages[range.clone()];
-        let (lowest, flags) = pages.iter().fold((u32::MAX, 0), |(low, any), p| {
-            (
-                low.min(p.mapcount.load(Ordering::Relaxed)),
-                any | p.flags.load(Ordering::Relaxed),
-            )
-        });
-        if lowest == 0 && self.entire_mapcount() == 0 {
-            let i = range
-                .clone()
-                .find(|&i| self.pte_mapcount(i) == 0)
-                .expect("found above");
-            return Err(FolioError::NotMapped { page: i });
+        let (mut lowest, mut highest, mut flags) = (u32::MAX, 0, 0);
+        for p in pages {
+            let c = p.mapcount.load(Ordering::Relaxed);
+            lowest = lowest.min(c);
+            highest = highest.max(c);
+            flags |= p.flags.load(Ordering::Relaxed);
+            p.mapcount.store(c.wrapping_add(1), Ordering::Release);
         }
-        if flags & flag::ANON_EXCLUSIVE != 0 {
-            let x = range
-                .clone()
-                .find(|&i| self.is_anon_exclusive(i))
-                .expect("found above");
-            if self.maybe_pinned() {
-                return Err(FolioError::MaybePinned { page: x });
+        let exclusive = flags & flag::ANON_EXCLUSIVE != 0;
+        let refusal = if lowest == 0 && self.entire_mapcount() == 0 {
+            Some(FolioError::NotMapped {
+                page: range
+                    .clone()
+                    .find(|&i| self.pte_mapcount(i) == 1)
+                    .expect("found above"),
+            })
+        } else if exclusive && self.maybe_pinned() {
+            Some(FolioError::MaybePinned {
+                page: range
+                    .clone()
+                    .find(|&i| self.is_anon_exclusive(i))
+                    .expect("found above"),
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            for p in pages {
+                sub_locked(&p.mapcount, 1);
             }
-            // Only the pages still exclusive need the atomic update (none before `x`).
-            for i in x..range.end {
+            sub(&self.head().w[head::REFS], n);
+            return Err(e);
+        }
+        assert!(highest < MAX_COUNT, "folio {}: mapcount overflow", self.pa);
+        if exclusive {
+            for i in range {
                 if self.is_anon_exclusive(i) {
                     self.clear_exclusive(i);
                 }
             }
         }
-        self.add_ptes_locked(child, range);
+        self.account_add(child, n);
         self.debug_check_locked();
         Ok(())
     }

@@ -9,7 +9,7 @@ use super::platform::Platform;
 use super::pte_table::{PteTable, PTE_TABLE_SPAN};
 use super::root::Root;
 use super::table::Table;
-use super::walk::{read_block, Reader};
+use super::walk::{BlockState, Reader};
 use crate::addr::{Level, PhysAddr, VirtAddr, CONT_PTES, CONT_SIZE, PAGE_SIZE};
 use crate::frames::OutOfMemory;
 
@@ -125,7 +125,8 @@ impl Root {
                 }
             };
             if d.contiguous() && i % CONT_PTES == 0 && i + CONT_PTES - 1 <= last {
-                let (old, g) = read_block(&Reader(&*cx.p), t.pa, i);
+                let b = BlockState::read(&Reader(&*cx.p), t.pa, i);
+                let g = b.gathered();
                 let unit = CopyUnit {
                     va: VirtAddr(va),
                     pte: g,
@@ -148,8 +149,8 @@ impl Root {
                         }
                         child_writes += CONT_PTES as u64;
                         child_blocks += child_fold as u64;
-                        if protect_parent && old.iter().any(|o| o.writable()) {
-                            for (k, o) in old.iter().enumerate() {
+                        if protect_parent && b.any_writable() {
+                            for (k, o) in b.old.iter().enumerate() {
                                 cx.p.write(t.pa, i + k, o.with_writable(false));
                             }
                             cx.stats.desc_writes += CONT_PTES as u64;

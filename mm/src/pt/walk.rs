@@ -42,21 +42,52 @@ pub(crate) fn read_block<C: ReadDesc + ?Sized>(
     table: PhysAddr,
     first: usize,
 ) -> ([Descriptor; CONT_PTES], Descriptor) {
-    let mut old = [Descriptor::INVALID; CONT_PTES];
-    for (i, d) in old.iter_mut().enumerate() {
-        *d = cx.read_desc(table, first + i);
+    let b = BlockState::read(cx, table, first);
+    (b.old, b.gathered())
+}
+
+/// The 16 descriptors of a contiguous block with their bits ORed (`any`) and ANDed (`all`).
+pub(crate) struct BlockState {
+    pub old: [Descriptor; CONT_PTES],
+    any: u64,
+    all: u64,
+}
+
+impl BlockState {
+    /// Reads the block starting at `first` in `table`, in one pass.
+    pub(crate) fn read<C: ReadDesc + ?Sized>(cx: &C, table: PhysAddr, first: usize) -> BlockState {
+        let mut old = [Descriptor::INVALID; CONT_PTES];
+        let (mut any, mut all) = (0, u64::MAX);
+        for (i, d) in old.iter_mut().enumerate() {
+            *d = cx.read_desc(table, first + i);
+            any |= d.0;
+            all &= d.0;
+        }
+        BlockState { old, any, all }
     }
-    // AF and SW_DIRTY ORed, AP[2] ANDed (an entry the hardware may write is dirty): the
-    // same as folding `Descriptor::gather_young_dirty` over the 16, in one pass.
-    let (any, all) = old.iter().fold((0, u64::MAX), |(o, a), d| (o | d.0, a & d.0));
-    let young = any & bits::AF != 0;
-    let dirty = any & bits::SW_DIRTY != 0 || all & bits::AP_RO == 0;
-    let gathered = old[0].with_young(young).with_dirty(dirty);
-    debug_assert_eq!(
-        gathered,
-        old[1..].iter().fold(old[0], |g, d| g.gather_young_dirty(*d))
-    );
-    (old, gathered)
+
+    /// The first entry with AF and SW_DIRTY ORed, AP\[2\] ANDed (an entry the hardware may
+    /// write is dirty): the same as folding `Descriptor::gather_young_dirty` over the 16.
+    pub(crate) fn gathered(&self) -> Descriptor {
+        let young = self.any & bits::AF != 0;
+        let dirty = self.any & bits::SW_DIRTY != 0 || self.all & bits::AP_RO == 0;
+        let gathered = self.old[0].with_young(young).with_dirty(dirty);
+        debug_assert_eq!(
+            gathered,
+            self.old[1..]
+                .iter()
+                .fold(self.old[0], |g, d| g.gather_young_dirty(*d))
+        );
+        gathered
+    }
+
+    /// Whether any of the 16 entries is writable ([`Descriptor::writable`]): DBM set, or
+    /// AP\[2\] clear.
+    pub(crate) fn any_writable(&self) -> bool {
+        let w = self.any & bits::DBM != 0 || self.all & bits::AP_RO == 0;
+        debug_assert_eq!(w, self.old.iter().any(|d| d.writable()));
+        w
+    }
 }
 
 /// A read-only context over a platform.
