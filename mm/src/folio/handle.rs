@@ -38,6 +38,23 @@ impl Eq for Folio<'_> {}
 /// Holds the folio's mapping lock (a bit of the head's flags word) until dropped.
 pub(super) struct Locked<'m> {
     flags: &'m AtomicU32,
+    /// The head's flags when the lock was taken, without LOCK.
+    held: u32,
+}
+
+impl Locked<'_> {
+    /// The head's flags as the lock found them (LOCK clear). They stay so while it is held:
+    /// every other change of the head's flags is made under the lock (a CPU waiting for it
+    /// only sets LOCK, which is already set).
+    pub(super) fn head_flags(&self) -> u32 {
+        self.held
+    }
+
+    /// Unlocks, writing the head's flags as `new` (LOCK cleared) with the same store.
+    pub(super) fn unlock_with(self, new: u32) {
+        self.flags.store(new & !flag::LOCK, Ordering::Release);
+        core::mem::forget(self);
+    }
 }
 
 impl Drop for Locked<'_> {
@@ -305,12 +322,15 @@ impl<'m> Folio<'m> {
             "folio {} is free",
             self.pa
         );
-        while flags.fetch_or(flag::LOCK, Ordering::Acquire) & flag::LOCK != 0 {
+        loop {
+            let held = flags.fetch_or(flag::LOCK, Ordering::Acquire);
+            if held & flag::LOCK == 0 {
+                return Locked { flags, held };
+            }
             while flags.load(Ordering::Relaxed) & flag::LOCK != 0 {
                 core::hint::spin_loop();
             }
         }
-        Locked { flags }
     }
 
     pub(super) fn require(&self, kind: FolioKind) -> Result<(), FolioError> {

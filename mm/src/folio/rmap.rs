@@ -225,6 +225,9 @@ impl<'m> Folio<'m> {
     /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
     /// the child instead (the pinned page stays exclusive to the parent).
     pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
+        if self.pages.len() == 1 && first == 0 && nr == 1 {
+            return self.try_dup_small(child);
+        }
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
@@ -277,6 +280,40 @@ impl<'m> Folio<'m> {
         }
         self.account_add(child, n);
         self.debug_check_locked();
+        Ok(())
+    }
+
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) of an order-0 folio, the per-page
+    /// fork's unit: one word of flags holds everything the checks read, the page's PTE
+    /// mapcount is the total, and the unlock writes the new flags (anon-exclusive cleared,
+    /// SHARED updated).
+    fn try_dup_small(&self, child: SpaceId) -> Result<(), FolioError> {
+        let h = self.head();
+        let g = self.lock();
+        let f = g.head_flags();
+        let c = h.mapcount.load(Ordering::Relaxed);
+        let refusal = if f & flag::ANON == 0 {
+            Some(FolioError::NotAnon)
+        } else if c == 0 {
+            Some(FolioError::NotMapped { page: 0 })
+        } else if f & flag::ANON_EXCLUSIVE != 0 && self.maybe_pinned() {
+            Some(FolioError::MaybePinned { page: 0 })
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            drop(g);
+            return Err(e);
+        }
+        assert!(c < MAX_COUNT, "folio {}: mapcount overflow", self.pa);
+        self.take_refs(1);
+        h.mapcount.store(c + 1, Ordering::Release);
+        self.slot_add(child, 1);
+        let total = c + 1;
+        let one_space = (0..2).any(|i| self.slot(i).is_some_and(|(_, n)| n == total));
+        let shared = if one_space { 0 } else { flag::SHARED };
+        self.debug_check_locked();
+        g.unlock_with((f & !(flag::ANON_EXCLUSIVE | flag::SHARED)) | shared);
         Ok(())
     }
 
