@@ -39,6 +39,6 @@ pub use pt::{asid, contpte, tlb};
 pub use pt::{
     bits, AccessPerm, AccessUpdate, Activation, ApTable, Asid, AsidAllocator, AsidContext, Attrs, AttrsError,
     CopyPte, CopyUnit, Descriptor, DescriptorKind, Entry, FlushRequest, Leaf, Leaves, MapError, MemType,
-    NewPteTable, Platform, Prot, PteRun, PteTable, Root, RootKind, Shareability, Stats, Table, TlbOp,
-    TlbRange, TlbScope, Translation, MAIR_EL1_VALUE, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES, PTE_TABLE_SPAN,
+    NewPteTable, Platform, Prot, PteTable, Root, RootKind, Shareability, Stats, Table, TlbOp, TlbRange,
+    TlbScope, Translation, MAIR_EL1_VALUE, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES, PTE_TABLE_SPAN,
 };

@@ -27,7 +27,6 @@ mod zap;
 
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};
-pub use batch::PteRun;
 pub use contpte::AccessUpdate;
 pub use copy::{CopyPte, CopyUnit};
 pub use desc::{bits, AccessPerm, ApTable, Descriptor, DescriptorKind, Shareability};

@@ -12,12 +12,16 @@
 //!   callback's ordering, TLBI counts per batch, and negative model tests for contiguous
 //!   misprogramming;
 //! * `contpte_props`: random PTE-level sequences on a user root against a reference with
-//!   access/dirty state and the expected fold state of every block.
+//!   access/dirty state and the expected fold state of every block;
+//! * `copy`: fork's one-pass table copy (`Root::copy_pte_table`) against `set_ptes` and
+//!   `wrprotect_ptes` of the same pages, the callback's answers and errors, and allocation
+//!   failure of the child's table.
 
 mod asids;
 mod batch;
 mod contpte;
 mod contpte_props;
+mod copy;
 mod folio_contpte;
 mod model_semantics;
 mod model_shared;
