@@ -18,8 +18,8 @@ use crate::frames::OutOfMemory;
 pub struct CopyUnit {
     /// First VA.
     pub va: VirtAddr,
-    /// The entry of the first page; for a folded block, with AF and the dirty state gathered
-    /// over its 16 entries.
+    /// The entry of the first page; for a folded block (or a page of one the range cuts),
+    /// with AF and the dirty state gathered over its 16 entries.
     pub pte: Descriptor,
     /// Pages: [`CONT_PTES`] for a folded block wholly inside the range, else 1.
     pub nr: usize,
@@ -107,7 +107,7 @@ impl Root {
         let mut child_writes = 0u64;
         let mut child_blocks = 0u64;
         let mut result = Ok(());
-        let before = cx.stats.desc_writes;
+        let mut protected = 0u64;
         let mut i = first;
         'table: while i <= last {
             let d = cx.p.read(t.pa, i);
@@ -154,6 +154,7 @@ impl Root {
                                 cx.p.write(t.pa, i + k, o.with_writable(false));
                             }
                             cx.stats.desc_writes += CONT_PTES as u64;
+                            protected += CONT_PTES as u64;
                             cx.gather.add_leaves(va, CONT_SIZE, Level::L3);
                         }
                     }
@@ -167,6 +168,14 @@ impl Root {
                 i += CONT_PTES;
                 continue;
             }
+            // A page of a folded block the range cuts (the parent's block stays folded when
+            // it is not written): its state is the block's.
+            let d = if d.contiguous() {
+                let g = BlockState::read(&Reader(&*cx.p), t.pa, i & !(CONT_PTES - 1)).gathered();
+                d.with_young(g.young()).with_dirty(g.dirty())
+            } else {
+                d
+            };
             let unit = CopyUnit {
                 va: VirtAddr(va),
                 pte: d,
@@ -186,6 +195,7 @@ impl Root {
                     if protect_parent && d.writable() {
                         cx.p.write(t.pa, i, d.with_writable(false));
                         cx.stats.desc_writes += 1;
+                        protected += 1;
                         cx.gather.add_leaves(va, PAGE_SIZE, Level::L3);
                     }
                 }
@@ -202,7 +212,6 @@ impl Root {
             }
             i += 1;
         }
-        let protected = cx.stats.desc_writes - before;
         cx.finish();
         if child_table.is_some() {
             child.stats.desc_writes += child_writes;

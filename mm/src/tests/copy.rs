@@ -394,7 +394,6 @@ fn an_unprotected_parent_is_not_written() {
 /// A range cutting folded blocks of an unprotected parent: the blocks are not unfolded, and
 /// the child's pages of them are those `pte_get` reads (A/D gathered over the block).
 #[test]
-#[ignore = "copy_pte_table shows a page of a folded block the range cuts (protect_parent false) with its raw entry, not the block's gathered A/D state: the child's page loses a dirty state the hardware recorded in another entry of the block"]
 fn an_unprotected_parent_cut_block_is_copied_with_its_gathered_state() {
     let (mut a, mut b) = pair(false, true);
     // Block 1 holds a hardware write in its page 5 only; block 3 is cut at its end.
@@ -537,7 +536,6 @@ fn split_unfolds_the_parent_block_and_asks_page_by_page() {
 /// The count returned after a `Split`: only the write-protected entries, not the unfold's
 /// rewrites of the block.
 #[test]
-#[ignore = "copy_pte_table counts the descriptor writes of a Split's unfold (32: break and make) in the returned count of write-protected parent entries"]
 fn split_counts_only_write_protected_entries() {
     for protect in [true, false] {
         let mut a = Fork::new(false, true);
