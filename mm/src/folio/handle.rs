@@ -119,6 +119,7 @@ impl<'m> Folio<'m> {
         PhysAddr(self.pa.0 + page as u64 * PAGE_SIZE)
     }
     /// Anon or file.
+    #[inline]
     pub fn kind(&self) -> FolioKind {
         if self.head().flags() & flag::ANON != 0 {
             FolioKind::Anon
@@ -127,6 +128,7 @@ impl<'m> Folio<'m> {
         }
     }
     /// Whether the folio is anonymous.
+    #[inline]
     pub fn is_anon(&self) -> bool {
         self.kind() == FolioKind::Anon
     }
@@ -315,6 +317,7 @@ impl<'m> Folio<'m> {
         self.pages.get(1).map(|p| &p.w[second::ENTIRE])
     }
 
+    #[inline]
     pub(super) fn lock(&self) -> Locked<'m> {
         let flags = &self.head().flags;
         debug_assert!(
@@ -356,6 +359,7 @@ impl<'m> Folio<'m> {
         }
     }
 
+    #[inline]
     pub(super) fn take_refs(&self, n: u32) {
         let old = self.head().w[head::REFS].fetch_add(n, Ordering::AcqRel);
         assert!(old != 0, "folio {}: reference taken on a freed folio", self.pa);
@@ -397,6 +401,7 @@ impl<'m> Folio<'m> {
     }
 
     /// `(space, count)` of slot `i`, if occupied.
+    #[inline]
     pub(super) fn slot(&self, i: usize) -> Option<(SpaceId, u32)> {
         let h = self.head();
         let id = h.w[head::SLOT_ID + 2 * i].load(Ordering::Relaxed);
@@ -404,6 +409,7 @@ impl<'m> Folio<'m> {
         SpaceId::new(id).map(|s| (s, n))
     }
 
+    #[inline]
     pub(super) fn set_slot(&self, i: usize, v: Option<(SpaceId, u32)>) {
         let h = self.head();
         let (id, n) = v.map_or((0, 0), |(s, n)| (s.get(), n));
@@ -424,6 +430,7 @@ impl<'m> Folio<'m> {
 
     /// `d` more mappings of `space` in its slot, taking a free one if it has none (if both
     /// are taken by other spaces, they stay untracked).
+    #[inline]
     pub(super) fn slot_add(&self, space: SpaceId, d: u32) {
         let mut free = None;
         for i in 0..2 {

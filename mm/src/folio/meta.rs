@@ -400,6 +400,7 @@ impl<'a> MemMap<'a> {
     ///
     /// The answer is stable only while the caller holds a reference (or a mapping, or the
     /// lock of a page table mapping the page) that keeps the folio from being freed.
+    #[inline]
     pub fn folio_page(&self, pa: PhysAddr) -> Option<(Folio<'a>, usize)> {
         let i = self.index(pa)?;
         let f = self.pages[i].flags();
@@ -407,6 +408,13 @@ impl<'a> MemMap<'a> {
             return None;
         }
         let order = PageMeta::order_bits(f);
+        if f & flag::HEAD != 0 && order == 0 {
+            // An order-0 folio: the page is its own head.
+            return Some((
+                Folio::from_parts(&self.pages[i..i + 1], PhysAddr(pa.0 & !(PAGE_SIZE - 1))),
+                0,
+            ));
+        }
         let pfn = self.base_pfn + i as u64;
         let head_pfn = pfn & !((1u64 << order) - 1);
         let head = head_pfn.checked_sub(self.base_pfn)? as usize;

@@ -224,10 +224,19 @@ impl<'m> Folio<'m> {
     /// Refused with [`FolioError::MaybePinned`], **changing nothing**, if the folio may be
     /// pinned and any of the pages is anon-exclusive: the caller must copy those pages for
     /// the child instead (the pinned page stays exclusive to the parent).
+    #[inline]
     pub fn try_dup_anon_ptes(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
         if self.pages.len() == 1 && first == 0 && nr == 1 {
-            return self.try_dup_small(child);
+            self.try_dup_small(child)
+        } else {
+            self.try_dup_large(child, first, nr)
         }
+    }
+
+    /// [`try_dup_anon_ptes`](Self::try_dup_anon_ptes) of a large folio (or of a run the
+    /// small form does not take).
+    #[inline(never)]
+    fn try_dup_large(&self, child: SpaceId, first: usize, nr: usize) -> Result<(), FolioError> {
         self.require(FolioKind::Anon)?;
         let range = self.range(first, nr)?;
         let _g = self.lock();
@@ -287,6 +296,7 @@ impl<'m> Folio<'m> {
     /// fork's unit: one word of flags holds everything the checks read, the page's PTE
     /// mapcount is the total, and the unlock writes the new flags (anon-exclusive cleared,
     /// SHARED updated).
+    #[inline]
     fn try_dup_small(&self, child: SpaceId) -> Result<(), FolioError> {
         let h = self.head();
         let g = self.lock();
