@@ -16,10 +16,11 @@
 //! added:
 //!
 //! - per order, a hierarchical bitmap of free blocks: a leaf bit per block of that order (set:
-//!   the block is free), and above it levels whose bit `i` says word `i` of the level below is
-//!   non-zero, up to a single top word. Finding the lowest free block is one `trailing_zeros` per
-//!   level; setting or clearing a bit touches the levels above only when a word becomes
-//!   non-zero or zero.
+//!   the block is free), and above it levels whose bit `i` is set whenever word `i` of the level
+//!   below is non-zero, up to a single top word. Setting a leaf bit sets the bits above it only
+//!   when its word was zero; clearing one changes only the leaf word, and a summary bit left set
+//!   over an empty word is cleared by the next search that comes across it. Finding the lowest
+//!   free block is one `trailing_zeros` per level.
 //! - a bitmap of the frames handed out (set: allocated). A free checks that every frame of the
 //!   block is allocated, which catches double frees and frees of memory the allocator never
 //!   handed out, before anything changes.
@@ -32,6 +33,7 @@
 //! [`usable_ranges`] computes free RAM from the device tree's memory ranges minus everything that
 //! must survive: the image, the device tree blob, reserved ranges and low firmware memory.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -107,10 +109,54 @@ impl Tree {
         }
     }
 
-    /// The top word's index (non-zero iff the tree has a bit set).
-    #[inline]
-    fn top(&self) -> usize {
-        self.start[self.depth - 1]
+    /// Whether leaf bit `index` is set.
+    #[inline(always)]
+    fn test(&self, words: &[u64], index: u64) -> bool {
+        words[self.start[0] + (index / 64) as usize] & (1 << (index % 64)) != 0
+    }
+
+    /// Sets leaf bit `index`, and the summary bits above it that were clear.
+    #[inline(always)]
+    fn set(&self, words: &mut [u64], mut index: u64) {
+        for &start in &self.start[..self.depth] {
+            let w = &mut words[start + (index / 64) as usize];
+            let old = *w;
+            *w = old | 1 << (index % 64);
+            if old != 0 {
+                return;
+            }
+            index /= 64;
+        }
+    }
+
+    /// Clears leaf bit `index`. Only the leaf changes: a summary bit left over an empty word is
+    /// cleared by [`first`](Self::first) when it comes across it.
+    #[inline(always)]
+    fn clear(&self, words: &mut [u64], index: u64) {
+        words[self.start[0] + (index / 64) as usize] &= !(1 << (index % 64));
+    }
+
+    /// The lowest set leaf bit, if any.
+    #[inline(always)]
+    fn first(&self, words: &mut [u64]) -> Option<u64> {
+        let top = self.start[self.depth - 1];
+        'search: loop {
+            let word = words[top];
+            if word == 0 {
+                return None;
+            }
+            let mut index = u64::from(word.trailing_zeros());
+            for level in (0..self.depth - 1).rev() {
+                let w = words[self.start[level] + index as usize];
+                if w == 0 {
+                    // A stale summary bit: clear it and search again.
+                    words[self.start[level + 1] + (index / 64) as usize] &= !(1 << (index % 64));
+                    continue 'search;
+                }
+                index = index * 64 + u64::from(w.trailing_zeros());
+            }
+            return Some(index);
+        }
     }
 }
 
@@ -121,7 +167,7 @@ struct Zone {
     /// Frames in the span (a multiple of 2^[`MAX_ORDER`]).
     frames: u64,
     /// The free-block trees per order and the allocated-frames bitmap.
-    words: Vec<u64>,
+    words: Box<[u64]>,
     /// The free-block tree of each order in `words`.
     trees: [Tree; MAX_ORDER + 1],
     /// Where the allocated-frames bitmap (a bit per frame of the span) starts in `words`.
@@ -137,7 +183,7 @@ impl Zone {
             (*tree, at) = Tree::layout(frames >> order, at);
         }
         let used = at;
-        let words = vec![0; used + frames.div_ceil(64) as usize];
+        let words = vec![0; used + frames.div_ceil(64) as usize].into_boxed_slice();
         Zone {
             base,
             frames,
@@ -148,72 +194,18 @@ impl Zone {
     }
 
     /// Whether frame number `frame` is in the span.
-    #[inline]
+    #[inline(always)]
     fn contains(&self, frame: u64) -> bool {
         frame.wrapping_sub(self.base) < self.frames
     }
 
-    /// Whether the zone has a free block of `order`.
-    #[inline]
-    fn has(&self, order: usize) -> bool {
-        self.words[self.trees[order].top()] != 0
-    }
-
-    /// Whether block `index` of `order` is free.
-    #[inline]
-    fn is_free(&self, order: usize, index: u64) -> bool {
-        let w = self.trees[order].start[0] + (index / 64) as usize;
-        self.words[w] & (1 << (index % 64)) != 0
-    }
-
     /// Marks block `index` of `order` free.
-    #[inline]
-    fn set_free(&mut self, order: usize, mut index: u64) {
-        let tree = self.trees[order];
-        for level in 0..tree.depth {
-            let w = tree.start[level] + (index / 64) as usize;
-            let old = self.words[w];
-            self.words[w] = old | 1 << (index % 64);
-            if old != 0 {
-                return;
-            }
-            index /= 64;
-        }
-    }
-
-    /// Marks block `index` of `order` not free.
-    #[inline]
-    fn clear_free(&mut self, order: usize, mut index: u64) {
-        let tree = self.trees[order];
-        for level in 0..tree.depth {
-            let w = tree.start[level] + (index / 64) as usize;
-            let new = self.words[w] & !(1 << (index % 64));
-            self.words[w] = new;
-            if new != 0 {
-                return;
-            }
-            index /= 64;
-        }
-    }
-
-    /// The lowest free block of `order` (its index), if any.
-    #[inline]
-    fn first_free(&self, order: usize) -> Option<u64> {
-        let tree = &self.trees[order];
-        let top = self.words[tree.top()];
-        if top == 0 {
-            return None;
-        }
-        let mut index = u64::from(top.trailing_zeros());
-        for level in (0..tree.depth - 1).rev() {
-            let w = self.words[tree.start[level] + index as usize];
-            index = index * 64 + u64::from(w.trailing_zeros());
-        }
-        Some(index)
+    fn set_free(&mut self, order: usize, index: u64) {
+        self.trees[order].set(&mut self.words, index);
     }
 
     /// Marks the block of `order` at frame offset `offset` in the span allocated.
-    #[inline]
+    #[inline(always)]
     fn mark_used(&mut self, offset: u64, order: usize) {
         let w = self.used + (offset / 64) as usize;
         if order < 6 {
@@ -225,7 +217,7 @@ impl Zone {
 
     /// Marks the block of `order` at frame offset `offset` no longer allocated; false (and no
     /// change) if some frame of it is not allocated.
-    #[inline]
+    #[inline(always)]
     fn unmark_used(&mut self, offset: u64, order: usize) -> bool {
         let w = self.used + (offset / 64) as usize;
         if order < 6 {
@@ -373,19 +365,18 @@ impl FrameAllocator {
             return Err(AllocError::OutOfMemory(OutOfMemory));
         }
         let from = order + orders.trailing_zeros() as usize;
-        let zone = self
+        // The first zone in address order with a block of `from` has the lowest one.
+        let (zone, index) = self
             .zones
             .iter_mut()
-            .find(|z| z.has(from))
+            .find_map(|z| z.trees[from].first(&mut z.words).map(|i| (z, i)))
             .expect("frame allocator: free-block count without a free block");
-        let index = zone
-            .first_free(from)
-            .expect("frame allocator: empty tree with a top bit");
-        zone.clear_free(from, index);
+        let trees = &zone.trees;
+        trees[from].clear(&mut zone.words, index);
         let offset = index << from;
         // The upper halves of the splits go back free, one per order below `from`.
         for o in (order..from).rev() {
-            zone.set_free(o, (offset >> o) | 1);
+            trees[o].set(&mut zone.words, (offset >> o) | 1);
         }
         zone.mark_used(offset, order);
         let pa = (zone.base + offset) * FRAME_SIZE as u64;
@@ -428,13 +419,14 @@ impl FrameAllocator {
         if !allocated {
             panic!("frame allocator: free of {pa:#x} (order {order}), which is not allocated");
         }
+        let (trees, words) = (&zone.trees, &mut *zone.words);
         let mut o = order;
         while o < MAX_ORDER {
             let buddy = (offset >> o) ^ 1;
-            if !zone.is_free(o, buddy) {
+            if !trees[o].test(words, buddy) {
                 break;
             }
-            zone.clear_free(o, buddy);
+            trees[o].clear(words, buddy);
             self.blocks[o] -= 1;
             if self.blocks[o] == 0 {
                 self.nonempty &= !(1 << o);
@@ -442,7 +434,7 @@ impl FrameAllocator {
             offset &= !(1 << o);
             o += 1;
         }
-        zone.set_free(o, offset >> o);
+        trees[o].set(words, offset >> o);
         self.blocks[o] += 1;
         self.nonempty |= 1 << o;
         self.free_frames += 1 << order;
