@@ -12,7 +12,7 @@
 //!
 //! The free blocks live in zones: a zone covers a span of whole order-[`MAX_ORDER`] blocks (so a
 //! block's buddy is always in the same zone) containing one or more added ranges; zones are
-//! disjoint and sorted by address. Each zone keeps, in one heap vector allocated when ranges are
+//! disjoint and sorted by address. Each zone keeps, in one heap allocation made when ranges are
 //! added:
 //!
 //! - per order, a hierarchical bitmap of free blocks: a leaf bit per block of that order (set:
@@ -26,9 +26,11 @@
 //!   handed out, before anything changes.
 //!
 //! A per-order count of free blocks over all zones, and a mask of the orders that have any, let
-//! an allocation pick its order with one `trailing_zeros` and skip zones without scanning.
-//! Allocating and freeing never touch the heap; only [`FrameAllocator::add_range`] does. The
-//! per-frame metadata of the memory manager (`folio::MemMap`) is separate.
+//! an allocation pick its order with one `trailing_zeros`; it then takes the lowest block of the
+//! first zone whose tree of that order is not empty. A free finds its zone by a linear search
+//! (there are few). Allocating and freeing never touch the heap; only
+//! [`FrameAllocator::add_range`] does. The per-frame metadata of the memory manager
+//! (`folio::MemMap`) is separate.
 //!
 //! [`usable_ranges`] computes free RAM from the device tree's memory ranges minus everything that
 //! must survive: the image, the device tree blob, reserved ranges and low firmware memory.
@@ -411,14 +413,12 @@ impl FrameAllocator {
             panic!("frame allocator: free of {pa:#x} (order {order}) outside all its memory");
         };
         let mut offset = frame - zone.base;
-        let allocated = zone.unmark_used(offset, order);
-        debug_assert!(
-            allocated,
-            "frame allocator: double free of {pa:#x} (order {order})"
+        // Checked in release builds too: going on would corrupt the free-block trees.
+        assert!(
+            zone.unmark_used(offset, order),
+            "frame allocator: free of {pa:#x} (order {order}), which is not allocated with that \
+             order: a double free or a stray address"
         );
-        if !allocated {
-            panic!("frame allocator: free of {pa:#x} (order {order}), which is not allocated");
-        }
         let (trees, words) = (&zone.trees, &mut *zone.words);
         let mut o = order;
         while o < MAX_ORDER {
@@ -440,6 +440,7 @@ impl FrameAllocator {
         self.free_frames += 1 << order;
         Ok(())
     }
+
     /// Frames currently free.
     pub fn free_frames(&self) -> usize {
         self.free_frames
