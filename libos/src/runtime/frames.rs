@@ -5,7 +5,7 @@
 use crate::devicetree::PhysRange;
 use crate::mm::frames::{AllocError, FrameAllocator, FrameError, FRAME_SIZE, MAX_ORDER};
 use arch::board::phys_to_virt;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 
 /// Bytes the heap took from the frame allocator (blocks in the reserve count as taken).
@@ -16,15 +16,23 @@ const HEAP_RESERVE_BLOCKS: usize = 2;
 pub(super) const HEAP_BLOCK_ORDER: usize = MAX_ORDER;
 pub(super) static HEAP_RESERVE: Mutex<[Option<u64>; HEAP_RESERVE_BLOCKS]> =
     Mutex::new([None; HEAP_RESERVE_BLOCKS]);
+/// Whether every slot of [`HEAP_RESERVE`] holds a block: set by [`refill_heap_reserve`] when it
+/// finds no empty slot, cleared by the heap when it takes a block (both with the reserve locked),
+/// so that the refill after each frame allocator call is one load while the reserve is full.
+pub(super) static HEAP_RESERVE_FULL: AtomicBool = AtomicBool::new(false);
 
 /// Tops the heap reserve up from the frame allocator. Never called with the heap or the frame
 /// allocator locked.
 pub(super) fn refill_heap_reserve() {
+    if HEAP_RESERVE_FULL.load(Ordering::Relaxed) {
+        return;
+    }
     loop {
         let Some(mut reserve) = HEAP_RESERVE.try_lock() else {
             return;
         };
         let Some(slot) = reserve.iter_mut().find(|b| b.is_none()) else {
+            HEAP_RESERVE_FULL.store(true, Ordering::Relaxed);
             return;
         };
         let Ok(pa) = FRAMES.lock().alloc(HEAP_BLOCK_ORDER) else {

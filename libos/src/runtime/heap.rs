@@ -1,7 +1,7 @@
 //! The kernel heap: a static region at first, grown from the frame allocator through a reserve
 //! that the frame allocator refills outside any lock.
 
-use super::frames::{HEAP_BLOCK_ORDER, HEAP_RESERVE};
+use super::frames::{HEAP_BLOCK_ORDER, HEAP_RESERVE, HEAP_RESERVE_FULL};
 use crate::mm::frames::FRAME_SIZE;
 use arch::board::phys_to_virt;
 
@@ -18,11 +18,11 @@ static mut HEAP_SPACE: core::mem::MaybeUninit<HeapSpace> = core::mem::MaybeUnini
 /// order) when exhausted, so one heap allocation can be at most about 4 MiB once the static
 /// region is used up; larger buffers belong in frames or mappings.
 ///
-/// The growth hook runs with the heap locked, and the frame allocator keeps its free lists on the
-/// heap, so the hook must never call the frame allocator (it would deadlock on the heap lock when
-/// the allocator splits or merges blocks). It takes blocks from [`HEAP_RESERVE`] instead, which
-/// `frames::refill_heap_reserve` tops up from the frame allocator *outside* any lock, after every frame
-/// allocator call and at boot.
+/// The growth hook runs with the heap locked, and the frame allocator keeps its bitmaps on the
+/// heap (allocated when RAM ranges are added to it), so the hook must never call the frame
+/// allocator (it could deadlock on the frame allocator's lock or the heap's). It takes blocks from
+/// [`HEAP_RESERVE`] instead, which `frames::refill_heap_reserve` tops up from the frame allocator
+/// *outside* any lock, after every frame allocator call and at boot.
 #[global_allocator]
 static HEAP: buddy_system_allocator::LockedHeapWithRescue<32> =
     buddy_system_allocator::LockedHeapWithRescue::new(grow_heap);
@@ -36,6 +36,7 @@ fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::
         return;
     };
     if let Some(pa) = reserve.iter_mut().find_map(|b| b.take()) {
+        HEAP_RESERVE_FULL.store(false, core::sync::atomic::Ordering::Relaxed);
         let va = phys_to_virt(pa as usize);
         // SAFETY: the block was taken from the frame allocator for the heap by
         // `refill_heap_reserve`, is mapped by the kernel map, and is given to the heap for good.
