@@ -102,6 +102,10 @@ impl FrameSource for TargetMachine {
         runtime::free_frames(pa.0, order.get() as usize)
             .expect("folio frames returned with a bad order or alignment");
     }
+    fn free_many(&mut self, blocks: &[(PhysAddr, FolioOrder)]) {
+        runtime::free_frames_many(blocks.iter().map(|&(pa, order)| (pa.0, order.get() as usize)))
+            .expect("folio frames returned with a bad order or alignment");
+    }
 }
 
 /// A pointer into the linear map for `len` bytes of RAM at `pa`.

@@ -52,6 +52,19 @@ pub fn alloc_frames(order: usize) -> Result<u64, AllocError> {
     r
 }
 
+/// Frees every block of `blocks` (`(pa, order)`, each from [`alloc_frames`]) under one lock.
+/// Stops at the first bad block.
+pub fn free_frames_many(blocks: impl IntoIterator<Item = (u64, usize)>) -> Result<(), FrameError> {
+    let r = {
+        let mut frames = FRAMES.lock();
+        blocks
+            .into_iter()
+            .try_for_each(|(pa, order)| frames.free(pa, order))
+    };
+    refill_heap_reserve();
+    r
+}
+
 /// Frees frames obtained from [`alloc_frames`].
 pub fn free_frames(pa: u64, order: usize) -> Result<(), FrameError> {
     let r = FRAMES.lock().free(pa, order);

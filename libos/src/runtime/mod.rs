@@ -17,7 +17,7 @@ mod trap;
 #[cfg(feature = "boot-tests")]
 mod boot_tests;
 
-pub use frames::{alloc_frames, frame_counts, frames_free_or_heap, free_frames, memmap};
+pub use frames::{alloc_frames, frame_counts, frames_free_or_heap, free_frames, free_frames_many, memmap};
 pub use heap::heap_usage;
 pub use hooks::{abandonable, set_hooks, Hooks};
 pub use start::{boot_config, boot_to_main_ns, exit, BootConfig, RamSource};

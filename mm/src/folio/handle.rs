@@ -1,6 +1,7 @@
 //! The [`Folio`] handle: queries, reference counting, pins, and the locked internals the
 //! mapping accounting (`rmap.rs`) is built on.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{fence, AtomicU32, Ordering};
@@ -590,6 +591,15 @@ impl Retired {
         if let Some(order) = self.order.take() {
             source.free(self.pa, order);
         }
+    }
+
+    /// Returns the frames of every one of `all` to `source` with one
+    /// [`FrameSource::free_many`], and empties `all`.
+    pub fn release_all<S: FrameSource + ?Sized>(all: &mut Vec<Retired>, source: &mut S) {
+        let mut blocks: Vec<(PhysAddr, FolioOrder)> = Vec::with_capacity(all.len());
+        blocks.extend(all.iter_mut().filter_map(|r| r.order.take().map(|o| (r.pa, o))));
+        source.free_many(&blocks);
+        all.clear();
     }
 }
 

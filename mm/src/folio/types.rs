@@ -190,6 +190,13 @@ pub trait FrameSource {
     fn alloc(&mut self, order: FolioOrder) -> Result<PhysAddr, OutOfMemory>;
     /// Returns a block obtained from `alloc` with the same order.
     fn free(&mut self, pa: PhysAddr, order: FolioOrder);
+    /// Returns every block of `blocks` (as [`free`](Self::free) each): one call for a batch,
+    /// which an implementation may serve under one lock.
+    fn free_many(&mut self, blocks: &[(PhysAddr, FolioOrder)]) {
+        for &(pa, order) in blocks {
+            self.free(pa, order);
+        }
+    }
 }
 
 impl<S: FrameSource + ?Sized> FrameSource for &mut S {
@@ -198,6 +205,9 @@ impl<S: FrameSource + ?Sized> FrameSource for &mut S {
     }
     fn free(&mut self, pa: PhysAddr, order: FolioOrder) {
         (**self).free(pa, order)
+    }
+    fn free_many(&mut self, blocks: &[(PhysAddr, FolioOrder)]) {
+        (**self).free_many(blocks)
     }
 }
 

@@ -468,7 +468,8 @@ impl Space {
         let mem = m.mem();
         let id = self.id;
         let mut refs: Vec<Unmapped<'m>> = Vec::new();
-        let mut retired: Vec<Retired> = Vec::new();
+        // One per 64 KiB block at most without growing (a piece is at most `ZAP_BATCH`).
+        let mut retired: Vec<Retired> = Vec::with_capacity(((end - start) / crate::CONT_SIZE) as usize + 1);
         ptes::zap(&mut self.root, m, start, end - start, |leaf| {
             match remove_leaf(mem, id, leaf) {
                 LeafRemoved::Frames(frames) => retired.push(frames),
@@ -481,9 +482,7 @@ impl Space {
         for u in refs {
             u.release(m);
         }
-        for frames in retired {
-            frames.release(m);
-        }
+        crate::folio::Retired::release_all(&mut retired, m);
     }
 
     /// Rewrites the present pages of `piece` (whose permissions changed) for its new
