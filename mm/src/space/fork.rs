@@ -4,10 +4,10 @@
 use alloc::vec::Vec;
 
 use super::machine::Machine;
-use super::{ptes, ForkMode, Space, SpaceError};
-use crate::folio::{FolioError, FolioKind, FolioOrder};
+use super::{ptes, ForkMode, Space, SpaceError, SpaceStats};
+use crate::folio::{Folio, FolioError, FolioKind, FolioOrder, SpaceId};
 use crate::vma::VmProt;
-use crate::{CopyPte, PhysAddr, PteTable};
+use crate::{CopyPte, CopyUnit, PhysAddr, PteTable};
 use crate::{PAGE_SIZE, USER_END};
 
 /// The fork of one region failed for lack of memory (the child is then discarded).
@@ -108,28 +108,13 @@ impl Space {
                 let (folio, idx) = mem
                     .folio_page(u.pte.address())
                     .expect("a user page maps an allocated folio");
-                if !folio.is_anon() {
-                    debug_assert!(!u.pte.writable(), "object pages are mapped read-only");
-                    folio
-                        .add_file_ptes(child_id, idx, u.nr)
-                        .expect("file folio, pages inside it");
-                    stats.fork_file_batches += 1;
+                // The common case inline: anon pages shared with the child.
+                if folio.is_anon() && folio.try_dup_anon_ptes(child_id, idx, u.nr).is_ok() {
+                    stats.fork_dup_batches += 1;
+                    stats.fork_dup_pages += u.nr as u64;
                     return Ok(CopyPte::Share);
                 }
-                match folio.try_dup_anon_ptes(child_id, idx, u.nr) {
-                    Ok(()) => {
-                        stats.fork_dup_batches += 1;
-                        stats.fork_dup_pages += u.nr as u64;
-                        Ok(CopyPte::Share)
-                    }
-                    // Page by page: share what can be shared, copy the exclusive pages.
-                    Err(FolioError::MaybePinned { .. }) if u.nr > 1 => Ok(CopyPte::Split),
-                    Err(FolioError::MaybePinned { .. }) => {
-                        copies.push((u.va.as_u64(), u.pte.address().0));
-                        Ok(CopyPte::Skip)
-                    }
-                    Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
-                }
+                Ok(fork_unit_other(folio, idx, u, child_id, stats, copies))
             })
             .map(|protected| {
                 if protected > 0 {
@@ -162,5 +147,42 @@ impl Space {
             self.stats.fork_copies += 1;
         }
         Ok(())
+    }
+}
+
+/// [`Space::fork_table`]'s answer for a unit that is not anon pages shared at once: object
+/// pages (private object mappings) are shared read-only; the pages of a pinned folio are
+/// taken page by page, and those exclusive to the parent are listed in `copies`.
+#[cold]
+#[inline(never)]
+fn fork_unit_other(
+    folio: Folio<'_>,
+    idx: usize,
+    u: &CopyUnit,
+    child_id: SpaceId,
+    stats: &mut SpaceStats,
+    copies: &mut Vec<(u64, u64)>,
+) -> CopyPte {
+    if !folio.is_anon() {
+        debug_assert!(!u.pte.writable(), "object pages are mapped read-only");
+        folio
+            .add_file_ptes(child_id, idx, u.nr)
+            .expect("file folio, pages inside it");
+        stats.fork_file_batches += 1;
+        return CopyPte::Share;
+    }
+    match folio.try_dup_anon_ptes(child_id, idx, u.nr) {
+        Ok(()) => {
+            stats.fork_dup_batches += 1;
+            stats.fork_dup_pages += u.nr as u64;
+            CopyPte::Share
+        }
+        // Page by page: share what can be shared, copy the exclusive pages.
+        Err(FolioError::MaybePinned { .. }) if u.nr > 1 => CopyPte::Split,
+        Err(FolioError::MaybePinned { .. }) => {
+            copies.push((u.va.as_u64(), u.pte.address().0));
+            CopyPte::Skip
+        }
+        Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
     }
 }
