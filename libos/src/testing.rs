@@ -229,7 +229,10 @@ pub struct Summary {
     pub failed: usize,
 }
 
-/// Runs every registered test that passes the command line's `tests=` filter.
+/// Runs every registered test that passes the command line's `tests=` filter. Kept out of line
+/// (the release build inlines across crates), so that an image's symbol table shows whether the
+/// test harness is linked in.
+#[inline(never)]
 pub fn run_all() -> Summary {
     runtime::set_hooks(&HOOKS);
     let filters = runtime::boot_config().bootargs.test_filters();
