@@ -38,7 +38,7 @@ pub use pt::contpte::{CONT_PTES, CONT_SIZE};
 pub use pt::{asid, contpte, tlb};
 pub use pt::{
     bits, AccessPerm, AccessUpdate, Activation, ApTable, Asid, AsidAllocator, AsidContext, Attrs, AttrsError,
-    CopyPte, CopyUnit, Descriptor, DescriptorKind, Entry, FlushRequest, Leaf, Leaves, MapError, MemType,
-    NewPteTable, Platform, Prot, PteTable, Root, RootKind, Shareability, Stats, Table, TlbOp, TlbRange,
-    TlbScope, Translation, MAIR_EL1_VALUE, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES, PTE_TABLE_SPAN,
+    CopyPolicy, CopyPte, CopyUnit, Descriptor, DescriptorKind, Entry, FlushRequest, Leaf, Leaves, MapError,
+    MemType, NewPteTable, Platform, Prot, PteTable, Root, RootKind, Shareability, Stats, Table, TlbOp,
+    TlbRange, TlbScope, Translation, MAIR_EL1_VALUE, MAX_TLBI_OPS, MAX_TLBI_RANGE_PAGES, PTE_TABLE_SPAN,
 };

@@ -41,6 +41,20 @@ pub enum CopyPte {
     Skip,
 }
 
+/// The caller's side of [`Root::copy_pte_table`]: what the child gets for each unit. Any
+/// `FnMut(&CopyUnit) -> Result<CopyPte, OutOfMemory>` is one; a type of its own lets the
+/// per-unit work be inlined into the table's loop.
+pub trait CopyPolicy {
+    /// The answer for `u`, or an error that stops the pass.
+    fn unit(&mut self, u: &CopyUnit) -> Result<CopyPte, OutOfMemory>;
+}
+
+impl<F: FnMut(&CopyUnit) -> Result<CopyPte, OutOfMemory>> CopyPolicy for F {
+    fn unit(&mut self, u: &CopyUnit) -> Result<CopyPte, OutOfMemory> {
+        self(u)
+    }
+}
+
 impl Root {
     /// The fork copy of `[start, end)`, a range inside the span of this root's level-3 table
     /// `t` (from [`Root::pte_tables`]), into `child`: every valid entry of the range is shown
@@ -66,7 +80,7 @@ impl Root {
         t: PteTable,
         (start, end): (u64, u64),
         protect_parent: bool,
-        mut f: impl FnMut(&CopyUnit) -> Result<CopyPte, OutOfMemory>,
+        mut f: impl CopyPolicy,
     ) -> Result<u64, OutOfMemory> {
         let span = t.va.0;
         assert!(
@@ -132,7 +146,7 @@ impl Root {
                     pte: g,
                     nr: CONT_PTES,
                 };
-                match f(&unit) {
+                match f.unit(&unit) {
                     Err(e) => {
                         result = Err(e);
                         break 'table;
@@ -181,7 +195,7 @@ impl Root {
                 pte: d,
                 nr: 1,
             };
-            match f(&unit) {
+            match f.unit(&unit) {
                 Err(e) => {
                     result = Err(e);
                     break 'table;

@@ -28,7 +28,7 @@ mod zap;
 pub use asid::{Activation, Asid, AsidAllocator, AsidContext};
 pub use attrs::{Attrs, AttrsError, MemType, Prot, MAIR_EL1_VALUE};
 pub use contpte::AccessUpdate;
-pub use copy::{CopyPte, CopyUnit};
+pub use copy::{CopyPolicy, CopyPte, CopyUnit};
 pub use desc::{bits, AccessPerm, ApTable, Descriptor, DescriptorKind, Shareability};
 pub use error::MapError;
 pub use leaf::{Leaf, Translation};

@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 
 use super::machine::Machine;
 use super::{ptes, ForkMode, Space, SpaceError, SpaceStats};
-use crate::folio::{Folio, FolioError, FolioKind, FolioOrder, SpaceId};
+use crate::folio::{Folio, FolioError, FolioKind, FolioOrder, MemMap, SpaceId};
 use crate::vma::VmProt;
-use crate::{CopyPte, CopyUnit, PhysAddr, PteTable};
+use crate::{CopyPolicy, CopyPte, CopyUnit, OutOfMemory, PhysAddr, PteTable};
 use crate::{PAGE_SIZE, USER_END};
 
 /// The fork of one region failed for lack of memory (the child is then discarded).
@@ -99,23 +99,15 @@ impl Space {
         piece: (u64, u64),
         copies: &mut Vec<(u64, u64)>,
     ) -> Result<(), NoMemory> {
-        let mem = m.mem();
-        let child_id = child.id;
-        let stats = &mut self.stats;
+        let policy = ForkPolicy {
+            mem: m.mem(),
+            child_id: child.id,
+            stats: &mut self.stats,
+            copies,
+        };
         let protect = !t.write_protected;
         self.root
-            .copy_pte_table(m, &mut child.root, t, piece, protect, |u| {
-                let (folio, idx) = mem
-                    .folio_page(u.pte.address())
-                    .expect("a user page maps an allocated folio");
-                // The common case inline: anon pages shared with the child.
-                if folio.is_anon() && folio.try_dup_anon_ptes(child_id, idx, u.nr).is_ok() {
-                    stats.fork_dup_batches += 1;
-                    stats.fork_dup_pages += u.nr as u64;
-                    return Ok(CopyPte::Share);
-                }
-                Ok(fork_unit_other(folio, idx, u, child_id, stats, copies))
-            })
+            .copy_pte_table(m, &mut child.root, t, piece, protect, policy)
             .map(|protected| {
                 if protected > 0 {
                     self.stats.fork_wrprotects += 1;
@@ -150,7 +142,41 @@ impl Space {
     }
 }
 
-/// [`Space::fork_table`]'s answer for a unit that is not anon pages shared at once: object
+/// What a `Copy` fork gives the child for each unit of a parent's table
+/// ([`Space::fork_table`]).
+struct ForkPolicy<'a, 'm> {
+    mem: &'m MemMap<'m>,
+    child_id: SpaceId,
+    stats: &'a mut SpaceStats,
+    /// Pages of pinned folios exclusive to the parent, `(va, pa)`: the child gets copies.
+    copies: &'a mut Vec<(u64, u64)>,
+}
+
+impl CopyPolicy for ForkPolicy<'_, '_> {
+    /// Inlined into the table's loop: the common case is anon pages shared at once.
+    #[inline(always)]
+    fn unit(&mut self, u: &CopyUnit) -> Result<CopyPte, OutOfMemory> {
+        let (folio, idx) = self
+            .mem
+            .folio_page(u.pte.address())
+            .expect("a user page maps an allocated folio");
+        if folio.is_anon() && folio.try_dup_anon_ptes(self.child_id, idx, u.nr).is_ok() {
+            self.stats.fork_dup_batches += 1;
+            self.stats.fork_dup_pages += u.nr as u64;
+            return Ok(CopyPte::Share);
+        }
+        Ok(fork_unit_other(
+            folio,
+            idx,
+            u,
+            self.child_id,
+            self.stats,
+            self.copies,
+        ))
+    }
+}
+
+/// [`ForkPolicy`]'s answer for a unit that is not anon pages shared at once: object
 /// pages (private object mappings) are shared read-only; the pages of a pinned folio are
 /// taken page by page, and those exclusive to the parent are listed in `copies`.
 #[cold]
