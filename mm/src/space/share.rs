@@ -312,7 +312,16 @@ impl Space {
         m: &mut M,
         child: &mut Space,
     ) -> Result<(), SpaceError> {
-        let tables = self.root.pte_tables(m, 0, crate::USER_END);
+        // The tables of the regions' spans, each once (two regions may share a span): a
+        // walk of the regions' ranges, not of the whole user range.
+        let mut tables: Vec<PteTable> = Vec::new();
+        for v in self.vmas.iter() {
+            for t in self.root.pte_tables(m, v.start.as_u64(), v.end.as_u64()) {
+                if tables.last().is_none_or(|l| l.va != t.va) {
+                    tables.push(t);
+                }
+            }
+        }
         let mut protect: Vec<VirtAddr> = Vec::new();
         let mut result = Ok(());
         for t in tables {
