@@ -38,9 +38,8 @@ unsafe impl Platform for TargetMachine {
 
     fn alloc_table(&mut self) -> Result<PhysAddr, OutOfMemory> {
         let pa = runtime::alloc_frames(0).map_err(|_| OutOfMemory)?;
-        let p = phys_to_virt(pa as usize) as *mut u8;
-        // SAFETY: the frame was just allocated for us and is mapped by the linear map.
-        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) };
+        // SAFETY: the frame was just allocated for us and is Normal memory in the linear map.
+        unsafe { arch::cpu::zero(phys_to_virt(pa as usize), PAGE_SIZE as usize) };
         Ok(PhysAddr(pa))
     }
 
