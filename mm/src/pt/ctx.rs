@@ -287,8 +287,8 @@ impl<'a, P: Platform + ?Sized> Ctx<'a, P> {
             self.issue(&req);
         }
         self.deliver();
-        let (frees, n) = self.gather.take();
-        for f in frees[..n].iter().flatten() {
+        self.gather.clear_range();
+        while let Some(f) = self.gather.pop_free() {
             if f.subtree {
                 self.free_subtree(f.table, f.level);
             } else {

@@ -4,7 +4,7 @@
 use super::desc::{Descriptor, DescriptorKind};
 use super::table::{Entry, Table};
 use super::walk::{walk, ReadDesc, Step, Visitor};
-use crate::addr::PAGE_SIZE;
+use crate::addr::{Level, PAGE_SIZE};
 
 /// Query: stops at the first leaf in the range.
 pub(crate) struct FirstLeaf;
@@ -45,8 +45,45 @@ impl<C: ?Sized> Visitor<C> for FindSlot {
     }
 }
 
+/// Where the path of one page ends when followed down to a target level ([`descend`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Descent {
+    /// The slot at the target level (valid or not).
+    Reached(Entry),
+    /// A level-1 or level-2 block covers the page.
+    Block(Entry),
+    /// The entry above the target level is invalid: a table is missing.
+    Missing,
+}
+
+/// Follows the path of the page at `va` from `root` down to `target`, reading one entry per
+/// level: the single-page form of [`FindSlot`] (no visitor, nothing copied per level).
+#[inline]
+pub(crate) fn descend<C: ReadDesc + ?Sized>(cx: &C, root: Table, va: u64, target: Level) -> Descent {
+    let mut table = root;
+    loop {
+        let e = table.entry_for(va);
+        if table.level() == target {
+            return Descent::Reached(e);
+        }
+        match cx.read_desc(table.pa(), e.index()).kind(table.level()) {
+            DescriptorKind::Invalid => return Descent::Missing,
+            DescriptorKind::Table { next } => table = e.child(next),
+            _ => return Descent::Block(e),
+        }
+    }
+}
+
 /// The slot of the page at `va` under `root`, if the path reaches a level-3 table or a block.
 pub(crate) fn find_slot<C: ReadDesc + ?Sized>(cx: &mut C, root: Table, va: u64) -> Option<Slot> {
-    let page = va & !(PAGE_SIZE - 1);
-    walk(cx, &mut FindSlot, root, page, page.wrapping_add(PAGE_SIZE)).err()
+    let found = match descend(cx, root, va, Level::L3) {
+        Descent::Reached(e) => Some(Slot::Pte(e)),
+        Descent::Block(e) => Some(Slot::Block(e)),
+        Descent::Missing => None,
+    };
+    debug_assert_eq!(found, {
+        let page = va & !(PAGE_SIZE - 1);
+        walk(cx, &mut FindSlot, root, page, page.wrapping_add(PAGE_SIZE)).err()
+    });
+    found
 }

@@ -10,7 +10,7 @@ use super::error::MapError;
 use super::leaf::{Leaf, Translation};
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, SplitPlan, UnmapOp};
 use super::platform::Platform;
-use super::query::{find_slot, FirstLeaf, Slot};
+use super::query::{descend, find_slot, Descent, FirstLeaf, Slot};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
@@ -387,6 +387,12 @@ impl Root {
     ) -> Result<Entry, MapError> {
         let page = va.align_down(PAGE_SIZE);
         let (start, end) = self.check_range(page, PAGE_SIZE)?;
+        // Every table on the path exists (the common case): one read per level.
+        match descend(&Reader(&*p), self.table, start, target) {
+            Descent::Reached(e) => return Ok(e),
+            Descent::Block(_) => return Err(MapError::BlockMapped(page)),
+            Descent::Missing => {}
+        }
         let mut plan = PtePlan {
             tables: 0,
             target,

@@ -272,10 +272,19 @@ impl Gather {
         })
     }
 
-    /// Takes the queued frees and resets the gather.
-    pub fn take(&mut self) -> ([Option<PendingFree>; FREE_BATCH], usize) {
-        let out = (self.frees, self.nfrees);
-        *self = Gather::new(self.scope);
-        out
+    /// Takes the last queued free, if any (in place: nothing else of the gather moves).
+    pub fn pop_free(&mut self) -> Option<PendingFree> {
+        if self.nfrees == 0 {
+            return None;
+        }
+        self.nfrees -= 1;
+        self.frees[self.nfrees].take()
+    }
+
+    /// Forgets the gathered range, once it has been invalidated.
+    pub fn clear_range(&mut self) {
+        self.dirty = false;
+        self.leaf_only = true;
+        self.hint = Hint::Empty;
     }
 }
