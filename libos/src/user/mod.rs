@@ -11,6 +11,7 @@
 //! slice (default 10); `max_procs=N` the number of processes (default 128); `fork_mode=copy` or
 //! `share` the fork mode programs start with (default `share`).
 
+mod deliver;
 mod errno;
 mod load;
 mod syscall;
@@ -308,9 +309,23 @@ fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
     match syscall::dispatch(&mut call, &args) {
         Action::Return(r) if !call.sys.strace => {
             call.frame.x[0] = r as u64;
+            if call.sys.task(pid).signals.deliverable() {
+                return deliver_and_resume(call.sys, pid, call.frame);
+            }
             Disposition::Resume
         }
         action => finish_traced(call.sys, pid, call.frame, nr, &args, action),
+    }
+}
+
+/// The way back to `pid` (registers in `frame`) with a signal to deliver: its handler's frame,
+/// or its death and a switch.
+#[inline(never)]
+fn deliver_and_resume(sys: &mut System, pid: Pid, frame: &mut TrapFrame) -> Disposition {
+    if sys.deliver(pid, frame) {
+        Disposition::Resume
+    } else {
+        sys.switch(frame, pid)
     }
 }
 
@@ -333,20 +348,40 @@ fn finish_traced(
 /// A fault, an undefined instruction or a trapped system-register access of a process.
 #[inline(never)]
 fn on_user_trap(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
+    use crate::mm::space::SegvCause;
+    use crate::signals::*;
     use arch::exception::ec;
     let pid = sys.current();
-    let action = match frame.ec() {
+    let fault = |signo: u8, code: i32, addr: u64| SigInfo {
+        signo,
+        code,
+        addr: Some(addr),
+        ..SigInfo::default()
+    };
+    // The signal, and the address `sigcontext.fault_address` reports (aborts only).
+    let (info, fault_address) = match frame.ec() {
         // An access the memory manager could not resolve or must refuse (a kernel address).
         ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => {
-            let signal = match process::take_user_segfault().map(|s| s.error) {
-                Some(FaultError::Bus { .. }) => sig::SIGBUS,
-                Some(FaultError::Oom) => sig::SIGKILL,
-                _ => sig::SIGSEGV,
+            let info = match process::take_user_segfault().map(|s| s.error) {
+                Some(FaultError::Bus { .. }) => fault(sig::SIGBUS, BUS_ADRERR, frame.far),
+                Some(FaultError::Oom) => {
+                    let t = sys.task(pid);
+                    t.fault_address = Some(frame.far);
+                    report_kill(pid, sig::SIGKILL, frame.far);
+                    sys.exit_task(pid, WaitStatus::signaled(sig::SIGKILL));
+                    return sys.switch(frame, pid);
+                }
+                Some(FaultError::Segv {
+                    cause: SegvCause::Access,
+                    ..
+                }) => fault(sig::SIGSEGV, SEGV_ACCERR, frame.far),
+                _ => fault(sig::SIGSEGV, SEGV_MAPERR, frame.far),
             };
-            Kill(signal, frame.far)
+            (info, frame.far)
         }
-        ec::PC_ALIGNMENT | ec::SP_ALIGNMENT => Kill(sig::SIGBUS, frame.elr),
-        ec::BRK64 => Kill(sig::SIGTRAP, frame.elr),
+        ec::PC_ALIGNMENT => (fault(sig::SIGBUS, BUS_ADRALN, frame.elr), 0),
+        ec::SP_ALIGNMENT => (fault(sig::SIGBUS, BUS_ADRALN, frame.sp), 0),
+        ec::BRK64 => (fault(sig::SIGTRAP, TRAP_BRKPT, frame.elr), 0),
         EC_SYSREG => match emulated_read(frame.esr) {
             Some((rt, value)) => {
                 if rt < 31 {
@@ -355,21 +390,17 @@ fn on_user_trap(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
                 frame.elr += 4;
                 return Disposition::Resume;
             }
-            None => Kill(sig::SIGILL, frame.elr),
+            None => (fault(sig::SIGILL, ILL_ILLOPC, frame.elr), 0),
         },
         // Undefined instructions, system-register accesses EL0 may not make, and the rest.
-        _ => Kill(sig::SIGILL, frame.elr),
+        _ => (fault(sig::SIGILL, ILL_ILLOPC, frame.elr), 0),
     };
-    let Kill(signal, address) = action;
-    let t = sys.task(pid);
-    t.fault_address = Some(address);
-    report_kill(pid, signal, address);
-    sys.exit_task(pid, WaitStatus::signaled(signal));
-    sys.switch(frame, pid)
+    if sys.deliver_fault(pid, frame, info, fault_address) {
+        Disposition::Resume
+    } else {
+        sys.switch(frame, pid)
+    }
 }
-
-/// A process killed by a fault: the signal and the faulting address.
-struct Kill(u8, u64);
 
 fn report_kill(pid: Pid, signal: u8, address: u64) {
     let who = if pid == task::INIT {
@@ -389,9 +420,9 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, action: Action) -> 
     match action {
         Action::Return(r) => {
             frame.x[0] = r as u64;
-            Disposition::Resume
+            deliver_and_resume(sys, pid, frame)
         }
-        Action::Replaced => Disposition::Resume,
+        Action::Replaced => deliver_and_resume(sys, pid, frame),
         Action::Yield(r) => {
             frame.x[0] = r as u64;
             sys.cpu().preempt();

@@ -5,7 +5,7 @@
 //! * `files`: descriptors, the console, pipes;
 //! * `memory`: `brk`, `mmap` and friends;
 //! * `process`: `clone`, `execve`, `exit`, `wait4`, `kill`, ids, limits, Tessera's `prctl`s;
-//! * `signal`: dispositions and masks;
+//! * `signal`: dispositions, masks, `rt_sigsuspend`, `rt_sigreturn`;
 //! * `info`: time, sleep, `uname`, `getrandom`, `reboot`.
 
 mod files;
@@ -38,21 +38,26 @@ impl Call<'_> {
     /// The caller waits for `wait`, then executes the call again, which finds `data` through
     /// [`Call::resumed`].
     pub fn block(&mut self, wait: Wait, data: u64) -> Action {
-        let nr = self.nr;
+        let (nr, pc, sp) = (self.nr, self.frame.elr, self.frame.sp);
         let t = self.task();
-        t.restart = Some(Restart { nr, data });
+        t.restart = Some(Restart { nr, data, pc, sp });
         t.state = State::Blocked(wait);
         Action::Block
     }
 
     /// What this call kept across its last wait, if it is being re-executed after one. Taken
-    /// once: a call that keeps data across waits asks for it first thing (the restarted call is
-    /// the first one a woken process makes, so the record is always its own).
+    /// once: a call that keeps data across waits asks for it first thing. The record is the
+    /// call's own when the number, return address and stack pointer match (a signal handler
+    /// may run between the wake-up and the call's execution, and make calls of its own).
     pub fn resumed(&mut self) -> Option<u64> {
-        let nr = self.nr;
+        let (nr, pc, sp) = (self.nr, self.frame.elr, self.frame.sp);
         let t = self.task();
-        let r = t.restart.take()?;
-        (r.nr == nr).then_some(r.data)
+        let r = t.restart?;
+        if (r.nr, r.pc, r.sp) != (nr, pc, sp) {
+            return None;
+        }
+        t.restart = None;
+        Some(r.data)
     }
 }
 
@@ -133,8 +138,11 @@ calls! {
     tkill TKILL = 130 => process::kill,
     tgkill TGKILL = 131 => process::kill,
     sigaltstack SIGALTSTACK = 132 => signal::sigaltstack,
+    rt_sigsuspend RT_SIGSUSPEND = 133 => signal::rt_sigsuspend,
     rt_sigaction RT_SIGACTION = 134 => signal::rt_sigaction,
     rt_sigprocmask RT_SIGPROCMASK = 135 => signal::rt_sigprocmask,
+    rt_sigpending RT_SIGPENDING = 136 => signal::rt_sigpending,
+    rt_sigreturn RT_SIGRETURN = 139 => signal::rt_sigreturn,
     reboot REBOOT = 142 => info::reboot,
     setpgid SETPGID = 154 => process::setpgid,
     getpgid GETPGID = 155 => process::getpgid,
