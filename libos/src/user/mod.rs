@@ -4,8 +4,9 @@
 //!
 //! * [`run`]: start a program as the first process (init) of a run and return when it ends;
 //! * `system`: the task table and the switch between processes; `task`: a process;
-//! * `syscall`: the system calls; `uaccess`: copies from and to a program's memory that cannot
-//!   fault; `load`: an ELF into a fresh address space; `errno`: Linux's error numbers.
+//! * `syscall`: the system calls; `deliver`: sending signals and running their handlers;
+//!   `uaccess`: copies from and to a program's memory that cannot fault; `load`: an ELF into a
+//!   fresh address space (and the signal trampoline page); `errno`: Linux's error numbers.
 //!
 //! Boot flags: `strace=1` logs every system call with its result; `quantum_ms=N` sets the time
 //! slice (default 10); `max_procs=N` the number of processes (default 128); `fork_mode=copy` or
