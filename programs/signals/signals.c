@@ -196,6 +196,16 @@ static void on_child(int sig) {
     children++;
 }
 
+static volatile sig_atomic_t reaper_ran;
+
+static void reaper(int sig) {
+    (void)sig;
+    int saved = errno;
+    reaper_ran = 1;
+    while (waitpid(-1, NULL, WNOHANG) > 0) children++;
+    errno = saved;
+}
+
 static void test_sigchld(void) {
     on(SIGCHLD, on_child, SA_RESTART, NULL);
     children = 0;
@@ -206,8 +216,22 @@ static void test_sigchld(void) {
         reap(pid, 0);
         check(children == i + 1, "SIGCHLD handler ran for each child");
     }
-    on(SIGCHLD, SIG_DFL, 0, NULL);
     printf("signals: SIGCHLD handler counted 3 children ok\n");
+    /* A parent waiting for its child gets it from waitpid before the SIGCHLD handler runs: a
+     * handler that reaps finds nothing left. */
+    on(SIGCHLD, reaper, 0, NULL);
+    children = 0;
+    pid_t pid = fork();
+    if (pid < 0) fail("fork");
+    if (pid == 0) {
+        sleep_ms(30);
+        _exit(5);
+    }
+    int st;
+    check(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 5, "waitpid got the child first");
+    check(children == 0 && reaper_ran, "the SIGCHLD handler ran after waitpid and found nothing");
+    on(SIGCHLD, SIG_DFL, 0, NULL);
+    printf("signals: waitpid returns the child before the SIGCHLD handler ok\n");
 }
 
 static void test_eintr(void) {

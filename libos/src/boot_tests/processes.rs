@@ -230,6 +230,7 @@ crate::boot_test! {
              signals: pending signal delivered on unblock ok\n\
              signals: blocked SIGTERM kills when unblocked ok\n\
              signals: SIGCHLD handler counted 3 children ok\n\
+             signals: waitpid returns the child before the SIGCHLD handler ok\n\
              signals: read EINTR ok\n\
              signals: read SA_RESTART ok\n\
              signals: nanosleep EINTR with remaining time ok\n\

@@ -3,16 +3,19 @@
 //! * [`System::post_signal`]: a signal sent to a process (`kill`, a child's exit, a broken
 //!   pipe). Blocked, it stays pending. Unblocked: dropped if ignored; a default fatal action
 //!   ends the process at once (the caller's own death waits for its way out); a handler makes
-//!   it pending, and a process blocked in a system call is woken with the call answering
-//!   `-EINTR` — or, with `SA_RESTART`, for the calls Linux restarts, executed again after the
-//!   handler returns (its PC is still on the `SVC`).
+//!   it pending and wakes a process waiting in a system call. The call is executed again, as
+//!   after any wake-up: it completes if it can (a `wait4` whose child exited returns it), and
+//!   would it wait again, it answers `-EINTR` or restarts after the handler instead
+//!   (`Call::interrupted`).
 //! * [`System::deliver`]: every return to EL0 with a pending unblocked signal (the system-call
 //!   return checks `pending & !mask`; a switch checks the process it switches to): the
 //!   lowest-numbered one is taken; ignored ones are dropped, a default fatal action ends the
 //!   process, a handler gets Linux's `rt_sigframe` on the process's stack (or its alternate
 //!   stack) and runs; `rt_sigreturn` reads the frame back. A running process's pending set
 //!   changes only through its own system calls (one CPU: nothing else runs meanwhile), so the
-//!   timer tick and resolved faults that resume the same process need no check.
+//!   timer tick and resolved faults that resume the same process need no check. A process
+//!   switched in to execute a woken call again runs that call first: its return delivers (so
+//!   the handler runs after the call completes, as on Linux).
 //! * [`System::deliver_fault`]: a fault the memory manager did not resolve, with the process's
 //!   handler for it if it has one and does not block it (else the process dies, as Linux's
 //!   `force_sig`).
@@ -20,7 +23,7 @@
 use super::system::System;
 use super::task::{sig, Pid, State, Wait, WaitStatus};
 use super::{report_kill, uaccess};
-use crate::signals::{self, bit, Context, SigInfo, SA_ONSTACK, SA_RESETHAND, SA_RESTART, SA_RESTORER};
+use crate::signals::{self, bit, Context, SigInfo, SA_ONSTACK, SA_RESETHAND, SA_RESTORER};
 use arch::exception::{TrapFrame, SPSR_EL0T};
 use arch::fpu::FpState;
 
@@ -54,60 +57,19 @@ impl System {
         if blocked || running {
             return;
         }
-        if let State::Blocked(w) = t.state {
-            let restart = t.signals.flags(s) & SA_RESTART != 0;
-            self.interrupt(pid, w, restart);
+        // A waiting process wakes and executes its call again, which then answers `-EINTR` or
+        // restarts (`Call::interrupted`).
+        if matches!(t.state, State::Blocked(w) if !matches!(w, Wait::Vfork(_))) {
+            self.wake(pid);
         }
     }
 
-    /// A handled signal arrived while `pid` waits for `w`: the call answers `-EINTR` (a
-    /// sleep writes the time left), a pipe write that wrote something answers that, and with
-    /// `SA_RESTART` `wait4` and reads and writes run again after the handler. A `vfork` parent
-    /// keeps waiting (Linux lets only fatal signals end that wait).
-    fn interrupt(&mut self, pid: Pid, w: Wait, restart: bool) {
-        use super::errno::EINTR;
-        let t = self.task(pid);
-        let result = match w {
-            Wait::Vfork(_) => return,
-            Wait::Child | Wait::PipeRead(_) | Wait::Console if restart => None,
-            Wait::PipeWrite(_) => match t.restart.map_or(0, |r| r.data) {
-                0 if restart => None,
-                0 => Some(-EINTR),
-                done => Some(done as i64),
-            },
-            Wait::Sleep(deadline) => {
-                self.write_time_left(pid, deadline);
-                Some(-EINTR)
-            }
-            _ => Some(-EINTR),
-        };
-        let t = self.task(pid);
-        if let Some(r) = result {
-            t.ctx.x[0] = r as u64;
-            t.ctx.elr += 4;
-            t.restart = None;
-        }
-        self.wake(pid);
-    }
-
-    /// `nanosleep` and relative `clock_nanosleep` interrupted: the time left to `deadline`
-    /// goes to `rem` when the call names one (a bad address is not the sleeper's error).
-    fn write_time_left(&mut self, pid: Pid, deadline: u64) {
-        const TIMER_ABSTIME: u64 = 1;
-        let x = self.task(pid).ctx.x;
-        let rem = match x[8] {
-            super::syscall::NANOSLEEP => x[1],
-            super::syscall::CLOCK_NANOSLEEP if x[1] & TIMER_ABSTIME == 0 => x[3],
-            _ => 0,
-        };
-        if rem == 0 {
-            return;
-        }
-        let left = deadline.saturating_sub(arch::timer::now_ns());
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&(left / 1_000_000_000).to_le_bytes());
-        b[8..].copy_from_slice(&(left % 1_000_000_000).to_le_bytes());
-        let _ = super::write_into(self.process(pid), rem, &b);
+    /// Whether `pid`, whose registers are in `frame`, is about to execute again a call it
+    /// waited in (its PC on the `SVC` the restart record names).
+    pub fn at_restart(&mut self, pid: Pid, frame: &TrapFrame) -> bool {
+        self.task(pid)
+            .restart
+            .is_some_and(|r| r.pc == frame.elr + 4 && r.sp == frame.sp)
     }
 
     /// Delivers `pid`'s pending unblocked signals; `frame` holds its registers, its address

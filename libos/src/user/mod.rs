@@ -424,6 +424,10 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, action: Action) -> 
             deliver_and_resume(sys, pid, frame)
         }
         Action::Replaced => deliver_and_resume(sys, pid, frame),
+        Action::Again => {
+            frame.elr -= 4;
+            deliver_and_resume(sys, pid, frame)
+        }
         Action::Yield(r) => {
             frame.x[0] = r as u64;
             sys.cpu().preempt();
@@ -477,6 +481,12 @@ fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
             )
         }
         Action::Replaced => crate::println!("[strace] {who}{name}({:#x}) = 0", a[0]),
+        Action::Again => crate::println!(
+            "[strace] {who}{name}({:#x}, {:#x}, {:#x}) interrupted, restarts after the handler",
+            a[0],
+            a[1],
+            a[2]
+        ),
         Action::Exit(_) | Action::PowerOff => crate::println!("[strace] {who}{name}({:#x}) = ?", a[0]),
     }
 }

@@ -287,7 +287,8 @@ impl System {
                     arch::fpu::restore(&self.task(next).fp);
                 }
                 self.activate(next);
-                if self.task(next).signals.deliverable() && !self.deliver(next, frame) {
+                let deliver = self.task(next).signals.deliverable() && !self.at_restart(next, frame);
+                if deliver && !self.deliver(next, frame) {
                     // It died of a signal's default action: someone else runs.
                     from = next;
                     keep = false;

@@ -36,8 +36,12 @@ impl Call<'_> {
     }
 
     /// The caller waits for `wait`, then executes the call again, which finds `data` through
-    /// [`Call::resumed`].
+    /// [`Call::resumed`]. With a signal to deliver, the caller does not wait: see
+    /// [`Call::interrupted`].
     pub fn block(&mut self, wait: Wait, data: u64) -> Action {
+        if self.task().signals.deliverable() && !matches!(wait, Wait::Vfork(_)) {
+            return self.interrupted(wait, data);
+        }
         let (nr, pc, sp) = (self.nr, self.frame.elr, self.frame.sp);
         let t = self.task();
         t.restart = Some(Restart { nr, data, pc, sp });
@@ -61,6 +65,31 @@ impl Call<'_> {
     }
 }
 
+impl Call<'_> {
+    /// A call that would wait for `wait` (with `data` kept) while a signal is to be delivered
+    /// (a handled signal woke the caller, or arrived before it waited): it answers `-EINTR`
+    /// as the handler runs — a pipe write that wrote something answers its count — except that
+    /// with `SA_RESTART`, `wait4`, reads and writes are executed again after the handler
+    /// (Linux's `ERESTARTSYS`). A `vfork` parent is never interrupted (Linux lets only fatal
+    /// signals end that wait).
+    fn interrupted(&mut self, wait: Wait, data: u64) -> Action {
+        use crate::signals::{next_signal, SA_RESTART};
+        let s = &self.task().signals;
+        let Some(n) = next_signal(s.pending, s.mask) else {
+            return Action::Again;
+        };
+        let handled = s.handler(n) > super::task::sig::SIG_IGN;
+        let restart = s.flags(n) & SA_RESTART != 0;
+        match wait {
+            // A default action (the caller's end) is taken on the way out.
+            _ if !handled => Action::Again,
+            Wait::PipeWrite(_) if data > 0 => Return(data as i64),
+            Wait::Child | Wait::PipeRead(_) | Wait::PipeWrite(_) | Wait::Console if restart => Action::Again,
+            _ => Return(-super::errno::EINTR),
+        }
+    }
+}
+
 /// What a call does to the caller.
 pub enum Action {
     /// Return this value (or `-errno`) in `x0`.
@@ -74,6 +103,8 @@ pub enum Action {
     Yield(i64),
     /// The caller's registers were replaced (`execve`): resume with the frame as it is.
     Replaced,
+    /// Deliver the caller's signals, then execute the call again (when the handler returns).
+    Again,
     /// `reboot(POWER_OFF)`: the run ends.
     PowerOff,
 }
