@@ -21,6 +21,7 @@ pub mod devicetree;
 pub mod exec;
 pub mod files;
 pub mod sched;
+pub mod signals;
 
 /// The memory manager (the `tessera-mm` crate).
 pub use tessera_mm as mm;

@@ -229,9 +229,8 @@ pub struct Summary {
     pub failed: usize,
 }
 
-/// Runs every registered test that passes the command line's `tests=` filter. Kept out of line
-/// (the release build inlines across crates), so that an image's symbol table shows whether the
-/// test harness is linked in.
+/// Runs every registered test that passes the command line's `tests=` filter. Never inlined:
+/// its symbol marks an image that carries the test harness (`tests/tests/image.rs`).
 #[inline(never)]
 pub fn run_all() -> Summary {
     runtime::set_hooks(&HOOKS);

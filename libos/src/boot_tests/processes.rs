@@ -212,3 +212,34 @@ crate::boot_test! {
         );
     }
 }
+
+crate::boot_test! {
+    /// Signal handlers as on Linux: run by raise and kill before they return, with siginfo and
+    /// the mask of their action; pending signals delivered when unblocked (a blocked SIGTERM
+    /// kills when unblocked); SIGCHLD; EINTR from read and nanosleep, SA_RESTART; sigsuspend
+    /// and pause; the alternate stack; SIGSEGV handlers that siglongjmp out or fix the page;
+    /// FP/SIMD registers kept across a handler.
+    fn signal_handlers_run_as_on_linux() {
+        expect_output(
+            "signals",
+            &[],
+            "signals: handler run by raise and kill ok\n\
+             signals: SA_SIGINFO si_signo si_code si_pid ok\n\
+             signals: mask inside a handler ok\n\
+             signals: SA_NODEFER and SA_RESETHAND ok\n\
+             signals: pending signal delivered on unblock ok\n\
+             signals: blocked SIGTERM kills when unblocked ok\n\
+             signals: SIGCHLD handler counted 3 children ok\n\
+             signals: waitpid returns the child before the SIGCHLD handler ok\n\
+             signals: read EINTR ok\n\
+             signals: read SA_RESTART ok\n\
+             signals: nanosleep EINTR with remaining time ok\n\
+             signals: sigsuspend and pause ok\n\
+             signals: sigaltstack and SA_ONSTACK ok\n\
+             signals: SIGSEGV handler siglongjmp ok\n\
+             signals: SIGSEGV handler mprotect and return ok\n\
+             signals: FP/SIMD registers kept across a handler ok\n\
+             signals: ok\n",
+        );
+    }
+}

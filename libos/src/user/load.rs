@@ -135,6 +135,7 @@ pub(super) fn load(
         MapAlign::Size64K,
     )
     .map_err(ExecError::Space)?;
+    map_sigpage(p)?;
     let mut random = [0u8; 16];
     crate::random::fill(&mut random).map_err(|_| ExecError::NoEntropy)?;
     const AT_PHDR: u64 = 3;
@@ -172,6 +173,61 @@ pub(super) fn load(
     let st = stack::build(STACK_TOP, argv, envp, &aux, random).map_err(ExecError::Stack)?;
     write_into(p, st.sp, &st.bytes)?;
     Ok((st.sp, brk, elf.entry() + bias))
+}
+
+/// The page holding the signal trampoline, mapped read-only and executable into every process
+/// (Linux's vDSO offers the same code; Tessera maps no vDSO).
+pub const SIGPAGE: u64 = STACK_TOP + 16 * PAGE_SIZE;
+/// Where a handler whose action has no `SA_RESTORER` returns (glibc sets none on arm64):
+/// `mov x8, #139; svc #0`, `rt_sigreturn`, as Linux's `__kernel_rt_sigreturn` (after a `nop`
+/// for unwinders, as there).
+pub const SIGRETURN_TRAMPOLINE: u64 = SIGPAGE + 4;
+
+#[repr(C, align(4096))]
+struct CodePage([u32; PAGE_SIZE as usize / 4]);
+
+static SIGPAGE_CODE: CodePage = {
+    let mut code = [0u32; PAGE_SIZE as usize / 4];
+    code[0] = 0xd503_201f; // nop
+    code[1] = 0xd280_1168; // mov x8, #139
+    code[2] = 0xd400_0001; // svc #0
+    CodePage(code)
+};
+
+/// The trampoline page as a file object every process maps (built once).
+static SIGPAGE_OBJECT: spin::Once<Option<Shm>> = spin::Once::new();
+
+/// Maps the signal trampoline page at [`SIGPAGE`]; without it, only handlers with
+/// `SA_RESTORER` can return.
+fn map_sigpage(p: &mut Process) -> Result<(), ExecError> {
+    let obj = SIGPAGE_OBJECT.call_once(|| {
+        let pa = arch::board::virt_to_phys(SIGPAGE_CODE.0.as_ptr() as usize) as u64;
+        // SAFETY: the page is an immutable static of the image (read-only data, page-aligned
+        // and page-sized): nothing writes or frees it for the life of the image, it is not the
+        // frame allocator's, and this is the only object made of it (built once).
+        match unsafe { Shm::from_frames(&mut TargetMachine, PAGE_SIZE, PhysAddr(pa), None) } {
+            Ok(obj) => Some(obj),
+            Err(e) => {
+                log::warn!("no signal trampoline page: {e}");
+                None
+            }
+        }
+    });
+    let Some(obj) = obj else {
+        return Ok(());
+    };
+    p.map(
+        Placement::FixedNoReplace(VirtAddr(SIGPAGE)),
+        PAGE_SIZE,
+        VmProt::READ.union(VmProt::EXEC),
+        VmaKind::Shared {
+            obj: obj.clone(),
+            offset: 0,
+        },
+        MapAlign::Page,
+    )
+    .map_err(ExecError::Space)?;
+    Ok(())
 }
 
 /// Maps `seg` from the program's file object `obj`: the file pages shared read-only or, for a

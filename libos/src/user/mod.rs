@@ -4,13 +4,15 @@
 //!
 //! * [`run`]: start a program as the first process (init) of a run and return when it ends;
 //! * `system`: the task table and the switch between processes; `task`: a process;
-//! * `syscall`: the system calls; `uaccess`: copies from and to a program's memory that cannot
-//!   fault; `load`: an ELF into a fresh address space; `errno`: Linux's error numbers.
+//! * `syscall`: the system calls; `deliver`: sending signals and running their handlers;
+//!   `uaccess`: copies from and to a program's memory that cannot fault; `load`: an ELF into a
+//!   fresh address space (and the signal trampoline page); `errno`: Linux's error numbers.
 //!
 //! Boot flags: `strace=1` logs every system call with its result; `quantum_ms=N` sets the time
 //! slice (default 10); `max_procs=N` the number of processes (default 128); `fork_mode=copy` or
 //! `share` the fork mode programs start with (default `share`).
 
+mod deliver;
 mod errno;
 mod load;
 mod syscall;
@@ -308,9 +310,23 @@ fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
     match syscall::dispatch(&mut call, &args) {
         Action::Return(r) if !call.sys.strace => {
             call.frame.x[0] = r as u64;
+            if call.sys.task(pid).signals.deliverable() {
+                return deliver_and_resume(call.sys, pid, call.frame);
+            }
             Disposition::Resume
         }
         action => finish_traced(call.sys, pid, call.frame, nr, &args, action),
+    }
+}
+
+/// The way back to `pid` (registers in `frame`) with a signal to deliver: its handler's frame,
+/// or its death and a switch.
+#[inline(never)]
+fn deliver_and_resume(sys: &mut System, pid: Pid, frame: &mut TrapFrame) -> Disposition {
+    if sys.deliver(pid, frame) {
+        Disposition::Resume
+    } else {
+        sys.switch(frame, pid)
     }
 }
 
@@ -333,20 +349,40 @@ fn finish_traced(
 /// A fault, an undefined instruction or a trapped system-register access of a process.
 #[inline(never)]
 fn on_user_trap(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
+    use crate::mm::space::SegvCause;
+    use crate::signals::*;
     use arch::exception::ec;
     let pid = sys.current();
-    let action = match frame.ec() {
+    let fault = |signo: u8, code: i32, addr: u64| SigInfo {
+        signo,
+        code,
+        addr: Some(addr),
+        ..SigInfo::default()
+    };
+    // The signal, and the address `sigcontext.fault_address` reports (aborts only).
+    let (info, fault_address) = match frame.ec() {
         // An access the memory manager could not resolve or must refuse (a kernel address).
         ec::DATA_ABORT_LOWER | ec::INSTR_ABORT_LOWER => {
-            let signal = match process::take_user_segfault().map(|s| s.error) {
-                Some(FaultError::Bus { .. }) => sig::SIGBUS,
-                Some(FaultError::Oom) => sig::SIGKILL,
-                _ => sig::SIGSEGV,
+            let info = match process::take_user_segfault().map(|s| s.error) {
+                Some(FaultError::Bus { .. }) => fault(sig::SIGBUS, BUS_ADRERR, frame.far),
+                Some(FaultError::Oom) => {
+                    let t = sys.task(pid);
+                    t.fault_address = Some(frame.far);
+                    report_kill(pid, sig::SIGKILL, frame.far);
+                    sys.exit_task(pid, WaitStatus::signaled(sig::SIGKILL));
+                    return sys.switch(frame, pid);
+                }
+                Some(FaultError::Segv {
+                    cause: SegvCause::Access,
+                    ..
+                }) => fault(sig::SIGSEGV, SEGV_ACCERR, frame.far),
+                _ => fault(sig::SIGSEGV, SEGV_MAPERR, frame.far),
             };
-            Kill(signal, frame.far)
+            (info, frame.far)
         }
-        ec::PC_ALIGNMENT | ec::SP_ALIGNMENT => Kill(sig::SIGBUS, frame.elr),
-        ec::BRK64 => Kill(sig::SIGTRAP, frame.elr),
+        ec::PC_ALIGNMENT => (fault(sig::SIGBUS, BUS_ADRALN, frame.elr), 0),
+        ec::SP_ALIGNMENT => (fault(sig::SIGBUS, BUS_ADRALN, frame.sp), 0),
+        ec::BRK64 => (fault(sig::SIGTRAP, TRAP_BRKPT, frame.elr), 0),
         EC_SYSREG => match emulated_read(frame.esr) {
             Some((rt, value)) => {
                 if rt < 31 {
@@ -355,21 +391,17 @@ fn on_user_trap(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
                 frame.elr += 4;
                 return Disposition::Resume;
             }
-            None => Kill(sig::SIGILL, frame.elr),
+            None => (fault(sig::SIGILL, ILL_ILLOPC, frame.elr), 0),
         },
         // Undefined instructions, system-register accesses EL0 may not make, and the rest.
-        _ => Kill(sig::SIGILL, frame.elr),
+        _ => (fault(sig::SIGILL, ILL_ILLOPC, frame.elr), 0),
     };
-    let Kill(signal, address) = action;
-    let t = sys.task(pid);
-    t.fault_address = Some(address);
-    report_kill(pid, signal, address);
-    sys.exit_task(pid, WaitStatus::signaled(signal));
-    sys.switch(frame, pid)
+    if sys.deliver_fault(pid, frame, info, fault_address) {
+        Disposition::Resume
+    } else {
+        sys.switch(frame, pid)
+    }
 }
-
-/// A process killed by a fault: the signal and the faulting address.
-struct Kill(u8, u64);
 
 fn report_kill(pid: Pid, signal: u8, address: u64) {
     let who = if pid == task::INIT {
@@ -389,9 +421,13 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, action: Action) -> 
     match action {
         Action::Return(r) => {
             frame.x[0] = r as u64;
-            Disposition::Resume
+            deliver_and_resume(sys, pid, frame)
         }
-        Action::Replaced => Disposition::Resume,
+        Action::Replaced => deliver_and_resume(sys, pid, frame),
+        Action::Again => {
+            frame.elr -= 4;
+            deliver_and_resume(sys, pid, frame)
+        }
         Action::Yield(r) => {
             frame.x[0] = r as u64;
             sys.cpu().preempt();
@@ -445,6 +481,12 @@ fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
             )
         }
         Action::Replaced => crate::println!("[strace] {who}{name}({:#x}) = 0", a[0]),
+        Action::Again => crate::println!(
+            "[strace] {who}{name}({:#x}, {:#x}, {:#x}) interrupted, restarts after the handler",
+            a[0],
+            a[1],
+            a[2]
+        ),
         Action::Exit(_) | Action::PowerOff => crate::println!("[strace] {who}{name}({:#x}) = ?", a[0]),
     }
 }

@@ -10,11 +10,12 @@
 //!
 //! The task table is shared by all CPUs; each CPU has its own [`Cpu`] run queue (one CPU for now).
 
-use super::task::{Memory, Pid, State, Task, Wait, WaitStatus, INIT};
+use super::task::{sig, Memory, Pid, State, Task, Wait, WaitStatus, INIT};
 use super::Exit;
 use crate::process::{self, Process};
 use crate::runtime::{self, TimerSlot};
 use crate::sched::{Cpu, PidTable};
+use crate::signals::{SigInfo, CLD_EXITED, CLD_KILLED};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arch::exception::{Disposition, TrapFrame};
@@ -206,7 +207,23 @@ impl System {
         if self.tasks.get(ppid).is_some_and(|p| p.signals.no_zombies()) {
             self.reap(pid);
         }
+        // The parent's `wait4` is woken first: it is executed again (and finds the child) after
+        // the SIGCHLD handler, rather than interrupted by it.
         self.wake_if_waiting_child(ppid);
+        let (code, status) = match status.signal() {
+            Some(s) => (CLD_KILLED, i32::from(s)),
+            None => (CLD_EXITED, i32::from(status.code().unwrap_or(0))),
+        };
+        self.post_signal(
+            ppid,
+            SigInfo {
+                signo: sig::SIGCHLD,
+                code,
+                pid,
+                status,
+                ..SigInfo::default()
+            },
+        );
     }
 
     fn wake_if_waiting_child(&mut self, pid: Pid) {
@@ -251,7 +268,8 @@ impl System {
     /// `frame`); the next ready process is loaded into `frame`. Idles until one is ready; ends
     /// the run with [`CODE_END`] when init has ended.
     pub fn switch(&mut self, frame: &mut TrapFrame, from: Pid) -> Disposition {
-        let keep = self.tasks.get(from).is_some_and(|t| !t.is_zombie());
+        let mut from = from;
+        let mut keep = self.tasks.get(from).is_some_and(|t| !t.is_zombie());
         if keep {
             self.task(from).ctx.clone_from(frame);
         }
@@ -269,6 +287,13 @@ impl System {
                     arch::fpu::restore(&self.task(next).fp);
                 }
                 self.activate(next);
+                let deliver = self.task(next).signals.deliverable() && !self.at_restart(next, frame);
+                if deliver && !self.deliver(next, frame) {
+                    // It died of a signal's default action: someone else runs.
+                    from = next;
+                    keep = false;
+                    continue;
+                }
                 self.arm_timer();
                 return Disposition::Resume;
             }

@@ -3,6 +3,7 @@
 
 use crate::files::{FdTable, Pipe};
 use crate::process::Process;
+use crate::signals::SigInfo;
 use alloc::sync::Arc;
 use arch::exception::TrapFrame;
 use arch::fpu::FpState;
@@ -41,6 +42,8 @@ pub enum Wait {
     Poll(Option<u64>),
     /// The `vfork` child with this pid to call `execve` or exit.
     Vfork(Pid),
+    /// A signal with a handler (`rt_sigsuspend`): only a signal ends the wait.
+    Signal,
 }
 
 /// Where a process is in its life.
@@ -170,14 +173,18 @@ pub mod sig {
     }
 }
 
-/// Signal dispositions and mask. Handlers are recorded but not run: a signal whose action is a
-/// handler stays pending; default fatal actions end the process.
+/// Signal dispositions, the mask, the pending signals and the alternate stack (see
+/// `user::deliver` for what happens to a pending signal).
 #[derive(Clone)]
 pub struct Signals {
     /// `struct sigaction` per signal: handler, flags, restorer, mask.
     pub actions: [[u64; 4]; 64],
     pub mask: u64,
     pub pending: u64,
+    /// The `siginfo_t` of each pending signal (standard signals are not queued: one each).
+    pub info: [SigInfo; 64],
+    /// The mask `rt_sigsuspend` replaced, restored when its handler returns.
+    pub saved_mask: Option<u64>,
     /// `sigaltstack`: (sp, flags, size).
     pub altstack: Option<(u64, u64, u64)>,
 }
@@ -188,6 +195,8 @@ impl Signals {
             actions: [[0; 4]; 64],
             mask: 0,
             pending: 0,
+            info: [SigInfo::default(); 64],
+            saved_mask: None,
             altstack: None,
         }
     }
@@ -197,12 +206,32 @@ impl Signals {
         self.actions[usize::from(signal - 1)][0]
     }
 
+    /// The flags word of `signal`'s action.
+    pub fn flags(&self, signal: u8) -> u64 {
+        self.actions[usize::from(signal - 1)][1]
+    }
+
+    /// Whether `signal` is dropped when it arrives unblocked: `SIG_IGN`, or `SIG_DFL` with a
+    /// default action that does nothing.
+    pub fn ignores(&self, signal: u8) -> bool {
+        match self.handler(signal) {
+            sig::SIG_IGN => signal != sig::SIGKILL,
+            sig::SIG_DFL => sig::ignored_by_default(signal),
+            _ => false,
+        }
+    }
+
+    /// Whether a signal is pending and not blocked (one check on every return to the program).
+    #[inline(always)]
+    pub fn deliverable(&self) -> bool {
+        self.pending & !self.mask != 0
+    }
+
     /// Whether dead children are reaped at once: `SIGCHLD` ignored, or its action has
     /// `SA_NOCLDWAIT`.
     pub fn no_zombies(&self) -> bool {
-        const SA_NOCLDWAIT: u64 = 2;
         let a = self.actions[usize::from(sig::SIGCHLD - 1)];
-        a[0] == sig::SIG_IGN || a[1] & SA_NOCLDWAIT != 0
+        a[0] == sig::SIG_IGN || a[1] & crate::signals::SA_NOCLDWAIT != 0
     }
 
     /// Whether `signal` is blocked.
@@ -228,6 +257,10 @@ pub struct Restart {
     pub nr: u64,
     /// What the call keeps across the wait (bytes already written, a deadline, a child's pid).
     pub data: u64,
+    /// The return address and stack pointer of the call: the same call executed again has the
+    /// same ones (a signal handler run in between, making calls of its own, does not).
+    pub pc: u64,
+    pub sp: u64,
 }
 
 /// A user process.

@@ -2,7 +2,7 @@
 //! and pipes. There is no file system: paths name nothing.
 
 use super::super::errno::*;
-use super::super::task::{sig, File, FileKind, PipeEnd, Wait, WaitStatus};
+use super::super::task::{sig, File, FileKind, PipeEnd, Wait};
 use super::super::uaccess;
 use super::{Action, Call, Return};
 use crate::files::{FdError, Pipe, PipeWrite, PIPE_BUF};
@@ -399,15 +399,17 @@ fn write_from(c: &mut Call, fd: u64, pieces: &[(u64, u64)]) -> Action {
     }
 }
 
-/// A write to a pipe without readers: `SIGPIPE`, whose default action ends the writer; ignored,
-/// blocked or handled, the write answers `EPIPE`.
+/// A write to a pipe without readers: `SIGPIPE` to the writer (whose default action ends it on
+/// the way out), and `EPIPE`.
 fn broken_pipe(c: &mut Call) -> Action {
-    let s = &c.task().signals;
-    if s.handler(sig::SIGPIPE) == sig::SIG_DFL && !s.blocked(sig::SIGPIPE) {
-        Action::Exit(WaitStatus::signaled(sig::SIGPIPE))
-    } else {
-        Return(-EPIPE)
-    }
+    let info = crate::signals::SigInfo {
+        signo: sig::SIGPIPE,
+        code: crate::signals::SI_USER,
+        pid: c.pid,
+        ..Default::default()
+    };
+    c.sys.post_signal(c.pid, info);
+    Return(-EPIPE)
 }
 
 fn console_write(pieces: &[(u64, u64)]) -> i64 {

@@ -6,7 +6,7 @@ use super::super::uaccess;
 use super::{Action, Call, Return};
 
 pub fn nanosleep(c: &mut Call, a: &[u64; 6]) -> Action {
-    sleep(c, a[0], false)
+    sleep(c, a[0], false, a[1])
 }
 
 /// `clock_nanosleep(clock, flags, request, remain)`: relative, or until an absolute time with
@@ -23,30 +23,47 @@ pub fn clock_nanosleep(c: &mut Call, a: &[u64; 6]) -> Action {
         return Return(-EINVAL);
     }
     // clock_nanosleep returns the error number itself, not -1 and errno.
-    sleep(c, a[2], a[1] & TIMER_ABSTIME != 0)
+    let absolute = a[1] & TIMER_ABSTIME != 0;
+    sleep(c, a[2], absolute, if absolute { 0 } else { a[3] })
 }
 
-fn sleep(c: &mut Call, req: u64, absolute: bool) -> Action {
-    if c.resumed().is_some() {
-        // Woken at the deadline.
-        return Return(0);
-    }
-    let t = match uaccess::read(req, 16) {
-        Ok(t) => t,
-        Err(e) => return Return(e),
-    };
-    let sec = i64::from_le_bytes(t[0..8].try_into().expect("8"));
-    let nsec = i64::from_le_bytes(t[8..16].try_into().expect("8"));
-    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-        return Return(-EINVAL);
-    }
-    let ns = (sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(nsec as u64);
+/// Sleeps until the time `req` names; a signal to deliver ends the sleep early with `-EINTR`
+/// and the time left written to `rem` (when not 0).
+fn sleep(c: &mut Call, req: u64, absolute: bool, rem: u64) -> Action {
     let now = arch::timer::now_ns();
-    let deadline = if absolute { ns } else { now.saturating_add(ns) };
+    let deadline = match c.resumed() {
+        Some(deadline) => deadline,
+        None => {
+            let t = match uaccess::read(req, 16) {
+                Ok(t) => t,
+                Err(e) => return Return(e),
+            };
+            let sec = i64::from_le_bytes(t[0..8].try_into().expect("8"));
+            let nsec = i64::from_le_bytes(t[8..16].try_into().expect("8"));
+            if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                return Return(-EINVAL);
+            }
+            let ns = (sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(nsec as u64);
+            if absolute {
+                ns
+            } else {
+                now.saturating_add(ns)
+            }
+        }
+    };
     if deadline <= now {
         return Return(0);
+    }
+    if c.task().signals.deliverable() {
+        if rem != 0 {
+            let left = deadline - now;
+            if let Err(e) = uaccess::write_u64s(rem, &[left / 1_000_000_000, left % 1_000_000_000]) {
+                return Return(e);
+            }
+        }
+        return Return(-EINTR);
     }
     c.block(Wait::Sleep(deadline), deadline)
 }

@@ -5,7 +5,7 @@
 //! * `files`: descriptors, the console, pipes;
 //! * `memory`: `brk`, `mmap` and friends;
 //! * `process`: `clone`, `execve`, `exit`, `wait4`, `kill`, ids, limits, Tessera's `prctl`s;
-//! * `signal`: dispositions and masks;
+//! * `signal`: dispositions, masks, `rt_sigsuspend`, `rt_sigreturn`;
 //! * `info`: time, sleep, `uname`, `getrandom`, `reboot`.
 
 mod files;
@@ -36,23 +36,57 @@ impl Call<'_> {
     }
 
     /// The caller waits for `wait`, then executes the call again, which finds `data` through
-    /// [`Call::resumed`].
+    /// [`Call::resumed`]. With a signal to deliver, the caller does not wait: see
+    /// [`Call::interrupted`].
     pub fn block(&mut self, wait: Wait, data: u64) -> Action {
-        let nr = self.nr;
+        if self.task().signals.deliverable() && !matches!(wait, Wait::Vfork(_)) {
+            return self.interrupted(wait, data);
+        }
+        let (nr, pc, sp) = (self.nr, self.frame.elr, self.frame.sp);
         let t = self.task();
-        t.restart = Some(Restart { nr, data });
+        t.restart = Some(Restart { nr, data, pc, sp });
         t.state = State::Blocked(wait);
         Action::Block
     }
 
     /// What this call kept across its last wait, if it is being re-executed after one. Taken
-    /// once: a call that keeps data across waits asks for it first thing (the restarted call is
-    /// the first one a woken process makes, so the record is always its own).
+    /// once: a call that keeps data across waits asks for it first thing. The record is the
+    /// call's own when the number, return address and stack pointer match (a signal handler
+    /// may run between the wake-up and the call's execution, and make calls of its own).
     pub fn resumed(&mut self) -> Option<u64> {
-        let nr = self.nr;
+        let (nr, pc, sp) = (self.nr, self.frame.elr, self.frame.sp);
         let t = self.task();
-        let r = t.restart.take()?;
-        (r.nr == nr).then_some(r.data)
+        let r = t.restart?;
+        if (r.nr, r.pc, r.sp) != (nr, pc, sp) {
+            return None;
+        }
+        t.restart = None;
+        Some(r.data)
+    }
+}
+
+impl Call<'_> {
+    /// A call that would wait for `wait` (with `data` kept) while a signal is to be delivered
+    /// (a handled signal woke the caller, or arrived before it waited): it answers `-EINTR`
+    /// as the handler runs — a pipe write that wrote something answers its count — except that
+    /// with `SA_RESTART`, `wait4`, reads and writes are executed again after the handler
+    /// (Linux's `ERESTARTSYS`). A `vfork` parent is never interrupted (Linux lets only fatal
+    /// signals end that wait).
+    fn interrupted(&mut self, wait: Wait, data: u64) -> Action {
+        use crate::signals::{next_signal, SA_RESTART};
+        let s = &self.task().signals;
+        let Some(n) = next_signal(s.pending, s.mask) else {
+            return Action::Again;
+        };
+        let handled = s.handler(n) > super::task::sig::SIG_IGN;
+        let restart = s.flags(n) & SA_RESTART != 0;
+        match wait {
+            // A default action (the caller's end) is taken on the way out.
+            _ if !handled => Action::Again,
+            Wait::PipeWrite(_) if data > 0 => Return(data as i64),
+            Wait::Child | Wait::PipeRead(_) | Wait::PipeWrite(_) | Wait::Console if restart => Action::Again,
+            _ => Return(-super::errno::EINTR),
+        }
     }
 }
 
@@ -69,6 +103,8 @@ pub enum Action {
     Yield(i64),
     /// The caller's registers were replaced (`execve`): resume with the frame as it is.
     Replaced,
+    /// Deliver the caller's signals, then execute the call again (when the handler returns).
+    Again,
     /// `reboot(POWER_OFF)`: the run ends.
     PowerOff,
 }
@@ -133,8 +169,11 @@ calls! {
     tkill TKILL = 130 => process::kill,
     tgkill TGKILL = 131 => process::kill,
     sigaltstack SIGALTSTACK = 132 => signal::sigaltstack,
+    rt_sigsuspend RT_SIGSUSPEND = 133 => signal::rt_sigsuspend,
     rt_sigaction RT_SIGACTION = 134 => signal::rt_sigaction,
     rt_sigprocmask RT_SIGPROCMASK = 135 => signal::rt_sigprocmask,
+    rt_sigpending RT_SIGPENDING = 136 => signal::rt_sigpending,
+    rt_sigreturn RT_SIGRETURN = 139 => signal::rt_sigreturn,
     reboot REBOOT = 142 => info::reboot,
     setpgid SETPGID = 154 => process::setpgid,
     getpgid GETPGID = 155 => process::getpgid,

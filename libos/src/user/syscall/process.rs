@@ -7,6 +7,7 @@ use super::super::{uaccess, ExecError};
 use super::{Action, Call, Return};
 use crate::mm::space::{ForkMode, SpaceError};
 use crate::mm::PAGE_SIZE;
+use crate::signals::{SigInfo, SI_TKILL, SI_USER};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -269,6 +270,9 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
         name: parent.name.clone(),
     });
     let mut child = child;
+    // Pending signals are the parent's alone.
+    child.signals.pending = 0;
+    child.signals.saved_mask = None;
     // The caller's FP/SIMD registers are the CPU's: the child starts with a copy.
     arch::fpu::save(&mut child.fp);
     c.sys.tasks.insert(pid, child);
@@ -442,8 +446,8 @@ pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
     Return(i64::from(pid))
 }
 
-/// `kill`, `tkill`, `tgkill`: default actions only. A fatal signal ends its target at once; an
-/// ignored one does nothing; one blocked or with a handler stays pending (handlers do not run).
+/// `kill`, `tkill`, `tgkill`: the signal is posted to each target (see `user::deliver`), with
+/// the sender's pid in its `siginfo_t` (`SI_USER`, or `SI_TKILL` for the thread calls).
 pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
     let (targets, signal): (Vec<Pid>, u64) = match c.nr {
         super::KILL => {
@@ -480,29 +484,14 @@ pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
     if signal == 0 {
         return Return(0);
     }
-    let s = signal as u8;
-    let mut self_killed = false;
+    let info = SigInfo {
+        signo: signal as u8,
+        code: if c.nr == super::KILL { SI_USER } else { SI_TKILL },
+        pid: c.pid,
+        ..SigInfo::default()
+    };
     for pid in targets {
-        let t = c.sys.task(pid);
-        if t.is_zombie() {
-            continue;
-        }
-        let handler = t.signals.handler(s);
-        let fatal = s == sig::SIGKILL
-            || (handler == sig::SIG_DFL && !sig::ignored_by_default(s) && !t.signals.blocked(s));
-        if fatal {
-            if pid == c.pid {
-                self_killed = true;
-            } else {
-                c.sys.exit_task(pid, WaitStatus::signaled(s));
-            }
-        } else if handler != sig::SIG_IGN && !(handler == sig::SIG_DFL && sig::ignored_by_default(s)) {
-            t.signals.pending |= 1 << (s - 1);
-        }
+        c.sys.post_signal(pid, info);
     }
-    if self_killed {
-        Action::Exit(WaitStatus::signaled(s))
-    } else {
-        Return(0)
-    }
+    Return(0)
 }

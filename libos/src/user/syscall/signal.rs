@@ -1,19 +1,23 @@
-//! Signal dispositions, the mask and the alternate stack. Handlers are recorded, not run: only
-//! default actions take effect (see `process::kill`).
+//! Signal dispositions, the mask, the alternate stack, waiting for a signal and returning from
+//! a handler (delivery itself is `user::deliver`'s).
 
+use super::super::deliver::MINSIGSTKSZ;
 use super::super::errno::*;
 use super::super::task::sig::{NSIG, SIGKILL, SIGSTOP};
+use super::super::task::{Wait, WaitStatus};
 use super::super::uaccess;
 use super::{Action, Call, Return};
+use crate::signals::{on_stack, sanitize_mask, SS_DISABLE, SS_ONSTACK};
 
 pub fn sigaltstack(c: &mut Call, a: &[u64; 6]) -> Action {
-    const SS_DISABLE: u64 = 2;
-    const MINSIGSTKSZ: u64 = 5120;
     let (ss, old) = (a[0], a[1]);
+    let sp = c.frame.sp;
     let s = &mut c.task().signals;
+    let on_alt = s.altstack.is_some_and(|(base, _, size)| on_stack(sp, base, size));
     if old != 0 {
-        let (sp, flags, size) = s.altstack.unwrap_or((0, SS_DISABLE, 0));
-        if let Err(e) = uaccess::write_u64s(old, &[sp, flags, size]) {
+        let (base, flags, size) = s.altstack.unwrap_or((0, SS_DISABLE, 0));
+        let flags = if on_alt { SS_ONSTACK } else { flags };
+        if let Err(e) = uaccess::write_u64s(old, &[base, flags, size]) {
             return Return(e);
         }
     }
@@ -23,8 +27,12 @@ pub fn sigaltstack(c: &mut Call, a: &[u64; 6]) -> Action {
             Err(e) => return Return(e),
         };
         let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-        let (sp, flags, size) = (w(0), w(8) & 0xffff_ffff, w(16));
-        if flags & !SS_DISABLE != 0 {
+        let (base, flags, size) = (w(0), w(8) & 0xffff_ffff, w(16));
+        if on_alt {
+            return Return(-EPERM);
+        }
+        // SS_ONSTACK is accepted and means enabled, as on Linux.
+        if flags & !(SS_DISABLE | SS_ONSTACK) != 0 || flags == SS_DISABLE | SS_ONSTACK {
             return Return(-EINVAL);
         }
         if flags & SS_DISABLE != 0 {
@@ -32,7 +40,7 @@ pub fn sigaltstack(c: &mut Call, a: &[u64; 6]) -> Action {
         } else if size < MINSIGSTKSZ {
             return Return(-ENOMEM);
         } else {
-            s.altstack = Some((sp, 0, size));
+            s.altstack = Some((base, 0, size));
         }
     }
     Return(0)
@@ -58,6 +66,10 @@ pub fn rt_sigaction(c: &mut Call, a: &[u64; 6]) -> Action {
             Ok(b) => {
                 for (k, w) in b.chunks(8).enumerate() {
                     s.actions[i][k] = u64::from_le_bytes(w.try_into().expect("8"));
+                }
+                // A signal now ignored is no longer pending (as on Linux), blocked or not.
+                if s.ignores(signal as u8) {
+                    s.pending &= !crate::signals::bit(signal as u8);
                 }
             }
             Err(e) => return Return(e),
@@ -92,13 +104,56 @@ pub fn rt_sigprocmask(c: &mut Call, a: &[u64; 6]) -> Action {
         }
     }
     if let Some(v) = new {
-        // SIGKILL and SIGSTOP cannot be blocked.
-        let unblockable = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
-        s.mask = match how {
+        // SIGKILL and SIGSTOP cannot be blocked. Signals this unblocks are delivered on the way
+        // out.
+        s.mask = sanitize_mask(match how {
             SIG_BLOCK => s.mask | v,
             SIG_UNBLOCK => s.mask & !v,
             _ => v,
-        } & !unblockable;
+        });
     }
     Return(0)
+}
+
+/// `rt_sigpending(set, size)`: the pending signals the mask blocks.
+pub fn rt_sigpending(c: &mut Call, a: &[u64; 6]) -> Action {
+    if a[1] > 8 {
+        return Return(-EINVAL);
+    }
+    let s = &c.task().signals;
+    let set = (s.pending & s.mask).to_le_bytes();
+    Return(uaccess::write(a[0], &set[..a[1] as usize]).map_or_else(|e| e, |_| 0))
+}
+
+/// `rt_sigsuspend(set, size)`: the mask becomes `set` until a signal with a handler arrives;
+/// answers `-EINTR` as the handler runs, whose frame holds the old mask for `rt_sigreturn`.
+pub fn rt_sigsuspend(c: &mut Call, a: &[u64; 6]) -> Action {
+    if c.resumed().is_some() {
+        // Woken without a signal for it: the wait goes on.
+        return c.block(Wait::Signal, 1);
+    }
+    if a[1] != 8 {
+        return Return(-EINVAL);
+    }
+    let set = match uaccess::read_u64(a[0]) {
+        Ok(v) => v,
+        Err(e) => return Return(e),
+    };
+    let s = &mut c.task().signals;
+    s.saved_mask = Some(s.mask);
+    s.mask = sanitize_mask(set);
+    if s.deliverable() {
+        return Return(-EINTR);
+    }
+    c.block(Wait::Signal, 1)
+}
+
+/// `rt_sigreturn()`: back from a handler to what its frame saved; a bad frame ends the
+/// process with SIGSEGV. `x0` is the restored one.
+pub fn rt_sigreturn(c: &mut Call, _a: &[u64; 6]) -> Action {
+    if c.sys.sigreturn(c.pid, c.frame) {
+        Action::Replaced
+    } else {
+        Action::Exit(WaitStatus::signaled(super::super::task::sig::SIGSEGV))
+    }
 }
