@@ -4,7 +4,7 @@
 //! kernel's linear map, then unpinned. A range the program may not access is `-EFAULT`; the
 //! kernel itself never takes a fault on a user address.
 
-use super::errno::{EFAULT, ENOMEM};
+use super::errno::{EFAULT, EINVAL, ENOMEM};
 use crate::mm::space::{FaultError, Machine};
 use crate::mm::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::platform::TargetMachine;
@@ -73,6 +73,20 @@ pub fn write(va: u64, data: &[u8]) -> Result<(), i64> {
 pub fn read_u64(va: u64) -> Result<u64, i64> {
     let b = read(va, 8)?;
     Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// Reads a `struct timespec` of the program's memory as nanoseconds: `-EINVAL` for a negative
+/// second count or a nanosecond count outside `0..1_000_000_000`, as Linux.
+pub fn read_timespec_ns(va: u64) -> Result<u64, i64> {
+    let t = read(va, 16)?;
+    let sec = i64::from_le_bytes(t[0..8].try_into().expect("8 bytes"));
+    let nsec = i64::from_le_bytes(t[8..16].try_into().expect("8 bytes"));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(-EINVAL);
+    }
+    Ok((sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nsec as u64))
 }
 
 /// Writes `u64`s into the program's memory.

@@ -443,18 +443,8 @@ pub fn ppoll(c: &mut Call, a: &[u64; 6]) -> Action {
     let deadline = match c.resumed() {
         Some(d) => (d != u64::MAX).then_some(d),
         None if timeout == 0 => None,
-        None => match uaccess::read(timeout, 16) {
-            Ok(t) => {
-                let sec = i64::from_le_bytes(t[0..8].try_into().expect("8"));
-                let nsec = i64::from_le_bytes(t[8..16].try_into().expect("8"));
-                if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-                    return Return(-EINVAL);
-                }
-                let ns = (sec as u64)
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(nsec as u64);
-                Some(arch::timer::now_ns().saturating_add(ns))
-            }
+        None => match uaccess::read_timespec_ns(timeout) {
+            Ok(ns) => Some(arch::timer::now_ns().saturating_add(ns)),
             Err(e) => return Return(e),
         },
     };

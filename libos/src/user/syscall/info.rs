@@ -34,18 +34,10 @@ fn sleep(c: &mut Call, req: u64, absolute: bool, rem: u64) -> Action {
     let deadline = match c.resumed() {
         Some(deadline) => deadline,
         None => {
-            let t = match uaccess::read(req, 16) {
-                Ok(t) => t,
+            let ns = match uaccess::read_timespec_ns(req) {
+                Ok(ns) => ns,
                 Err(e) => return Return(e),
             };
-            let sec = i64::from_le_bytes(t[0..8].try_into().expect("8"));
-            let nsec = i64::from_le_bytes(t[8..16].try_into().expect("8"));
-            if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-                return Return(-EINVAL);
-            }
-            let ns = (sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(nsec as u64);
             if absolute {
                 ns
             } else {
