@@ -109,6 +109,10 @@ pub(super) fn set<P: Platform + ?Sized>(
     nr: usize,
     fold: bool,
 ) {
+    // The table exists (the common case): its slot is found without the range walker.
+    if let Some(s) = slot(root, p, va) {
+        return set_at(root, p, s, pte, nr, fold);
+    }
     root.set_ptes(p, VirtAddr(va), pte, nr, fold)
         .expect("set_ptes into an existing table cannot fail");
 }
