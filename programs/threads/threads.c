@@ -1,0 +1,233 @@
+// Threads with Linux semantics: a mutex-protected counter, a condition-variable ping-pong, thread
+// ids, a global written by a thread, thread-local storage, exit() from a thread ending the whole
+// process, detached threads, and a thread blocked in read() of a pipe while main writes.
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NTHREADS 8
+#define ROUNDS 10000
+#define PINGS 1000
+
+static void fail(const char *what) {
+    printf("threads: FAILED: %s\n", what);
+    fflush(stdout);
+    _exit(1);
+}
+
+static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static long counter;
+
+static void *count(void *arg) {
+    (void)arg;
+    for (int i = 0; i < ROUNDS; i++) {
+        pthread_mutex_lock(&lock);
+        long v = counter;
+        if (i % 1000 == 0)
+            sched_yield();
+        counter = v + 1;
+        pthread_mutex_unlock(&lock);
+    }
+    return NULL;
+}
+
+static pthread_mutex_t pp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pp_cond = PTHREAD_COND_INITIALIZER;
+static int turn; // 0: ping's turn, 1: pong's
+static int pongs;
+
+static void *pong(void *arg) {
+    (void)arg;
+    for (int i = 0; i < PINGS; i++) {
+        pthread_mutex_lock(&pp_lock);
+        while (turn != 1)
+            pthread_cond_wait(&pp_cond, &pp_lock);
+        pongs++;
+        turn = 0;
+        pthread_cond_signal(&pp_cond);
+        pthread_mutex_unlock(&pp_lock);
+    }
+    return NULL;
+}
+
+struct ids {
+    pid_t pid, tid;
+};
+
+static void *ids(void *arg) {
+    struct ids *r = arg;
+    r->pid = getpid();
+    r->tid = gettid_();
+    return NULL;
+}
+
+static int global;
+
+static void *set_global(void *arg) {
+    (void)arg;
+    global = 4242;
+    return (void *)7;
+}
+
+static __thread int tls = 1;
+
+static void *tls_thread(void *arg) {
+    int me = (int)(long)arg;
+    if (tls != 1)
+        return (void *)1;
+    tls = me * 100;
+    for (int i = 0; i < 5; i++) {
+        sched_yield();
+        if (tls != me * 100)
+            return (void *)2;
+    }
+    return (void *)(long)tls;
+}
+
+static void *exit_thread(void *arg) {
+    (void)arg;
+    exit(42);
+}
+
+static void *sleeper(void *arg) {
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static volatile int detached_ran;
+
+static void *detached(void *arg) {
+    (void)arg;
+    detached_ran = 1;
+    return NULL;
+}
+
+static int pipefd[2];
+
+static void *reader(void *arg) {
+    (void)arg;
+    char buf[32];
+    ssize_t n = read(pipefd[0], buf, sizeof buf - 1);
+    if (n <= 0)
+        return (void *)1;
+    buf[n] = 0;
+    return strcmp(buf, "through the pipe") == 0 ? NULL : (void *)2;
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pthread_t t[NTHREADS];
+
+    for (int i = 0; i < NTHREADS; i++)
+        if (pthread_create(&t[i], NULL, count, NULL))
+            fail("pthread_create");
+    for (int i = 0; i < NTHREADS; i++)
+        if (pthread_join(t[i], NULL))
+            fail("pthread_join");
+    if (counter != NTHREADS * ROUNDS)
+        fail("mutex counter");
+    printf("threads: mutex counter %ld ok\n", counter);
+
+    pthread_t p;
+    if (pthread_create(&p, NULL, pong, NULL))
+        fail("pthread_create pong");
+    for (int i = 0; i < PINGS; i++) {
+        pthread_mutex_lock(&pp_lock);
+        while (turn != 0)
+            pthread_cond_wait(&pp_cond, &pp_lock);
+        turn = 1;
+        pthread_cond_signal(&pp_cond);
+        pthread_mutex_unlock(&pp_lock);
+    }
+    pthread_join(p, NULL);
+    if (pongs != PINGS)
+        fail("condvar ping-pong");
+    printf("threads: condvar ping-pong %d rounds ok\n", pongs);
+
+    struct ids r[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, ids, &r[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    if (gettid_() != getpid())
+        fail("gettid in main");
+    if (r[0].pid != getpid() || r[1].pid != getpid())
+        fail("getpid in a thread");
+    if (r[0].tid == getpid() || r[1].tid == getpid() || r[0].tid == r[1].tid)
+        fail("gettid in a thread");
+    printf("threads: ids ok\n");
+
+    void *ret;
+    pthread_create(&p, NULL, set_global, NULL);
+    pthread_join(p, &ret);
+    if (global != 4242 || ret != (void *)7)
+        fail("global after join");
+    printf("threads: shared memory ok\n");
+
+    tls = 5;
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, tls_thread, (void *)(long)(i + 1));
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], &ret);
+        if (ret != (void *)(long)((i + 1) * 100))
+            fail("thread-local value");
+    }
+    if (tls != 5)
+        fail("thread-local value in main");
+    printf("threads: thread-local ok\n");
+
+    pid_t child = fork();
+    if (child < 0)
+        fail("fork");
+    if (child == 0) {
+        pthread_t s;
+        pthread_create(&s, NULL, sleeper, NULL);
+        pthread_create(&s, NULL, exit_thread, NULL);
+        for (;;)
+            pause();
+    }
+    int status;
+    if (waitpid(child, &status, 0) != child)
+        fail("waitpid");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 42)
+        fail("exit from a thread");
+    printf("threads: exit from a thread ends the process with status 42 ok\n");
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&p, &attr, detached, NULL))
+        fail("pthread_create detached");
+    pthread_t d;
+    pthread_create(&d, NULL, detached, NULL);
+    if (pthread_detach(d))
+        fail("pthread_detach");
+    for (int i = 0; i < 1000 && !detached_ran; i++)
+        sched_yield();
+    if (!detached_ran)
+        fail("detached thread");
+    printf("threads: detached ok\n");
+
+    if (pipe(pipefd))
+        fail("pipe");
+    pthread_create(&p, NULL, reader, NULL);
+    usleep(20000);
+    if (write(pipefd[1], "through the pipe", 16) != 16)
+        fail("write");
+    pthread_join(p, &ret);
+    if (ret != NULL)
+        fail("read in a thread");
+    printf("threads: read of a pipe in a thread ok\n");
+
+    printf("threads: ok\n");
+    return 0;
+}
