@@ -1,7 +1,11 @@
 // Threads with Linux semantics: a mutex-protected counter, a condition-variable ping-pong, thread
 // ids, a global written by a thread, thread-local storage, exit() from a thread ending the whole
-// process, detached threads, and a thread blocked in read() of a pipe while main writes.
+// process, detached threads, a thread blocked in read() of a pipe while main writes, signals to
+// the process and to one thread, a fault in a thread killing the process, the main thread ending
+// first, and execve from a thread (of $SPAWN_DIR/echo-args, default /echo-args; with
+// $SPAWN_WRAPPER in front if set).
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +127,93 @@ static void *reader(void *arg) {
     return strcmp(buf, "through the pipe") == 0 ? NULL : (void *)2;
 }
 
+static volatile pid_t handled_by;
+
+static void on_usr(int sig) {
+    (void)sig;
+    handled_by = gettid_();
+}
+
+static volatile int stop_spinning;
+static volatile pid_t spinner_tid;
+
+static void *spinner(void *arg) {
+    (void)arg;
+    spinner_tid = gettid_();
+    while (!stop_spinning)
+        sched_yield();
+    return NULL;
+}
+
+static void *faulter(void *arg) {
+    (void)arg;
+    volatile int *volatile bad = (int *)8;
+    *bad = 1;
+    return NULL;
+}
+
+static void *late_exit(void *arg) {
+    (void)arg;
+    usleep(20000);
+    // The main thread has ended: its memory is still this thread's.
+    global = 99;
+    exit(global == 99 ? 7 : 1);
+}
+
+static char *echo_args;
+
+static void *execer(void *arg) {
+    (void)arg;
+    char *envp[] = {"SPAWN_VAR=thread", NULL};
+    // $SPAWN_WRAPPER (qemu-aarch64) in front, where the host kernel cannot run arm64 programs.
+    char *wrapper = getenv("SPAWN_WRAPPER");
+    if (wrapper) {
+        char *argv[] = {wrapper, echo_args, "9", "from", "a thread", NULL};
+        execve(wrapper, argv, envp);
+    } else {
+        char *argv[] = {"echo-args", "9", "from", "a thread", NULL};
+        execve(echo_args, argv, envp);
+    }
+    _exit(101);
+}
+
+/// Forks a child running `body`, returns its wait status.
+static int in_child(void (*body)(void)) {
+    pid_t c = fork();
+    if (c < 0)
+        fail("fork");
+    if (c == 0) {
+        body();
+        _exit(100);
+    }
+    int status;
+    if (waitpid(c, &status, 0) != c)
+        fail("waitpid");
+    return status;
+}
+
+static void fault_body(void) {
+    pthread_t s, f;
+    pthread_create(&s, NULL, sleeper, NULL);
+    pthread_create(&f, NULL, faulter, NULL);
+    for (;;)
+        pause();
+}
+
+static void leader_exits_body(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, late_exit, NULL);
+    pthread_exit(NULL);
+}
+
+static void exec_body(void) {
+    pthread_t s, e;
+    pthread_create(&s, NULL, sleeper, NULL);
+    pthread_create(&e, NULL, execer, NULL);
+    for (;;)
+        pause();
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     pthread_t t[NTHREADS];
@@ -227,6 +318,56 @@ int main(void) {
     if (ret != NULL)
         fail("read in a thread");
     printf("threads: read of a pipe in a thread ok\n");
+
+    // A signal to the process goes to a thread that does not block it; pthread_kill to the
+    // thread named.
+    signal(SIGUSR1, on_usr);
+    signal(SIGUSR2, on_usr);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_create(&p, NULL, spinner, NULL);
+    while (!spinner_tid)
+        sched_yield();
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+    kill(getpid(), SIGUSR1);
+    for (int i = 0; i < 1000 && !handled_by; i++)
+        sched_yield();
+    if (handled_by != spinner_tid)
+        fail("kill to the process: handler not run by the thread that does not block it");
+    handled_by = 0;
+    pthread_kill(p, SIGUSR2);
+    for (int i = 0; i < 1000 && !handled_by; i++)
+        sched_yield();
+    if (handled_by != spinner_tid)
+        fail("pthread_kill: handler not run by the thread");
+    handled_by = 0;
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+    pthread_kill(pthread_self(), SIGUSR2);
+    if (handled_by != getpid())
+        fail("pthread_kill to self");
+    stop_spinning = 1;
+    pthread_join(p, NULL);
+    printf("threads: signals to the process and to a thread ok\n");
+
+    status = in_child(fault_body);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV)
+        fail("a fault in a thread kills the process");
+    printf("threads: a fault in a thread kills the process ok\n");
+
+    status = in_child(leader_exits_body);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 7)
+        fail("the main thread ending first");
+    printf("threads: the main thread ends first ok\n");
+
+    const char *dir = getenv("SPAWN_DIR");
+    static char path[256];
+    snprintf(path, sizeof path, "%s/echo-args", dir ? dir : "");
+    echo_args = path;
+    status = in_child(exec_body);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 9)
+        fail("execve from a thread");
+    printf("threads: execve from a thread ok\n");
 
     printf("threads: ok\n");
     return 0;

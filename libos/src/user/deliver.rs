@@ -132,7 +132,7 @@ impl System {
         let handled = s != sig::SIGKILL && !t.signals.blocked(s) && t.signals.handler(s) > sig::SIG_IGN;
         if !handled {
             t.fault_address = Some(info.addr.unwrap_or(0));
-            report_kill(pid, s, info.addr.unwrap_or(0));
+            report_kill(self.leader(pid), s, info.addr.unwrap_or(0));
             self.exit_task(pid, WaitStatus::signaled(s));
             return false;
         }
