@@ -274,3 +274,22 @@ const THREADS_OUTPUT: &str = "threads: mutex counter 80000 ok\n\
      echo-args: exit 9\n\
      threads: execve from a thread ok\n\
      threads: ok\n";
+
+crate::boot_test! {
+    /// Threads of Rust `std` (musl's pthreads, std's futex-based locks): spawn and join, a
+    /// `Mutex` through `Arc`, an `mpsc` channel, a `Condvar` hand-off, a `recv_timeout` that
+    /// expires (a futex wait with a deadline), scoped threads.
+    #[timeout_ms = 120_000]
+    fn rust_std_threads_behave_as_on_linux() {
+        expect_output(
+            "rust-threads",
+            &[],
+            "rust-threads: mutex counter 30000 ok\n\
+             rust-threads: channel 1000 messages ok\n\
+             rust-threads: condvar 200 rounds ok\n\
+             rust-threads: recv_timeout ok\n\
+             rust-threads: scoped threads ok\n\
+             rust-threads: ok\n",
+        );
+    }
+}

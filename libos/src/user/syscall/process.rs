@@ -303,6 +303,8 @@ const CLONE_SYSVSEM: u64 = 0x4_0000;
 const CLONE_SETTLS: u64 = 0x8_0000;
 const CLONE_PARENT_SETTID: u64 = 0x10_0000;
 const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+/// Ignored by Linux (musl's `pthread_create` passes it).
+const CLONE_DETACHED: u64 = 0x40_0000;
 const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// The exit signal's bits.
 const CSIGNAL: u64 = 0xff;
@@ -331,6 +333,7 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
         | CLONE_SETTLS
         | CLONE_PARENT_SETTID
         | CLONE_CHILD_CLEARTID
+        | CLONE_DETACHED
         | CLONE_CHILD_SETTID;
     if flags & !known != 0 {
         return Return(-EINVAL);
