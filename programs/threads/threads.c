@@ -4,8 +4,12 @@
 // the process and to one thread, a fault in a thread killing the process, the main thread ending
 // first, and execve from a thread (of $SPAWN_DIR/echo-args, default /echo-args; with
 // $SPAWN_WRAPPER in front if set).
+#define _GNU_SOURCE
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
+#include <time.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +179,24 @@ static void *execer(void *arg) {
         execve(echo_args, argv, envp);
     }
     _exit(101);
+}
+
+static long futex(int *uaddr, int op, int val, const struct timespec *t, int *uaddr2, int val3) {
+    return syscall(SYS_futex, uaddr, op, val, t, uaddr2, val3);
+}
+
+static int futex_word;
+static volatile int waiting;
+
+static void on_alarm(int sig) { (void)sig; }
+
+static void *futex_waker(void *arg) {
+    pid_t target = *(pid_t *)arg;
+    while (!waiting)
+        sched_yield();
+    usleep(5000);
+    syscall(SYS_tgkill, getpid(), target, SIGALRM);
+    return NULL;
 }
 
 /// Forks a child running `body`, returns its wait status.
@@ -359,6 +381,54 @@ int main(void) {
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 7)
         fail("the main thread ending first");
     printf("threads: the main thread ends first ok\n");
+
+    // futex answers.
+    struct timespec ms10 = {0, 10 * 1000 * 1000};
+    errno = 0;
+    if (futex(&futex_word, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0) != -1 || errno != EAGAIN)
+        fail("FUTEX_WAIT on another value: EAGAIN");
+    errno = 0;
+    if (futex(&futex_word, FUTEX_WAIT_PRIVATE, 0, &ms10, NULL, 0) != -1 || errno != ETIMEDOUT)
+        fail("FUTEX_WAIT timeout: ETIMEDOUT");
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    now.tv_nsec += 10 * 1000 * 1000;
+    if (now.tv_nsec >= 1000000000) {
+        now.tv_sec++;
+        now.tv_nsec -= 1000000000;
+    }
+    errno = 0;
+    if (futex(&futex_word, FUTEX_WAIT_BITSET_PRIVATE, 0, &now, NULL, FUTEX_BITSET_MATCH_ANY) != -1 ||
+        errno != ETIMEDOUT)
+        fail("FUTEX_WAIT_BITSET absolute timeout: ETIMEDOUT");
+    errno = 0;
+    if (futex(&futex_word, FUTEX_WAIT_BITSET_PRIVATE, 0, NULL, NULL, 0) != -1 || errno != EINVAL)
+        fail("FUTEX_WAIT_BITSET with bitset 0: EINVAL");
+    if (futex(&futex_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0) != 0)
+        fail("FUTEX_WAKE without waiters: 0");
+    errno = 0;
+    if (futex(&futex_word, 99, 0, NULL, NULL, 0) != -1 || errno != ENOSYS)
+        fail("an unknown futex op: ENOSYS");
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alarm; // no SA_RESTART
+    sigaction(SIGALRM, &sa, NULL);
+    pid_t me = gettid_();
+    pthread_create(&p, NULL, futex_waker, &me);
+    waiting = 1;
+    errno = 0;
+    if (futex(&futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0) != -1 || errno != EINTR)
+        fail("FUTEX_WAIT interrupted by a handler: EINTR");
+    pthread_join(p, NULL);
+    printf("threads: futex EAGAIN ETIMEDOUT EINVAL ENOSYS EINTR ok\n");
+
+    // clone's flag rules (Linux's): a thread shares the signal handlers, which share memory.
+    errno = 0;
+    if (syscall(SYS_clone, CLONE_VM | CLONE_THREAD, 0, 0, 0, 0) != -1 || errno != EINVAL)
+        fail("CLONE_THREAD without CLONE_SIGHAND: EINVAL");
+    errno = 0;
+    if (syscall(SYS_clone, CLONE_SIGHAND, 0, 0, 0, 0) != -1 || errno != EINVAL)
+        fail("CLONE_SIGHAND without CLONE_VM: EINVAL");
+    printf("threads: clone flag checks ok\n");
 
     const char *dir = getenv("SPAWN_DIR");
     static char path[256];

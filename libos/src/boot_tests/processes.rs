@@ -249,7 +249,8 @@ crate::boot_test! {
     /// ping-pong, thread ids, shared memory and thread-local storage, `exit` from a thread ending
     /// the process, detached threads, a thread blocked in a pipe read, signals to the process
     /// and to one thread, a fault in a thread killing the process, the main thread ending
-    /// first, and `execve` from a thread.
+    /// first, futex answers (EAGAIN, ETIMEDOUT, EINVAL, ENOSYS, EINTR), clone's flag rules, and
+    /// `execve` from a thread.
     #[timeout_ms = 120_000]
     fn threads_behave_as_on_linux() {
         expect_output("threads", &[], THREADS_OUTPUT);
@@ -269,6 +270,8 @@ const THREADS_OUTPUT: &str = "threads: mutex counter 80000 ok\n\
      tessera: process 25 killed by signal 11 (fault at 0x8)\n\
      threads: a fault in a thread kills the process ok\n\
      threads: the main thread ends first ok\n\
+     threads: futex EAGAIN ETIMEDOUT EINVAL ENOSYS EINTR ok\n\
+     threads: clone flag checks ok\n\
      echo-args: 2 words: [from] [a thread]\n\
      echo-args: SPAWN_VAR=thread\n\
      echo-args: exit 9\n\

@@ -80,7 +80,8 @@ impl Call<'_> {
     /// A call that would wait for `wait` (with `data` kept) while a signal is to be delivered
     /// (a handled signal woke the caller, or arrived before it waited): it answers `-EINTR`
     /// as the handler runs — a pipe write that wrote something answers its count — except that
-    /// with `SA_RESTART`, `wait4`, reads and writes are executed again after the handler
+    /// with `SA_RESTART`, `wait4`, reads, writes and futex waits without a timeout are executed
+    /// again after the handler
     /// (Linux's `ERESTARTSYS`). A `vfork` parent is never interrupted (Linux lets only fatal
     /// signals end that wait).
     fn interrupted(&mut self, wait: Wait, data: u64) -> Action {
@@ -96,6 +97,9 @@ impl Call<'_> {
             _ if !handled => Action::Again,
             Wait::PipeWrite(_) if data > 0 => Return(data as i64),
             Wait::Child | Wait::PipeRead(_) | Wait::PipeWrite(_) | Wait::Console if restart => Action::Again,
+            // A futex wait without a timeout is restarted too; one with a timeout is not (Linux's
+            // `ERESTART_RESTARTBLOCK` answers `EINTR` when a handler runs).
+            Wait::Futex { deadline: 0, .. } if restart => Action::Again,
             _ => Return(-super::errno::EINTR),
         }
     }
