@@ -1,6 +1,6 @@
 //! User programs at EL0 that speak Linux's arm64 system-call ABI: static ELFs from the image's
-//! archive run as processes with their own registers and address spaces, fork, exec, wait,
-//! talk through pipes, and share the CPU by round robin with a timer tick.
+//! archive run as processes with their own registers and address spaces, fork, exec, wait, run
+//! threads, talk through pipes, and share the CPU by round robin with a timer tick.
 //!
 //! * [`run`]: start a program as the first process (init) of a run and return when it ends;
 //! * `system`: the task table and the switch between processes; `task`: a process;

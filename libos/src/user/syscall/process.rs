@@ -678,18 +678,13 @@ pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
 /// one thread.
 pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
     let me = c.sys.leader(c.pid);
-    let live = |sys: &super::super::system::System, tid: Pid| sys.tasks.get(tid).is_some_and(|t| t.is_live());
-    // (thread, whether the target is a whole process)
     let (targets, signal): (Vec<Pid>, u64) = match c.nr {
         super::KILL => {
             let pid = a[0] as i32;
-            let processes = c.sys.tasks.values().filter(|t| t.is_leader() && !t.is_zombie());
+            let processes = c.sys.tasks.values().filter(|t| t.is_leader());
             let t = if pid > 0 {
                 let l = c.sys.leader(pid as Pid);
                 Vec::from([l])
-                    .into_iter()
-                    .filter(|&l| c.sys.tasks.contains(l))
-                    .collect()
             } else if pid == 0 || pid == -(INIT as i32) {
                 processes.map(|t| t.pid).collect()
             } else if pid == -1 {
@@ -715,16 +710,7 @@ pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
         }
     };
     let group = c.nr == super::KILL;
-    let targets: Vec<Pid> = targets
-        .into_iter()
-        .filter(|&p| {
-            if group {
-                c.sys.tasks.contains(p)
-            } else {
-                live(c.sys, p)
-            }
-        })
-        .collect();
+    let targets: Vec<Pid> = targets.into_iter().filter(|&p| c.sys.tasks.contains(p)).collect();
     if targets.is_empty() {
         return Return(-ESRCH);
     }
