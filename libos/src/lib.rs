@@ -20,6 +20,7 @@ pub mod bootargs;
 pub mod devicetree;
 pub mod exec;
 pub mod files;
+pub mod futex;
 pub mod sched;
 pub mod signals;
 

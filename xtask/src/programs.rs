@@ -262,7 +262,7 @@ mod tests {
             *find("pipes"),
             Program::c("pipes", vec![root.join("programs/pipes/pipes.c")])
         );
-        for rust in ["rust-hello", "kvsnap"] {
+        for rust in ["rust-hello", "rust-threads", "kvsnap"] {
             assert_eq!(find(rust).source, Source::Rust(root.join("programs").join(rust)));
         }
         // Every folder of `programs/` is a program (the README is not).

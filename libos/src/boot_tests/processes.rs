@@ -243,3 +243,56 @@ crate::boot_test! {
         );
     }
 }
+
+crate::boot_test! {
+    /// Threads (glibc's pthreads): a mutex-protected counter over 8 threads, a condition-variable
+    /// ping-pong, thread ids, shared memory and thread-local storage, `exit` from a thread ending
+    /// the process, detached threads, a thread blocked in a pipe read, signals to the process
+    /// and to one thread, a fault in a thread killing the process, the main thread ending
+    /// first, futex answers (EAGAIN, ETIMEDOUT, EINVAL, ENOSYS, EINTR), clone's flag rules, and
+    /// `execve` from a thread.
+    #[timeout_ms = 120_000]
+    fn threads_behave_as_on_linux() {
+        expect_output("threads", &[], THREADS_OUTPUT);
+    }
+}
+
+/// What `threads` prints (the kernel reports the child process killed by its thread's fault).
+const THREADS_OUTPUT: &str = "threads: mutex counter 80000 ok\n\
+     threads: condvar ping-pong 1000 rounds ok\n\
+     threads: ids ok\n\
+     threads: shared memory ok\n\
+     threads: thread-local ok\n\
+     threads: exit from a thread ends the process with status 42 ok\n\
+     threads: detached ok\n\
+     threads: read of a pipe in a thread ok\n\
+     threads: signals to the process and to a thread ok\n\
+     tessera: process 25 killed by signal 11 (fault at 0x8)\n\
+     threads: a fault in a thread kills the process ok\n\
+     threads: the main thread ends first ok\n\
+     threads: futex EAGAIN ETIMEDOUT EINVAL ENOSYS EINTR ok\n\
+     threads: clone flag checks ok\n\
+     echo-args: 2 words: [from] [a thread]\n\
+     echo-args: SPAWN_VAR=thread\n\
+     echo-args: exit 9\n\
+     threads: execve from a thread ok\n\
+     threads: ok\n";
+
+crate::boot_test! {
+    /// Threads of Rust `std` (musl's pthreads, std's futex-based locks): spawn and join, a
+    /// `Mutex` through `Arc`, an `mpsc` channel, a `Condvar` hand-off, a `recv_timeout` that
+    /// expires (a futex wait with a deadline), scoped threads.
+    #[timeout_ms = 120_000]
+    fn rust_std_threads_behave_as_on_linux() {
+        expect_output(
+            "rust-threads",
+            &[],
+            "rust-threads: mutex counter 30000 ok\n\
+             rust-threads: channel 1000 messages ok\n\
+             rust-threads: condvar 200 rounds ok\n\
+             rust-threads: recv_timeout ok\n\
+             rust-threads: scoped threads ok\n\
+             rust-threads: ok\n",
+        );
+    }
+}

@@ -31,16 +31,19 @@ use arch::fpu::FpState;
 pub const MINSIGSTKSZ: u64 = 5120;
 
 impl System {
-    /// Sends `info.signo` to `pid` (see the module docs).
+    /// Sends `info.signo` to the thread `pid` (see the module docs). A fatal default action
+    /// ends its whole process.
     pub fn post_signal(&mut self, pid: Pid, info: SigInfo) {
         let s = info.signo;
-        let running = self.cpu().current() == Some(pid);
+        let current = self.cpu().current();
+        let running = current == Some(pid);
         let Some(t) = self.tasks.get_mut(pid) else {
             return;
         };
-        if t.is_zombie() {
+        if !t.is_live() {
             return;
         }
+        let tgid = t.tgid;
         let blocked = t.signals.blocked(s) && s != sig::SIGKILL;
         if !blocked {
             if t.signals.ignores(s) {
@@ -48,7 +51,18 @@ impl System {
             }
             let fatal = s == sig::SIGKILL || t.signals.handler(s) == sig::SIG_DFL;
             if fatal && !running {
-                self.exit_task(pid, WaitStatus::signaled(s));
+                // Another thread of the process runs now (the sender): it takes the signal
+                // on its way out, which ends the process.
+                let sibling = current.filter(|&c| self.tasks.get(c).is_some_and(|c| c.tgid == tgid));
+                match sibling {
+                    Some(c) => {
+                        let c = self.task(c);
+                        let s = if c.signals.blocked(s) { sig::SIGKILL } else { s };
+                        c.signals.pending |= bit(s);
+                        c.signals.info[usize::from(s - 1)] = SigInfo { signo: s, ..info };
+                    }
+                    None => self.exit_task(pid, WaitStatus::signaled(s)),
+                }
                 return;
             }
         }
@@ -118,7 +132,7 @@ impl System {
         let handled = s != sig::SIGKILL && !t.signals.blocked(s) && t.signals.handler(s) > sig::SIG_IGN;
         if !handled {
             t.fault_address = Some(info.addr.unwrap_or(0));
-            report_kill(pid, s, info.addr.unwrap_or(0));
+            report_kill(self.leader(pid), s, info.addr.unwrap_or(0));
             self.exit_task(pid, WaitStatus::signaled(s));
             return false;
         }
@@ -128,8 +142,8 @@ impl System {
     /// Ends `pid` by `signal` (its default action). Init's death is reported, as a shell
     /// would; another's is its parent's to see.
     pub fn die_of(&mut self, pid: Pid, signal: u8, address: u64) {
-        if pid == super::task::INIT {
-            report_kill(pid, signal, address);
+        if self.leader(pid) == super::task::INIT {
+            report_kill(super::task::INIT, signal, address);
         }
         self.exit_task(pid, WaitStatus::signaled(signal));
     }
@@ -189,7 +203,7 @@ impl System {
         let t = self.task(pid);
         t.signals.mask = signals::handler_mask(t.signals.mask, s, flags, sa_mask);
         if flags & SA_RESETHAND != 0 {
-            t.signals.actions[usize::from(s - 1)] = [sig::SIG_DFL, 0, 0, 0];
+            self.set_action(pid, s, [sig::SIG_DFL, 0, 0, 0]);
         }
         true
     }

@@ -23,3 +23,4 @@ pub const EPIPE: i64 = 32;
 pub const ERANGE: i64 = 34;
 pub const ENAMETOOLONG: i64 = 36;
 pub const ENOSYS: i64 = 38;
+pub const ETIMEDOUT: i64 = 110;

@@ -1,6 +1,6 @@
 //! User programs at EL0 that speak Linux's arm64 system-call ABI: static ELFs from the image's
-//! archive run as processes with their own registers and address spaces, fork, exec, wait,
-//! talk through pipes, and share the CPU by round robin with a timer tick.
+//! archive run as processes with their own registers and address spaces, fork, exec, wait, run
+//! threads, talk through pipes, and share the CPU by round robin with a timer tick.
 //!
 //! * [`run`]: start a program as the first process (init) of a run and return when it ends;
 //! * `system`: the task table and the switch between processes; `task`: a process;
@@ -221,6 +221,7 @@ fn new_task(process: Process, start: &Start, name: String) -> Box<Task> {
     start.enter(&mut ctx);
     Box::new(Task {
         pid: 0,
+        tgid: 0,
         ppid: 0,
         ctx,
         fp: arch::fpu::FpState::new(),
@@ -310,7 +311,7 @@ fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
     match syscall::dispatch(&mut call, &args) {
         Action::Return(r) if !call.sys.strace => {
             call.frame.x[0] = r as u64;
-            if call.sys.task(pid).signals.deliverable() {
+            if call.sys.tasks.get(pid).is_none_or(|t| t.signals.deliverable()) {
                 return deliver_and_resume(call.sys, pid, call.frame);
             }
             Disposition::Resume
@@ -323,6 +324,10 @@ fn system_call(sys: &mut System, frame: &mut TrapFrame) -> Disposition {
 /// or its death and a switch.
 #[inline(never)]
 fn deliver_and_resume(sys: &mut System, pid: Pid, frame: &mut TrapFrame) -> Disposition {
+    // A thread whose call ended it (an `execve` by another thread of the group) has gone.
+    if sys.tasks.get(pid).is_none_or(|t| !t.is_live()) {
+        return sys.switch(frame, pid);
+    }
     if sys.deliver(pid, frame) {
         Disposition::Resume
     } else {
@@ -442,10 +447,14 @@ fn finish(sys: &mut System, pid: Pid, frame: &mut TrapFrame, action: Action) -> 
         Action::Exit(status) => {
             // Init's death by a signal is reported (as a shell would); another process's is its
             // parent's to see through `wait4`.
-            if let Some(signal) = status.signal().filter(|_| pid == task::INIT) {
-                report_kill(pid, signal, 0);
+            if let Some(signal) = status.signal().filter(|_| sys.leader(pid) == task::INIT) {
+                report_kill(task::INIT, signal, 0);
             }
             sys.exit_task(pid, status);
+            sys.switch(frame, pid)
+        }
+        Action::ExitThread(status) => {
+            sys.exit_thread(pid, status);
             sys.switch(frame, pid)
         }
         Action::PowerOff => {
@@ -487,6 +496,8 @@ fn trace(sys: &System, pid: Pid, nr: u64, a: &[u64; 6], action: &Action) {
             a[1],
             a[2]
         ),
-        Action::Exit(_) | Action::PowerOff => crate::println!("[strace] {who}{name}({:#x}) = ?", a[0]),
+        Action::Exit(_) | Action::ExitThread(_) | Action::PowerOff => {
+            crate::println!("[strace] {who}{name}({:#x}) = ?", a[0])
+        }
     }
 }

@@ -36,6 +36,8 @@ pub struct System {
     pub end: Option<Exit>,
     /// Calls answered `ENOSYS`.
     pub unknown_calls: u64,
+    /// The arrival number of the next futex waiter.
+    pub futex_seq: u64,
 }
 
 /// The run in progress (one at a time).
@@ -53,6 +55,7 @@ impl System {
     /// A system whose first process is `init`.
     pub fn new(mut init: Box<Task>, strace: bool, max_tasks: usize, quantum_ns: u64) -> System {
         init.pid = INIT;
+        init.tgid = INIT;
         init.ppid = 0;
         let mut tasks = PidTable::new(max_tasks, INIT);
         let pid = tasks.alloc_pid().expect("an empty table has room");
@@ -70,6 +73,7 @@ impl System {
             quantum_ns,
             end: None,
             unknown_calls: 0,
+            futex_seq: 0,
         }
     }
 
@@ -130,12 +134,112 @@ impl System {
         self.wake_where(|w| matches!(w, Wait::PipeRead(_) | Wait::PipeWrite(_) | Wait::Poll(_)));
     }
 
-    /// The process whose memory `pid` runs in (itself, or its `vfork` parent).
+    /// The process whose memory `pid` runs in (itself, its `vfork` parent, or its group
+    /// leader).
     pub fn memory_owner(&self, pid: Pid) -> Pid {
         match self.tasks.get(pid).expect("live pid").memory {
             Memory::Own(_) => pid,
-            Memory::Parent(p) => self.memory_owner(p),
+            Memory::Parent(p) | Memory::Group(p) => self.memory_owner(p),
         }
+    }
+
+    /// The leader of `pid`'s thread group (the process `pid` belongs to).
+    pub fn leader(&self, pid: Pid) -> Pid {
+        self.tasks.get(pid).map_or(pid, |t| t.tgid)
+    }
+
+    /// The descriptor table of `pid`'s process (its group leader's, shared by its threads).
+    pub fn fds(&mut self, pid: Pid) -> &mut crate::files::FdTable<super::task::File> {
+        let l = self.leader(pid);
+        &mut self.task(l).fds
+    }
+
+    /// The threads of group `tgid` other than its leader.
+    pub fn followers(&self, tgid: Pid) -> Vec<Pid> {
+        self.tasks
+            .values()
+            .filter(|t| t.tgid == tgid && !t.is_leader())
+            .map(|t| t.pid)
+            .collect()
+    }
+
+    /// The thread of group `tgid` a signal sent to the process goes to: the leader if it runs
+    /// and does not block it, else another thread that does not, else any live one (where it
+    /// stays pending). `None` once every thread has ended.
+    pub fn signal_target(&self, tgid: Pid, signal: u8) -> Option<Pid> {
+        let live = || self.tasks.values().filter(|t| t.tgid == tgid && t.is_live());
+        let leader = self.tasks.get(tgid).filter(|t| t.is_live());
+        leader
+            .filter(|t| !t.signals.blocked(signal))
+            .or_else(|| live().find(|t| !t.signals.blocked(signal)))
+            .or(leader)
+            .or_else(|| live().next())
+            .map(|t| t.pid)
+    }
+
+    /// Sets `signal`'s action for every thread of `pid`'s group (dispositions are per process).
+    pub fn set_action(&mut self, pid: Pid, signal: u8, action: [u64; 4]) {
+        let tgid = self.leader(pid);
+        for t in self.tasks.values_mut().filter(|t| t.tgid == tgid) {
+            t.signals.actions[usize::from(signal - 1)] = action;
+            // A signal now ignored is no longer pending (as on Linux), blocked or not.
+            if t.signals.ignores(signal) {
+                t.signals.pending &= !crate::signals::bit(signal);
+            }
+        }
+    }
+
+    /// Wakes up to `n` threads waiting on the futex `(owner, addr)` whose bitset meets
+    /// `bitset`, in arrival order; their calls answer 0. Returns how many.
+    pub fn futex_wake(&mut self, owner: Pid, addr: u64, bitset: u32, n: usize) -> usize {
+        let picked = self.futex_pick(owner, addr, bitset, n);
+        for &tid in &picked {
+            let t = self.task(tid);
+            if let Some(r) = t.restart.as_mut() {
+                r.data |= crate::futex::WOKEN;
+            }
+            self.wake(tid);
+        }
+        picked.len()
+    }
+
+    /// Moves up to `n` waiters of the futex `(owner, from)` to wait on `to` instead, in
+    /// arrival order. Returns how many.
+    pub fn futex_requeue(&mut self, owner: Pid, from: u64, to: u64, n: usize) -> usize {
+        let picked = self.futex_pick(owner, from, crate::futex::MATCH_ANY, n);
+        for &tid in &picked {
+            self.futex_seq += 1;
+            let seq = self.futex_seq;
+            if let State::Blocked(Wait::Futex { addr, seq: s, .. }) = &mut self.task(tid).state {
+                *addr = to;
+                *s = seq;
+            }
+        }
+        picked.len()
+    }
+
+    fn futex_pick(&self, owner: Pid, addr: u64, bitset: u32, n: usize) -> Vec<Pid> {
+        use crate::futex::{pick, Waiter};
+        let waiters: Vec<Waiter> = self
+            .tasks
+            .values()
+            .filter_map(|t| match t.state {
+                State::Blocked(Wait::Futex {
+                    owner,
+                    addr,
+                    bitset,
+                    seq,
+                    ..
+                }) => Some(Waiter {
+                    tid: t.pid,
+                    key: (owner, addr),
+                    bitset,
+                    seq,
+                }),
+                _ => None,
+            })
+            .collect();
+        pick(&waiters, (owner, addr), bitset, n)
     }
 
     /// The address space `pid` runs in.
@@ -143,7 +247,7 @@ impl System {
         let owner = self.memory_owner(pid);
         match &mut self.task(owner).memory {
             Memory::Own(p) => p,
-            Memory::Parent(_) => unreachable!("the owner owns"),
+            Memory::Parent(_) | Memory::Group(_) => unreachable!("the owner owns"),
         }
     }
 
@@ -152,10 +256,67 @@ impl System {
         self.process(pid).activate();
     }
 
-    /// Ends `pid` with `status`: its descriptors close, its memory returns (or passes to a
-    /// `vfork` child still using it), its children pass to init, and it stays a zombie for its
-    /// parent. The end of init ends the run.
+    /// Ends the process `pid` belongs to (every thread of its group) with `status`: see
+    /// [`System::exit_leader`].
     pub fn exit_task(&mut self, pid: Pid, status: WaitStatus) {
+        let Some(tgid) = self.tasks.get(pid).map(|t| t.tgid) else {
+            return;
+        };
+        for tid in self.followers(tgid) {
+            self.end_thread(tid);
+        }
+        self.exit_leader(tgid, status);
+    }
+
+    /// `pid` ends alone (`exit`): `clear_child_tid`, if set, gets 0 and a futex wake-up (how
+    /// `pthread_join` learns of it). The last thread of a group ends the process with its
+    /// status (the leader's, if the leader ended first, as Linux reports it); a leader that
+    /// ends before other threads keeps the group's memory and descriptors until then.
+    pub fn exit_thread(&mut self, pid: Pid, status: WaitStatus) {
+        let t = self.task(pid);
+        let (tgid, ctid) = (t.tgid, t.clear_child_tid);
+        let others = self
+            .tasks
+            .values()
+            .any(|t| t.tgid == tgid && t.pid != pid && t.is_live());
+        if !others {
+            let status = match self.tasks.get(tgid).map(|t| t.state) {
+                Some(State::Exited(s)) => s,
+                _ => status,
+            };
+            self.exit_task(pid, status);
+            return;
+        }
+        // The caller's memory is the active one.
+        if ctid != 0 && super::uaccess::write(ctid, &0u32.to_le_bytes()).is_ok() {
+            let owner = self.memory_owner(pid);
+            self.futex_wake(owner, ctid, crate::futex::MATCH_ANY, 1);
+        }
+        if pid == tgid {
+            self.task(pid).state = State::Exited(status);
+            self.cpu().remove(pid);
+        } else {
+            self.end_thread(pid);
+        }
+    }
+
+    /// Removes the thread `tid` (not a group leader) from the run queue and the table. A
+    /// `vfork` child it started now counts on the leader's memory.
+    pub fn end_thread(&mut self, tid: Pid) {
+        let tgid = self.leader(tid);
+        self.cpu().remove(tid);
+        self.tasks.remove(tid);
+        for t in self.tasks.values_mut() {
+            if matches!(t.memory, Memory::Parent(p) if p == tid) {
+                t.memory = Memory::Parent(tgid);
+            }
+        }
+    }
+
+    /// Ends the group leader `pid` (its other threads are gone) with `status`: its descriptors
+    /// close, its memory returns (or passes to a `vfork` child still using it), its children
+    /// pass to init, and it stays a zombie for its parent. The end of init ends the run.
+    fn exit_leader(&mut self, pid: Pid, status: WaitStatus) {
         let Some(task) = self.tasks.get_mut(pid) else {
             return;
         };
@@ -187,6 +348,7 @@ impl System {
             }
             // The vfork parent may go on.
             Memory::Parent(parent) => self.wake(parent),
+            Memory::Group(_) => unreachable!("a group leader has its own memory"),
         }
         if pid == INIT {
             self.end_run(status);
@@ -214,8 +376,11 @@ impl System {
             Some(s) => (CLD_KILLED, i32::from(s)),
             None => (CLD_EXITED, i32::from(status.code().unwrap_or(0))),
         };
+        let Some(target) = self.signal_target(ppid, sig::SIGCHLD) else {
+            return;
+        };
         self.post_signal(
-            ppid,
+            target,
             SigInfo {
                 signo: sig::SIGCHLD,
                 code,
@@ -226,12 +391,19 @@ impl System {
         );
     }
 
-    fn wake_if_waiting_child(&mut self, pid: Pid) {
-        if self
+    /// Wakes the threads of process `tgid` waiting in `wait4`.
+    fn wake_if_waiting_child(&mut self, tgid: Pid) {
+        self.wake_where_in(tgid, |w| w == Wait::Child);
+    }
+
+    fn wake_where_in(&mut self, tgid: Pid, f: impl Fn(Wait) -> bool) {
+        let pids: Vec<Pid> = self
             .tasks
-            .get(pid)
-            .is_some_and(|t| t.state == State::Blocked(Wait::Child))
-        {
+            .values()
+            .filter(|t| t.tgid == tgid && matches!(t.state, State::Blocked(w) if f(w)))
+            .map(|t| t.pid)
+            .collect();
+        for pid in pids {
             self.wake(pid);
         }
     }
@@ -318,10 +490,7 @@ impl System {
     }
 
     fn wake_due(&mut self, now: u64) {
-        self.wake_where(|w| match w {
-            Wait::Sleep(t) | Wait::Poll(Some(t)) => t <= now,
-            _ => false,
-        });
+        self.wake_where(|w| w.deadline().is_some_and(|t| t <= now));
         if self
             .tasks
             .values()
@@ -340,7 +509,7 @@ impl System {
             .tasks
             .values()
             .filter_map(|t| match t.state {
-                State::Blocked(Wait::Sleep(d) | Wait::Poll(Some(d))) => Some(d),
+                State::Blocked(w) => w.deadline(),
                 _ => None,
             })
             .min();

@@ -10,7 +10,7 @@ use arch::fpu::FpState;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
-/// A process id (also its thread id: processes are single-threaded).
+/// A thread id; a process's id is the thread id of its group leader (its first thread).
 pub type Pid = u32;
 
 /// The pid of the first process of a run, the parent of orphans.
@@ -22,6 +22,8 @@ pub enum Memory {
     Own(alloc::boxed::Box<Process>),
     /// Its `vfork` parent's (until it calls `execve` or exits; the parent waits meanwhile).
     Parent(Pid),
+    /// A thread's: its group leader's, which also holds the group's descriptors and heap.
+    Group(Pid),
 }
 
 /// What a blocked process waits for. It re-executes its system call when woken (see
@@ -44,6 +46,27 @@ pub enum Wait {
     Vfork(Pid),
     /// A signal with a handler (`rt_sigsuspend`): only a signal ends the wait.
     Signal,
+    /// A `FUTEX_WAKE` on `addr` in the address space of the thread `owner` (see
+    /// [`System::memory_owner`](super::system::System::memory_owner)) matching `bitset`, or the
+    /// clock reaching `deadline` (ns since boot, 0 for none). `seq` orders the waiters.
+    Futex {
+        owner: Pid,
+        addr: u64,
+        bitset: u32,
+        deadline: u64,
+        seq: u64,
+    },
+}
+
+impl Wait {
+    /// The time this wait ends by itself, if it does.
+    pub fn deadline(self) -> Option<u64> {
+        match self {
+            Wait::Sleep(t) | Wait::Poll(Some(t)) => Some(t),
+            Wait::Futex { deadline, .. } if deadline != 0 => Some(deadline),
+            _ => None,
+        }
+    }
 }
 
 /// Where a process is in its life.
@@ -55,6 +78,9 @@ pub enum State {
     Blocked(Wait),
     /// Dead, holding only its wait status until its parent reaps it.
     Zombie(WaitStatus),
+    /// A group leader that ended with `exit` while other threads of its group run: it keeps the
+    /// group's memory, descriptors and heap, and its status, until the last thread ends.
+    Exited(WaitStatus),
 }
 
 /// A wait status as `wait4` reports it (`WIFEXITED`/`WEXITSTATUS`, `WIFSIGNALED`/`WTERMSIG`).
@@ -263,9 +289,13 @@ pub struct Restart {
     pub sp: u64,
 }
 
-/// A user process.
+/// A user thread (a process is a group of them; most have one).
 pub struct Task {
+    /// Its thread id.
     pub pid: Pid,
+    /// Its thread group's id: the pid of the group leader (its own, for the leader).
+    pub tgid: Pid,
+    /// The parent process (meaningful in the group leader).
     pub ppid: Pid,
     /// Its general registers while it does not run.
     pub ctx: TrapFrame,
@@ -293,5 +323,15 @@ impl Task {
     /// Whether the process has ended.
     pub fn is_zombie(&self) -> bool {
         matches!(self.state, State::Zombie(_))
+    }
+
+    /// Whether it is the leader of its thread group (the process as its parent sees it).
+    pub fn is_leader(&self) -> bool {
+        self.pid == self.tgid
+    }
+
+    /// Whether the thread still runs or may run (neither ended nor a zombie).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Runnable | State::Blocked(_))
     }
 }

@@ -29,7 +29,7 @@ fn fd_errno(e: FdError) -> i64 {
 }
 
 fn file(c: &mut Call, fd: u64) -> Result<Arc<File>, i64> {
-    c.task().fds.get(fd as i64).cloned().map_err(fd_errno)
+    c.fds().get(fd as i64).cloned().map_err(fd_errno)
 }
 
 /// Drops files taken out of a descriptor table and wakes whoever waited on a pipe end that
@@ -57,14 +57,14 @@ pub fn dup(c: &mut Call, a: &[u64; 6]) -> Action {
         Ok(f) => f,
         Err(e) => return Return(e),
     };
-    Return(c.task().fds.install(f, false, 0).unwrap_or_else(fd_errno))
+    Return(c.fds().install(f, false, 0).unwrap_or_else(fd_errno))
 }
 
 pub fn dup3(c: &mut Call, a: &[u64; 6]) -> Action {
     if a[2] & !O_CLOEXEC != 0 {
         return Return(-EINVAL);
     }
-    match c.task().fds.dup3(a[0] as i64, a[1] as i64, a[2] != 0) {
+    match c.fds().dup3(a[0] as i64, a[1] as i64, a[2] != 0) {
         Ok(old) => {
             release(c, old);
             Return(a[1] as i64)
@@ -86,7 +86,7 @@ pub fn fcntl(c: &mut Call, a: &[u64; 6]) -> Action {
         Ok(f) => f,
         Err(e) => return Return(e),
     };
-    let fds = &mut c.task().fds;
+    let fds = &mut c.fds();
     Return(match a[1] {
         F_GETFD => fds.cloexec(fd).map_or_else(fd_errno, i64::from),
         F_SETFD => fds
@@ -131,7 +131,7 @@ pub fn no_such_path(_c: &mut Call, a: &[u64; 6]) -> Action {
 }
 
 pub fn close(c: &mut Call, a: &[u64; 6]) -> Action {
-    match c.task().fds.close(a[0] as i64) {
+    match c.fds().close(a[0] as i64) {
         Ok(f) => {
             release(c, Some(f));
             Return(0)
@@ -155,7 +155,7 @@ pub fn pipe2(c: &mut Call, a: &[u64; 6]) -> Action {
         nonblock,
     );
     let w = File::new(FileKind::Pipe(PipeEnd { pipe, write: true }), nonblock);
-    let fds = &mut c.task().fds;
+    let fds = &mut c.fds();
     let rfd = match fds.install(r, cloexec, 0) {
         Ok(fd) => fd,
         Err(e) => return Return(fd_errno(e)),
@@ -174,7 +174,7 @@ pub fn pipe2(c: &mut Call, a: &[u64; 6]) -> Action {
     match uaccess::write(a[0], &out) {
         Ok(()) => Return(0),
         Err(e) => {
-            let fds = &mut c.task().fds;
+            let fds = &mut c.fds();
             let closed = [fds.close(rfd).ok(), fds.close(wfd).ok()];
             release(c, closed.into_iter().flatten());
             Return(e)
@@ -458,7 +458,7 @@ pub fn ppoll(c: &mut Call, a: &[u64; 6]) -> Action {
         let revents = if fd < 0 {
             0
         } else {
-            match c.task().fds.get(i64::from(fd)) {
+            match c.fds().get(i64::from(fd)) {
                 Err(_) => POLLNVAL,
                 Ok(f) => match &f.kind {
                     FileKind::Console => {

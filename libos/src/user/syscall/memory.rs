@@ -55,7 +55,7 @@ fn with_space(f: impl FnOnce(&mut crate::mm::space::Space) -> Result<(), SpaceEr
 
 pub fn brk(c: &mut Call, a: &[u64; 6]) -> Action {
     let addr = a[0];
-    let t = c.task();
+    let t = c.leader_task();
     let current = t.brk;
     if addr < t.brk_start || addr > t.brk_limit {
         return Return(current as i64);
@@ -79,7 +79,7 @@ pub fn brk(c: &mut Call, a: &[u64; 6]) -> Action {
     } else {
         Some(Ok(()))
     };
-    let t = c.task();
+    let t = c.leader_task();
     if let Some(Ok(())) = r {
         t.brk = addr;
     }
@@ -118,7 +118,7 @@ pub fn mmap(c: &mut Call, a: &[u64; 6]) -> Action {
     }
     if flags & MAP_ANONYMOUS == 0 {
         // No file can be mapped: the console and pipes cannot, other numbers are not open.
-        return Return(match c.task().fds.get(fd) {
+        return Return(match c.fds().get(fd) {
             Ok(_) => -ENODEV,
             Err(_) => -EBADF,
         });

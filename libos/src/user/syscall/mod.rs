@@ -35,6 +35,17 @@ impl Call<'_> {
         self.sys.task(self.pid)
     }
 
+    /// The leader of the caller's thread group (which holds the process's heap).
+    pub fn leader_task(&mut self) -> &mut Task {
+        let l = self.sys.leader(self.pid);
+        self.sys.task(l)
+    }
+
+    /// The caller's process's descriptor table.
+    pub fn fds(&mut self) -> &mut crate::files::FdTable<super::task::File> {
+        self.sys.fds(self.pid)
+    }
+
     /// The caller waits for `wait`, then executes the call again, which finds `data` through
     /// [`Call::resumed`]. With a signal to deliver, the caller does not wait: see
     /// [`Call::interrupted`].
@@ -69,7 +80,8 @@ impl Call<'_> {
     /// A call that would wait for `wait` (with `data` kept) while a signal is to be delivered
     /// (a handled signal woke the caller, or arrived before it waited): it answers `-EINTR`
     /// as the handler runs — a pipe write that wrote something answers its count — except that
-    /// with `SA_RESTART`, `wait4`, reads and writes are executed again after the handler
+    /// with `SA_RESTART`, `wait4`, reads, writes and futex waits without a timeout are executed
+    /// again after the handler
     /// (Linux's `ERESTARTSYS`). A `vfork` parent is never interrupted (Linux lets only fatal
     /// signals end that wait).
     fn interrupted(&mut self, wait: Wait, data: u64) -> Action {
@@ -85,6 +97,9 @@ impl Call<'_> {
             _ if !handled => Action::Again,
             Wait::PipeWrite(_) if data > 0 => Return(data as i64),
             Wait::Child | Wait::PipeRead(_) | Wait::PipeWrite(_) | Wait::Console if restart => Action::Again,
+            // A futex wait without a timeout is restarted too; one with a timeout is not (Linux's
+            // `ERESTART_RESTARTBLOCK` answers `EINTR` when a handler runs).
+            Wait::Futex { deadline: 0, .. } if restart => Action::Again,
             _ => Return(-super::errno::EINTR),
         }
     }
@@ -97,8 +112,10 @@ pub enum Action {
     /// Wait (what for is in the caller's state, see [`Call::block`]), then execute the call
     /// again.
     Block,
-    /// The caller ends with this status.
+    /// The caller's process ends with this status (every thread of it).
     Exit(WaitStatus),
+    /// The calling thread ends with this status (`exit`; see `System::exit_thread`).
+    ExitThread(WaitStatus),
     /// Return this value and let the others run first (`sched_yield`).
     Yield(i64),
     /// The caller's registers were replaced (`execve`): resume with the frame as it is.
@@ -157,6 +174,7 @@ calls! {
     fstat FSTAT = 80 => files::fstat,
     exit EXIT = 93 => process::exit,
     exit_group EXIT_GROUP = 94 => process::exit,
+    futex FUTEX = 98 => process::futex,
     set_tid_address SET_TID_ADDRESS = 96 => process::set_tid_address,
     set_robust_list SET_ROBUST_LIST = 99 => process::set_robust_list,
     nanosleep NANOSLEEP = 101 => info::nanosleep,
@@ -188,7 +206,7 @@ calls! {
     geteuid GETEUID = 175 => process::zero,
     getgid GETGID = 176 => process::zero,
     getegid GETEGID = 177 => process::zero,
-    gettid GETTID = 178 => process::getpid,
+    gettid GETTID = 178 => process::gettid,
     brk BRK = 214 => memory::brk,
     munmap MUNMAP = 215 => memory::munmap,
     clone CLONE = 220 => process::clone,

@@ -1,5 +1,6 @@
-//! Processes: `clone` (fork and vfork), `execve`, `exit`, `wait4`, `kill`, ids and limits, and
-//! Tessera's own `prctl`s (fork mode, folio size, memory counters).
+//! Processes and threads: `clone` (fork, vfork, threads), `futex`, `execve`, `exit`,
+//! `exit_group`, `wait4`, `kill`, ids and limits, and Tessera's own `prctl`s (fork mode, folio
+//! size, memory counters).
 
 use super::super::errno::*;
 use super::super::task::{sig, Memory, Pid, State, Task, Wait, WaitStatus, INIT};
@@ -12,8 +13,106 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-pub fn exit(_c: &mut Call, a: &[u64; 6]) -> Action {
-    Action::Exit(WaitStatus::exited((a[0] & 0xff) as u8))
+/// `exit` ends the calling thread, `exit_group` every thread of the process.
+pub fn exit(c: &mut Call, a: &[u64; 6]) -> Action {
+    let status = WaitStatus::exited((a[0] & 0xff) as u8);
+    if c.nr == super::EXIT {
+        Action::ExitThread(status)
+    } else {
+        Action::Exit(status)
+    }
+}
+
+/// `futex(uaddr, op, val, timeout | val2, uaddr2, val3)`: `FUTEX_WAIT` (relative timeout),
+/// `FUTEX_WAIT_BITSET` (absolute, on the monotonic or with `FUTEX_CLOCK_REALTIME` the realtime
+/// clock, which here both count from boot), `FUTEX_WAKE`, `FUTEX_WAKE_BITSET`, `FUTEX_REQUEUE`
+/// and `FUTEX_CMP_REQUEUE`; a futex is keyed by its address in the caller's address space,
+/// private or not. Anything else answers `ENOSYS`.
+pub fn futex(c: &mut Call, a: &[u64; 6]) -> Action {
+    use crate::futex::{decode, Cmd, MATCH_ANY, WOKEN};
+    let (uaddr, val, timeout, uaddr2, val3) = (a[0], a[2] as u32, a[3], a[4], a[5] as u32);
+    let Some(op) = decode(a[1] as u32) else {
+        return Return(-ENOSYS);
+    };
+    if !uaddr.is_multiple_of(4) {
+        return Return(-EINVAL);
+    }
+    let owner = c.sys.memory_owner(c.pid);
+    let read = |va: u64| uaccess::read(va, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    match op.cmd {
+        Cmd::Wait | Cmd::WaitBitset => {
+            let bitset = if op.cmd == Cmd::WaitBitset {
+                val3
+            } else {
+                MATCH_ANY
+            };
+            if bitset == 0 {
+                return Return(-EINVAL);
+            }
+            let now = arch::timer::now_ns();
+            let deadline = match c.resumed() {
+                Some(d) if d & WOKEN != 0 => return Return(0),
+                Some(d) => {
+                    if d != 0 && d <= now {
+                        return Return(-ETIMEDOUT);
+                    }
+                    d
+                }
+                None if timeout == 0 => 0,
+                None => match uaccess::read_timespec_ns(timeout) {
+                    // 0 means no deadline: an absolute time of 0 has passed anyway.
+                    Ok(ns) if op.cmd == Cmd::Wait => now.saturating_add(ns).max(1),
+                    Ok(ns) => ns.max(1),
+                    Err(e) => return Return(e),
+                },
+            };
+            match read(uaddr) {
+                Ok(v) if v != val => return Return(-EAGAIN),
+                Ok(_) => {}
+                Err(e) => return Return(e),
+            }
+            if deadline != 0 && deadline <= now {
+                return Return(-ETIMEDOUT);
+            }
+            c.sys.futex_seq += 1;
+            let seq = c.sys.futex_seq;
+            let wait = Wait::Futex {
+                owner,
+                addr: uaddr,
+                bitset,
+                deadline,
+                seq,
+            };
+            c.block(wait, deadline)
+        }
+        Cmd::Wake | Cmd::WakeBitset => {
+            let bitset = if op.cmd == Cmd::WakeBitset {
+                val3
+            } else {
+                MATCH_ANY
+            };
+            if bitset == 0 {
+                return Return(-EINVAL);
+            }
+            let n = c.sys.futex_wake(owner, uaddr, bitset, val as usize);
+            Return(n as i64)
+        }
+        Cmd::Requeue | Cmd::CmpRequeue => {
+            if (val as i32) < 0 || (timeout as i32) < 0 || !uaddr2.is_multiple_of(4) {
+                return Return(-EINVAL);
+            }
+            if op.cmd == Cmd::CmpRequeue {
+                match read(uaddr) {
+                    Ok(v) if v != val3 => return Return(-EAGAIN),
+                    Ok(_) => {}
+                    Err(e) => return Return(e),
+                }
+            }
+            let woken = c.sys.futex_wake(owner, uaddr, MATCH_ANY, val as usize);
+            let moved = c.sys.futex_requeue(owner, uaddr, uaddr2, timeout as u32 as usize);
+            Return((woken + moved) as i64)
+        }
+    }
 }
 
 pub fn set_tid_address(c: &mut Call, a: &[u64; 6]) -> Action {
@@ -37,12 +136,19 @@ pub fn sched_yield(_c: &mut Call, _a: &[u64; 6]) -> Action {
     Action::Yield(0)
 }
 
+/// The process id: the thread group's.
 pub fn getpid(c: &mut Call, _a: &[u64; 6]) -> Action {
+    Return(i64::from(c.task().tgid))
+}
+
+/// The thread id.
+pub fn gettid(c: &mut Call, _a: &[u64; 6]) -> Action {
     Return(i64::from(c.pid))
 }
 
+/// The parent of the process (the group leader's).
 pub fn getppid(c: &mut Call, _a: &[u64; 6]) -> Action {
-    Return(i64::from(c.task().ppid))
+    Return(i64::from(c.leader_task().ppid))
 }
 
 pub fn zero(_c: &mut Call, _a: &[u64; 6]) -> Action {
@@ -193,9 +299,12 @@ const CLONE_FILES: u64 = 0x400;
 const CLONE_SIGHAND: u64 = 0x800;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_THREAD: u64 = 0x1_0000;
+const CLONE_SYSVSEM: u64 = 0x4_0000;
 const CLONE_SETTLS: u64 = 0x8_0000;
 const CLONE_PARENT_SETTID: u64 = 0x10_0000;
 const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+/// Ignored by Linux (musl's `pthread_create` passes it).
+const CLONE_DETACHED: u64 = 0x40_0000;
 const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// The exit signal's bits.
 const CSIGNAL: u64 = 0xff;
@@ -203,8 +312,10 @@ const CSIGNAL: u64 = 0xff;
 /// `clone(flags, stack, parent_tid, tls, child_tid)`: a new process, either a copy of the
 /// caller's memory (`fork`: copy-on-write, in the caller's fork mode) or, with
 /// `CLONE_VM | CLONE_VFORK`, running in the caller's memory while the caller waits for it to
-/// `execve` or exit. Threads (`CLONE_THREAD`, `CLONE_SIGHAND`, `CLONE_VM` alone) and shared
-/// descriptor tables are not offered (`EINVAL`).
+/// `execve` or exit; or, with `CLONE_THREAD | CLONE_SIGHAND | CLONE_VM | CLONE_FILES`, a
+/// thread of the caller's process (same memory, descriptors and signal dispositions; its own
+/// registers, mask and pending signals). Other sharing (`CLONE_VM` alone, `CLONE_FILES` or
+/// `CLONE_SIGHAND` without a thread, a thread without shared descriptors) answers `EINVAL`.
 pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     let (flags, stack, ptid, tls, ctid) = (a[0], a[1], a[2], a[3], a[4]);
     if let Some(child) = c.resumed() {
@@ -214,12 +325,31 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     let known = CSIGNAL
         | CLONE_VM
         | CLONE_FS
+        | CLONE_FILES
+        | CLONE_SIGHAND
         | CLONE_VFORK
+        | CLONE_THREAD
+        | CLONE_SYSVSEM
         | CLONE_SETTLS
         | CLONE_PARENT_SETTID
         | CLONE_CHILD_CLEARTID
+        | CLONE_DETACHED
         | CLONE_CHILD_SETTID;
-    if flags & !known != 0 || flags & (CLONE_THREAD | CLONE_SIGHAND | CLONE_FILES) != 0 {
+    if flags & !known != 0 {
+        return Return(-EINVAL);
+    }
+    // Linux's own rules, then what Tessera offers.
+    let thread = flags & CLONE_THREAD != 0;
+    if (thread && flags & CLONE_SIGHAND == 0) || (flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0) {
+        return Return(-EINVAL);
+    }
+    if thread {
+        if flags & CLONE_FILES == 0 || flags & CLONE_VFORK != 0 {
+            return Return(-EINVAL);
+        }
+        return new_thread(c, flags, stack, ptid, tls, ctid);
+    }
+    if flags & (CLONE_SIGHAND | CLONE_FILES) != 0 {
         return Return(-EINVAL);
     }
     let vfork = flags & CLONE_VM != 0;
@@ -246,19 +376,26 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     if flags & CLONE_SETTLS != 0 {
         ctx.tpidr = tls;
     }
+    let fds = c.fds().clone();
+    let (brk_start, brk, brk_limit) = {
+        let l = c.leader_task();
+        (l.brk_start, l.brk, l.brk_limit)
+    };
+    let ppid = c.sys.leader(c.pid);
     let parent = c.sys.task(c.pid);
     let child = Box::new(Task {
         pid,
-        ppid: c.pid,
+        tgid: pid,
+        ppid,
         ctx,
         fp: arch::fpu::FpState::new(),
         memory,
         state: State::Runnable,
-        fds: parent.fds.clone(),
+        fds,
         signals: parent.signals.clone(),
-        brk_start: parent.brk_start,
-        brk: parent.brk,
-        brk_limit: parent.brk_limit,
+        brk_start,
+        brk,
+        brk_limit,
         clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
             ctid
         } else {
@@ -293,6 +430,66 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
     } else {
         Return(i64::from(pid))
     }
+}
+
+/// A thread of the caller's process (see [`clone`]).
+fn new_thread(c: &mut Call, flags: u64, stack: u64, ptid: u64, tls: u64, ctid: u64) -> Action {
+    let Some(tid) = c.sys.alloc_pid() else {
+        return Return(-EAGAIN);
+    };
+    let mut ctx = c.frame.clone();
+    ctx.x[0] = 0;
+    if stack != 0 {
+        ctx.sp = stack;
+    }
+    if flags & CLONE_SETTLS != 0 {
+        ctx.tpidr = tls;
+    }
+    let tgid = c.sys.leader(c.pid);
+    let ppid = c.sys.task(tgid).ppid;
+    let parent = c.task();
+    let mut signals = parent.signals.clone();
+    signals.pending = 0;
+    signals.saved_mask = None;
+    // A thread starts without an alternate signal stack (as Linux's `CLONE_VM` without vfork).
+    signals.altstack = None;
+    let mut child = Box::new(Task {
+        pid: tid,
+        tgid,
+        ppid,
+        ctx,
+        fp: arch::fpu::FpState::new(),
+        memory: Memory::Group(tgid),
+        state: State::Runnable,
+        fds: crate::files::FdTable::new(),
+        signals,
+        brk_start: 0,
+        brk: 0,
+        brk_limit: 0,
+        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+            ctid
+        } else {
+            0
+        },
+        folio_size: parent.folio_size,
+        restart: None,
+        fault_address: None,
+        name: parent.name.clone(),
+    });
+    // The caller's FP/SIMD registers are the CPU's: the thread starts with a copy.
+    arch::fpu::save(&mut child.fp);
+    c.sys.tasks.insert(tid, child);
+    // The thread's memory is the caller's, the active one.
+    for (flag, at) in [(CLONE_CHILD_SETTID, ctid), (CLONE_PARENT_SETTID, ptid)] {
+        if flags & flag != 0 {
+            if let Err(e) = uaccess::write(at, &tid.to_le_bytes()) {
+                c.sys.end_thread(tid);
+                return Return(e);
+            }
+        }
+    }
+    c.sys.cpu().wake(tid);
+    Return(i64::from(tid))
 }
 
 /// Reads a NUL-terminated string of at most `max` bytes.
@@ -372,14 +569,31 @@ pub fn execve(c: &mut Call, a: &[u64; 6]) -> Action {
         Err(ExecError::NoEntropy) => return Return(-EAGAIN),
         Err(_) => return Return(-ENOMEM),
     };
-    let pid = c.pid;
-    let old = core::mem::replace(&mut c.task().memory, Memory::Own(Box::new(process)));
+    // The other threads of the process end first (Linux's `de_thread`); a thread other than
+    // the leader continues as the leader, with the process's pid.
+    let pid = c.sys.leader(c.pid);
+    for tid in c.sys.followers(pid) {
+        if tid != c.pid {
+            c.sys.end_thread(tid);
+        }
+    }
+    if c.pid != pid {
+        let me = c.task();
+        let (mask, pending, info) = (me.signals.mask, me.signals.pending, me.signals.info);
+        let l = c.sys.task(pid);
+        l.signals.mask = mask;
+        l.signals.pending = pending;
+        l.signals.info = info;
+        l.state = State::Runnable;
+    }
+    let old = core::mem::replace(&mut c.sys.task(pid).memory, Memory::Own(Box::new(process)));
     match old {
         Memory::Own(p) => {
             crate::process::deactivate_if(&p);
             p.exit();
         }
         Memory::Parent(parent) => c.sys.wake(parent),
+        Memory::Group(_) => unreachable!("a group leader has its own memory"),
     }
     let t = c.sys.task(pid);
     let closed = t.fds.close_on_exec();
@@ -390,9 +604,20 @@ pub fn execve(c: &mut Call, a: &[u64; 6]) -> Action {
     t.clear_child_tid = 0;
     t.restart = None;
     t.name = String::from(name);
-    start.enter(c.frame);
     arch::fpu::restore(&arch::fpu::FpState::new());
     super::files::release(c, closed);
+    if c.pid != pid {
+        // The caller's thread ends; the leader runs the new program.
+        let l = c.sys.task(pid);
+        start.enter(&mut l.ctx);
+        l.fp = arch::fpu::FpState::new();
+        let me = c.pid;
+        c.sys.end_thread(me);
+        c.sys.cpu().remove(pid);
+        c.sys.cpu().wake(pid);
+        return Action::Replaced;
+    }
+    start.enter(c.frame);
     c.sys.activate(pid);
     Action::Replaced
 }
@@ -410,8 +635,9 @@ pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
     if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE | WNOTHREAD) != 0 {
         return Return(-EINVAL);
     }
-    let me = c.pid;
-    let mine = |t: &Task| t.ppid == me && (target <= 0 || t.pid == target as Pid);
+    // Any thread of a process waits for the process's children.
+    let me = c.sys.leader(c.pid);
+    let mine = |t: &Task| t.is_leader() && t.ppid == me && (target <= 0 || t.pid == target as Pid);
     let mut any = false;
     let mut zombie = None;
     for t in c.sys.tasks.values() {
@@ -446,18 +672,26 @@ pub fn wait4(c: &mut Call, a: &[u64; 6]) -> Action {
     Return(i64::from(pid))
 }
 
-/// `kill`, `tkill`, `tgkill`: the signal is posted to each target (see `user::deliver`), with
-/// the sender's pid in its `siginfo_t` (`SI_USER`, or `SI_TKILL` for the thread calls).
+/// `kill`, `tkill`, `tgkill`: the signal is posted (see `user::deliver`), with the sender's pid
+/// in its `siginfo_t` (`SI_USER`, or `SI_TKILL` for the thread calls). `kill` targets
+/// processes (a thread of each that does not block the signal takes it); `tkill` and `tgkill`
+/// one thread.
 pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
+    let me = c.sys.leader(c.pid);
     let (targets, signal): (Vec<Pid>, u64) = match c.nr {
         super::KILL => {
             let pid = a[0] as i32;
+            let processes = c.sys.tasks.values().filter(|t| t.is_leader());
             let t = if pid > 0 {
-                Vec::from([pid as Pid])
+                let l = c.sys.leader(pid as Pid);
+                Vec::from([l])
             } else if pid == 0 || pid == -(INIT as i32) {
-                c.sys.tasks.pids().collect()
+                processes.map(|t| t.pid).collect()
             } else if pid == -1 {
-                c.sys.tasks.pids().filter(|&p| p != INIT && p != c.pid).collect()
+                processes
+                    .map(|t| t.pid)
+                    .filter(|&p| p != INIT && p != me)
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -468,12 +702,14 @@ pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
             if (a[0] as i64) <= 0 || (a[1] as i64) <= 0 {
                 return Return(-EINVAL);
             }
-            if a[0] != a[1] {
+            let tid = a[1] as Pid;
+            if c.sys.tasks.get(tid).is_none_or(|t| u64::from(t.tgid) != a[0]) {
                 return Return(-ESRCH);
             }
-            (Vec::from([a[1] as Pid]), a[2])
+            (Vec::from([tid]), a[2])
         }
     };
+    let group = c.nr == super::KILL;
     let targets: Vec<Pid> = targets.into_iter().filter(|&p| c.sys.tasks.contains(p)).collect();
     if targets.is_empty() {
         return Return(-ESRCH);
@@ -486,12 +722,19 @@ pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
     }
     let info = SigInfo {
         signo: signal as u8,
-        code: if c.nr == super::KILL { SI_USER } else { SI_TKILL },
-        pid: c.pid,
+        code: if group { SI_USER } else { SI_TKILL },
+        pid: me,
         ..SigInfo::default()
     };
     for pid in targets {
-        c.sys.post_signal(pid, info);
+        let thread = if group {
+            c.sys.signal_target(pid, signal as u8)
+        } else {
+            Some(pid)
+        };
+        if let Some(t) = thread {
+            c.sys.post_signal(t, info);
+        }
     }
     Return(0)
 }

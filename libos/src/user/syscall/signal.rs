@@ -55,22 +55,21 @@ pub fn rt_sigaction(c: &mut Call, a: &[u64; 6]) -> Action {
         return Return(-EINVAL);
     }
     let i = (signal - 1) as usize;
-    let s = &mut c.task().signals;
     if old != 0 {
-        if let Err(e) = uaccess::write_u64s(old, &s.actions[i]) {
+        let action = c.task().signals.actions[i];
+        if let Err(e) = uaccess::write_u64s(old, &action) {
             return Return(e);
         }
     }
     if act != 0 {
         match uaccess::read(act, 32) {
             Ok(b) => {
+                let mut action = [0u64; 4];
                 for (k, w) in b.chunks(8).enumerate() {
-                    s.actions[i][k] = u64::from_le_bytes(w.try_into().expect("8"));
+                    action[k] = u64::from_le_bytes(w.try_into().expect("8"));
                 }
-                // A signal now ignored is no longer pending (as on Linux), blocked or not.
-                if s.ignores(signal as u8) {
-                    s.pending &= !crate::signals::bit(signal as u8);
-                }
+                // Every thread of the process has the same dispositions.
+                c.sys.set_action(c.pid, signal as u8, action);
             }
             Err(e) => return Return(e),
         }
