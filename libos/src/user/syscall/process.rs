@@ -148,7 +148,15 @@ pub fn gettid(c: &mut Call, _a: &[u64; 6]) -> Action {
 
 /// The parent of the process (the group leader's).
 pub fn getppid(c: &mut Call, _a: &[u64; 6]) -> Action {
-    Return(i64::from(c.leader_task().ppid))
+    // The process's parent is its leader's; a leader (every single-threaded process) answers
+    // with one look-up.
+    let t = c.task();
+    let (tgid, ppid) = (t.tgid, t.ppid);
+    if tgid == c.pid {
+        Return(i64::from(ppid))
+    } else {
+        Return(i64::from(c.leader_task().ppid))
+    }
 }
 
 pub fn zero(_c: &mut Call, _a: &[u64; 6]) -> Action {
