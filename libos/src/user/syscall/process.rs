@@ -376,50 +376,26 @@ pub fn clone(c: &mut Call, a: &[u64; 6]) -> Action {
             Err(_) => return Return(-ENOMEM),
         }
     };
-    let mut ctx = c.frame.clone();
-    ctx.x[0] = 0;
-    if stack != 0 {
-        ctx.sp = stack;
-    }
-    if flags & CLONE_SETTLS != 0 {
-        ctx.tpidr = tls;
-    }
+    let ctx = child_registers(c.frame, flags, stack, tls);
     let fds = c.fds().clone();
-    let (brk_start, brk, brk_limit) = {
+    let brk = {
         let l = c.leader_task();
         (l.brk_start, l.brk, l.brk_limit)
     };
     let ppid = c.sys.leader(c.pid);
     let parent = c.sys.task(c.pid);
-    let child = Box::new(Task {
-        pid,
-        tgid: pid,
-        ppid,
+    let signals = parent.signals.clone();
+    let child = new_task(
+        parent,
+        [pid, pid, ppid],
         ctx,
-        fp: arch::fpu::FpState::new(),
         memory,
-        state: State::Runnable,
         fds,
-        signals: parent.signals.clone(),
-        brk_start,
+        signals,
         brk,
-        brk_limit,
-        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
-            ctid
-        } else {
-            0
-        },
-        folio_size: parent.folio_size,
-        restart: None,
-        fault_address: None,
-        name: parent.name.clone(),
-    });
-    let mut child = child;
-    // Pending signals are the parent's alone.
-    child.signals.pending = 0;
-    child.signals.saved_mask = None;
-    // The caller's FP/SIMD registers are the CPU's: the child starts with a copy.
-    arch::fpu::save(&mut child.fp);
+        flags,
+        ctid,
+    );
     c.sys.tasks.insert(pid, child);
     if flags & CLONE_CHILD_SETTID != 0 {
         // In the child's memory (the caller's own, for a vfork child).
@@ -445,47 +421,25 @@ fn new_thread(c: &mut Call, flags: u64, stack: u64, ptid: u64, tls: u64, ctid: u
     let Some(tid) = c.sys.alloc_pid() else {
         return Return(-EAGAIN);
     };
-    let mut ctx = c.frame.clone();
-    ctx.x[0] = 0;
-    if stack != 0 {
-        ctx.sp = stack;
-    }
-    if flags & CLONE_SETTLS != 0 {
-        ctx.tpidr = tls;
-    }
+    let ctx = child_registers(c.frame, flags, stack, tls);
     let tgid = c.sys.leader(c.pid);
     let ppid = c.sys.task(tgid).ppid;
     let parent = c.task();
     let mut signals = parent.signals.clone();
-    signals.pending = 0;
-    signals.saved_mask = None;
     // A thread starts without an alternate signal stack (as Linux's `CLONE_VM` without vfork).
     signals.altstack = None;
-    let mut child = Box::new(Task {
-        pid: tid,
-        tgid,
-        ppid,
+    let fds = crate::files::FdTable::new();
+    let child = new_task(
+        parent,
+        [tid, tgid, ppid],
         ctx,
-        fp: arch::fpu::FpState::new(),
-        memory: Memory::Group(tgid),
-        state: State::Runnable,
-        fds: crate::files::FdTable::new(),
+        Memory::Group(tgid),
+        fds,
         signals,
-        brk_start: 0,
-        brk: 0,
-        brk_limit: 0,
-        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
-            ctid
-        } else {
-            0
-        },
-        folio_size: parent.folio_size,
-        restart: None,
-        fault_address: None,
-        name: parent.name.clone(),
-    });
-    // The caller's FP/SIMD registers are the CPU's: the thread starts with a copy.
-    arch::fpu::save(&mut child.fp);
+        (0, 0, 0),
+        flags,
+        ctid,
+    );
     c.sys.tasks.insert(tid, child);
     // The thread's memory is the caller's, the active one.
     for (flag, at) in [(CLONE_CHILD_SETTID, ctid), (CLONE_PARENT_SETTID, ptid)] {
@@ -745,4 +699,67 @@ pub fn kill(c: &mut Call, a: &[u64; 6]) -> Action {
         }
     }
     Return(0)
+}
+
+/// The registers a `clone` child starts with: the caller's, with `x0` = 0, the given stack
+/// (when not 0) and, with `CLONE_SETTLS`, the given thread pointer.
+fn child_registers(
+    frame: &arch::exception::TrapFrame,
+    flags: u64,
+    stack: u64,
+    tls: u64,
+) -> arch::exception::TrapFrame {
+    let mut ctx = frame.clone();
+    ctx.x[0] = 0;
+    if stack != 0 {
+        ctx.sp = stack;
+    }
+    if flags & CLONE_SETTLS != 0 {
+        ctx.tpidr = tls;
+    }
+    ctx
+}
+
+/// A task made by `clone` from `parent`: `[pid, tgid, ppid]`, runnable, without pending signals
+/// (they are the parent's alone), with `clear_child_tid` set from `CLONE_CHILD_CLEARTID` and a
+/// copy of the caller's FP/SIMD registers (the CPU's: the caller is running).
+#[allow(clippy::too_many_arguments)]
+fn new_task(
+    parent: &Task,
+    [pid, tgid, ppid]: [Pid; 3],
+    ctx: arch::exception::TrapFrame,
+    memory: Memory,
+    fds: crate::files::FdTable<super::super::task::File>,
+    mut signals: super::super::task::Signals,
+    (brk_start, brk, brk_limit): (u64, u64, u64),
+    flags: u64,
+    ctid: u64,
+) -> Box<Task> {
+    signals.pending = 0;
+    signals.saved_mask = None;
+    let mut task = Box::new(Task {
+        pid,
+        tgid,
+        ppid,
+        ctx,
+        fp: arch::fpu::FpState::new(),
+        memory,
+        state: State::Runnable,
+        fds,
+        signals,
+        brk_start,
+        brk,
+        brk_limit,
+        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+            ctid
+        } else {
+            0
+        },
+        folio_size: parent.folio_size,
+        restart: None,
+        fault_address: None,
+        name: parent.name.clone(),
+    });
+    arch::fpu::save(&mut task.fp);
+    task
 }
