@@ -722,8 +722,10 @@ fn child_registers(
 
 /// A task made by `clone` from `parent`: `[pid, tgid, ppid]`, runnable, without pending signals
 /// (they are the parent's alone), with `clear_child_tid` set from `CLONE_CHILD_CLEARTID` and a
-/// copy of the caller's FP/SIMD registers (the CPU's: the caller is running).
+/// copy of the caller's FP/SIMD registers (the CPU's: the caller is running). Inlined into both
+/// callers, so that the task is built in its box rather than moved there.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn new_task(
     parent: &Task,
     [pid, tgid, ppid]: [Pid; 3],
