@@ -6,12 +6,12 @@
 use alloc::vec::Vec;
 
 use super::ctx::{Ctx, Reserve};
-use super::desc::{bits, ApTable, Descriptor, DescriptorKind};
+use super::desc::{ApTable, Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::platform::Platform;
 use super::root::Root;
 use super::table::{Entry, Table};
-use super::walk::{walk, ReadDesc, Reader, Step, Visitor};
+use super::walk::{eight_empty, walk, ReadDesc, Reader, Step, Visitor};
 use crate::addr::{Level, PhysAddr, VirtAddr, ENTRIES, PAGE_SIZE};
 use crate::frames::OutOfMemory;
 
@@ -70,12 +70,9 @@ fn collect_pmds<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64
     let mut i = first;
     while i <= end {
         // Empty stretches eight entries at a time.
-        if i % 8 == 0 && i + 8 <= end + 1 {
-            let any = (i..i + 8).fold(0, |acc, j| acc | p.read(table.pa(), j).0);
-            if any & bits::VALID == 0 {
-                i += 8;
-                continue;
-            }
+        if i % 8 == 0 && i + 8 <= end + 1 && eight_empty(&Reader(p), table.pa(), i) {
+            i += 8;
+            continue;
         }
         let d = p.read(table.pa(), i);
         i += 1;

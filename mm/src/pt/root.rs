@@ -5,7 +5,7 @@ use core::fmt;
 use super::asid::Asid;
 use super::attrs::{Attrs, AttrsError};
 use super::ctx::{leaf_report, Ctx, Reports, Reserve};
-use super::desc::{bits, DescriptorKind};
+use super::desc::DescriptorKind;
 use super::error::MapError;
 use super::leaf::{Leaf, Translation};
 use super::ops::{ChangeOp, LeafChange, MapGeom, MapOp, MapPlan, PteAlloc, PtePlan, SplitPlan, UnmapOp};
@@ -14,7 +14,7 @@ use super::query::{descend, find_slot, Descent, FirstLeaf, Slot};
 use super::stats::Stats;
 use super::table::{Entry, Table};
 use super::tlb::{scope_op, TlbScope};
-use super::walk::{read_block, walk, Reader};
+use super::walk::{eight_empty, read_block, walk, Reader};
 use crate::addr::{
     Level, PhysAddr, VirtAddr, CONT_PTES, CONT_SIZE, KERNEL_BASE, PAGE_SIZE, PA_END, USER_END,
 };
@@ -574,7 +574,7 @@ where
     while i < crate::addr::ENTRIES {
         // Empty stretches eight entries at a time (`i` is a multiple of 8 after every skip
         // and every folded block).
-        if i % 8 == 0 && (i..i + 8).fold(0, |acc, j| acc | p.read(table, j).0) & bits::VALID == 0 {
+        if i % 8 == 0 && eight_empty(&Reader(&*p), table, i) {
             i += 8;
             continue;
         }

@@ -35,6 +35,13 @@ pub(crate) trait ReadDesc {
     fn read_desc(&self, table: PhysAddr, index: usize) -> Descriptor;
 }
 
+/// Whether the eight entries of `table` from `i` on are all invalid: how the scans of whole
+/// tables skip empty stretches.
+#[inline]
+pub(crate) fn eight_empty<C: ReadDesc + ?Sized>(cx: &C, table: PhysAddr, i: usize) -> bool {
+    (i..i + 8).fold(0, |acc, j| acc | cx.read_desc(table, j).0) & bits::VALID == 0
+}
+
 /// The 16 descriptors of the contiguous block starting at `first` in `table`, and their
 /// gathered state: the first entry with AF and dirty ORed over all 16.
 pub(crate) fn read_block<C: ReadDesc + ?Sized>(

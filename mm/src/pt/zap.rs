@@ -5,14 +5,14 @@
 use alloc::vec::Vec;
 
 use super::ctx::{issue, leaf_report, Ctx, Reserve};
-use super::desc::{bits, Descriptor, DescriptorKind};
+use super::desc::{Descriptor, DescriptorKind};
 use super::error::MapError;
 use super::leaf::Leaf;
 use super::platform::Platform;
 use super::root::Root;
 use super::table::Table;
 use super::tlb::FlushRequest;
-use super::walk::{read_block, Reader};
+use super::walk::{eight_empty, read_block, Reader};
 use crate::addr::{Level, VirtAddr, CONT_PTES, CONT_SIZE, ENTRIES, PAGE_SIZE};
 
 /// What one [`Root::zap_ptes`] pass did.
@@ -92,11 +92,6 @@ fn span_last(table: Table) -> u64 {
         .wrapping_sub(1)
 }
 
-/// Whether the eight entries from `i` on (a multiple of 8) of `table` are all invalid.
-fn eight_empty<P: Platform + ?Sized>(p: &P, table: Table, i: usize) -> bool {
-    (i..i + 8).fold(0, |acc, j| acc | p.read(table.pa(), j).0) & bits::VALID == 0
-}
-
 /// The first VA of a level-1/2 block in `[start, last]` below `table`, if any (reads the
 /// levels above 3 only).
 fn find_block<P: Platform + ?Sized>(p: &P, table: Table, start: u64, last: u64) -> Option<u64> {
@@ -138,7 +133,7 @@ where
     let t = table.pa();
     let mut i = i0;
     while i <= i1 {
-        if i % 8 == 0 && i + 8 <= i1 + 1 && eight_empty(p, table, i) {
+        if i % 8 == 0 && i + 8 <= i1 + 1 && eight_empty(&Reader(&*p), t, i) {
             i += 8;
             continue;
         }
@@ -207,5 +202,5 @@ where
         // Every entry was in the range: the leaves are cleared and the children emptied.
         return true;
     }
-    (0..ENTRIES).step_by(8).all(|i| eight_empty(p, table, i))
+    (0..ENTRIES).step_by(8).all(|i| eight_empty(&Reader(&*p), t, i))
 }
