@@ -47,6 +47,15 @@ pub fn archive_phys() -> (u64, usize) {
     (arch::board::virt_to_phys(va) as u64, LEN)
 }
 
+/// The program `name` for a boot test: `None` in an image built without programs (its archive
+/// is empty); an image that has programs must hold `name`.
+#[cfg(feature = "boot-tests")]
+pub fn for_test(name: &str) -> Option<&'static [u8]> {
+    let archive = crate::exec::cpio::Archive::new(archive()).expect("the program archive is valid");
+    archive.entries().next()?;
+    Some(find(name).unwrap_or_else(|| panic!("the image's program archive has no '{name}'")))
+}
+
 /// The archive's entries by name (as stored, without a leading `./` or `/`), read once.
 static INDEX: spin::Once<BTreeMap<&'static str, &'static [u8]>> = spin::Once::new();
 

@@ -7,19 +7,9 @@
 //! An image built without programs has an empty archive; these tests then have nothing to run and
 //! pass. One that has an archive must hold every program named here.
 
-use crate::exec::cpio::Archive;
+pub(super) use crate::programs::for_test as program;
 use crate::user::{self, signal, Exit};
 use alloc::string::String;
-
-/// The program `name` from the archive, or `None` for an image built without programs.
-pub(super) fn program(name: &str) -> Option<&'static [u8]> {
-    let archive = Archive::new(crate::programs::archive()).expect("the program archive is valid");
-    archive.entries().next()?;
-    let entry = archive
-        .find(name)
-        .unwrap_or_else(|| panic!("the image's program archive has no '{name}'"));
-    Some(entry.data)
-}
 
 /// Runs `name` with `args`, capturing what it prints.
 pub(super) fn run(name: &str, args: &[&str]) -> Option<(Result<Exit, user::ExecError>, String)> {

@@ -5,19 +5,9 @@
 //! back when the processes exit.)
 
 use super::*;
-use crate::exec::cpio::Archive;
 use crate::mm::space::Peek;
+use crate::programs::for_test as program;
 use crate::user::{self, signal, Exit};
-
-/// The program `name` from the archive, or `None` for an image built without programs.
-fn program(name: &str) -> Option<&'static [u8]> {
-    let archive = Archive::new(crate::programs::archive()).expect("the program archive is valid");
-    archive.entries().next()?;
-    let entry = archive
-        .find(name)
-        .unwrap_or_else(|| panic!("the image's program archive has no '{name}'"));
-    Some(entry.data)
-}
 
 /// A process with the program `elf` loaded into it.
 fn loaded(elf: &Elf) -> Process {
