@@ -4,7 +4,7 @@
 //! The rules are those of the single-range operations (docs/mm.md, "CONTPTE" and "Fork").
 
 use super::ctx::{Ctx, Reserve};
-use super::desc::{bits, Descriptor};
+use super::desc::Descriptor;
 use super::platform::Platform;
 use super::pte_table::{PteTable, PTE_TABLE_SPAN};
 use super::root::Root;
@@ -32,9 +32,6 @@ pub enum CopyPte {
     /// folds); the parent's writable entries of the unit are write-protected, if the call
     /// protects the parent.
     Share,
-    /// This page descriptor for the unit's one page (a page the child gets a copy of); the
-    /// parent's entry is left as it is.
-    Map(Descriptor),
     /// A folded block only: unfold the parent's block, then ask again page by page.
     Split,
     /// Nothing for the child; the parent's entries are left as they are.
@@ -177,7 +174,6 @@ impl Root {
                         cx.convert_block(parent, i, false);
                         continue 'table;
                     }
-                    Ok(CopyPte::Map(_)) => panic!("copy_pte_table: Map answered for a folded block"),
                 }
                 i += CONT_PTES;
                 continue;
@@ -212,15 +208,6 @@ impl Root {
                         protected += 1;
                         cx.gather.add_leaves(va, PAGE_SIZE, Level::L3);
                     }
-                }
-                Ok(CopyPte::Map(c)) => {
-                    debug_assert!(!cx.p.read(ct, i).is_valid());
-                    assert!(
-                        c.is_valid() && c.0 & bits::TABLE_OR_PAGE != 0 && !c.contiguous(),
-                        "copy_pte_table: {c:?} is not a page descriptor"
-                    );
-                    cx.p.write(ct, i, c);
-                    child_writes += 1;
                 }
                 Ok(CopyPte::Split) => panic!("copy_pte_table: Split answered for one page"),
             }
