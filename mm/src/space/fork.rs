@@ -160,55 +160,50 @@ impl CopyPolicy for ForkPolicy<'_, '_> {
             .mem
             .folio_page(u.pte.address())
             .expect("a user page maps an allocated folio");
-        if folio.is_anon() && folio.try_dup_anon_ptes(self.child_id, idx, u.nr).is_ok() {
-            self.stats.fork_dup_batches += 1;
-            self.stats.fork_dup_pages += u.nr as u64;
-            return Ok(CopyPte::Share);
+        if !folio.is_anon() {
+            return Ok(fork_object_pages(folio, idx, u, self.child_id, self.stats));
         }
-        Ok(fork_unit_other(
-            folio,
-            idx,
-            u,
-            self.child_id,
-            self.stats,
-            self.copies,
-        ))
+        match folio.try_dup_anon_ptes(self.child_id, idx, u.nr) {
+            Ok(()) => {
+                self.stats.fork_dup_batches += 1;
+                self.stats.fork_dup_pages += u.nr as u64;
+                Ok(CopyPte::Share)
+            }
+            Err(e) => Ok(fork_refused(e, u, self.copies)),
+        }
     }
 }
 
-/// [`ForkPolicy`]'s answer for a unit that is not anon pages shared at once: object
-/// pages (private object mappings) are shared read-only; the pages of a pinned folio are
-/// taken page by page, and those exclusive to the parent are listed in `copies`.
+/// [`ForkPolicy`]'s answer for object pages (a private object mapping): shared read-only.
 #[cold]
 #[inline(never)]
-fn fork_unit_other(
+fn fork_object_pages(
     folio: Folio<'_>,
     idx: usize,
     u: &CopyUnit,
     child_id: SpaceId,
     stats: &mut SpaceStats,
-    copies: &mut Vec<(u64, u64)>,
 ) -> CopyPte {
-    if !folio.is_anon() {
-        debug_assert!(!u.pte.writable(), "object pages are mapped read-only");
-        folio
-            .add_file_ptes(child_id, idx, u.nr)
-            .expect("file folio, pages inside it");
-        stats.fork_file_batches += 1;
-        return CopyPte::Share;
-    }
-    match folio.try_dup_anon_ptes(child_id, idx, u.nr) {
-        Ok(()) => {
-            stats.fork_dup_batches += 1;
-            stats.fork_dup_pages += u.nr as u64;
-            CopyPte::Share
-        }
-        // Page by page: share what can be shared, copy the exclusive pages.
-        Err(FolioError::MaybePinned { .. }) if u.nr > 1 => CopyPte::Split,
-        Err(FolioError::MaybePinned { .. }) => {
+    debug_assert!(!u.pte.writable(), "object pages are mapped read-only");
+    folio
+        .add_file_ptes(child_id, idx, u.nr)
+        .expect("file folio, pages inside it");
+    stats.fork_file_batches += 1;
+    CopyPte::Share
+}
+
+/// [`ForkPolicy`]'s answer for anon pages whose dup was refused (`error`, nothing changed): a
+/// pinned folio's pages are taken page by page, and those exclusive to the parent are listed in
+/// `copies` (the child gets copies of them).
+#[cold]
+#[inline(never)]
+fn fork_refused(error: FolioError, u: &CopyUnit, copies: &mut Vec<(u64, u64)>) -> CopyPte {
+    match error {
+        FolioError::MaybePinned { .. } if u.nr > 1 => CopyPte::Split,
+        FolioError::MaybePinned { .. } => {
             copies.push((u.va.as_u64(), u.pte.address().0));
             CopyPte::Skip
         }
-        Err(e) => panic!("fork of mapped anon pages refused: {e:?}"),
+        e => panic!("fork of mapped anon pages refused: {e:?}"),
     }
 }
