@@ -39,16 +39,17 @@ pub fn futex(c: &mut Call, a: &[u64; 6]) -> Action {
     }
     let owner = c.sys.memory_owner(c.pid);
     let read = |va: u64| uaccess::read(va, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+    // The bitset forms name their waiters in `val3` (none: EINVAL); the others match any.
+    let bitset = if matches!(op.cmd, Cmd::WaitBitset | Cmd::WakeBitset) {
+        val3
+    } else {
+        MATCH_ANY
+    };
+    if bitset == 0 {
+        return Return(-EINVAL);
+    }
     match op.cmd {
         Cmd::Wait | Cmd::WaitBitset => {
-            let bitset = if op.cmd == Cmd::WaitBitset {
-                val3
-            } else {
-                MATCH_ANY
-            };
-            if bitset == 0 {
-                return Return(-EINVAL);
-            }
             let now = arch::timer::now_ns();
             let deadline = match c.resumed() {
                 Some(d) if d & WOKEN != 0 => return Return(0),
@@ -86,14 +87,6 @@ pub fn futex(c: &mut Call, a: &[u64; 6]) -> Action {
             c.block(wait, deadline)
         }
         Cmd::Wake | Cmd::WakeBitset => {
-            let bitset = if op.cmd == Cmd::WakeBitset {
-                val3
-            } else {
-                MATCH_ANY
-            };
-            if bitset == 0 {
-                return Return(-EINVAL);
-            }
             let n = c.sys.futex_wake(owner, uaddr, bitset, val as usize);
             Return(n as i64)
         }
